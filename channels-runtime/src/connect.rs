@@ -1,0 +1,248 @@
+//! Accepting a connection: [`Connect`], its [`Params`], [`ConnectInfo`] and
+//! [`Refuse`].
+//!
+//! Phoenix's `connect/3` and `id/1` become the two functions of the
+//! [`Connect`] trait, implemented on the socket type that `socket!` declares:
+//!
+//! ```
+//! use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+//!
+//! struct UserSocket;
+//!
+//! #[derive(Clone)]
+//! struct User { id: String }
+//!
+//! impl Connect for UserSocket {
+//!     type Assigns = User;
+//!
+//!     async fn connect(params: &Params, _info: &ConnectInfo) -> Result<User, Refuse> {
+//!         match params.get("token") {
+//!             Some("invalid") => Err(Refuse::forbidden()),
+//!             _ => Ok(User { id: params.get("user_id").unwrap_or("anonymous").to_owned() }),
+//!         }
+//!     }
+//!
+//!     fn id(user: &User) -> Option<String> {
+//!         Some(format!("users_socket:{}", user.id))
+//!     }
+//! }
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use axum::http::{HeaderMap, StatusCode, Uri};
+use serde::de::{value::MapDeserializer, DeserializeOwned};
+
+/// How a socket accepts connections: Phoenix's `connect/3` and `id/1`.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not implement `Connect`",
+    label = "sockets must say how they accept connections",
+    note = "add `impl Connect for {Self} {{ type Assigns = ..; async fn connect(params: &Params, info: &ConnectInfo) -> Result<Self::Assigns, Refuse> {{ .. }} }}`"
+)]
+pub trait Connect: Send + Sync + Sized + 'static {
+    /// What a connection carries for its whole life (the user, say): set by
+    /// [`Connect::connect`], copied into every channel it joins.
+    type Assigns: Clone + Send + Sync + 'static;
+
+    /// Accepts or refuses a connection. `params` are the query parameters
+    /// (including `vsn`); a refusal answers the upgrade with HTTP 403 (or the
+    /// status the [`Refuse`] carries).
+    fn connect(params: &Params, info: &ConnectInfo) -> impl Future<Output = Result<Self::Assigns, Refuse>> + Send;
+
+    /// The socket's id, e.g. `users_socket:42`, or `None` for anonymous
+    /// sockets. Broadcasting `disconnect` on the id closes every connection
+    /// that has it.
+    fn id(assigns: &Self::Assigns) -> Option<String> {
+        let _ = assigns;
+        None
+    }
+}
+
+/// A connection refused by [`Connect::connect`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refuse {
+    status: StatusCode,
+    reason: Option<String>,
+}
+
+impl Refuse {
+    /// Refuse with HTTP 403, as Phoenix does for `:error`.
+    pub fn forbidden() -> Self {
+        Refuse { status: StatusCode::FORBIDDEN, reason: None }
+    }
+
+    /// Refuse with another HTTP status (e.g. 401 or 429), as Phoenix's
+    /// `:error_handler` allows.
+    pub fn with_status(status: StatusCode) -> Self {
+        Refuse { status, reason: None }
+    }
+
+    /// Attaches a reason, logged by the server (never sent to the client).
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+
+    /// The HTTP status the upgrade is answered with.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The logged reason, if any.
+    pub fn log_reason(&self) -> Option<&str> {
+        self.reason.as_deref()
+    }
+}
+
+impl Default for Refuse {
+    fn default() -> Self {
+        Refuse::forbidden()
+    }
+}
+
+/// The query parameters of a connection.
+///
+/// Every parameter is kept, `vsn` included. When a key appears more than
+/// once the last value wins, as in Plug (phoenix.js's LongPoll appends its
+/// own `token` after the app's).
+///
+/// ```
+/// use channels_runtime::connect::Params;
+///
+/// let params = Params::from_query("token=a&user_id=7&token=b&vsn=2.0.0");
+/// assert_eq!(params.get("token"), Some("b"));
+/// assert_eq!(params.get("user_id"), Some("7"));
+///
+/// #[derive(serde::Deserialize)]
+/// struct Auth { user_id: String }
+/// assert_eq!(params.decode::<Auth>().unwrap().user_id, "7");
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params {
+    pairs: Vec<(String, String)>,
+}
+
+impl Params {
+    /// Parses a URL query string (without the `?`).
+    pub fn from_query(query: &str) -> Self {
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = part.split_once('=').unwrap_or((part, ""));
+            let (key, value) = (decode_component(key), decode_component(value));
+            match pairs.iter_mut().find(|(k, _)| *k == key) {
+                Some(existing) => existing.1 = value,
+                None => pairs.push((key, value)),
+            }
+        }
+        Params { pairs }
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// Every parameter, in the order first seen.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether there are no parameters.
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+
+    /// Deserializes the parameters into a struct of string-like fields.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde::de::value::Error> {
+        T::deserialize(MapDeserializer::new(self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+    }
+}
+
+/// Decodes `application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte.
+fn decode_component(s: &str) -> String {
+    let spaced = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
+}
+
+/// What `connect` may know about the request besides its parameters.
+#[derive(Debug, Clone)]
+pub struct ConnectInfo {
+    peer_addr: Option<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl ConnectInfo {
+    /// Connection information for a request.
+    pub fn new(peer_addr: Option<SocketAddr>, uri: Uri, headers: HeaderMap) -> Self {
+        ConnectInfo { peer_addr, uri, headers }
+    }
+
+    /// The client's address, when the server was started with connect info
+    /// (as [`Endpoint::serve`](crate::endpoint::Endpoint::serve) does).
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer_addr
+    }
+
+    /// The request URI, query included.
+    pub fn uri(&self) -> &Uri {
+        &self.uri
+    }
+
+    /// The request headers.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// One header's value, if present and valid UTF-8.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_decoding() {
+        let p = Params::from_query("a=1&b=x+y&c=%E2%9C%93&flag&=empty&d=%zz");
+        assert_eq!(p.get("a"), Some("1"));
+        assert_eq!(p.get("b"), Some("x y"));
+        assert_eq!(p.get("c"), Some("✓"));
+        assert_eq!(p.get("flag"), Some(""));
+        assert_eq!(p.get(""), Some("empty"));
+        assert_eq!(p.get("d"), Some("%zz"));
+        assert_eq!(p.get("missing"), None);
+        assert!(Params::from_query("").is_empty());
+    }
+
+    #[test]
+    fn last_duplicate_wins_and_order_is_kept() {
+        let p = Params::from_query("token=app&vsn=2.0.0&token=session");
+        assert_eq!(p.get("token"), Some("session"));
+        assert_eq!(p.iter().map(|(k, _)| k).collect::<Vec<_>>(), ["token", "vsn"]);
+    }
+
+    #[test]
+    fn decode_into_a_struct() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Q {
+            user_id: String,
+            #[serde(default)]
+            token: Option<String>,
+        }
+        let p = Params::from_query("user_id=7&vsn=2.0.0");
+        assert_eq!(p.decode::<Q>().unwrap(), Q { user_id: "7".into(), token: None });
+        assert!(Params::from_query("vsn=2.0.0").decode::<Q>().is_err());
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(Refuse::default().status(), StatusCode::FORBIDDEN);
+        let r = Refuse::with_status(StatusCode::UNAUTHORIZED).reason("expired token");
+        assert_eq!((r.status(), r.log_reason()), (StatusCode::UNAUTHORIZED, Some("expired token")));
+    }
+}

@@ -1,0 +1,214 @@
+//! The per-connection dispatcher (Phoenix's socket process): it takes every
+//! decoded client message of one connection, answers heartbeats, starts,
+//! leaves and displaces channels, and hands events to the channel tasks.
+//!
+//! It never waits on a channel, so a slow join or handler cannot delay a
+//! heartbeat ack or another channel. It knows nothing about the transport.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use crate::channel::{Mail, Routes, Start};
+use crate::connect::Connect;
+use crate::outbox::Outbox;
+use crate::protocol::{Message, Outgoing, Payload, HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE};
+use crate::pubsub::{Delivery, PubSub, Subscriber};
+use crate::reply::{self, Status};
+use crate::router::Topic;
+use crate::socket::Connection;
+
+/// Per-socket limits.
+#[derive(Debug, Clone)]
+pub struct SocketOptions {
+    /// Channels one connection may have joined at once (Phoenix ≥ 1.8.9:
+    /// 100). A join over the limit is answered
+    /// `{"reason":"too many channels joined"}`.
+    pub max_channels: usize,
+    /// A connection that sends nothing for this long is closed. Phoenix
+    /// closes after 60 s; phoenix.js heartbeats every 30 s.
+    pub idle_timeout: std::time::Duration,
+    /// The largest frame a client may send; larger ones close the
+    /// connection with 1009. Phoenix (websock_adapter ≥ 0.6): 10 MB.
+    pub max_frame_size: usize,
+    /// Bytes that may wait to be written to one client before it counts as
+    /// a slow consumer and is disconnected.
+    pub max_outbound_bytes: usize,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            max_channels: 100,
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_frame_size: 10_000_000,
+            max_outbound_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+struct Joined {
+    join_ref: Option<String>,
+    mailbox: mpsc::UnboundedSender<Mail>,
+}
+
+impl Joined {
+    /// A channel whose task ended (crash, refusal, stop) is no longer joined.
+    fn is_alive(&self) -> bool {
+        !self.mailbox.is_closed()
+    }
+}
+
+/// Routes the messages of one connection.
+pub(crate) struct Dispatcher<S: Connect + Routes> {
+    conn: Arc<Connection>,
+    assigns: S::Assigns,
+    channels: HashMap<String, Joined>,
+    next_generation: u64,
+    max_channels: usize,
+}
+
+impl<S: Connect + Routes> Dispatcher<S> {
+    /// A dispatcher for a freshly accepted connection; subscribes it to its
+    /// socket id so `disconnect` broadcasts reach it.
+    pub(crate) fn new(
+        assigns: S::Assigns,
+        outbox: Arc<Outbox>,
+        serializer: crate::protocol::Serializer,
+        pubsub: PubSub,
+        options: &SocketOptions,
+    ) -> Self {
+        let id: Option<Arc<str>> = S::id(&assigns).map(Arc::from);
+        if let Some(id) = &id {
+            let subscriber =
+                Subscriber { outbox: outbox.clone(), serializer, generation: 0, delivery: Delivery::Disconnect };
+            pubsub.subscribe(id, subscriber, || {});
+        }
+        let conn = Arc::new(Connection { outbox, serializer, pubsub, id });
+        Dispatcher { conn, assigns, channels: HashMap::new(), next_generation: 1, max_channels: options.max_channels }
+    }
+
+    /// The connection's outbox.
+    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
+        &self.conn.outbox
+    }
+
+    /// Handles one client message.
+    pub(crate) fn dispatch(&mut self, msg: Message) {
+        if msg.topic == PHOENIX_TOPIC && msg.event == HEARTBEAT {
+            return self.reply(None, &msg, Status::Ok, &Payload::empty());
+        }
+        match msg.event.as_str() {
+            PHX_JOIN => self.join(msg),
+            PHX_LEAVE => self.leave(msg),
+            _ => self.forward(msg),
+        }
+    }
+
+    fn reply(&self, join_ref: Option<&str>, msg: &Message, status: Status, response: &Payload) {
+        self.conn.send(&Outgoing::Reply {
+            join_ref,
+            msg_ref: msg.msg_ref.as_deref(),
+            topic: &msg.topic,
+            status: status.as_str(),
+            response,
+        });
+    }
+
+    fn unmatched(&self, msg: &Message) {
+        self.reply(None, msg, Status::Error, &reply::reason("unmatched topic"));
+    }
+
+    /// The live channel on `topic`, forgetting it if its task has ended.
+    fn live(&mut self, topic: &str) -> Option<&Joined> {
+        if self.channels.get(topic).is_some_and(|c| !c.is_alive()) {
+            self.channels.remove(topic);
+        }
+        self.channels.get(topic)
+    }
+
+    /// A non-null join_ref that differs from the channel's is stale: the
+    /// message belongs to an earlier join (Phoenix ≥ 1.8.3 drops it).
+    fn is_stale(joined: &Joined, msg: &Message) -> bool {
+        msg.join_ref.is_some() && msg.join_ref != joined.join_ref
+    }
+
+    fn join(&mut self, msg: Message) {
+        if let Some(old) = self.live(&msg.topic) {
+            // The newest join wins; the old instance sends phx_close.
+            let _ = old.mailbox.send(Mail::Displaced);
+            self.channels.remove(&msg.topic);
+        }
+        let Some(route) = S::ROUTES.iter().find(|r| r.pattern().matches(&msg.topic)) else {
+            tracing::warn!(topic = msg.topic, "join on a topic no route matches");
+            return self.unmatched(&msg);
+        };
+        self.channels.retain(|_, c| c.is_alive());
+        if self.channels.len() >= self.max_channels {
+            tracing::warn!(topic = msg.topic, limit = self.max_channels, "join refused: too many channels");
+            let join_ref = msg.join_ref.as_deref();
+            return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many channels joined"));
+        }
+        let (sender, mailbox) = mpsc::unbounded_channel();
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let Message { join_ref, msg_ref, topic, payload, .. } = msg;
+        self.channels.insert(topic.clone(), Joined { join_ref: join_ref.clone(), mailbox: sender });
+        route.start(Start {
+            topic: Topic::new(topic, route.pattern()),
+            join_ref,
+            msg_ref,
+            payload,
+            assigns: self.assigns.clone(),
+            conn: self.conn.clone(),
+            generation,
+            mailbox,
+        });
+    }
+
+    fn leave(&mut self, msg: Message) {
+        match self.live(&msg.topic) {
+            Some(joined) if Self::is_stale(joined, &msg) => {
+                tracing::debug!(topic = msg.topic, "leave with a stale join_ref dropped");
+            }
+            Some(_) => {
+                if let Some(joined) = self.channels.remove(&msg.topic) {
+                    let _ = joined.mailbox.send(Mail::Leave { msg_ref: msg.msg_ref });
+                }
+            }
+            // Leaving a topic that is not joined is fine: ok, echoing the
+            // client's join_ref.
+            None => self.reply(msg.join_ref.as_deref(), &msg, Status::Ok, &Payload::empty()),
+        }
+    }
+
+    fn forward(&mut self, msg: Message) {
+        let Some(joined) = self.live(&msg.topic) else {
+            tracing::debug!(topic = msg.topic, event = msg.event, "message for a topic not joined");
+            return self.unmatched(&msg);
+        };
+        if Self::is_stale(joined, &msg) {
+            tracing::debug!(topic = msg.topic, event = msg.event, "message with a stale join_ref dropped");
+            return;
+        }
+        let Message { msg_ref, event, payload, topic, .. } = msg;
+        if let Err(mpsc::error::SendError(mail)) = joined.mailbox.send(Mail::In { msg_ref, event, payload }) {
+            // The channel ended between the check and the send.
+            self.channels.remove(&topic);
+            if let Mail::In { msg_ref, event, payload } = mail {
+                self.unmatched(&Message { join_ref: None, msg_ref, topic, event, payload });
+            }
+        }
+    }
+}
+
+impl<S: Connect + Routes> Drop for Dispatcher<S> {
+    fn drop(&mut self) {
+        // Channel tasks end when their mailboxes close (dropped with
+        // `channels`); the socket-id subscription is ours to remove.
+        if let Some(id) = &self.conn.id {
+            self.conn.pubsub.unsubscribe(id, self.conn.outbox.id(), 0);
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! [`Endpoint`]: the sockets of an application, served over HTTP.
+//!
+//! ```no_run
+//! # use channels_runtime::{endpoint::Endpoint, channel::{Routes, Route}, connect::*};
+//! # struct UserSocket;
+//! # impl Connect for UserSocket { type Assigns = ();
+//! #   async fn connect(_: &Params, _: &ConnectInfo) -> Result<(), Refuse> { Ok(()) } }
+//! # impl Routes for UserSocket { const ROUTES: &'static [Route<Self>] = &[]; }
+//! # async fn run() -> std::io::Result<()> {
+//! let endpoint = Endpoint::new().socket("/socket", UserSocket);
+//!
+//! // Broadcast from anywhere, e.g. an HTTP handler:
+//! endpoint.broadcast("comments:42", "comments:42:new", &serde_json::json!({"comment": {}})).unwrap();
+//!
+//! endpoint.serve("127.0.0.1:4000").await
+//! # }
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::routing::any;
+use axum::Router;
+use serde::Serialize;
+use tokio::net::{TcpListener, ToSocketAddrs};
+
+use crate::channel::Routes;
+use crate::connect::Connect;
+use crate::dispatch::SocketOptions;
+use crate::pubsub::{BroadcastError, PubSub};
+use crate::transport::websocket::{self, Mount};
+
+/// An application's sockets, their PubSub, and any other routes to serve
+/// beside them. Cheap to clone; clones share the PubSub.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pubsub: PubSub,
+    router: Router,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Endpoint::new()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint with the in-process PubSub.
+    pub fn new() -> Self {
+        Endpoint::with_pubsub(PubSub::local())
+    }
+
+    /// An endpoint with the given PubSub (e.g. one on Redis, for several nodes).
+    pub fn with_pubsub(pubsub: PubSub) -> Self {
+        Endpoint { pubsub, router: Router::new() }
+    }
+
+    /// Mounts a socket at `path`: WebSocket at `{path}/websocket`.
+    pub fn socket<S: Connect + Routes>(self, path: &str, socket: S) -> Self {
+        self.socket_with(path, socket, SocketOptions::default())
+    }
+
+    /// Mounts a socket with non-default limits.
+    pub fn socket_with<S: Connect + Routes>(mut self, path: &str, _socket: S, options: SocketOptions) -> Self {
+        let mount = Arc::new(Mount { pubsub: self.pubsub.clone(), options });
+        let ws_path = format!("{}/websocket", path.trim_end_matches('/'));
+        self.router = self.router.route(&ws_path, any(move |req| websocket::upgrade::<S>(mount.clone(), req)));
+        self
+    }
+
+    /// Adds the application's own routes (pages, an API) to serve beside
+    /// the sockets.
+    #[must_use]
+    pub fn merge(mut self, routes: Router) -> Self {
+        self.router = self.router.merge(routes);
+        self
+    }
+
+    /// The sockets (and merged routes) as an axum router, to nest in an
+    /// existing application.
+    pub fn router(&self) -> Router {
+        self.router.clone()
+    }
+
+    /// The endpoint's PubSub.
+    pub fn pubsub(&self) -> &PubSub {
+        &self.pubsub
+    }
+
+    /// Broadcasts `event` to every subscriber of `topic` on every node, from
+    /// outside any channel. Broadcasting `disconnect` to a socket id closes
+    /// every connection with that id.
+    pub fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), BroadcastError> {
+        self.pubsub.broadcast(topic, event, payload)
+    }
+
+    /// Binds `addr` and serves until the process ends.
+    pub async fn serve(self, addr: impl ToSocketAddrs) -> std::io::Result<()> {
+        let listener = TcpListener::bind(addr).await?;
+        self.serve_on(listener).await
+    }
+
+    /// Serves on a listener already bound (e.g. to learn its port first).
+    pub async fn serve_on(self, listener: TcpListener) -> std::io::Result<()> {
+        axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>()).await
+    }
+}

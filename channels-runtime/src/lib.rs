@@ -1,0 +1,25 @@
+//! The runtime behind [`channels`](https://docs.rs/channels): the Phoenix
+//! wire protocol, connection and channel tasks, PubSub and transports.
+//!
+//! Most applications use it through the `channels` crate and its macros;
+//! the modules here are what those macros expand into, and what a hand
+//! implementation would use.
+
+#![warn(missing_docs)]
+
+pub mod channel;
+pub mod connect;
+mod dispatch;
+pub mod endpoint;
+pub mod outbox;
+pub mod protocol;
+pub mod pubsub;
+pub mod reply;
+pub mod router;
+pub mod socket;
+pub mod transport;
+
+pub use dispatch::SocketOptions;
+
+#[doc(hidden)]
+pub mod __private;

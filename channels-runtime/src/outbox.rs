@@ -1,0 +1,253 @@
+//! A connection's outbound queue.
+//!
+//! Every frame for a client (replies, pushes, fastlaned broadcasts) is
+//! queued here and written by the connection's task, which takes everything
+//! queued at once so frames that piled up go out in one write.
+//!
+//! The queue is bounded in bytes: a client that does not read fast enough
+//! to keep its backlog under the limit is disconnected rather than allowed
+//! to grow the server's memory. An idle outbox holds no allocation beyond
+//! the struct itself.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use crate::protocol::Frame;
+
+/// Why a connection is being closed by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// `disconnect` was broadcast to the socket's id: close with 1001 so
+    /// phoenix.js reconnects (and runs `connect` again).
+    Disconnect,
+    /// The client fell behind by more than the outbound limit.
+    SlowConsumer,
+    /// The endpoint is shutting down.
+    Shutdown,
+    /// The connection already ended; nothing more is sent.
+    Gone,
+}
+
+impl CloseReason {
+    /// The WebSocket close code for this reason. Never 1000, which tells
+    /// phoenix.js not to reconnect.
+    pub fn ws_code(self) -> u16 {
+        match self {
+            CloseReason::Disconnect => 1001,
+            CloseReason::SlowConsumer => 1008,
+            CloseReason::Shutdown => 1012,
+            CloseReason::Gone => 1001,
+        }
+    }
+
+    /// A short human-readable reason, sent in the close frame and logged.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Disconnect => "disconnected",
+            CloseReason::SlowConsumer => "outbound queue full",
+            CloseReason::Shutdown => "server shutting down",
+            CloseReason::Gone => "connection closed",
+        }
+    }
+}
+
+/// Identifies a connection, unique for the life of the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId(u64);
+
+impl ConnId {
+    fn next() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    frames: VecDeque<Frame>,
+    bytes: usize,
+    closed: Option<CloseReason>,
+}
+
+/// The outbound queue of one connection.
+pub struct Outbox {
+    id: ConnId,
+    limit: usize,
+    queue: Mutex<Queue>,
+    ready: Notify,
+}
+
+/// The frame was not queued: the connection is closing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed(pub CloseReason);
+
+impl Outbox {
+    /// A new, empty outbox that holds at most `limit` bytes of frames.
+    pub fn new(limit: usize) -> Self {
+        Outbox { id: ConnId::next(), limit, queue: Mutex::new(Queue::default()), ready: Notify::new() }
+    }
+
+    /// The connection this outbox belongs to.
+    pub fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Queues a frame. A frame that would take the backlog over the limit
+    /// closes the connection instead ([`CloseReason::SlowConsumer`]); a single
+    /// frame larger than the limit is still accepted into an empty queue, so
+    /// a big reply to a reading client is never refused.
+    pub fn push(&self, frame: Frame) -> Result<(), Closed> {
+        let mut q = self.queue.lock();
+        if let Some(reason) = q.closed {
+            return Err(Closed(reason));
+        }
+        if !q.frames.is_empty() && q.bytes + frame.len() > self.limit {
+            q.closed = Some(CloseReason::SlowConsumer);
+            q.frames.clear();
+            q.frames.shrink_to_fit();
+            q.bytes = 0;
+            drop(q);
+            self.ready.notify_one();
+            return Err(Closed(CloseReason::SlowConsumer));
+        }
+        let was_empty = q.frames.is_empty();
+        q.bytes += frame.len();
+        q.frames.push_back(frame);
+        drop(q);
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Closes the connection; frames already queued are dropped. The first
+    /// reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut q = self.queue.lock();
+        if q.closed.is_none() {
+            q.closed = Some(reason);
+            q.frames = VecDeque::new();
+            q.bytes = 0;
+        }
+        drop(q);
+        self.ready.notify_one();
+    }
+
+    /// Whether the connection is closing.
+    pub fn is_closed(&self) -> bool {
+        self.queue.lock().closed.is_some()
+    }
+
+    /// Moves every queued frame into `batch`, or reports why the connection
+    /// is closing. Returns `Ok(false)` when nothing is queued.
+    pub fn take(&self, batch: &mut Vec<Frame>) -> Result<bool, CloseReason> {
+        let mut q = self.queue.lock();
+        if let Some(reason) = q.closed {
+            return Err(reason);
+        }
+        if q.frames.is_empty() {
+            return Ok(false);
+        }
+        batch.extend(q.frames.drain(..));
+        q.bytes = 0;
+        // A burst may have grown the ring; an idle connection should not
+        // keep it.
+        if q.frames.capacity() > 16 {
+            q.frames = VecDeque::new();
+        }
+        Ok(true)
+    }
+
+    /// Waits until a frame is queued or the connection is closed.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Waits for frames and moves them into `batch`; `Err` once closed.
+    pub async fn next_batch(&self, batch: &mut Vec<Frame>) -> Result<(), CloseReason> {
+        loop {
+            if self.take(batch)? {
+                return Ok(());
+            }
+            self.ready().await;
+        }
+    }
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let q = self.queue.lock();
+        f.debug_struct("Outbox")
+            .field("id", &self.id)
+            .field("queued", &q.frames.len())
+            .field("bytes", &q.bytes)
+            .field("closed", &q.closed)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Outgoing, Payload, Serializer};
+
+    fn frame(n: usize) -> Frame {
+        let payload = Payload::json(&"x".repeat(n)).unwrap();
+        Serializer::V2.encode(&Outgoing::Broadcast { topic: "t", event: "e", payload: &payload }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn batches_everything_queued() {
+        let outbox = Outbox::new(1 << 20);
+        for _ in 0..3 {
+            outbox.push(frame(10)).unwrap();
+        }
+        let mut batch = Vec::new();
+        outbox.next_batch(&mut batch).await.unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(outbox.take(&mut batch), Ok(false));
+    }
+
+    #[test]
+    fn a_slow_consumer_is_closed_not_buffered() {
+        let one = frame(100).len();
+        let outbox = Outbox::new(one * 3);
+        for _ in 0..3 {
+            outbox.push(frame(100)).unwrap();
+        }
+        assert_eq!(outbox.push(frame(100)), Err(Closed(CloseReason::SlowConsumer)));
+        assert_eq!(outbox.take(&mut Vec::new()), Err(CloseReason::SlowConsumer));
+        assert_eq!(outbox.push(frame(1)), Err(Closed(CloseReason::SlowConsumer)));
+    }
+
+    #[test]
+    fn one_big_frame_fits_an_empty_queue() {
+        let outbox = Outbox::new(10);
+        outbox.push(frame(1000)).unwrap();
+        assert!(outbox.push(frame(1)).is_err());
+    }
+
+    #[test]
+    fn first_close_reason_wins() {
+        let outbox = Outbox::new(10);
+        outbox.close(CloseReason::Disconnect);
+        outbox.close(CloseReason::Shutdown);
+        assert_eq!(outbox.take(&mut Vec::new()), Err(CloseReason::Disconnect));
+        assert!(outbox.is_closed());
+    }
+
+    #[tokio::test]
+    async fn close_wakes_the_writer() {
+        let outbox = std::sync::Arc::new(Outbox::new(10));
+        let waiter = {
+            let outbox = outbox.clone();
+            tokio::spawn(async move { outbox.next_batch(&mut Vec::new()).await })
+        };
+        tokio::task::yield_now().await;
+        outbox.close(CloseReason::Shutdown);
+        assert_eq!(waiter.await.unwrap(), Err(CloseReason::Shutdown));
+    }
+}

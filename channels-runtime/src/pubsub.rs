@@ -1,0 +1,350 @@
+//! Publish/subscribe: how a broadcast reaches every subscriber of a topic.
+//!
+//! [`PubSub`] keeps this node's subscribers and delivers to them directly:
+//! a broadcast is encoded **once per serializer** and the same bytes are
+//! queued on every subscribing connection (Phoenix's *fastlane*), without
+//! passing through any channel task.
+//!
+//! Other nodes are reached through an [`Adapter`]. The default,
+//! [`PubSub::local`], has none: one process, zero setup. A multi-node
+//! adapter (Redis) plugs in with [`PubSub::with_adapter`]; user code that
+//! broadcasts does not change.
+//!
+//! ```
+//! use channels_runtime::pubsub::PubSub;
+//! use serde_json::json;
+//!
+//! let pubsub = PubSub::local();
+//! pubsub.broadcast("comments:42", "comments:42:new", &json!({"comment": {"content": "hi"}})).unwrap();
+//! assert_eq!(pubsub.subscriber_count("comments:42"), 0);
+//! ```
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use serde::Serialize;
+
+use crate::outbox::{CloseReason, ConnId, Outbox};
+use crate::protocol::{Frame, Outgoing, Payload, Serializer};
+
+/// The event that, broadcast to a socket id, closes every connection with
+/// that id.
+pub const DISCONNECT_EVENT: &str = "disconnect";
+
+const SHARDS: usize = 32;
+
+/// A broadcast as it travels between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BroadcastMessage {
+    /// The topic.
+    pub topic: String,
+    /// The event.
+    pub event: String,
+    /// The payload.
+    pub payload: Payload,
+}
+
+/// Carries broadcasts between nodes.
+///
+/// An adapter is told about every broadcast made on this node
+/// ([`Adapter::publish`]) and delivers the ones made on other nodes with
+/// [`PubSub::deliver_local`]. It must never hand a node its own broadcast
+/// back.
+pub trait Adapter: Send + Sync + 'static {
+    /// Sends a broadcast made on this node to every other node.
+    fn publish(&self, message: &BroadcastMessage);
+
+    /// Called once, when the [`PubSub`] is built, with the handle through
+    /// which messages from other nodes are delivered here.
+    fn start(&self, _local: PubSub) {}
+}
+
+/// The default adapter: a single node, nothing to send anywhere.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Local;
+
+impl Adapter for Local {
+    fn publish(&self, _message: &BroadcastMessage) {}
+}
+
+/// What a subscription does with a broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// Encode (once per serializer) and queue on the connection.
+    Fastlane,
+    /// The socket-id topic: a `disconnect` event closes the connection.
+    Disconnect,
+}
+
+/// One connection's subscription to one topic.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) serializer: Serializer,
+    /// Which channel instance of the connection holds the subscription;
+    /// later joins have larger generations and replace earlier ones.
+    pub(crate) generation: u64,
+    pub(crate) delivery: Delivery,
+}
+
+type Shard = RwLock<HashMap<Arc<str>, Vec<Subscriber>>>;
+
+struct Inner {
+    shards: Box<[Shard]>,
+    adapter: Box<dyn Adapter>,
+}
+
+/// The publish/subscribe hub of an endpoint. Cheap to clone.
+#[derive(Clone)]
+pub struct PubSub {
+    inner: Arc<Inner>,
+}
+
+/// A broadcast payload that could not be encoded.
+#[derive(Debug, thiserror::Error)]
+#[error("broadcast payload could not be encoded as JSON: {0}")]
+pub struct BroadcastError(#[from] serde_json::Error);
+
+impl PubSub {
+    /// A single-node PubSub.
+    pub fn local() -> Self {
+        Self::with_adapter(Local)
+    }
+
+    /// A PubSub that also reaches other nodes through `adapter`.
+    pub fn with_adapter(adapter: impl Adapter) -> Self {
+        let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
+        let pubsub = PubSub { inner: Arc::new(Inner { shards, adapter: Box::new(adapter) }) };
+        pubsub.inner.adapter.start(pubsub.clone());
+        pubsub
+    }
+
+    fn shard(&self, topic: &str) -> &Shard {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        topic.hash(&mut hasher);
+        // The modulo keeps the index in range; truncation is intended.
+        #[allow(clippy::cast_possible_truncation)]
+        let index = (hasher.finish() % SHARDS as u64) as usize;
+        &self.inner.shards[index]
+    }
+
+    /// Broadcasts `event` with `payload` to every subscriber of `topic`, on
+    /// every node.
+    pub fn broadcast<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), BroadcastError> {
+        self.broadcast_payload(topic, event, Payload::json(payload)?);
+        Ok(())
+    }
+
+    /// Like [`PubSub::broadcast`], with a payload already encoded (or binary).
+    pub fn broadcast_payload(&self, topic: &str, event: &str, payload: Payload) {
+        self.deliver(topic, event, &payload, None);
+        self.inner.adapter.publish(&BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload });
+    }
+
+    /// Broadcasts to every subscriber of `topic` on every node except the
+    /// connection `from` (a channel uses this so its own client gets no echo).
+    pub fn broadcast_from(&self, from: ConnId, topic: &str, event: &str, payload: Payload) {
+        self.deliver(topic, event, &payload, Some(from));
+        self.inner.adapter.publish(&BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload });
+    }
+
+    /// Broadcasts to the subscribers on this node only.
+    pub fn local_broadcast(&self, topic: &str, event: &str, payload: Payload) {
+        self.deliver(topic, event, &payload, None);
+    }
+
+    /// Delivers a broadcast that arrived from another node to the
+    /// subscribers on this one. For [`Adapter`] implementations.
+    pub fn deliver_local(&self, message: &BroadcastMessage) {
+        self.deliver(&message.topic, &message.event, &message.payload, None);
+    }
+
+    /// How many connections on this node subscribe to `topic`.
+    pub fn subscriber_count(&self, topic: &str) -> usize {
+        self.shard(topic).read().get(topic).map_or(0, Vec::len)
+    }
+
+    fn deliver(&self, topic: &str, event: &str, payload: &Payload, except: Option<ConnId>) {
+        let shard = self.shard(topic).read();
+        let Some(subscribers) = shard.get(topic) else { return };
+        // One encoding per serializer, made on first need and shared by
+        // every subscriber using that serializer.
+        let mut encoded: [Option<Option<Frame>>; 2] = [None, None];
+        for sub in subscribers {
+            if Some(sub.outbox.id()) == except {
+                continue;
+            }
+            match sub.delivery {
+                Delivery::Fastlane => {
+                    let frame = encoded[sub.serializer.index()].get_or_insert_with(|| {
+                        let out = Outgoing::Broadcast { topic, event, payload };
+                        match sub.serializer.encode(&out) {
+                            Ok(frame) => Some(frame),
+                            Err(error) => {
+                                tracing::debug!(topic, event, %error, "broadcast skipped for {:?} subscribers", sub.serializer);
+                                None
+                            }
+                        }
+                    });
+                    if let Some(frame) = frame {
+                        if sub.outbox.push(frame.clone()).is_err() {
+                            tracing::trace!(topic, "subscriber is closing");
+                        }
+                    }
+                }
+                Delivery::Disconnect => {
+                    if event == DISCONNECT_EVENT {
+                        sub.outbox.close(CloseReason::Disconnect);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Subscribes a connection to `topic`, running `then` while no broadcast
+    /// on the topic can be delivered: a join reply queued there reaches the
+    /// client before any broadcast the subscription brings.
+    ///
+    /// A connection holds at most one subscription per topic: a later
+    /// generation replaces an earlier one, an earlier one is ignored.
+    pub(crate) fn subscribe(&self, topic: &Arc<str>, subscriber: Subscriber, then: impl FnOnce()) {
+        let mut shard = self.shard(topic).write();
+        let subscribers = shard.entry(topic.clone()).or_default();
+        let conn = subscriber.outbox.id();
+        match subscribers.iter_mut().find(|s| s.outbox.id() == conn) {
+            Some(existing) if existing.generation < subscriber.generation => *existing = subscriber,
+            Some(_) => {}
+            None => subscribers.push(subscriber),
+        }
+        then();
+    }
+
+    /// Removes a connection's subscription to `topic` if it is still the one
+    /// made by `generation`.
+    pub(crate) fn unsubscribe(&self, topic: &str, conn: ConnId, generation: u64) {
+        let mut shard = self.shard(topic).write();
+        let Some(subscribers) = shard.get_mut(topic) else { return };
+        if let Some(i) = subscribers.iter().position(|s| s.outbox.id() == conn && s.generation == generation) {
+            subscribers.swap_remove(i);
+        }
+        if subscribers.is_empty() {
+            shard.remove(topic);
+        }
+    }
+}
+
+impl std::fmt::Debug for PubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let topics: usize = self.inner.shards.iter().map(|s| s.read().len()).sum();
+        f.debug_struct("PubSub").field("topics", &topics).finish_non_exhaustive()
+    }
+}
+
+impl Default for PubSub {
+    fn default() -> Self {
+        PubSub::local()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn subscriber(serializer: Serializer, generation: u64) -> Subscriber {
+        Subscriber { outbox: Arc::new(Outbox::new(1 << 20)), serializer, generation, delivery: Delivery::Fastlane }
+    }
+
+    fn drain(outbox: &Outbox) -> Vec<Frame> {
+        let mut batch = Vec::new();
+        outbox.take(&mut batch).unwrap();
+        batch
+    }
+
+    #[test]
+    fn encodes_once_per_serializer_and_shares_the_bytes() {
+        let pubsub = PubSub::local();
+        let topic: Arc<str> = "t".into();
+        let subs: Vec<_> =
+            [Serializer::V2, Serializer::V2, Serializer::V1].into_iter().map(|s| subscriber(s, 1)).collect();
+        for s in &subs {
+            pubsub.subscribe(&topic, s.clone(), || {});
+        }
+        pubsub.broadcast("t", "e", &json!({"a": 1})).unwrap();
+        let a = drain(&subs[0].outbox);
+        let b = drain(&subs[1].outbox);
+        let c = drain(&subs[2].outbox);
+        assert_eq!(a[0].as_text(), Some(r#"[null,null,"t","e",{"a":1}]"#));
+        // Same allocation, not merely equal bytes.
+        assert_eq!(a[0].as_bytes().as_ptr(), b[0].as_bytes().as_ptr());
+        assert_eq!(c[0].as_text(), Some(r#"{"topic":"t","event":"e","payload":{"a":1},"ref":null}"#));
+    }
+
+    #[test]
+    fn broadcast_from_skips_the_sender_and_other_topics_get_nothing() {
+        let pubsub = PubSub::local();
+        let (a, b, other) =
+            (subscriber(Serializer::V2, 1), subscriber(Serializer::V2, 1), subscriber(Serializer::V2, 1));
+        pubsub.subscribe(&"t".into(), a.clone(), || {});
+        pubsub.subscribe(&"t".into(), b.clone(), || {});
+        pubsub.subscribe(&"u".into(), other.clone(), || {});
+        pubsub.broadcast_from(a.outbox.id(), "t", "e", Payload::empty());
+        assert!(drain(&a.outbox).is_empty());
+        assert_eq!(drain(&b.outbox).len(), 1);
+        assert!(drain(&other.outbox).is_empty());
+    }
+
+    #[test]
+    fn one_subscription_per_connection_newest_generation_wins() {
+        let pubsub = PubSub::local();
+        let topic: Arc<str> = "t".into();
+        let old = subscriber(Serializer::V2, 1);
+        let new = Subscriber { generation: 2, ..old.clone() };
+        pubsub.subscribe(&topic, old.clone(), || {});
+        pubsub.subscribe(&topic, new.clone(), || {});
+        pubsub.subscribe(&topic, old.clone(), || {});
+        assert_eq!(pubsub.subscriber_count("t"), 1);
+        // the stale generation cannot remove the newer subscription
+        pubsub.unsubscribe("t", old.outbox.id(), 1);
+        assert_eq!(pubsub.subscriber_count("t"), 1);
+        pubsub.unsubscribe("t", old.outbox.id(), 2);
+        assert_eq!(pubsub.subscriber_count("t"), 0);
+    }
+
+    #[test]
+    fn disconnect_on_the_socket_id_closes_the_connection() {
+        let pubsub = PubSub::local();
+        let sub = Subscriber { delivery: Delivery::Disconnect, ..subscriber(Serializer::V2, 0) };
+        pubsub.subscribe(&"users_socket:1".into(), sub.clone(), || {});
+        pubsub.broadcast("users_socket:1", "other", &json!({})).unwrap();
+        assert!(!sub.outbox.is_closed());
+        pubsub.broadcast("users_socket:1", DISCONNECT_EVENT, &json!({})).unwrap();
+        assert_eq!(sub.outbox.take(&mut Vec::new()), Err(CloseReason::Disconnect));
+    }
+
+    #[test]
+    fn adapters_see_every_broadcast() {
+        use std::sync::Mutex;
+        #[derive(Default, Clone)]
+        struct Spy(Arc<Mutex<Vec<BroadcastMessage>>>);
+        impl Adapter for Spy {
+            fn publish(&self, message: &BroadcastMessage) {
+                self.0.lock().unwrap().push(message.clone());
+            }
+        }
+        let spy = Spy::default();
+        let pubsub = PubSub::with_adapter(spy.clone());
+        pubsub.broadcast("t", "e", &json!({"x": 1})).unwrap();
+        pubsub.local_broadcast("t", "local", Payload::empty());
+        let seen = spy.0.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].event, "e");
+    }
+}

@@ -1,0 +1,342 @@
+//! The WebSocket transport, at `<mount>/websocket`.
+//!
+//! The handshake is checked in Phoenix's order (serializer negotiation,
+//! then the app's `connect`) and refused with a plain HTTP status before any
+//! upgrade. An accepted connection is one task that reads frames, hands
+//! them to the [`Dispatcher`], and writes whatever its outbox holds in
+//! batches.
+//!
+//! Frames are carried by tungstenite (an RFC 6455 implementation tested
+//! against the Autobahn suite upstream) over hyper's upgraded connection,
+//! configured for small idle connections: a small read buffer, and writes
+//! gathered per batch in a buffer that is released afterwards.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo as AxumConnectInfo, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tungstenite::{Message as WsMessage, Utf8Bytes};
+
+use super::coalesce::Coalesce;
+use crate::channel::Routes;
+use crate::connect::{Connect, ConnectInfo, Params};
+use crate::dispatch::{Dispatcher, SocketOptions};
+use crate::outbox::{CloseReason, Outbox};
+use crate::protocol::{Frame, FrameKind, Serializer};
+use crate::pubsub::PubSub;
+
+/// A socket mounted on an endpoint: what every upgrade of it needs.
+pub(crate) struct Mount {
+    pub(crate) pubsub: PubSub,
+    pub(crate) options: SocketOptions,
+}
+
+/// Read buffer per connection. Frames larger than this are read in several
+/// steps; idle connections are what a server has most of.
+const READ_BUFFER: usize = 4096;
+
+type Ws = WebSocketStream<Coalesce<TokioIo<hyper::upgrade::Upgraded>>>;
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|v| v.trim().eq_ignore_ascii_case(token))
+}
+
+/// Answers `GET <mount>/websocket`.
+pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Request) -> Response {
+    if req.method() != Method::GET {
+        return plain(StatusCode::BAD_REQUEST, "WebSocket upgrades use GET");
+    }
+    let headers = req.headers();
+    let is_upgrade =
+        header_has(headers, header::CONNECTION, "upgrade") && header_has(headers, header::UPGRADE, "websocket");
+    if !is_upgrade {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)",
+        );
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+        return plain(StatusCode::BAD_REQUEST, "unsupported Sec-WebSocket-Version (expected 13)");
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    // phoenix.js ≥ 1.8 offers the `phoenix` sub-protocol when it carries an
+    // auth token; a browser aborts unless the server selects it.
+    let protocol = header_has(headers, header::SEC_WEBSOCKET_PROTOCOL, "phoenix").then_some("phoenix");
+
+    let params = Params::from_query(req.uri().query().unwrap_or(""));
+    let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
+        tracing::info!(vsn = params.get("vsn"), "connect refused: unsupported vsn");
+        return StatusCode::FORBIDDEN.into_response();
+    };
+    let peer = req.extensions().get::<AxumConnectInfo<SocketAddr>>().map(|c| c.0);
+    let info = ConnectInfo::new(peer, req.uri().clone(), req.headers().clone());
+    let assigns = match S::connect(&params, &info).await {
+        Ok(assigns) => assigns,
+        Err(refusal) => {
+            tracing::info!(status = refusal.status().as_u16(), reason = refusal.log_reason(), "connect refused");
+            return refusal.status().into_response();
+        }
+    };
+    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+        return plain(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
+    };
+
+    let options = mount.options.clone();
+    let pubsub = mount.pubsub.clone();
+    tokio::spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(error) => return tracing::debug!(%error, "upgrade failed"),
+        };
+        let config = WebSocketConfig::default()
+            .read_buffer_size(READ_BUFFER)
+            .write_buffer_size(0)
+            .max_message_size(Some(options.max_frame_size))
+            .max_frame_size(Some(options.max_frame_size));
+        let ws =
+            WebSocketStream::from_raw_socket(Coalesce::new(TokioIo::new(upgraded)), Role::Server, Some(config)).await;
+        let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
+        let dispatcher = Dispatcher::<S>::new(assigns, outbox, serializer, pubsub, &options);
+        // Boxed so the spawned task stays small while the connection lives.
+        Box::pin(serve(ws, dispatcher, serializer, options.idle_timeout)).await;
+    });
+
+    let mut response = Response::new(Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    if let Ok(accept) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    }
+    if let Some(protocol) = protocol {
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+    }
+    response
+}
+
+/// Why the server ends a connection, with the close frame it sends.
+#[derive(Debug)]
+enum End {
+    /// The client closed, or the connection broke: nothing to send.
+    ClientGone,
+    /// The server closes with this code and reason.
+    Close(CloseCode, String),
+}
+
+fn to_ws(frame: Frame) -> WsMessage {
+    match frame.kind() {
+        FrameKind::Text => {
+            // SAFETY: text frames are only made by the serializers from
+            // serde_json output, which is always UTF-8 (see `Frame::text`).
+            WsMessage::Text(unsafe { Utf8Bytes::from_bytes_unchecked(frame.bytes().clone()) })
+        }
+        FrameKind::Binary => WsMessage::Binary(frame.bytes().clone()),
+    }
+}
+
+async fn serve<S: Connect + Routes>(
+    mut ws: Ws,
+    mut dispatcher: Dispatcher<S>,
+    serializer: Serializer,
+    idle: std::time::Duration,
+) {
+    let outbox = dispatcher.outbox().clone();
+    let mut batch = Vec::new();
+    let mut last_seen = Instant::now();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
+
+    let end = loop {
+        tokio::select! {
+            incoming = ws.next() => {
+                last_seen = Instant::now();
+                match incoming {
+                    Some(Ok(message)) => {
+                        if let Some(end) = receive(message, serializer, &mut dispatcher) {
+                            break end;
+                        }
+                    }
+                    Some(Err(error)) => break read_error(error),
+                    None => break End::ClientGone,
+                }
+            }
+            closing = outbox.next_batch(&mut batch) => {
+                if let Err(reason) = closing {
+                    break End::Close(CloseCode::from(reason.ws_code()), reason.as_str().to_owned());
+                }
+                if let Err(end) = write_batch(&mut ws, &mut batch, &outbox).await {
+                    break end;
+                }
+            }
+            () = &mut idle_timer => {
+                let deadline = last_seen + idle;
+                if Instant::now() >= deadline {
+                    tracing::info!(?idle, "closing an idle connection");
+                    break End::Close(CloseCode::Away, "idle timeout".to_owned());
+                }
+                idle_timer.as_mut().reset(deadline.into());
+            }
+        }
+    };
+    // Channels get no more frames through a connection that is ending.
+    outbox.close(CloseReason::Gone);
+    drop(dispatcher);
+    match end {
+        End::ClientGone => {
+            // Completes the closing handshake if the client started it.
+            let _ = ws.flush().await;
+        }
+        End::Close(code, reason) => {
+            tracing::debug!(%code, reason, "closing connection");
+            let frame = CloseFrame { code, reason: reason.into() };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ws.close(Some(frame))).await;
+        }
+    }
+}
+
+/// Writes every frame of `batch` and flushes once. Gives up (and closes)
+/// if the outbox closes meanwhile, so a client that stopped reading cannot
+/// hold the task in a write forever.
+async fn write_batch(ws: &mut Ws, batch: &mut Vec<Frame>, outbox: &Outbox) -> Result<(), End> {
+    let write = async {
+        for frame in batch.drain(..) {
+            ws.feed(to_ws(frame)).await?;
+        }
+        ws.flush().await
+    };
+    let closed = async {
+        loop {
+            outbox.ready().await;
+            if let Err(reason) = outbox.take(&mut Vec::new()) {
+                return reason;
+            }
+        }
+    };
+    tokio::select! {
+        written = write => written.map_err(|error| {
+            tracing::debug!(%error, "write failed");
+            End::ClientGone
+        }),
+        reason = closed => Err(End::Close(CloseCode::from(reason.ws_code()), reason.as_str().to_owned())),
+    }
+}
+
+/// Handles one WebSocket message; `Some` ends the connection.
+fn receive<S: Connect + Routes>(
+    message: WsMessage,
+    serializer: Serializer,
+    dispatcher: &mut Dispatcher<S>,
+) -> Option<End> {
+    let decoded = match &message {
+        WsMessage::Text(text) => serializer.decode_text(text.as_bytes()),
+        WsMessage::Binary(bytes) => serializer.decode_binary(bytes),
+        WsMessage::Close(_) => return Some(End::ClientGone),
+        // tungstenite answers pings itself.
+        WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return None,
+    };
+    match decoded {
+        Ok(msg) => {
+            dispatcher.dispatch(msg);
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%error, frame = %preview(&message), "closing a connection that sent a malformed frame");
+            let code = if matches!(message, WsMessage::Binary(_)) && serializer == Serializer::V1 {
+                CloseCode::Unsupported
+            } else {
+                CloseCode::Invalid
+            };
+            Some(End::Close(code, truncate(error.to_string(), 120)))
+        }
+    }
+}
+
+fn read_error(error: tungstenite::Error) -> End {
+    use tungstenite::error::{CapacityError, Error};
+    match error {
+        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            tracing::warn!(size, max_size, "closing a connection that sent an oversized message");
+            End::Close(CloseCode::Size, format!("message of {size} bytes exceeds the limit of {max_size}"))
+        }
+        Error::Utf8(_) => {
+            tracing::warn!("closing a connection that sent a text frame that is not UTF-8");
+            End::Close(CloseCode::Invalid, "text frame is not valid UTF-8".to_owned())
+        }
+        Error::Protocol(error) => {
+            tracing::warn!(%error, "closing a connection that broke the WebSocket protocol");
+            End::Close(CloseCode::Protocol, truncate(error.to_string(), 120))
+        }
+        error => {
+            tracing::debug!(%error, "connection lost");
+            End::ClientGone
+        }
+    }
+}
+
+/// A close reason must fit a control frame (123 bytes).
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// The start of a frame, for a log line.
+fn preview(message: &WsMessage) -> String {
+    let bytes: &[u8] = match message {
+        WsMessage::Text(t) => t.as_bytes(),
+        WsMessage::Binary(b) => b,
+        _ => &[],
+    };
+    let shown = &bytes[..bytes.len().min(80)];
+    let mut s = String::from_utf8_lossy(shown).into_owned();
+    if bytes.len() > shown.len() {
+        s.push('…');
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let long = "é".repeat(100);
+        let t = truncate(long, 120);
+        assert!(t.len() <= 120 && t.is_char_boundary(t.len()));
+    }
+
+    #[test]
+    fn previews_are_short() {
+        let p = preview(&WsMessage::Text("x".repeat(500).into()));
+        assert_eq!(p.chars().count(), 81);
+        assert_eq!(preview(&WsMessage::Binary(tungstenite::Bytes::from_static(b"\x00\x01"))), "\u{0}\u{1}");
+    }
+}
