@@ -138,7 +138,12 @@ impl Outbox {
 
     /// Whether the connection is closing.
     pub fn is_closed(&self) -> bool {
-        self.queue.lock().closed.is_some()
+        self.close_reason().is_some()
+    }
+
+    /// Why the connection is closing, if it is.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.queue.lock().closed
     }
 
     /// Moves every queued frame into `batch`, or reports why the connection

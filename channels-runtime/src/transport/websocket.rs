@@ -229,7 +229,7 @@ async fn write_batch(ws: &mut Ws, batch: &mut Vec<Frame>, outbox: &Outbox) -> Re
     let closed = async {
         loop {
             outbox.ready().await;
-            if let Err(reason) = outbox.take(&mut Vec::new()) {
+            if let Some(reason) = outbox.close_reason() {
                 return reason;
             }
         }

@@ -1,0 +1,216 @@
+//! A test socket with hand-written channels, served on a free port, and a
+//! raw WebSocket client that sees the exact frames.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use channels_runtime::channel::{Channel, JoinResult, Route, Routes};
+use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+use channels_runtime::endpoint::Endpoint;
+use channels_runtime::protocol::Payload;
+use channels_runtime::reply::{Reply, Status};
+use channels_runtime::router::Topic;
+use channels_runtime::socket::Socket;
+use channels_runtime::SocketOptions;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub struct TestSocket;
+
+impl Connect for TestSocket {
+    type Assigns = Option<String>;
+
+    async fn connect(params: &Params, _info: &ConnectInfo) -> Result<Self::Assigns, Refuse> {
+        match params.get("token") {
+            Some("invalid") => Err(Refuse::forbidden()),
+            _ => Ok(params.get("user_id").map(str::to_owned)),
+        }
+    }
+
+    fn id(user: &Self::Assigns) -> Option<String> {
+        user.as_ref().map(|u| format!("users_socket:{u}"))
+    }
+}
+
+impl Routes for TestSocket {
+    const ROUTES: &'static [Route<Self>] = &[Route::new::<Echo>("echo:*"), Route::new::<Echo>("exact")];
+}
+
+/// Answers by event name, so tests can ask for each behaviour.
+pub struct Echo;
+
+impl Channel for Echo {
+    type Socket = TestSocket;
+
+    async fn join(topic: Topic, payload: Payload, socket: &mut Socket<TestSocket>) -> Result<JoinResult<Self>, String> {
+        match topic.rest() {
+            "refuse" => Ok(Err(Payload::from(json!({"reason": "refused"})))),
+            "panic" => panic!("join panics on purpose"),
+            "slow" => {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(Ok((Payload::empty(), Echo)))
+            }
+            "push" => {
+                // A push during join goes out after the join reply.
+                socket.push("welcome", &json!({"early": true})).map_err(|e| e.to_string())?;
+                Ok(Ok((payload, Echo)))
+            }
+            _ => Ok(Ok((payload, Echo))),
+        }
+    }
+
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        socket: &mut Socket<TestSocket>,
+    ) -> Result<Reply, String> {
+        match event {
+            "ping" => Ok(Reply::payload(Status::Ok, payload)),
+            "shout" => {
+                socket
+                    .broadcast("shout", &payload.decode::<Value>().map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::ok(json!({})))
+            }
+            "shout_from" => {
+                socket.broadcast_from("shout", &json!({"from": "other"})).map_err(|e| e.to_string())?;
+                Ok(Reply::ok(json!({})))
+            }
+            "push" => {
+                socket.push("pushed", &json!({"n": 1})).map_err(|e| e.to_string())?;
+                Ok(Reply::none())
+            }
+            "stop" => Ok(Reply::ok(json!({"bye": true})).and_stop()),
+            "crash" => panic!("crash on purpose"),
+            "fail" => Err("handler failed".to_owned()),
+            "sleep" => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Ok(Reply::ok(json!({"slept": true})))
+            }
+            _ => Ok(Reply::unknown_event()),
+        }
+    }
+}
+
+pub struct Server {
+    pub addr: SocketAddr,
+    pub endpoint: Endpoint,
+}
+
+pub async fn serve(options: SocketOptions) -> Server {
+    let endpoint = Endpoint::new().socket_with("/socket", TestSocket, options);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(endpoint.clone().serve_on(listener));
+    Server { addr, endpoint }
+}
+
+pub async fn server() -> Server {
+    serve(SocketOptions::default()).await
+}
+
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the server sent next.
+#[derive(Debug, PartialEq)]
+pub enum Received {
+    Json(Value),
+    Binary(Vec<u8>),
+    Closed(Option<u16>),
+}
+
+impl Server {
+    pub fn url(&self, query: &str) -> String {
+        format!("ws://{}/socket/websocket?{query}", self.addr)
+    }
+
+    pub async fn connect(&self, query: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(self.url(query)).await.unwrap();
+        Client { ws }
+    }
+
+    pub async fn v2(&self) -> Client {
+        self.connect("vsn=2.0.0").await
+    }
+
+    /// The HTTP status of an upgrade attempt that is refused.
+    pub async fn refused_status(&self, query: &str) -> u16 {
+        match tokio_tungstenite::connect_async(self.url(query)).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(other) => panic!("expected an HTTP refusal, got {other}"),
+            Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
+        }
+    }
+}
+
+impl Client {
+    pub async fn send(&mut self, frame: Value) {
+        self.ws.send(Message::text(frame.to_string())).await.unwrap();
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::binary(bytes)).await.unwrap();
+    }
+
+    /// The next frame, failing the test after 3 s.
+    pub async fn recv(&mut self) -> Received {
+        self.recv_within(Duration::from_secs(3)).await.expect("no frame within 3 s")
+    }
+
+    pub async fn recv_within(&mut self, within: Duration) -> Option<Received> {
+        loop {
+            let next = tokio::time::timeout(within, self.ws.next()).await.ok()?;
+            return Some(match next {
+                Some(Ok(Message::Text(t))) => Received::Json(serde_json::from_str(t.as_str()).unwrap()),
+                Some(Ok(Message::Binary(b))) => Received::Binary(b.to_vec()),
+                Some(Ok(Message::Close(frame))) => Received::Closed(frame.map(|f: CloseFrame| u16::from(f.code))),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => Received::Closed(None),
+            });
+        }
+    }
+
+    /// The next JSON frame.
+    pub async fn json(&mut self) -> Value {
+        match self.recv().await {
+            Received::Json(v) => v,
+            other => panic!("expected a JSON frame, got {other:?}"),
+        }
+    }
+
+    /// Asserts nothing arrives for `ms` milliseconds.
+    pub async fn silent(&mut self, ms: u64) {
+        if let Some(frame) = self.recv_within(Duration::from_millis(ms)).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+
+    /// The close code the server closed with.
+    pub async fn close_code(&mut self) -> Option<u16> {
+        loop {
+            match self.recv().await {
+                Received::Closed(code) => return code,
+                Received::Json(_) | Received::Binary(_) => continue,
+            }
+        }
+    }
+
+    /// Joins `topic` with join_ref = ref = `jr` and returns the reply.
+    pub async fn join(&mut self, jr: &str, topic: &str) -> Value {
+        self.send(json!([jr, jr, topic, "phx_join", {}])).await;
+        self.json().await
+    }
+}

@@ -1,0 +1,219 @@
+//! `discuss`: topics with comments, pushed live over Phoenix channels.
+//!
+//! The contract it implements is `shared/conformance/CONTRACT.md`; any
+//! Phoenix client (phoenix.js first) can use it unchanged.
+//!
+//! ```text
+//! cargo run --release --example discuss              # http://127.0.0.1:4000
+//! cargo run --release --example discuss -- --port 4100 --host 127.0.0.1
+//! ```
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{LazyLock, Mutex};
+use std::time::SystemTime;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+use channels::prelude::*;
+use channels::Status;
+use serde::{Deserialize, Deserializer};
+
+socket! {
+    /// The socket clients connect to at `/socket`.
+    pub UserSocket {
+        channel "comments:*" => CommentsChannel;
+        channel "room:*"     => RoomChannel;
+    }
+}
+
+/// What a connection carries: who it is, if it said.
+#[derive(Clone, Debug)]
+pub struct User {
+    id: Option<String>,
+}
+
+impl Connect for UserSocket {
+    type Assigns = User;
+
+    async fn connect(params: &Params, _info: &ConnectInfo) -> Result<User, Refuse> {
+        if params.get("token") == Some("invalid") {
+            return Err(Refuse::forbidden().reason("invalid token"));
+        }
+        Ok(User { id: params.get("user_id").map(str::to_owned) })
+    }
+
+    fn id(user: &User) -> Option<String> {
+        user.id.as_ref().map(|id| format!("users_socket:{id}"))
+    }
+}
+
+/// A comment as stored. Only `content` ever leaves the server, like
+/// `@derive {Jason.Encoder, only: [:content]}` on a Phoenix schema.
+#[derive(Clone, Debug, Encode)]
+#[encode(only = [content])]
+pub struct Comment {
+    content: String,
+    user_id: Option<String>,
+    inserted_at: SystemTime,
+}
+
+/// Comments of every topic, oldest first, kept in memory.
+static COMMENTS: LazyLock<Mutex<HashMap<String, Vec<Comment>>>> = LazyLock::new(Default::default);
+
+fn comments_of(topic_id: &str) -> Vec<Comment> {
+    COMMENTS.lock().unwrap_or_else(|e| e.into_inner()).get(topic_id).cloned().unwrap_or_default()
+}
+
+fn store(topic_id: &str, comment: Comment) {
+    COMMENTS.lock().unwrap_or_else(|e| e.into_inner()).entry(topic_id.to_owned()).or_default().push(comment);
+}
+
+/// `comments:N`, N all digits (any length: it is an id, not a number).
+pub struct CommentsChannel {
+    topic_id: String,
+}
+
+/// The `comment:add` payload. `content` that is missing, null or not a
+/// string reads as `None`, so the handler answers with a validation error
+/// rather than a decoding one.
+#[derive(Deserialize)]
+pub struct NewComment {
+    #[serde(default, deserialize_with = "string_or_none")]
+    content: Option<String>,
+}
+
+fn string_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    })
+}
+
+#[channel(socket = UserSocket)]
+impl CommentsChannel {
+    async fn join(topic: Topic, _params: Value, _socket: &mut Socket<UserSocket>) -> Join<Self> {
+        let id = topic.rest();
+        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(json!({"reason": "invalid topic"}));
+        }
+        let comments = comments_of(id);
+        Ok((json!({"hey": "there", "comments": comments}), CommentsChannel { topic_id: id.to_owned() }))
+    }
+
+    #[handle_in("comment:add")]
+    async fn add(&mut self, new: NewComment, socket: &mut Socket<UserSocket>) -> Result<Reply, BroadcastError> {
+        let Some(content) = new.content.filter(|c| !c.trim().is_empty()) else {
+            return Ok(Reply::error(json!({"errors": {"content": ["can't be blank"]}})));
+        };
+        let comment = Comment { content, user_id: socket.assigns().id.clone(), inserted_at: SystemTime::now() };
+        store(&self.topic_id, comment.clone());
+        socket.broadcast(&format!("comments:{}:new", self.topic_id), &json!({"comment": comment}))?;
+        Ok(Reply::ok(json!({})))
+    }
+
+    /// Echoes any payload, unchanged.
+    #[handle_in("ping")]
+    async fn ping(&mut self, payload: Payload) -> Reply {
+        Reply::payload(Status::Ok, payload)
+    }
+
+    /// Dies on purpose: the client gets `phx_error` for this topic alone.
+    #[handle_in("crash")]
+    async fn crash(&mut self, _payload: Payload) -> Reply {
+        panic!("crash requested by the client on comments:{}", self.topic_id)
+    }
+}
+
+/// `room:NAME`: who is here, and shouting.
+pub struct RoomChannel {
+    name: String,
+}
+
+#[derive(Deserialize)]
+pub struct RoomParams {
+    #[serde(default, deserialize_with = "string_or_none")]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Shout {
+    #[serde(default)]
+    body: Value,
+}
+
+#[channel(socket = UserSocket)]
+impl RoomChannel {
+    async fn join(_topic: Topic, params: RoomParams, _socket: &mut Socket<UserSocket>) -> Join<Self> {
+        match params.name {
+            Some(name) => Ok((json!({}), RoomChannel { name })),
+            None => Err(json!({"reason": "name required"})),
+        }
+    }
+
+    #[handle_in("shout")]
+    async fn shout(&mut self, shout: Shout, socket: &mut Socket<UserSocket>) -> Result<Reply, BroadcastError> {
+        socket.broadcast("shout", &json!({"from": self.name, "body": shout.body}))?;
+        Ok(Reply::ok(json!({})))
+    }
+}
+
+#[derive(Deserialize)]
+struct DisconnectQuery {
+    id: String,
+}
+
+/// `POST /api/disconnect?id=SOCKET_ID`: closes every connection with that
+/// socket id, from outside any channel.
+async fn disconnect(State(endpoint): State<Endpoint>, Query(q): Query<DisconnectQuery>) -> StatusCode {
+    match endpoint.broadcast(&q.id, "disconnect", &json!({})) {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+struct Args {
+    host: String,
+    port: u16,
+}
+
+fn args() -> Result<Args, String> {
+    let mut host = "127.0.0.1".to_owned();
+    let mut port = match std::env::var("PORT") {
+        Ok(p) => p.parse().map_err(|_| format!("PORT={p} is not a port number"))?,
+        Err(_) => 4000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--port" => {
+                let p = it.next().ok_or("--port needs a value")?;
+                port = p.parse().map_err(|_| format!("--port {p} is not a port number"))?;
+            }
+            "--host" => host = it.next().ok_or("--host needs a value")?,
+            other => return Err(format!("unknown argument {other}; usage: discuss [--host ADDR] [--port N]")),
+        }
+    }
+    Ok(Args { host, port })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,channels_runtime=info".into()),
+        )
+        .init();
+    let args = args().map_err(anyhow::Error::msg)?;
+
+    let endpoint = Endpoint::new().socket("/socket", UserSocket);
+    let api = Router::new().route("/api/disconnect", post(disconnect)).with_state(endpoint.clone());
+
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let addr: SocketAddr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    endpoint.merge(api).serve_on(listener).await?;
+    Ok(())
+}
