@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::channel::{Mail, Routes, Start};
+use crate::channel::{ChannelRef, Mail, Routes, Start};
 use crate::connect::Connect;
 use crate::outbox::Outbox;
 use crate::protocol::{Message, Outgoing, Payload, HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE};
@@ -81,8 +81,14 @@ impl<S: Connect + Routes> Dispatcher<S> {
     ) -> Self {
         let id: Option<Arc<str>> = S::id(&assigns).map(Arc::from);
         if let Some(id) = &id {
-            let subscriber =
-                Subscriber { outbox: outbox.clone(), serializer, generation: 0, delivery: Delivery::Disconnect };
+            let subscriber = Subscriber {
+                outbox: outbox.clone(),
+                serializer,
+                generation: 0,
+                delivery: Delivery::Disconnect,
+                intercepts: &[],
+                channel: None,
+            };
             pubsub.subscribe(id, subscriber, || {});
         }
         let conn = Arc::new(Connection { outbox, serializer, pubsub, id });
@@ -151,6 +157,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many channels joined"));
         }
         let (sender, mailbox) = mpsc::unbounded_channel();
+        let me = sender.downgrade();
         let generation = self.next_generation;
         self.next_generation += 1;
         let Message { join_ref, msg_ref, topic, payload, .. } = msg;
@@ -164,6 +171,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             conn: self.conn.clone(),
             generation,
             mailbox,
+            me: ChannelRef::new(me),
         });
     }
 

@@ -97,7 +97,7 @@ impl Payload {
     /// ```
     /// use channels_runtime::protocol::Payload;
     ///
-    /// #[derive(serde::Deserialize)]
+    /// #[derive(Debug, serde::Deserialize)]
     /// struct NewComment { content: String }
     ///
     /// let bad = Payload::json(&serde_json::json!({"content": 5})).unwrap();

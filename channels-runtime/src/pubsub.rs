@@ -26,6 +26,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 use serde::Serialize;
 
+use crate::channel::{ChannelRef, Mail};
 use crate::outbox::{CloseReason, ConnId, Outbox};
 use crate::protocol::{Frame, Outgoing, Payload, Serializer};
 
@@ -87,6 +88,10 @@ pub(crate) struct Subscriber {
     /// later joins have larger generations and replace earlier ones.
     pub(crate) generation: u64,
     pub(crate) delivery: Delivery,
+    /// Events handed to the channel's `handle_out` instead of the fastlane.
+    pub(crate) intercepts: &'static [&'static str],
+    /// The channel holding the subscription, for intercepted events.
+    pub(crate) channel: Option<ChannelRef>,
 }
 
 type Shard = RwLock<HashMap<Arc<str>, Vec<Subscriber>>>;
@@ -182,6 +187,13 @@ impl PubSub {
                 continue;
             }
             match sub.delivery {
+                Delivery::Fastlane if sub.intercepts.contains(&event) => {
+                    if let Some(channel) = &sub.channel {
+                        let out = Mail::Out { event: event.to_owned(), payload: payload.clone() };
+                        // A channel that ended is unsubscribing; nothing to deliver.
+                        let _ = channel.send_mail(out);
+                    }
+                }
                 Delivery::Fastlane => {
                     let frame = encoded[sub.serializer.index()].get_or_insert_with(|| {
                         let out = Outgoing::Broadcast { topic, event, payload };
@@ -259,7 +271,14 @@ mod tests {
     use serde_json::json;
 
     fn subscriber(serializer: Serializer, generation: u64) -> Subscriber {
-        Subscriber { outbox: Arc::new(Outbox::new(1 << 20)), serializer, generation, delivery: Delivery::Fastlane }
+        Subscriber {
+            outbox: Arc::new(Outbox::new(1 << 20)),
+            serializer,
+            generation,
+            delivery: Delivery::Fastlane,
+            intercepts: &[],
+            channel: None,
+        }
     }
 
     fn drain(outbox: &Outbox) -> Vec<Frame> {

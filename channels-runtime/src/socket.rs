@@ -1,14 +1,18 @@
 //! [`Socket`]: what a channel handler sees of its connection (Phoenix's
 //! `socket` argument): topic, assigns, and the ways to push and broadcast.
 
+use std::any::Any;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::channel::ChannelRef;
 use crate::connect::Connect;
 use crate::outbox::Outbox;
 use crate::protocol::{Outgoing, Payload, Serializer};
 use crate::pubsub::{BroadcastError, PubSub};
+use crate::reply::Reply;
 use crate::router::Topic;
 
 /// What every channel of one connection shares.
@@ -54,11 +58,21 @@ pub struct Socket<S: Connect> {
     conn: Arc<Connection>,
     /// Pushes made before the join reply went out, sent right after it.
     pending: Option<Vec<(String, Payload)>>,
+    me: ChannelRef,
+    /// The ref of the client message being handled, for `socket_ref`.
+    current_ref: Option<String>,
+    timers: Vec<tokio::task::AbortHandle>,
 }
 
 impl<S: Connect> Socket<S> {
-    pub(crate) fn new(topic: Topic, join_ref: Option<Arc<str>>, assigns: S::Assigns, conn: Arc<Connection>) -> Self {
-        Socket { topic, join_ref, assigns, conn, pending: Some(Vec::new()) }
+    pub(crate) fn new(
+        topic: Topic,
+        join_ref: Option<Arc<str>>,
+        assigns: S::Assigns,
+        conn: Arc<Connection>,
+        me: ChannelRef,
+    ) -> Self {
+        Socket { topic, join_ref, assigns, conn, pending: Some(Vec::new()), me, current_ref: None, timers: Vec::new() }
     }
 
     /// The topic this channel joined, e.g. `comments:42`.
@@ -130,6 +144,61 @@ impl<S: Connect> Socket<S> {
         Ok(())
     }
 
+    /// A handle to this channel, to send it messages (received in
+    /// `handle_info`) from any task.
+    pub fn channel_ref(&self) -> ChannelRef {
+        self.me.clone()
+    }
+
+    /// Sends `message` to this channel's `handle_info` after `delay`
+    /// (Elixir's `Process.send_after/3`). Pending timers are cancelled when
+    /// the channel ends.
+    pub fn send_after<M: Any + Send>(&mut self, delay: Duration, message: M) -> TimerRef {
+        self.timers.retain(|t| !t.is_finished());
+        let me = self.me.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            // The channel may have ended meanwhile; nothing to do then.
+            let _ = me.send(message);
+        })
+        .abort_handle();
+        self.timers.push(timer.clone());
+        TimerRef(timer)
+    }
+
+    /// A reference to the message being handled, to reply to it later from
+    /// another task (Phoenix's `socket_ref/1` and `reply/2`). `None`
+    /// outside `handle_in`.
+    ///
+    /// Return [`Reply::none`] from the handler, then call
+    /// [`SocketRef::reply`] when the answer is ready.
+    pub fn socket_ref(&self) -> Option<SocketRef> {
+        self.current_ref.as_ref().map(|msg_ref| SocketRef {
+            conn: self.conn.clone(),
+            topic: self.topic.shared().clone(),
+            join_ref: self.join_ref.clone(),
+            msg_ref: msg_ref.clone(),
+        })
+    }
+
+    pub(crate) fn connection(&self) -> &Arc<Connection> {
+        &self.conn
+    }
+
+    pub(crate) fn set_current_ref(&mut self, msg_ref: Option<String>) {
+        self.current_ref = msg_ref;
+    }
+
+    pub(crate) fn take_current_ref(&mut self) -> Option<String> {
+        self.current_ref.take()
+    }
+
+    pub(crate) fn cancel_timers(&mut self) {
+        for timer in self.timers.drain(..) {
+            timer.abort();
+        }
+    }
+
     /// Sends the pushes held back while joining; later pushes go out at once.
     pub(crate) fn release_pending(&mut self) {
         for (event, payload) in self.pending.take().unwrap_or_default() {
@@ -146,5 +215,55 @@ impl<S: Connect> std::fmt::Debug for Socket<S> {
             .field("id", &self.conn.id)
             .field("serializer", &self.conn.serializer)
             .finish_non_exhaustive()
+    }
+}
+
+/// A pending timer made by [`Socket::send_after`].
+#[derive(Debug, Clone)]
+pub struct TimerRef(tokio::task::AbortHandle);
+
+impl TimerRef {
+    /// Cancels the timer; its message is not sent if it has not been yet.
+    pub fn cancel(&self) {
+        self.0.abort();
+    }
+}
+
+/// A message to reply to later, from any task: Phoenix's `socket_ref`.
+///
+/// Made by [`Socket::socket_ref`] inside `handle_in`; the reply frame is the
+/// same as an immediate reply.
+#[derive(Clone)]
+pub struct SocketRef {
+    conn: Arc<Connection>,
+    topic: Arc<str>,
+    join_ref: Option<Arc<str>>,
+    msg_ref: String,
+}
+
+impl SocketRef {
+    /// Sends the reply. A [`Reply::none`] sends nothing; a stop flag is
+    /// ignored (only the channel's own handlers can stop it).
+    pub fn reply(&self, reply: Reply) {
+        if let Some((status, response)) = &reply.status {
+            self.conn.send(&Outgoing::Reply {
+                join_ref: self.join_ref.as_deref(),
+                msg_ref: Some(&self.msg_ref),
+                topic: &self.topic,
+                status: status.as_str(),
+                response,
+            });
+        }
+    }
+
+    /// The topic of the message.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl std::fmt::Debug for SocketRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketRef").field("topic", &self.topic).field("msg_ref", &self.msg_ref).finish()
     }
 }

@@ -5,6 +5,7 @@ mod support;
 
 use std::time::Duration;
 
+use channels_runtime::channel::Terminate;
 use channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve, server, Received};
@@ -412,4 +413,77 @@ async fn a_consumer_that_stops_reading_is_disconnected_and_others_keep_receiving
     };
     assert!(matches!(code, Some(1008) | None), "closed with {code:?}");
     assert!(delivered < 400, "a stalled consumer cannot have received everything");
+}
+
+// ---------------------------------------------------------------- Channel API
+
+#[tokio::test]
+async fn intercepted_events_pass_through_handle_out_per_subscriber() {
+    let s = server().await;
+    let (mut a, mut b) = (s.v2().await, s.v2().await);
+    a.join("3", "echo:intercept").await;
+    b.join("5", "echo:intercept").await;
+    s.endpoint.broadcast("echo:intercept", "secret", &json!({"text": "hi"})).unwrap();
+    // rewritten per subscriber, as a push: join_ref set, ref null
+    assert_eq!(a.json().await, json!(["3", null, "echo:intercept", "secret", {"text": "hi", "mine": "3"}]));
+    assert_eq!(b.json().await, json!(["5", null, "echo:intercept", "secret", {"text": "hi", "mine": "5"}]));
+    // filtered events are dropped, others stay on the fastlane
+    s.endpoint.broadcast("echo:intercept", "filtered", &json!({})).unwrap();
+    s.endpoint.broadcast("echo:intercept", "plain", &json!({})).unwrap();
+    assert_eq!(a.json().await, json!([null, null, "echo:intercept", "plain", {}]));
+    assert_eq!(b.json().await, json!([null, null, "echo:intercept", "plain", {}]));
+}
+
+#[tokio::test]
+async fn asynchronous_replies_through_a_socket_ref() {
+    let s = server().await;
+    let mut c = s.v2().await;
+    c.join("1", "echo:async").await;
+    c.send(json!(["1", "2", "echo:async", "later", {}])).await;
+    c.send(json!(["1", "3", "echo:async", "ping", {}])).await;
+    // the ping is answered first: the handler returned without replying
+    assert_eq!(c.json().await[1], "3");
+    assert_eq!(
+        c.json().await,
+        json!(["1", "2", "echo:async", "phx_reply", {"status": "ok", "response": {"later": true}}])
+    );
+}
+
+#[tokio::test]
+async fn handle_info_gets_messages_from_timers_and_other_tasks() {
+    let s = server().await;
+    let mut c = s.v2().await;
+    c.join("1", "echo:info").await;
+    c.send(json!(["1", "2", "echo:info", "tick", {}])).await;
+    assert_eq!(c.json().await[3], "phx_reply");
+    assert_eq!(c.json().await, json!(["1", null, "echo:info", "tick", {"n": 1}]));
+    c.send(json!(["1", "3", "echo:info", "tell", {}])).await;
+    let mut frames = [c.json().await, c.json().await].map(|f| f.to_string());
+    frames.sort();
+    assert_eq!(frames[1], json!(["1", null, "echo:info", "tick", {"n": 7}]).to_string());
+}
+
+#[tokio::test]
+async fn terminate_is_told_why_the_channel_ended() {
+    let s = server().await;
+    let mut c = s.v2().await;
+    for (jr, topic) in [("1", "echo:t-leave"), ("2", "echo:t-stop"), ("3", "echo:t-crash"), ("4", "echo:t-dup")] {
+        c.join(jr, topic).await;
+    }
+    c.send(json!(["1", "10", "echo:t-leave", "phx_leave", {}])).await;
+    c.send(json!(["2", "11", "echo:t-stop", "stop", {}])).await;
+    c.send(json!(["3", "12", "echo:t-crash", "tell_wrong", {}])).await;
+    c.send(json!(["5", "5", "echo:t-dup", "phx_join", {}])).await;
+    for _ in 0..8 {
+        c.json().await;
+    }
+    c.join("6", "echo:t-close").await;
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(support::terminated("echo:t-leave"), [Terminate::Left]);
+    assert_eq!(support::terminated("echo:t-stop"), [Terminate::Stopped]);
+    assert_eq!(support::terminated("echo:t-crash"), [Terminate::Crashed("unexpected &str".into())]);
+    // the displaced instance; the new one ended when the connection closed
+    assert_eq!(support::terminated("echo:t-dup"), [Terminate::Displaced, Terminate::Closed]);
+    assert_eq!(support::terminated("echo:t-close"), [Terminate::Closed]);
 }

@@ -6,7 +6,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use channels_runtime::channel::{Channel, JoinResult, Route, Routes};
+use std::sync::Mutex;
+
+use channels_runtime::channel::{Channel, Info, JoinResult, Route, Routes, Terminate};
 use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 use channels_runtime::endpoint::Endpoint;
 use channels_runtime::protocol::Payload;
@@ -42,11 +44,49 @@ impl Routes for TestSocket {
     const ROUTES: &'static [Route<Self>] = &[Route::new::<Echo>("echo:*"), Route::new::<Echo>("exact")];
 }
 
+/// Every `terminate` call: (topic, reason).
+pub static TERMINATED: Mutex<Vec<(String, Terminate)>> = Mutex::new(Vec::new());
+
+pub fn terminated(topic: &str) -> Vec<Terminate> {
+    TERMINATED.lock().unwrap().iter().filter(|(t, _)| t == topic).map(|(_, r)| r.clone()).collect()
+}
+
+/// A message for `handle_info`.
+pub struct Tick(pub u32);
+
 /// Answers by event name, so tests can ask for each behaviour.
 pub struct Echo;
 
 impl Channel for Echo {
     type Socket = TestSocket;
+
+    const INTERCEPTS: &'static [&'static str] = &["secret", "filtered"];
+
+    async fn handle_out(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        socket: &mut Socket<TestSocket>,
+    ) -> Result<Reply, String> {
+        if event == "secret" {
+            let mut value: Value = payload.decode().map_err(|e| e.to_string())?;
+            value["mine"] = json!(socket.join_ref());
+            socket.push(event, &value).map_err(|e| e.to_string())?;
+        }
+        Ok(Reply::none())
+    }
+
+    async fn handle_info(&mut self, info: Info, socket: &mut Socket<TestSocket>) -> Result<Reply, String> {
+        match info.downcast::<Tick>() {
+            Ok(Tick(n)) => socket.push("tick", &json!({"n": n})).map_err(|e| e.to_string())?,
+            Err(other) => return Err(format!("unexpected {}", other.type_name())),
+        }
+        Ok(Reply::none())
+    }
+
+    async fn terminate(&mut self, reason: &Terminate, socket: &mut Socket<TestSocket>) {
+        TERMINATED.lock().unwrap().push((socket.topic().to_string(), reason.clone()));
+    }
 
     async fn join(topic: Topic, payload: Payload, socket: &mut Socket<TestSocket>) -> Result<JoinResult<Self>, String> {
         match topic.rest() {
@@ -90,6 +130,27 @@ impl Channel for Echo {
             "stop" => Ok(Reply::ok(json!({"bye": true})).and_stop()),
             "crash" => panic!("crash on purpose"),
             "fail" => Err("handler failed".to_owned()),
+            "later" => {
+                let socket_ref = socket.socket_ref().ok_or("no socket_ref in handle_in")?;
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    socket_ref.reply(Reply::ok(json!({"later": true})));
+                });
+                Ok(Reply::none())
+            }
+            "tick" => {
+                socket.send_after(Duration::from_millis(50), Tick(1));
+                Ok(Reply::ok(json!({})))
+            }
+            "tell" => {
+                let me = socket.channel_ref();
+                tokio::spawn(async move { me.send(Tick(7)) });
+                Ok(Reply::ok(json!({})))
+            }
+            "tell_wrong" => {
+                socket.channel_ref().send("not a tick").map_err(|e| e.to_string())?;
+                Ok(Reply::ok(json!({})))
+            }
             "sleep" => {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 Ok(Reply::ok(json!({"slept": true})))

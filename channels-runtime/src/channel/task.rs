@@ -1,0 +1,188 @@
+//! The task one joined channel runs in, from join to terminate.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+
+use super::{Channel, Mail, Start, Terminate};
+use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
+use crate::pubsub::{Delivery, Subscriber};
+use crate::reply::{self, Reply, Status};
+use crate::socket::Socket;
+
+pub(crate) fn spawn<C: Channel>(start: Start<C::Socket>) {
+    tokio::spawn(run::<C>(start));
+}
+
+/// Runs a handler, turning a panic into the same `Err` a handler returns.
+async fn guarded<T>(handler: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+    match AssertUnwindSafe(handler).catch_unwind().await {
+        Ok(result) => result,
+        Err(panic) => Err(panic_message(&*panic).to_owned()),
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(non-string panic payload)")
+}
+
+/// The life of one joined channel.
+async fn run<C: Channel>(start: Start<C::Socket>) {
+    let Start { topic, join_ref, msg_ref, payload, assigns, conn, generation, mut mailbox, me } = start;
+    // A join without join_ref (hand-written clients) uses its ref for the
+    // channel's later frames, as Phoenix does; the join reply, phx_close and
+    // phx_error echo the join_ref exactly as sent.
+    let channel_ref: Option<Arc<str>> = join_ref.as_deref().or(msg_ref.as_deref()).map(Arc::from);
+    let mut socket = Socket::<C::Socket>::new(topic.clone(), channel_ref, assigns, conn.clone(), me.clone());
+    let join_reply = |status: Status, response: &Payload| {
+        conn.send(&Outgoing::Reply {
+            join_ref: join_ref.as_deref(),
+            msg_ref: msg_ref.as_deref(),
+            topic: &topic,
+            status: status.as_str(),
+            response,
+        });
+    };
+
+    let started = std::time::Instant::now();
+    let mut channel = match guarded(C::join(topic.clone(), payload, &mut socket)).await {
+        Ok(Ok((response, channel))) => {
+            let subscriber = Subscriber {
+                outbox: conn.outbox.clone(),
+                serializer: conn.serializer,
+                generation,
+                delivery: Delivery::Fastlane,
+                intercepts: C::INTERCEPTS,
+                channel: Some(me),
+            };
+            conn.pubsub.subscribe(topic.shared(), subscriber, || join_reply(Status::Ok, &response));
+            socket.release_pending();
+            tracing::info!(topic = %topic, elapsed = ?started.elapsed(), "joined");
+            channel
+        }
+        Ok(Err(response)) => {
+            join_reply(Status::Error, &response);
+            tracing::info!(topic = %topic, refusal = response.as_json(), "join refused");
+            return refuse_pending(&socket, mailbox).await;
+        }
+        Err(error) => {
+            tracing::error!(topic = %topic, error, "join crashed");
+            join_reply(Status::Error, &reply::reason("join crashed"));
+            return refuse_pending(&socket, mailbox).await;
+        }
+    };
+
+    let reason = loop {
+        let Some(mail) = mailbox.recv().await else { break Terminate::Closed };
+        let (event, outcome) = match mail {
+            Mail::In { msg_ref, event, payload } => {
+                let started = std::time::Instant::now();
+                socket.set_current_ref(msg_ref);
+                let outcome = guarded(channel.handle_in(&event, payload, &mut socket)).await;
+                let msg_ref = socket.take_current_ref();
+                if let Ok(reply) = &outcome {
+                    tracing::debug!(topic = %topic, event, elapsed = ?started.elapsed(), "handle_in");
+                    if let Some((status, response)) = &reply.status {
+                        conn.send(&Outgoing::Reply {
+                            join_ref: socket.join_ref(),
+                            msg_ref: msg_ref.as_deref(),
+                            topic: &topic,
+                            status: status.as_str(),
+                            response,
+                        });
+                    }
+                }
+                (event, outcome)
+            }
+            Mail::Info(info) => {
+                let event = format!("handle_info({})", info.type_name());
+                let outcome = guarded(channel.handle_info(info, &mut socket)).await;
+                warn_if_replied(&outcome, &event);
+                (event, outcome)
+            }
+            Mail::Out { event, payload } => {
+                let outcome = guarded(channel.handle_out(&event, payload, &mut socket)).await;
+                warn_if_replied(&outcome, "handle_out");
+                (event, outcome)
+            }
+            Mail::Leave { msg_ref } => {
+                conn.pubsub.unsubscribe(&topic, conn.outbox.id(), generation);
+                conn.send(&Outgoing::Reply {
+                    join_ref: socket.join_ref(),
+                    msg_ref: msg_ref.as_deref(),
+                    topic: &topic,
+                    status: Status::Ok.as_str(),
+                    response: &Payload::empty(),
+                });
+                break Terminate::Left;
+            }
+            Mail::Displaced => break Terminate::Displaced,
+        };
+        match outcome {
+            Ok(reply) if reply.stop => break Terminate::Stopped,
+            Ok(_) => {}
+            Err(error) => {
+                tracing::error!(topic = %topic, event, error, "channel crashed");
+                break Terminate::Crashed(error);
+            }
+        }
+    };
+
+    // No more mail: the dispatcher sees this channel gone from here on, so
+    // a rejoin after phx_error is a fresh join.
+    mailbox.close();
+    conn.pubsub.unsubscribe(&topic, conn.outbox.id(), generation);
+    socket.cancel_timers();
+    let terminated = guarded(async {
+        channel.terminate(&reason, &mut socket).await;
+        Ok(())
+    })
+    .await;
+    if let Err(error) = terminated {
+        tracing::error!(topic = %topic, error, "terminate crashed");
+    }
+    let control = |event: &str, payload: &Payload| {
+        conn.send(&Outgoing::Control { join_ref: join_ref.as_deref(), topic: &topic, event, payload });
+    };
+    match &reason {
+        Terminate::Crashed(_) => control(PHX_ERROR, &reply::reason("channel_crash")),
+        Terminate::Closed => {}
+        _ => control(PHX_CLOSE, &Payload::empty()),
+    }
+    tracing::debug!(topic = %topic, ?reason, "channel ended");
+}
+
+fn warn_if_replied(outcome: &Result<Reply, String>, handler: &str) {
+    if let Ok(reply) = outcome {
+        if reply.status.is_some() {
+            tracing::warn!(handler, "a reply status outside handle_in has no message to answer; ignored");
+        }
+    }
+}
+
+/// After a refused join, answers anything the client sent meanwhile as if
+/// the topic had never been joined.
+async fn refuse_pending<S: crate::connect::Connect>(
+    socket: &Socket<S>,
+    mut mailbox: tokio::sync::mpsc::UnboundedReceiver<Mail>,
+) {
+    mailbox.close();
+    while let Some(mail) = mailbox.recv().await {
+        if let Mail::In { msg_ref, .. } = mail {
+            socket.connection().send(&Outgoing::Reply {
+                join_ref: None,
+                msg_ref: msg_ref.as_deref(),
+                topic: socket.topic(),
+                status: Status::Error.as_str(),
+                response: &reply::reason("unmatched topic"),
+            });
+        }
+    }
+}
