@@ -12,41 +12,14 @@ use tokio::sync::mpsc;
 
 use crate::channel::{ChannelRef, Mail, Routes, Start};
 use crate::connect::Connect;
+use crate::metrics::Metrics;
+use crate::options::SocketOptions;
 use crate::outbox::Outbox;
 use crate::protocol::{Message, Outgoing, Payload, HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE};
 use crate::pubsub::{Delivery, PubSub, Subscriber};
 use crate::reply::{self, Status};
 use crate::router::Topic;
 use crate::socket::Connection;
-
-/// Per-socket limits.
-#[derive(Debug, Clone)]
-pub struct SocketOptions {
-    /// Channels one connection may have joined at once (Phoenix ≥ 1.8.9:
-    /// 100). A join over the limit is answered
-    /// `{"reason":"too many channels joined"}`.
-    pub max_channels: usize,
-    /// A connection that sends nothing for this long is closed. Phoenix
-    /// closes after 60 s; phoenix.js heartbeats every 30 s.
-    pub idle_timeout: std::time::Duration,
-    /// The largest frame a client may send; larger ones close the
-    /// connection with 1009. Phoenix (websock_adapter ≥ 0.6): 10 MB.
-    pub max_frame_size: usize,
-    /// Bytes that may wait to be written to one client before it counts as
-    /// a slow consumer and is disconnected.
-    pub max_outbound_bytes: usize,
-}
-
-impl Default for SocketOptions {
-    fn default() -> Self {
-        SocketOptions {
-            max_channels: 100,
-            idle_timeout: std::time::Duration::from_secs(60),
-            max_frame_size: 10_000_000,
-            max_outbound_bytes: 8 * 1024 * 1024,
-        }
-    }
-}
 
 struct Joined {
     join_ref: Option<String>,
@@ -78,6 +51,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
         serializer: crate::protocol::Serializer,
         pubsub: PubSub,
         options: &SocketOptions,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let id: Option<Arc<str>> = S::id(&assigns).map(Arc::from);
         if let Some(id) = &id {
@@ -91,7 +65,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             };
             pubsub.subscribe(id, subscriber, || {});
         }
-        let conn = Arc::new(Connection { outbox, serializer, pubsub, id });
+        let conn = Arc::new(Connection { outbox, serializer, pubsub, id, metrics });
         Dispatcher { conn, assigns, channels: HashMap::new(), next_generation: 1, max_channels: options.max_channels }
     }
 
@@ -102,6 +76,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
 
     /// Handles one client message.
     pub(crate) fn dispatch(&mut self, msg: Message) {
+        Metrics::incr(&self.conn.metrics.messages_in);
         if msg.topic == PHOENIX_TOPIC && msg.event == HEARTBEAT {
             return self.reply(None, &msg, Status::Ok, &Payload::empty());
         }
@@ -148,11 +123,13 @@ impl<S: Connect + Routes> Dispatcher<S> {
         }
         let Some(route) = S::ROUTES.iter().find(|r| r.pattern().matches(&msg.topic)) else {
             tracing::warn!(topic = msg.topic, "join on a topic no route matches");
+            Metrics::incr(&self.conn.metrics.joins_refused);
             return self.unmatched(&msg);
         };
         self.channels.retain(|_, c| c.is_alive());
         if self.channels.len() >= self.max_channels {
             tracing::warn!(topic = msg.topic, limit = self.max_channels, "join refused: too many channels");
+            Metrics::incr(&self.conn.metrics.joins_refused);
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many channels joined"));
         }

@@ -26,7 +26,8 @@ use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::channel::Routes;
 use crate::connect::Connect;
-use crate::dispatch::SocketOptions;
+use crate::metrics::{Metrics, MetricsSnapshot};
+use crate::options::SocketOptions;
 use crate::pubsub::{BroadcastError, PubSub};
 use crate::transport::websocket::{self, Mount};
 
@@ -36,6 +37,7 @@ use crate::transport::websocket::{self, Mount};
 pub struct Endpoint {
     pubsub: PubSub,
     router: Router,
+    metrics: Arc<Metrics>,
 }
 
 impl Default for Endpoint {
@@ -52,7 +54,7 @@ impl Endpoint {
 
     /// An endpoint with the given PubSub (e.g. one on Redis, for several nodes).
     pub fn with_pubsub(pubsub: PubSub) -> Self {
-        Endpoint { pubsub, router: Router::new() }
+        Endpoint { pubsub, router: Router::new(), metrics: Arc::default() }
     }
 
     /// Mounts a socket at `path`: WebSocket at `{path}/websocket`.
@@ -62,7 +64,7 @@ impl Endpoint {
 
     /// Mounts a socket with non-default limits.
     pub fn socket_with<S: Connect + Routes>(mut self, path: &str, _socket: S, options: SocketOptions) -> Self {
-        let mount = Arc::new(Mount { pubsub: self.pubsub.clone(), options });
+        let mount = Arc::new(Mount { pubsub: self.pubsub.clone(), options, metrics: self.metrics.clone() });
         let ws_path = format!("{}/websocket", path.trim_end_matches('/'));
         self.router = self.router.route(&ws_path, any(move |req| websocket::upgrade::<S>(mount.clone(), req)));
         self
@@ -97,6 +99,22 @@ impl Endpoint {
         payload: &T,
     ) -> Result<(), BroadcastError> {
         self.pubsub.broadcast(topic, event, payload)
+    }
+
+    /// Broadcasts to the subscribers on this node only.
+    pub fn local_broadcast<T: Serialize + ?Sized>(
+        &self,
+        topic: &str,
+        event: &str,
+        payload: &T,
+    ) -> Result<(), BroadcastError> {
+        self.pubsub.local_broadcast(topic, event, crate::protocol::Payload::json(payload)?);
+        Ok(())
+    }
+
+    /// The endpoint's counters, for a metrics exporter.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
     }
 
     /// Binds `addr` and serves until the process ends.

@@ -11,15 +11,20 @@ pub mod channel;
 pub mod connect;
 mod dispatch;
 pub mod endpoint;
+mod metrics;
+mod options;
+pub mod origin;
 pub mod outbox;
 pub mod protocol;
 pub mod pubsub;
 pub mod reply;
 pub mod router;
 pub mod socket;
+pub mod token;
 pub mod transport;
 
-pub use dispatch::SocketOptions;
+pub use metrics::MetricsSnapshot;
+pub use options::SocketOptions;
 
 #[doc(hidden)]
 pub mod __private;

@@ -22,6 +22,7 @@ pub(crate) struct Connection {
     pub(crate) serializer: Serializer,
     pub(crate) pubsub: PubSub,
     pub(crate) id: Option<Arc<str>>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Connection {

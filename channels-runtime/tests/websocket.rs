@@ -487,3 +487,40 @@ async fn terminate_is_told_why_the_channel_ended() {
     assert_eq!(support::terminated("echo:t-dup"), [Terminate::Displaced, Terminate::Closed]);
     assert_eq!(support::terminated("echo:t-close"), [Terminate::Closed]);
 }
+
+// ---------------------------------------------------------------- origin, metrics
+
+#[tokio::test]
+async fn foreign_origins_are_refused_by_default() {
+    let s = server().await;
+    assert_eq!(s.connect_from("https://evil.example").await.err(), Some(403));
+    assert!(s.connect_from("http://localhost:5173").await.is_ok());
+    assert!(s.connect_from(&format!("http://{}", s.addr)).await.is_ok(), "the server's own host");
+}
+
+#[tokio::test]
+async fn allowed_origins_are_configurable() {
+    let check_origin = channels_runtime::origin::CheckOrigin::allow(["https://app.example"]).unwrap();
+    let s = serve(SocketOptions { check_origin, ..SocketOptions::default() }).await;
+    assert!(s.connect_from("https://app.example").await.is_ok());
+    assert_eq!(s.connect_from("http://localhost:5173").await.err(), Some(403));
+}
+
+#[tokio::test]
+async fn metrics_count_what_happened() {
+    let s = server().await;
+    let mut c = s.v2().await;
+    c.join("1", "echo:m").await;
+    c.join("2", "nope").await;
+    c.send(json!(["1", "3", "echo:m", "crash", {}])).await;
+    c.json().await;
+    assert_eq!(s.refused_status("vsn=2.0.0&token=invalid").await, 403);
+    let m = s.endpoint.metrics();
+    assert_eq!((m.connections_accepted, m.connections_refused, m.connections_open), (1, 1, 1));
+    assert_eq!((m.joins, m.joins_refused, m.channel_crashes, m.channels_open), (1, 1, 1, 0));
+    assert_eq!(m.messages_in, 3);
+    assert_eq!(m.frames_out, 3);
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(s.endpoint.metrics().connections_open, 0);
+}

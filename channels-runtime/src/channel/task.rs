@@ -8,6 +8,7 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 
 use super::{Channel, Mail, Start, Terminate};
+use crate::metrics::Metrics;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
 use crate::pubsub::{Delivery, Subscriber};
 use crate::reply::{self, Reply, Status};
@@ -64,16 +65,20 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             };
             conn.pubsub.subscribe(topic.shared(), subscriber, || join_reply(Status::Ok, &response));
             socket.release_pending();
+            Metrics::incr(&conn.metrics.joins);
+            Metrics::incr(&conn.metrics.channels_open);
             tracing::info!(topic = %topic, elapsed = ?started.elapsed(), "joined");
             channel
         }
         Ok(Err(response)) => {
             join_reply(Status::Error, &response);
             tracing::info!(topic = %topic, refusal = response.as_json(), "join refused");
+            Metrics::incr(&conn.metrics.joins_refused);
             return refuse_pending(&socket, mailbox).await;
         }
         Err(error) => {
             tracing::error!(topic = %topic, error, "join crashed");
+            Metrics::incr(&conn.metrics.join_crashes);
             join_reply(Status::Error, &reply::reason("join crashed"));
             return refuse_pending(&socket, mailbox).await;
         }
@@ -130,6 +135,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             Ok(_) => {}
             Err(error) => {
                 tracing::error!(topic = %topic, event, error, "channel crashed");
+                Metrics::incr(&conn.metrics.channel_crashes);
                 break Terminate::Crashed(error);
             }
         }
@@ -156,7 +162,8 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
         Terminate::Closed => {}
         _ => control(PHX_CLOSE, &Payload::empty()),
     }
-    tracing::debug!(topic = %topic, ?reason, "channel ended");
+    Metrics::decr(&conn.metrics.channels_open);
+    tracing::info!(topic = %topic, ?reason, "channel ended");
 }
 
 fn warn_if_replied(outcome: &Result<Reply, String>, handler: &str) {

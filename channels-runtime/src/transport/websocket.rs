@@ -29,7 +29,9 @@ use tungstenite::{Message as WsMessage, Utf8Bytes};
 use super::coalesce::Coalesce;
 use crate::channel::Routes;
 use crate::connect::{Connect, ConnectInfo, Params};
-use crate::dispatch::{Dispatcher, SocketOptions};
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+use crate::options::SocketOptions;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, FrameKind, Serializer};
 use crate::pubsub::PubSub;
@@ -38,6 +40,7 @@ use crate::pubsub::PubSub;
 pub(crate) struct Mount {
     pub(crate) pubsub: PubSub,
     pub(crate) options: SocketOptions,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Read buffer per connection. Frames larger than this are read in several
@@ -84,9 +87,18 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     // auth token; a browser aborts unless the server selects it.
     let protocol = header_has(headers, header::SEC_WEBSOCKET_PROTOCOL, "phoenix").then_some("phoenix");
 
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !mount.options.check_origin.allows(origin, host) {
+        tracing::warn!(origin, host, "connect refused: origin not allowed (see SocketOptions::check_origin)");
+        Metrics::incr(&mount.metrics.connections_refused);
+        return StatusCode::FORBIDDEN.into_response();
+    }
+
     let params = Params::from_query(req.uri().query().unwrap_or(""));
     let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
         tracing::info!(vsn = params.get("vsn"), "connect refused: unsupported vsn");
+        Metrics::incr(&mount.metrics.connections_refused);
         return StatusCode::FORBIDDEN.into_response();
     };
     let peer = req.extensions().get::<AxumConnectInfo<SocketAddr>>().map(|c| c.0);
@@ -95,6 +107,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         Ok(assigns) => assigns,
         Err(refusal) => {
             tracing::info!(status = refusal.status().as_u16(), reason = refusal.log_reason(), "connect refused");
+            Metrics::incr(&mount.metrics.connections_refused);
             return refusal.status().into_response();
         }
     };
@@ -104,6 +117,8 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
 
     let options = mount.options.clone();
     let pubsub = mount.pubsub.clone();
+    let metrics = mount.metrics.clone();
+    Metrics::incr(&metrics.connections_accepted);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -117,9 +132,11 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         let ws =
             WebSocketStream::from_raw_socket(Coalesce::new(TokioIo::new(upgraded)), Role::Server, Some(config)).await;
         let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
-        let dispatcher = Dispatcher::<S>::new(assigns, outbox, serializer, pubsub, &options);
+        let dispatcher = Dispatcher::<S>::new(assigns, outbox, serializer, pubsub, &options, metrics.clone());
+        Metrics::incr(&metrics.connections_open);
         // Boxed so the spawned task stays small while the connection lives.
-        Box::pin(serve(ws, dispatcher, serializer, options.idle_timeout)).await;
+        Box::pin(serve(ws, dispatcher, serializer, options.idle_timeout, &metrics)).await;
+        Metrics::decr(&metrics.connections_open);
     });
 
     let mut response = Response::new(Body::empty());
@@ -161,6 +178,7 @@ async fn serve<S: Connect + Routes>(
     mut dispatcher: Dispatcher<S>,
     serializer: Serializer,
     idle: std::time::Duration,
+    metrics: &Metrics,
 ) {
     let outbox = dispatcher.outbox().clone();
     let mut batch = Vec::new();
@@ -174,19 +192,19 @@ async fn serve<S: Connect + Routes>(
                 last_seen = Instant::now();
                 match incoming {
                     Some(Ok(message)) => {
-                        if let Some(end) = receive(message, serializer, &mut dispatcher) {
+                        if let Some(end) = receive(message, serializer, &mut dispatcher, metrics) {
                             break end;
                         }
                     }
-                    Some(Err(error)) => break read_error(error),
+                    Some(Err(error)) => break read_error(error, metrics),
                     None => break End::ClientGone,
                 }
             }
             closing = outbox.next_batch(&mut batch) => {
                 if let Err(reason) = closing {
-                    break End::Close(CloseCode::from(reason.ws_code()), reason.as_str().to_owned());
+                    break closed_by(reason, metrics);
                 }
-                if let Err(end) = write_batch(&mut ws, &mut batch, &outbox).await {
+                if let Err(end) = write_batch(&mut ws, &mut batch, &outbox, metrics).await {
                     break end;
                 }
             }
@@ -219,7 +237,9 @@ async fn serve<S: Connect + Routes>(
 /// Writes every frame of `batch` and flushes once. Gives up (and closes)
 /// if the outbox closes meanwhile, so a client that stopped reading cannot
 /// hold the task in a write forever.
-async fn write_batch(ws: &mut Ws, batch: &mut Vec<Frame>, outbox: &Outbox) -> Result<(), End> {
+async fn write_batch(ws: &mut Ws, batch: &mut Vec<Frame>, outbox: &Outbox, metrics: &Metrics) -> Result<(), End> {
+    Metrics::add(&metrics.frames_out, batch.len() as u64);
+    Metrics::add(&metrics.bytes_out, batch.iter().map(|f| f.len() as u64).sum());
     let write = async {
         for frame in batch.drain(..) {
             ws.feed(to_ws(frame)).await?;
@@ -239,8 +259,16 @@ async fn write_batch(ws: &mut Ws, batch: &mut Vec<Frame>, outbox: &Outbox) -> Re
             tracing::debug!(%error, "write failed");
             End::ClientGone
         }),
-        reason = closed => Err(End::Close(CloseCode::from(reason.ws_code()), reason.as_str().to_owned())),
+        reason = closed => Err(closed_by(reason, metrics)),
     }
+}
+
+fn closed_by(reason: CloseReason, metrics: &Metrics) -> End {
+    if reason == CloseReason::SlowConsumer {
+        tracing::warn!("closing a connection that fell too far behind (SocketOptions::max_outbound_bytes)");
+        Metrics::incr(&metrics.slow_consumers);
+    }
+    End::Close(CloseCode::from(reason.ws_code()), reason.as_str().to_owned())
 }
 
 /// Handles one WebSocket message; `Some` ends the connection.
@@ -248,6 +276,7 @@ fn receive<S: Connect + Routes>(
     message: WsMessage,
     serializer: Serializer,
     dispatcher: &mut Dispatcher<S>,
+    metrics: &Metrics,
 ) -> Option<End> {
     let decoded = match &message {
         WsMessage::Text(text) => serializer.decode_text(text.as_bytes()),
@@ -263,6 +292,7 @@ fn receive<S: Connect + Routes>(
         }
         Err(error) => {
             tracing::warn!(%error, frame = %preview(&message), "closing a connection that sent a malformed frame");
+            Metrics::incr(&metrics.malformed_frames);
             let code = if matches!(message, WsMessage::Binary(_)) && serializer == Serializer::V1 {
                 CloseCode::Unsupported
             } else {
@@ -273,8 +303,11 @@ fn receive<S: Connect + Routes>(
     }
 }
 
-fn read_error(error: tungstenite::Error) -> End {
+fn read_error(error: tungstenite::Error, metrics: &Metrics) -> End {
     use tungstenite::error::{CapacityError, Error};
+    if matches!(error, Error::Capacity(_) | Error::Utf8(_) | Error::Protocol(_)) {
+        Metrics::incr(&metrics.malformed_frames);
+    }
     match error {
         Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
             tracing::warn!(size, max_size, "closing a connection that sent an oversized message");

@@ -203,6 +203,18 @@ impl Server {
         self.connect("vsn=2.0.0").await
     }
 
+    /// Connects with an `Origin` header; `Err(status)` when refused.
+    pub async fn connect_from(&self, origin: &str) -> Result<Client, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = self.url("vsn=2.0.0").into_client_request().unwrap();
+        request.headers_mut().insert("origin", origin.parse().unwrap());
+        match tokio_tungstenite::connect_async(request).await {
+            Ok((ws, _)) => Ok(Client { ws }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+
     /// The HTTP status of an upgrade attempt that is refused.
     pub async fn refused_status(&self, query: &str) -> u16 {
         match tokio_tungstenite::connect_async(self.url(query)).await {

@@ -1,0 +1,52 @@
+//! [`SocketOptions`]: the limits and policies of a mounted socket.
+
+use std::time::Duration;
+
+use crate::origin::CheckOrigin;
+
+/// The limits and policies of a socket, given to
+/// [`Endpoint::socket_with`](crate::endpoint::Endpoint::socket_with).
+///
+/// ```
+/// use std::time::Duration;
+/// use channels_runtime::{origin::CheckOrigin, SocketOptions};
+///
+/// let options = SocketOptions {
+///     max_channels: 20,
+///     idle_timeout: Duration::from_secs(90),
+///     check_origin: CheckOrigin::allow(["https://example.com"]).unwrap(),
+///     ..SocketOptions::default()
+/// };
+/// # let _ = options;
+/// ```
+#[derive(Debug, Clone)]
+pub struct SocketOptions {
+    /// Channels one connection may have joined at once (Phoenix ≥ 1.8.9:
+    /// 100). A join over the limit is answered
+    /// `{"reason":"too many channels joined"}`.
+    pub max_channels: usize,
+    /// A connection that sends nothing for this long is closed (1001, so
+    /// phoenix.js reconnects). Phoenix: 60 s; phoenix.js heartbeats every 30 s.
+    pub idle_timeout: Duration,
+    /// The largest message a client may send; larger ones close the
+    /// connection with 1009. Phoenix (websock_adapter ≥ 0.6): 10 MB.
+    pub max_frame_size: usize,
+    /// Bytes that may wait to be written to one client before it counts as
+    /// a slow consumer and is disconnected (1008).
+    pub max_outbound_bytes: usize,
+    /// Which web pages may open the socket. Default: the server's own host
+    /// and loopback hosts.
+    pub check_origin: CheckOrigin,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions {
+            max_channels: 100,
+            idle_timeout: Duration::from_secs(60),
+            max_frame_size: 10_000_000,
+            max_outbound_bytes: 8 * 1024 * 1024,
+            check_origin: CheckOrigin::default(),
+        }
+    }
+}
