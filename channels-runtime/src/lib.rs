@@ -20,6 +20,7 @@ pub mod pubsub;
 pub mod reply;
 pub mod router;
 pub mod socket;
+pub mod testing;
 pub mod token;
 pub mod transport;
 

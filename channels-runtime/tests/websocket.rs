@@ -159,7 +159,7 @@ async fn a_duplicate_join_closes_the_old_instance_and_broadcasts_arrive_once() {
     let mut c = s.v2().await;
     c.join("15", "echo:dup").await;
     c.send(json!(["22", "22", "echo:dup", "phx_join", {}])).await;
-    let mut frames = vec![c.json().await, c.json().await];
+    let mut frames = [c.json().await, c.json().await];
     frames.sort_by_key(|f| f[3].as_str().map(str::to_owned));
     assert_eq!(frames[0], json!(["15", "15", "echo:dup", "phx_close", {}]));
     assert_eq!(frames[1], json!(["22", "22", "echo:dup", "phx_reply", {"status": "ok", "response": {}}]));
