@@ -172,12 +172,38 @@ pub struct ConnectInfo {
     peer_addr: Option<SocketAddr>,
     uri: Uri,
     headers: HeaderMap,
+    auth_token: Option<String>,
 }
 
+/// The sub-protocol prefix phoenix.js ≥ 1.8 uses to carry its `authToken`.
+const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
+
 impl ConnectInfo {
-    /// Connection information for a request.
+    /// Connection information for a request. The `authToken` phoenix.js
+    /// sends in `Sec-WebSocket-Protocol` is decoded from `headers`.
     pub fn new(peer_addr: Option<SocketAddr>, uri: Uri, headers: HeaderMap) -> Self {
-        ConnectInfo { peer_addr, uri, headers }
+        let auth_token = auth_token_from(&headers);
+        ConnectInfo { peer_addr, uri, headers, auth_token }
+    }
+
+    /// The token phoenix.js ≥ 1.8 sends with its `authToken` option (in the
+    /// WebSocket sub-protocol list, or LongPoll's `X-Phoenix-AuthToken`),
+    /// so it never appears in URLs and logs.
+    pub fn auth_token(&self) -> Option<&str> {
+        self.auth_token.as_deref()
+    }
+
+    /// A cookie sent with the handshake, e.g. a session cookie. Check the
+    /// origin (on by default) whenever you authenticate by cookie.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
     }
 
     /// The client's address, when the server was started with connect info
@@ -202,9 +228,58 @@ impl ConnectInfo {
     }
 }
 
+/// Finds `base64url.bearer.phx.<B64>` among the offered sub-protocols (or
+/// the raw `X-Phoenix-AuthToken` header) and decodes it. phoenix.js encodes
+/// with the standard alphabet and strips the padding, despite the name;
+/// both alphabets are accepted.
+fn auth_token_from(headers: &HeaderMap) -> Option<String> {
+    use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    if let Some(raw) = headers.get("x-phoenix-authtoken").and_then(|v| v.to_str().ok()) {
+        return Some(raw.to_owned());
+    }
+    let encoded = headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix(AUTH_TOKEN_PREFIX))?;
+    let encoded = encoded.trim_end_matches('=');
+    let bytes = STANDARD_NO_PAD.decode(encoded).or_else(|_| URL_SAFE_NO_PAD.decode(encoded)).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(headers: &[(&str, &str)]) -> ConnectInfo {
+        let mut map = HeaderMap::new();
+        for (k, v) in headers {
+            map.append(axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        }
+        ConnectInfo::new(None, Uri::from_static("/socket/websocket"), map)
+    }
+
+    #[test]
+    fn auth_token_from_the_sub_protocol_list() {
+        // btoa("user:7/secret+?") with padding removed, as phoenix.js sends it
+        let i = info(&[("sec-websocket-protocol", "phoenix, base64url.bearer.phx.dXNlcjo3L3NlY3JldCs/")]);
+        assert_eq!(i.auth_token(), Some("user:7/secret+?"));
+        let i = info(&[("sec-websocket-protocol", "phoenix, base64url.bearer.phx.dXNlcjo3L3NlY3JldCs_")]);
+        assert_eq!(i.auth_token(), Some("user:7/secret+?"), "URL-safe alphabet too");
+        assert_eq!(info(&[("sec-websocket-protocol", "phoenix")]).auth_token(), None);
+        assert_eq!(info(&[("x-phoenix-authtoken", "raw-token")]).auth_token(), Some("raw-token"));
+        assert_eq!(info(&[("sec-websocket-protocol", "base64url.bearer.phx.!!!")]).auth_token(), None);
+    }
+
+    #[test]
+    fn cookies() {
+        let i = info(&[("cookie", "a=1; session=abc=; b=2"), ("cookie", "c=3")]);
+        assert_eq!(i.cookie("session"), Some("abc="));
+        assert_eq!(i.cookie("c"), Some("3"));
+        assert_eq!(i.cookie("missing"), None);
+    }
 
     #[test]
     fn query_decoding() {
