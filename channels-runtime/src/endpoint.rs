@@ -29,7 +29,7 @@ use crate::connect::Connect;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::options::SocketOptions;
 use crate::pubsub::{BroadcastError, PubSub};
-use crate::transport::websocket::{self, Mount};
+use crate::transport::{longpoll, websocket, Mount};
 
 /// An application's sockets, their PubSub, and any other routes to serve
 /// beside them. Cheap to clone; clones share the PubSub.
@@ -57,16 +57,25 @@ impl Endpoint {
         Endpoint { pubsub, router: Router::new(), metrics: Arc::default() }
     }
 
-    /// Mounts a socket at `path`: WebSocket at `{path}/websocket`.
+    /// Mounts a socket at `path`: WebSocket at `{path}/websocket` (and
+    /// LongPoll at `{path}/longpoll` when [`SocketOptions::longpoll`] is on).
     pub fn socket<S: Connect + Routes>(self, path: &str, socket: S) -> Self {
         self.socket_with(path, socket, SocketOptions::default())
     }
 
     /// Mounts a socket with non-default limits.
     pub fn socket_with<S: Connect + Routes>(mut self, path: &str, _socket: S, options: SocketOptions) -> Self {
+        let longpoll = options.longpoll;
         let mount = Arc::new(Mount { pubsub: self.pubsub.clone(), options, metrics: self.metrics.clone() });
-        let ws_path = format!("{}/websocket", path.trim_end_matches('/'));
-        self.router = self.router.route(&ws_path, any(move |req| websocket::upgrade::<S>(mount.clone(), req)));
+        let path = path.trim_end_matches('/');
+        if longpoll {
+            let sessions = longpoll::Sessions::<S>::new(mount.clone());
+            self.router =
+                self.router.route(&format!("{path}/longpoll"), any(move |req| longpoll::handle(sessions.clone(), req)));
+        }
+        self.router = self
+            .router
+            .route(&format!("{path}/websocket"), any(move |req| websocket::upgrade::<S>(mount.clone(), req)));
         self
     }
 

@@ -37,6 +37,13 @@ pub struct SocketOptions {
     /// Which web pages may open the socket. Default: the server's own host
     /// and loopback hosts.
     pub check_origin: CheckOrigin,
+    /// Serve the LongPoll transport at `<path>/longpoll` too (off by
+    /// default, as in Phoenix; phoenix.js falls back to it where WebSockets
+    /// are blocked).
+    pub longpoll: bool,
+    /// How long a LongPoll `GET` is held open when nothing is queued;
+    /// a session with no poll for 1.5 × this long ends. Phoenix: 10 s.
+    pub longpoll_window: Duration,
 }
 
 impl Default for SocketOptions {
@@ -47,6 +54,8 @@ impl Default for SocketOptions {
             max_frame_size: 10_000_000,
             max_outbound_bytes: 8 * 1024 * 1024,
             check_origin: CheckOrigin::default(),
+            longpoll: false,
+            longpoll_window: Duration::from_secs(10),
         }
     }
 }

@@ -27,21 +27,13 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message as WsMessage, Utf8Bytes};
 
 use super::coalesce::Coalesce;
+use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, ConnectInfo, Params};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
-use crate::options::SocketOptions;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, FrameKind, Serializer};
-use crate::pubsub::PubSub;
-
-/// A socket mounted on an endpoint: what every upgrade of it needs.
-pub(crate) struct Mount {
-    pub(crate) pubsub: PubSub,
-    pub(crate) options: SocketOptions,
-    pub(crate) metrics: Arc<Metrics>,
-}
 
 /// Read buffer per connection. Frames larger than this are read in several
 /// steps; idle connections are what a server has most of.

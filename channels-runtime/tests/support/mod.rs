@@ -138,6 +138,10 @@ impl Channel for Echo {
                 });
                 Ok(Reply::none())
             }
+            "bytes" => match payload {
+                Payload::Binary(bytes) => Ok(Reply::ok(json!({"len": bytes.len()}))),
+                Payload::Json(_) => Ok(Reply::error(json!({"reason": "expected bytes"}))),
+            },
             "tick" => {
                 socket.send_after(Duration::from_millis(50), Tick(1));
                 Ok(Reply::ok(json!({})))
@@ -189,7 +193,40 @@ pub enum Received {
     Closed(Option<u16>),
 }
 
+/// A plain HTTP/1.1 request; returns (status, headers, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_owned(), body.to_owned())
+}
+
 impl Server {
+    /// A LongPoll request; returns the JSON body (every answer is HTTP 200).
+    pub async fn longpoll(&self, method: &str, query: &str, content_type: &str, body: &str) -> Value {
+        let path = format!("/socket/longpoll?{query}");
+        let (status, head, body) = http(self.addr, method, &path, &[("content-type", content_type)], body).await;
+        assert_eq!(status, 200, "{head}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+    }
+
     pub fn url(&self, query: &str) -> String {
         format!("ws://{}/socket/websocket?{query}", self.addr)
     }

@@ -1,0 +1,337 @@
+//! The LongPoll transport, at `<mount>/longpoll`, wire-compatible with
+//! phoenix.js's `LongPoll` (shared/PROTOCOL.md §12).
+//!
+//! A session is a connection without a socket: the same dispatcher,
+//! channels and outbox as a WebSocket connection, fed by `POST`s and
+//! drained by `GET`s. Every answer is HTTP 200 with the logical status in
+//! the JSON body: `410` opens a session (and hands out its token), `200`
+//! carries queued frames, `204` says the poll window passed empty, `403`
+//! refuses.
+//!
+//! A session ends when no poll has arrived for 1.5 × the poll window, when
+//! its socket id is told to `disconnect`, or when it falls too far behind.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo as AxumConnectInfo, Request};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use super::Mount;
+use crate::channel::Routes;
+use crate::connect::{Connect, ConnectInfo, Params};
+use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
+use crate::outbox::{CloseReason, Outbox};
+use crate::protocol::{Frame, Serializer};
+
+/// phoenix.js (≥ 1.8.6) sends at most this many frames per POST; Phoenix
+/// ≥ 1.8.9 refuses more.
+const MAX_FRAMES_PER_POST: usize = 100;
+
+/// The largest POST body read (Phoenix: ~8 MB).
+const MAX_BODY: usize = 8_000_000;
+
+/// One LongPoll client.
+struct Session<S: Connect + Routes> {
+    dispatcher: Mutex<Dispatcher<S>>,
+    outbox: Arc<Outbox>,
+    serializer: Serializer,
+    last_poll: Mutex<Instant>,
+}
+
+/// The live sessions of one mounted socket.
+pub(crate) struct Sessions<S: Connect + Routes> {
+    mount: Arc<Mount>,
+    sessions: Mutex<HashMap<String, Arc<Session<S>>>>,
+}
+
+impl<S: Connect + Routes> Sessions<S> {
+    pub(crate) fn new(mount: Arc<Mount>) -> Arc<Self> {
+        Arc::new(Sessions { mount, sessions: Mutex::new(HashMap::new()) })
+    }
+
+    fn get(&self, token: &str) -> Option<Arc<Session<S>>> {
+        let session = self.sessions.lock().get(token).cloned()?;
+        if session.outbox.is_closed() {
+            // Disconnected or too slow: the session is over.
+            self.end(token);
+            return None;
+        }
+        Some(session)
+    }
+
+    fn end(&self, token: &str) {
+        if let Some(session) = self.sessions.lock().remove(token) {
+            // Channels get no more frames through a session that is over.
+            session.outbox.close(CloseReason::Gone);
+            Metrics::decr(&self.mount.metrics.connections_open);
+            tracing::debug!(closed = ?session.outbox.close_reason(), "longpoll session ended");
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<&'a str>>,
+}
+
+fn answer(status: u16, token: Option<&str>, messages: Option<Vec<&str>>) -> Response {
+    let body = serde_json::to_vec(&Answer { status, token, messages }).unwrap_or_default();
+    let mut response = Response::new(Body::from(body));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The session token: `X-Phoenix-Longpoll-Token` (phoenix.js 1.9) or the
+/// last `token` query parameter (phoenix.js ≤ 1.8 appends it after the
+/// app's own params, so a "last wins" reading is essential).
+fn session_token<'a>(headers: &'a HeaderMap, params: &'a Params) -> Option<&'a str> {
+    headers.get("x-phoenix-longpoll-token").and_then(|v| v.to_str().ok()).or_else(|| params.get("token"))
+}
+
+/// Answers every request to `<mount>/longpoll`.
+pub(crate) async fn handle<S: Connect + Routes>(sessions: Arc<Sessions<S>>, req: Request) -> Response {
+    let mount = &sessions.mount;
+    if *req.method() == Method::OPTIONS {
+        return preflight(req.headers());
+    }
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !mount.options.check_origin.allows(origin, host) {
+        tracing::warn!(origin, host, "longpoll refused: origin not allowed (see SocketOptions::check_origin)");
+        Metrics::incr(&mount.metrics.connections_refused);
+        return answer(403, None, None);
+    }
+    let params = Params::from_query(req.uri().query().unwrap_or(""));
+    match req.method().clone() {
+        Method::GET => match session_token(req.headers(), &params).and_then(|t| sessions.get(t).map(|s| (t, s))) {
+            Some((token, session)) => {
+                let token = token.to_owned();
+                poll(&sessions, &token, &session).await
+            }
+            None => open(&sessions, req, params).await,
+        },
+        Method::POST => {
+            let Some(session) = session_token(req.headers(), &params).and_then(|t| sessions.get(t)) else {
+                return answer(410, None, None);
+            };
+            publish(&session, req).await
+        }
+        _ => (StatusCode::BAD_REQUEST, "LongPoll takes GET, POST and OPTIONS").into_response(),
+    }
+}
+
+fn preflight(headers: &HeaderMap) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let h = response.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("get, post, options"));
+    h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
+    if let Some(requested) = headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone());
+    }
+    response
+}
+
+/// Opens a session: the same checks and `connect` as a WebSocket upgrade.
+async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, params: Params) -> Response {
+    let mount = &sessions.mount;
+    // phoenix.js always speaks V2 over LongPoll; V1 frames may still arrive
+    // from legacy clients that ask for it.
+    let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
+        Metrics::incr(&mount.metrics.connections_refused);
+        return answer(403, None, None);
+    };
+    let peer = req.extensions().get::<AxumConnectInfo<SocketAddr>>().map(|c| c.0);
+    let info = ConnectInfo::new(peer, req.uri().clone(), req.headers().clone());
+    let assigns = match S::connect(&params, &info).await {
+        Ok(assigns) => assigns,
+        Err(refusal) => {
+            tracing::info!(reason = refusal.log_reason(), "longpoll connect refused");
+            Metrics::incr(&mount.metrics.connections_refused);
+            return answer(403, None, None);
+        }
+    };
+    let Some(token) = new_token() else {
+        tracing::error!("no randomness for a session token");
+        return answer(500, None, None);
+    };
+    let outbox = Arc::new(Outbox::new(mount.options.max_outbound_bytes));
+    let dispatcher = Dispatcher::<S>::new(
+        assigns,
+        outbox.clone(),
+        serializer,
+        mount.pubsub.clone(),
+        &mount.options,
+        mount.metrics.clone(),
+    );
+    let session = Arc::new(Session {
+        dispatcher: Mutex::new(dispatcher),
+        outbox,
+        serializer,
+        last_poll: Mutex::new(Instant::now()),
+    });
+    sessions.sessions.lock().insert(token.clone(), session.clone());
+    Metrics::incr(&mount.metrics.connections_accepted);
+    Metrics::incr(&mount.metrics.connections_open);
+    reap_when_idle(sessions.clone(), token.clone(), session, mount.options.longpoll_window * 3 / 2);
+    answer(410, Some(&token), Some(Vec::new()))
+}
+
+/// Ends the session once no poll has arrived for `idle`.
+fn reap_when_idle<S: Connect + Routes>(
+    sessions: Arc<Sessions<S>>,
+    token: String,
+    session: Arc<Session<S>>,
+    idle: Duration,
+) {
+    let weak = Arc::downgrade(&session);
+    drop(session);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(idle).await;
+            let Some(session) = weak.upgrade() else { return };
+            let since = session.last_poll.lock().elapsed();
+            if session.outbox.is_closed() || since >= idle {
+                sessions.end(&token);
+                return;
+            }
+        }
+    });
+}
+
+/// Holds a poll until frames are queued or the window passes.
+async fn poll<S: Connect + Routes>(sessions: &Sessions<S>, token: &str, session: &Session<S>) -> Response {
+    *session.last_poll.lock() = Instant::now();
+    let window = sessions.mount.options.longpoll_window;
+    let mut batch = Vec::new();
+    let outcome = tokio::time::timeout(window, session.outbox.next_batch(&mut batch)).await;
+    *session.last_poll.lock() = Instant::now();
+    match outcome {
+        Err(_elapsed) => answer(204, Some(token), Some(Vec::new())),
+        Ok(Err(reason)) => {
+            tracing::debug!(?reason, "longpoll session closed");
+            sessions.end(token);
+            answer(410, None, None)
+        }
+        Ok(Ok(())) => {
+            Metrics::add(&sessions.mount.metrics.frames_out, batch.len() as u64);
+            Metrics::add(&sessions.mount.metrics.bytes_out, batch.iter().map(|f| f.len() as u64).sum());
+            let messages: Vec<&str> = batch.iter().filter_map(text_only).collect();
+            answer(200, Some(token), Some(messages))
+        }
+    }
+}
+
+fn text_only(frame: &Frame) -> Option<&str> {
+    let text = frame.as_text();
+    if text.is_none() {
+        tracing::warn!("a binary frame cannot travel over LongPoll; dropped");
+    }
+    text
+}
+
+/// Hands the frames of a POST to the session, in order.
+async fn publish<S: Connect + Routes>(session: &Session<S>, req: Request) -> Response {
+    let ndjson = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-ndjson"));
+    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+        Ok(body) => body,
+        Err(error) => {
+            tracing::warn!(%error, "longpoll body refused");
+            return answer(413, None, None);
+        }
+    };
+    let frames: Vec<&[u8]> = if ndjson {
+        body.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty()).collect()
+    } else {
+        vec![&body[..]]
+    };
+    if frames.len() > MAX_FRAMES_PER_POST {
+        tracing::warn!(frames = frames.len(), "longpoll POST over the batch limit");
+        return answer(400, None, None);
+    }
+    let mut messages = Vec::with_capacity(frames.len());
+    for frame in frames {
+        let decoded = if frame.first() == Some(&b'[') || frame.first() == Some(&b'{') {
+            session.serializer.decode_text(frame)
+        } else {
+            match STANDARD.decode(frame) {
+                Ok(bytes) => session.serializer.decode_binary(&bytes),
+                Err(_) => {
+                    tracing::warn!("longpoll line is neither a JSON frame nor base64");
+                    return answer(400, None, None);
+                }
+            }
+        };
+        match decoded {
+            Ok(msg) => messages.push(msg),
+            Err(error) => {
+                tracing::warn!(%error, "malformed longpoll frame");
+                return answer(400, None, None);
+            }
+        }
+    }
+    let mut dispatcher = session.dispatcher.lock();
+    for msg in messages {
+        dispatcher.dispatch(msg);
+    }
+    drop(dispatcher);
+    answer(200, None, None)
+}
+
+/// 128 random bits, URL-safe.
+fn new_token() -> Option<String> {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_token_param_wins_and_the_header_beats_it() {
+        let params = Params::from_query("token=app&vsn=2.0.0&token=session");
+        assert_eq!(session_token(&HeaderMap::new(), &params), Some("session"));
+        let mut headers = HeaderMap::new();
+        headers.insert("x-phoenix-longpoll-token", "header".parse().unwrap());
+        assert_eq!(session_token(&headers, &params), Some("header"));
+    }
+
+    #[test]
+    fn tokens_are_random() {
+        let a = new_token().unwrap();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, new_token().unwrap());
+    }
+
+    #[test]
+    fn answers_have_phoenix_shapes() {
+        let r = answer(410, Some("t"), Some(vec![]));
+        assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        let r = answer(200, None, None);
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
