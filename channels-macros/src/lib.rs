@@ -1,1 +1,79 @@
-pub fn placeholder() {}
+//! Procedural macros of [`channels`](https://docs.rs/channels): `socket!`,
+//! `#[channel]` and `#[derive(Encode)]`. Use them through the `channels`
+//! crate, which re-exports them.
+//!
+//! Each macro runs in three stages, in its own module: parse the input into
+//! a syntax tree, validate it (collecting every independent mistake into one
+//! combined `syn::Error`), and expand it into code that reaches the runtime
+//! only through `::channels::__private` (or `path::__private` with
+//! `crate = path`).
+
+use proc_macro::TokenStream;
+
+mod channel;
+mod common;
+mod encode;
+mod socket;
+
+/// Declares a socket: a unit struct and the table of routes from topic
+/// patterns to channels.
+///
+/// ```ignore
+/// socket! {
+///     /// The socket browsers connect to at /socket.
+///     pub UserSocket {
+///         channel "comments:*" => CommentsChannel;
+///         channel "room:*"     => RoomChannel;
+///     }
+/// }
+/// ```
+///
+/// A pattern is an exact topic (`"lobby"`) or a prefix ending in one `*`
+/// (`"room:*"`). Routes are tried in order; a route that an earlier one
+/// makes unreachable is a compile error. The socket still needs an
+/// `impl Connect`. `#![crate = path]` at the start of the body points the
+/// generated code at a re-export of `channels`.
+#[proc_macro]
+pub fn socket(input: TokenStream) -> TokenStream {
+    socket::socket(input.into()).into()
+}
+
+/// Implements `Channel` from an inherent impl block.
+///
+/// ```ignore
+/// #[channel(socket = UserSocket)]
+/// impl CommentsChannel {
+///     async fn join(topic: Topic, params: Value, socket: &mut Socket<UserSocket>) -> Join<Self> { .. }
+///
+///     #[handle_in("comment:add")]
+///     async fn add(&mut self, new: NewComment, socket: &mut Socket<UserSocket>) -> Reply { .. }
+/// }
+/// ```
+///
+/// `join` takes the topic, the join params (any `Deserialize` type, `Value`
+/// or `Payload`) and optionally the socket. Each `#[handle_in("event")]`
+/// method takes `&mut self` or `&self`, the payload and optionally the
+/// socket, and returns a `Reply`, `()` or a `Result` of either. Other items
+/// are left alone. `crate = path` points the generated code at a re-export
+/// of `channels`.
+#[proc_macro_attribute]
+pub fn channel(args: TokenStream, item: TokenStream) -> TokenStream {
+    channel::channel(args.into(), item.into()).into()
+}
+
+/// Derives `serde::Serialize` for a chosen subset of a struct's fields.
+///
+/// ```ignore
+/// #[derive(Encode)]
+/// #[encode(only = [id, content])]      // or `except = [password_hash]`
+/// struct Comment { id: u64, content: String, password_hash: String }
+/// ```
+///
+/// Fields are serialized in declaration order under their names (without
+/// `r#`). Type parameters used by an encoded field get a `Serialize`
+/// bound. `#[encode(crate = path)]` points the generated code at a
+/// re-export of `channels`.
+#[proc_macro_derive(Encode, attributes(encode))]
+pub fn derive_encode(input: TokenStream) -> TokenStream {
+    encode::derive(input.into()).into()
+}

@@ -15,6 +15,7 @@ mod metrics;
 mod options;
 pub mod origin;
 pub mod outbox;
+pub mod presence;
 pub mod protocol;
 pub mod pubsub;
 pub mod reply;

@@ -1,0 +1,114 @@
+//! Parsing `#[channel(..)]`'s arguments and the item it is attached to.
+
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens;
+use syn::ext::IdentExt;
+use syn::parse::{ParseStream, Parser};
+use syn::{Ident, Item, ItemImpl, Token, Type};
+
+use crate::common::{did_you_mean, Errors};
+
+pub(crate) const ARGS_SYNTAX: &str = "`#[channel(socket = YourSocket)]`";
+const KEYS: [&str; 2] = ["socket", "crate"];
+
+/// `#[channel(socket = S, crate = path)]`.
+#[derive(Default)]
+pub(crate) struct ChannelArgs {
+    pub(crate) socket: Option<Type>,
+    pub(crate) krate: Option<syn::Path>,
+    /// Where the arguments were written, for "missing `socket`".
+    pub(crate) span: Option<Span>,
+}
+
+pub(crate) fn parse_args(args: TokenStream, errors: &mut Errors) -> ChannelArgs {
+    let span = args.clone().into_iter().next().map(|tt| tt.span());
+    let mut out = ChannelArgs { span, ..ChannelArgs::default() };
+    let parser = |input: ParseStream| {
+        while !input.is_empty() {
+            let key = Ident::parse_any(input)
+                .map_err(|e| syn::Error::new(e.span(), format!("expected `key = value`, as in {ARGS_SYNTAX}")))?;
+            let name = key.to_string();
+            if !KEYS.contains(&name.as_str()) {
+                errors.push_spanned(
+                    &key,
+                    format!(
+                        "unknown key `{name}` in `#[channel]`: the valid keys are `socket` (required) and `crate`{}",
+                        did_you_mean(&name, KEYS)
+                    ),
+                );
+                skip_value(input)?;
+                continue;
+            }
+            if !input.peek(Token![=]) {
+                return Err(input.error(format!("expected `=` after `{name}`, as in {ARGS_SYNTAX}")));
+            }
+            input.parse::<Token![=]>()?;
+            if name == "socket" {
+                let ty: Type = input.parse()?;
+                if out.socket.is_some() {
+                    errors.push_spanned(&key, "`socket` is given twice");
+                }
+                out.socket = Some(ty);
+            } else {
+                let path = input.call(syn::Path::parse_mod_style)?;
+                if out.krate.is_some() {
+                    errors.push_spanned(&key, "`crate` is given twice");
+                }
+                out.krate = Some(path);
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(())
+    };
+    if let Err(error) = parser.parse2(args) {
+        errors.push(error);
+    }
+    out
+}
+
+/// Skips an unknown key's `= value` up to and including the next comma.
+fn skip_value(input: ParseStream) -> syn::Result<()> {
+    while !input.is_empty() {
+        if input.peek(Token![,]) {
+            input.parse::<Token![,]>()?;
+            break;
+        }
+        input.parse::<TokenTree>()?;
+    }
+    Ok(())
+}
+
+/// The inherent impl `#[channel]` is attached to, or the item back with
+/// an error saying where `#[channel]` goes.
+pub(crate) fn into_inherent_impl(item: Item) -> Result<ItemImpl, Box<(Item, syn::Error)>> {
+    const WHERE: &str = "`#[channel(socket = ..)]` goes on the inherent impl block of the channel's type, \
+                         e.g. `#[channel(socket = UserSocket)] impl CommentsChannel { async fn join(..) .. }`";
+    let error = |tokens: &dyn ToTokens, what: &str| syn::Error::new_spanned(tokens, format!("{what}; {WHERE}"));
+    match item {
+        Item::Impl(imp) => match &imp.trait_ {
+            Some((_, path, _)) => {
+                let error = error(path, "`#[channel]` cannot be used on a trait impl; it implements `Channel` itself");
+                Err(Box::new((Item::Impl(imp), error)))
+            }
+            None => Ok(imp),
+        },
+        Item::Struct(s) => {
+            let error = error(&s.struct_token, "`#[channel]` cannot be used on a struct");
+            Err(Box::new((Item::Struct(s), error)))
+        }
+        Item::Enum(e) => {
+            let error = error(&e.enum_token, "`#[channel]` cannot be used on an enum");
+            Err(Box::new((Item::Enum(e), error)))
+        }
+        Item::Fn(f) => {
+            let error = error(&f.sig.fn_token, "`#[channel]` cannot be used on a function");
+            Err(Box::new((Item::Fn(f), error)))
+        }
+        other => {
+            let error = syn::Error::new(Span::call_site(), format!("`#[channel]` cannot be used here; {WHERE}"));
+            Err(Box::new((other, error)))
+        }
+    }
+}

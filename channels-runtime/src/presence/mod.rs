@@ -1,0 +1,3 @@
+//! Presence: who is on a topic, replicated across nodes.
+
+pub(crate) mod replica;

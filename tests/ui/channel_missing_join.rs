@@ -1,0 +1,20 @@
+use channels::prelude::*;
+
+struct S;
+
+impl Connect for S {
+    type Assigns = ();
+    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+        Ok(())
+    }
+}
+
+struct C;
+
+#[channel(socket = S)]
+impl C {
+    #[handle_in("ping")]
+    async fn ping(&mut self, _payload: Value) {}
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+use channels::prelude::*;
+
+#[channel(socket = S)]
+struct C;
+
+fn main() {}

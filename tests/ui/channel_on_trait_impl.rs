@@ -1,0 +1,10 @@
+use channels::prelude::*;
+
+struct C;
+
+trait Tr {}
+
+#[channel(socket = S)]
+impl Tr for C {}
+
+fn main() {}

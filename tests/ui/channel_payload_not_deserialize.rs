@@ -1,0 +1,28 @@
+use channels::prelude::*;
+
+struct S;
+
+impl Connect for S {
+    type Assigns = ();
+    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+        Ok(())
+    }
+}
+
+struct C;
+
+#[channel(socket = S)]
+impl C {
+    async fn join(_topic: Topic, _params: Value, _socket: &mut Socket<S>) -> Join<Self> {
+        Ok((json!({}), C))
+    }
+
+    #[handle_in("add")]
+    async fn add(&mut self, _new: NewComment) {}
+}
+
+struct NewComment {
+    content: String,
+}
+
+fn main() {}

@@ -1,0 +1,10 @@
+use channels::Encode;
+
+#[derive(Encode)]
+#[encode(only = [id, content, id])]
+struct Comment {
+    id: u64,
+    content: String,
+}
+
+fn main() {}

@@ -1,0 +1,8 @@
+use channels::Encode;
+
+#[derive(Encode)]
+enum Event {
+    Added,
+}
+
+fn main() {}

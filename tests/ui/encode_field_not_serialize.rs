@@ -1,0 +1,11 @@
+use channels::Encode;
+
+#[derive(Encode)]
+struct Comment {
+    id: u64,
+    author: User,
+}
+
+struct User;
+
+fn main() {}

@@ -1,0 +1,10 @@
+use channels::Encode;
+
+#[derive(Encode)]
+#[encode(only = [id, id, contnet], except = [], colour = 1)]
+struct Comment {
+    id: u64,
+    content: String,
+}
+
+fn main() {}

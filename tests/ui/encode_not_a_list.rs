@@ -1,0 +1,9 @@
+use channels::Encode;
+
+#[derive(Encode)]
+#[encode(only = id)]
+struct Comment {
+    id: u64,
+}
+
+fn main() {}

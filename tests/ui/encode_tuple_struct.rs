@@ -1,0 +1,6 @@
+use channels::Encode;
+
+#[derive(Encode)]
+struct Id(u64);
+
+fn main() {}

@@ -1,0 +1,6 @@
+use channels::Encode;
+
+#[derive(Encode)]
+struct Marker;
+
+fn main() {}

@@ -1,0 +1,10 @@
+use channels::Encode;
+
+#[derive(Encode)]
+#[encode(only = [id, contnet])]
+struct Comment {
+    id: u64,
+    content: String,
+}
+
+fn main() {}

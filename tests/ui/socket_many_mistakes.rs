@@ -1,0 +1,33 @@
+use channels::prelude::*;
+
+socket! {
+    pub S {
+        channel "" => A;
+        channel "a:*:b" => A;
+        channel "room:*" => A;
+        channel "room:1" => A;
+        channel lobby => A;
+        channel "x" A;
+        channel "y" => NotAChannel;
+    }
+}
+
+impl Connect for S {
+    type Assigns = ();
+    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+        Ok(())
+    }
+}
+
+struct A;
+
+#[channel(socket = S)]
+impl A {
+    async fn join(_topic: Topic, _params: Value) -> Join<Self> {
+        Ok((json!({}), A))
+    }
+}
+
+struct NotAChannel;
+
+fn main() {}

@@ -1,0 +1,25 @@
+use channels::prelude::*;
+
+socket! {
+    pub S {
+        channel room => A;
+    }
+}
+
+impl Connect for S {
+    type Assigns = ();
+    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+        Ok(())
+    }
+}
+
+struct A;
+
+#[channel(socket = S)]
+impl A {
+    async fn join(_topic: Topic, _params: Value) -> Join<Self> {
+        Ok((json!({}), A))
+    }
+}
+
+fn main() {}

@@ -1,0 +1,7 @@
+use channels::prelude::*;
+
+socket! {
+    pub struct UserSocket {}
+}
+
+fn main() {}

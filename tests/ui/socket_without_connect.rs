@@ -1,0 +1,7 @@
+use channels::prelude::*;
+
+socket! {
+    pub UserSocket {}
+}
+
+fn main() {}
