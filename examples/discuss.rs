@@ -11,14 +11,14 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{LazyLock, Mutex};
-use std::time::SystemTime;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use channels::prelude::*;
-use channels::Status;
+use channels::SocketOptions;
 use serde::{Deserialize, Deserializer};
 
 socket! {
@@ -109,6 +109,7 @@ impl CommentsChannel {
             return Ok(Reply::error(json!({"errors": {"content": ["can't be blank"]}})));
         };
         let comment = Comment { content, user_id: socket.assigns().id.clone(), inserted_at: SystemTime::now() };
+        tracing::info!(topic = self.topic_id, user = ?comment.user_id, at = ?comment.inserted_at, "comment added");
         store(&self.topic_id, comment.clone());
         socket.broadcast(&format!("comments:{}:new", self.topic_id), &json!({"comment": comment}))?;
         Ok(Reply::ok(json!({})))
@@ -132,6 +133,14 @@ pub struct RoomChannel {
     name: String,
 }
 
+/// Sent by a room to itself from `join`, so presence work runs right after
+/// the join reply (Phoenix's `send(self(), :after_join)`).
+struct AfterJoin;
+
+fn unix_seconds() -> String {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string()
+}
+
 #[derive(Deserialize)]
 pub struct RoomParams {
     #[serde(default, deserialize_with = "string_or_none")]
@@ -146,11 +155,24 @@ pub struct Shout {
 
 #[channel(socket = UserSocket)]
 impl RoomChannel {
-    async fn join(_topic: Topic, params: RoomParams, _socket: &mut Socket<UserSocket>) -> Join<Self> {
-        match params.name {
-            Some(name) => Ok((json!({}), RoomChannel { name })),
-            None => Err(json!({"reason": "name required"})),
-        }
+    async fn join(_topic: Topic, params: RoomParams, socket: &mut Socket<UserSocket>) -> Join<Self> {
+        let Some(name) = params.name else {
+            return Err(json!({"reason": "name required"}));
+        };
+        // The channel is running as long as this is; the send cannot fail.
+        let _ = socket.channel_ref().send(AfterJoin);
+        Ok((json!({}), RoomChannel { name }))
+    }
+
+    /// Tracks this user (everyone gets a `presence_diff`), then pushes the
+    /// whole `presence_state` to this client.
+    #[handle_info]
+    async fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<UserSocket>) -> Result<(), PresenceError> {
+        Presence::track(socket, &self.name, json!({"online_at": unix_seconds()}))?;
+        let state = Presence::list(socket);
+        // Only a payload that is not JSON can fail to push; this one is.
+        let _ = socket.push("presence_state", &state);
+        Ok(())
     }
 
     #[handle_in("shout")]
@@ -203,12 +225,14 @@ fn args() -> Result<Args, String> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,channels_runtime=info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,channels_runtime=info".into()),
         )
         .init();
     let args = args().map_err(anyhow::Error::msg)?;
 
-    let endpoint = Endpoint::new().socket("/socket", UserSocket);
+    let options = SocketOptions { longpoll: true, ..SocketOptions::default() };
+    let endpoint = Endpoint::new().socket_with("/socket", UserSocket, options);
     let api = Router::new().route("/api/disconnect", post(disconnect)).with_state(endpoint.clone());
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;

@@ -52,22 +52,27 @@
 //! ```
 
 pub use channels_macros::{channel, socket, Encode};
-pub use channels_runtime::channel::{Channel, Join};
+pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, Terminate};
 pub use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 pub use channels_runtime::endpoint::Endpoint;
+pub use channels_runtime::origin::CheckOrigin;
+pub use channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
 pub use channels_runtime::protocol::Payload;
 pub use channels_runtime::pubsub::{BroadcastError, PubSub};
 pub use channels_runtime::reply::{IntoReply, Reply, Status};
 pub use channels_runtime::router::Topic;
-pub use channels_runtime::socket::Socket;
-pub use channels_runtime::SocketOptions;
-pub use channels_runtime::{channel as channel_api, connect, endpoint, outbox, protocol, pubsub, reply, router};
+pub use channels_runtime::socket::{Socket, SocketRef, TimerRef};
+pub use channels_runtime::token::{TokenError, Tokens};
+pub use channels_runtime::{
+    connect, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, testing, token,
+};
+pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 
 /// Everything a socket module needs, in one import.
 pub mod prelude {
     pub use crate::{
-        channel, socket, BroadcastError, Channel, Connect, ConnectInfo, Encode, Endpoint, Join, Params, Payload,
-        PubSub, Refuse, Reply, Socket, Topic,
+        channel, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo, Encode, Endpoint, Info, Join,
+        Params, Payload, Presence, PresenceError, PubSub, Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic,
     };
     pub use serde_json::{json, Value};
 }

@@ -59,6 +59,11 @@ impl CloseReason {
 pub struct ConnId(u64);
 
 impl ConnId {
+    /// The id as a number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
     fn next() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         ConnId(NEXT.fetch_add(1, Ordering::Relaxed))

@@ -108,7 +108,7 @@ impl Payload {
         match self {
             Payload::Json(raw) => {
                 let mut de = serde_json::Deserializer::from_str(raw.get());
-                serde_path_to_error::deserialize(&mut de).map_err(|e| PayloadError {
+                serde_path_to_error::deserialize(ObjectsOnly(&mut de)).map_err(|e| PayloadError {
                     path: e.path().to_string(),
                     message: strip_position(&e.inner().to_string()),
                 })
@@ -122,6 +122,66 @@ impl Payload {
                 })
             }
         }
+    }
+}
+
+/// A payload deserializer on which a struct must be a JSON object.
+///
+/// serde accepts a JSON array for a struct (its fields in order), so
+/// `["hello"]` would pass for `{"content": "hello"}`. No Phoenix client
+/// sends struct payloads as arrays; accepting them would only let malformed
+/// input through.
+struct ObjectsOnly<D>(D);
+
+macro_rules! forward {
+    ($($method:ident($($arg:ident: $ty:ty),*)),* $(,)?) => {
+        $(fn $method<V: Visitor<'de>>(self, $($arg: $ty,)* visitor: V) -> Result<V::Value, D::Error> {
+            self.0.$method($($arg,)* visitor)
+        })*
+    };
+}
+
+impl<'de, D: Deserializer<'de>> Deserializer<'de> for ObjectsOnly<D> {
+    type Error = D::Error;
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        name: &'static str,
+        fields: &'static [&'static str],
+        visitor: V,
+    ) -> Result<V::Value, D::Error> {
+        self.0.deserialize_struct(name, fields, NoSeq(visitor))
+    }
+
+    forward! {
+        deserialize_any(), deserialize_bool(), deserialize_i8(), deserialize_i16(), deserialize_i32(),
+        deserialize_i64(), deserialize_i128(), deserialize_u8(), deserialize_u16(), deserialize_u32(),
+        deserialize_u64(), deserialize_u128(), deserialize_f32(), deserialize_f64(), deserialize_char(),
+        deserialize_str(), deserialize_string(), deserialize_bytes(), deserialize_byte_buf(),
+        deserialize_option(), deserialize_unit(), deserialize_unit_struct(name: &'static str),
+        deserialize_newtype_struct(name: &'static str), deserialize_seq(), deserialize_tuple(len: usize),
+        deserialize_tuple_struct(name: &'static str, len: usize), deserialize_map(),
+        deserialize_enum(name: &'static str, variants: &'static [&'static str]), deserialize_identifier(),
+        deserialize_ignored_any(),
+    }
+}
+
+/// A struct visitor that refuses sequences.
+struct NoSeq<V>(V);
+
+impl<'de, V: Visitor<'de>> Visitor<'de> for NoSeq<V> {
+    type Value = V::Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.expecting(f)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<V::Value, A::Error> {
+        self.0.visit_map(map)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _seq: A) -> Result<V::Value, A::Error> {
+        Err(de::Error::invalid_type(de::Unexpected::Seq, &"a JSON object"))
     }
 }
 
@@ -883,6 +943,21 @@ mod tests {
         }
         let empty_refs = Serializer::V2.decode_binary(&[0, 0, 0, 1, 1, b't', b'e']).unwrap();
         assert_eq!((empty_refs.join_ref, empty_refs.msg_ref), (None, None));
+    }
+
+    #[test]
+    fn structs_come_from_objects_only() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct NewComment {
+            content: String,
+        }
+        let err = p(json!(["hello"])).decode::<NewComment>().unwrap_err();
+        assert_eq!(err.message(), "invalid type: sequence, expected a JSON object");
+        assert_eq!(p(json!({"content": "hi"})).decode::<NewComment>().unwrap().content, "hi");
+        // sequences are still fine where a sequence is wanted
+        assert_eq!(p(json!([1, 2])).decode::<Vec<u8>>().unwrap(), [1, 2]);
+        assert_eq!(p(json!([1, "a"])).decode::<(u8, String)>().unwrap(), (1, "a".to_owned()));
     }
 
     #[test]

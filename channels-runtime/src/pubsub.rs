@@ -21,13 +21,15 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
+use tokio::sync::mpsc;
 
 use crate::channel::{ChannelRef, Mail};
 use crate::outbox::{CloseReason, ConnId, Outbox};
+use crate::presence::{PresenceOptions, Tracker};
 use crate::protocol::{Frame, Outgoing, Payload, Serializer};
 
 /// The event that, broadcast to a socket id, closes every connection with
@@ -71,12 +73,15 @@ impl Adapter for Local {
 }
 
 /// What a subscription does with a broadcast.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Delivery {
     /// Encode (once per serializer) and queue on the connection.
     Fastlane,
     /// The socket-id topic: a `disconnect` event closes the connection.
     Disconnect,
+    /// A runtime service (presence): the raw event and payload, queued for
+    /// its task, never handled under the PubSub's lock.
+    Internal(mpsc::UnboundedSender<(String, Payload)>),
 }
 
 /// One connection's subscription to one topic.
@@ -99,6 +104,8 @@ type Shard = RwLock<HashMap<Arc<str>, Vec<Subscriber>>>;
 struct Inner {
     shards: Box<[Shard]>,
     adapter: Box<dyn Adapter>,
+    tracker: OnceLock<Arc<Tracker>>,
+    presence_options: Mutex<PresenceOptions>,
 }
 
 /// The publish/subscribe hub of an endpoint. Cheap to clone.
@@ -121,7 +128,13 @@ impl PubSub {
     /// A PubSub that also reaches other nodes through `adapter`.
     pub fn with_adapter(adapter: impl Adapter) -> Self {
         let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
-        let pubsub = PubSub { inner: Arc::new(Inner { shards, adapter: Box::new(adapter) }) };
+        let inner = Inner {
+            shards,
+            adapter: Box::new(adapter),
+            tracker: OnceLock::new(),
+            presence_options: Mutex::new(PresenceOptions::default()),
+        };
+        let pubsub = PubSub { inner: Arc::new(inner) };
         pubsub.inner.adapter.start(pubsub.clone());
         pubsub
     }
@@ -171,6 +184,45 @@ impl PubSub {
         self.deliver(&message.topic, &message.event, &message.payload, None);
     }
 
+    /// Sets how presence replicates; takes effect if called before the
+    /// first presence is tracked.
+    pub fn set_presence_options(&self, options: PresenceOptions) {
+        *self.inner.presence_options.lock() = options;
+    }
+
+    /// This node's presence tracker, started on first use.
+    pub(crate) fn tracker(&self) -> &Arc<Tracker> {
+        self.inner.tracker.get_or_init(|| Tracker::start(self, *self.inner.presence_options.lock()))
+    }
+
+    /// The tracker, if anything was ever tracked here.
+    pub(crate) fn tracker_if_started(&self) -> Option<&Arc<Tracker>> {
+        self.inner.tracker.get()
+    }
+
+    /// Sends a message to the other nodes only.
+    pub(crate) fn publish_remote(&self, message: &BroadcastMessage) {
+        self.inner.adapter.publish(message);
+    }
+
+    /// Subscribes a runtime service to `topic`.
+    pub(crate) fn subscribe_internal(&self, topic: &str, sender: mpsc::UnboundedSender<(String, Payload)>) {
+        let subscriber = Subscriber {
+            outbox: Arc::new(Outbox::new(0)),
+            serializer: Serializer::V2,
+            generation: 0,
+            delivery: Delivery::Internal(sender),
+            intercepts: &[],
+            channel: None,
+        };
+        self.subscribe(&Arc::from(topic), subscriber, || {});
+    }
+
+    /// A handle that does not keep the PubSub alive.
+    pub(crate) fn downgrade(&self) -> WeakPubSub {
+        WeakPubSub(Arc::downgrade(&self.inner))
+    }
+
     /// How many connections on this node subscribe to `topic`.
     pub fn subscriber_count(&self, topic: &str) -> usize {
         self.shard(topic).read().get(topic).map_or(0, Vec::len)
@@ -186,7 +238,7 @@ impl PubSub {
             if Some(sub.outbox.id()) == except {
                 continue;
             }
-            match sub.delivery {
+            match &sub.delivery {
                 Delivery::Fastlane if sub.intercepts.contains(&event) => {
                     if let Some(channel) = &sub.channel {
                         let out = Mail::Out { event: event.to_owned(), payload: payload.clone() };
@@ -215,6 +267,10 @@ impl PubSub {
                     if event == DISCONNECT_EVENT {
                         sub.outbox.close(CloseReason::Disconnect);
                     }
+                }
+                Delivery::Internal(sender) => {
+                    // The service ended with its PubSub; nothing to do.
+                    let _ = sender.send((event.to_owned(), payload.clone()));
                 }
             }
         }
@@ -249,6 +305,16 @@ impl PubSub {
         if subscribers.is_empty() {
             shard.remove(topic);
         }
+    }
+}
+
+/// A [`PubSub`] that may have been dropped.
+#[derive(Clone)]
+pub(crate) struct WeakPubSub(Weak<Inner>);
+
+impl WeakPubSub {
+    pub(crate) fn upgrade(&self) -> Option<PubSub> {
+        self.0.upgrade().map(|inner| PubSub { inner })
     }
 }
 

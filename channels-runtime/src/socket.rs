@@ -60,6 +60,8 @@ pub struct Socket<S: Connect> {
     /// Pushes made before the join reply went out, sent right after it.
     pending: Option<Vec<(String, Payload)>>,
     me: ChannelRef,
+    /// Which channel instance of the connection this is.
+    generation: u64,
     /// The ref of the client message being handled, for `socket_ref`.
     current_ref: Option<String>,
     timers: Vec<tokio::task::AbortHandle>,
@@ -72,8 +74,24 @@ impl<S: Connect> Socket<S> {
         assigns: S::Assigns,
         conn: Arc<Connection>,
         me: ChannelRef,
+        generation: u64,
     ) -> Self {
-        Socket { topic, join_ref, assigns, conn, pending: Some(Vec::new()), me, current_ref: None, timers: Vec::new() }
+        Socket {
+            topic,
+            join_ref,
+            assigns,
+            conn,
+            pending: Some(Vec::new()),
+            me,
+            generation,
+            current_ref: None,
+            timers: Vec::new(),
+        }
+    }
+
+    /// Who owns what this channel tracks (presences).
+    pub(crate) fn owner(&self) -> (u64, u64) {
+        (self.conn.outbox.id().get(), self.generation)
     }
 
     /// The topic this channel joined, e.g. `comments:42`.

@@ -4,18 +4,21 @@ use proc_macro2::{Span, TokenStream, TokenTree};
 use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::{ParseStream, Parser};
-use syn::{Ident, Item, ItemImpl, Token, Type};
+use syn::punctuated::Punctuated;
+use syn::{Ident, Item, ItemImpl, LitStr, Token, Type};
 
 use crate::common::{did_you_mean, Errors};
 
 pub(crate) const ARGS_SYNTAX: &str = "`#[channel(socket = YourSocket)]`";
-const KEYS: [&str; 2] = ["socket", "crate"];
+const KEYS: [&str; 3] = ["socket", "intercept", "crate"];
 
-/// `#[channel(socket = S, crate = path)]`.
+/// `#[channel(socket = S, intercept = ["event", ..], crate = path)]`.
 #[derive(Default)]
 pub(crate) struct ChannelArgs {
     pub(crate) socket: Option<Type>,
     pub(crate) krate: Option<syn::Path>,
+    /// The `intercept` list, if given.
+    pub(crate) intercept: Option<Vec<LitStr>>,
     /// Where the arguments were written, for "missing `socket`".
     pub(crate) span: Option<Span>,
 }
@@ -32,7 +35,7 @@ pub(crate) fn parse_args(args: TokenStream, errors: &mut Errors) -> ChannelArgs 
                 errors.push_spanned(
                     &key,
                     format!(
-                        "unknown key `{name}` in `#[channel]`: the valid keys are `socket` (required) and `crate`{}",
+                        "unknown key `{name}` in `#[channel]`: the valid keys are `socket` (required), `intercept` and `crate`{}",
                         did_you_mean(&name, KEYS)
                     ),
                 );
@@ -49,6 +52,21 @@ pub(crate) fn parse_args(args: TokenStream, errors: &mut Errors) -> ChannelArgs 
                     errors.push_spanned(&key, "`socket` is given twice");
                 }
                 out.socket = Some(ty);
+            } else if name == "intercept" {
+                if !input.peek(syn::token::Bracket) {
+                    return Err(input.error(
+                        "`intercept` takes a list of event names in brackets, as in `intercept = [\"comment:new\"]`",
+                    ));
+                }
+                let list;
+                syn::bracketed!(list in input);
+                let events = Punctuated::<LitStr, Token![,]>::parse_terminated(&list).map_err(|e| {
+                    syn::Error::new(e.span(), "expected a list of event names, as in `intercept = [\"comment:new\"]`")
+                })?;
+                if out.intercept.is_some() {
+                    errors.push_spanned(&key, "`intercept` is given twice");
+                }
+                out.intercept = Some(events.into_iter().collect());
             } else {
                 let path = input.call(syn::Path::parse_mod_style)?;
                 if out.krate.is_some() {

@@ -1,5 +1,6 @@
-//! Checking a `#[channel]` impl: one `async fn join`, well-formed
-//! `#[handle_in]` handlers with distinct, non-reserved events.
+//! Checking a `#[channel]` impl: one `join`, well-formed handlers
+//! (`#[handle_in("event")]`, `#[handle_out("event")]`, `#[handle_info]`)
+//! with distinct, non-reserved events, and an optional `terminate`.
 
 use std::collections::HashMap;
 
@@ -13,6 +14,10 @@ use crate::common::{unraw, Errors};
 
 const JOIN_SYNTAX: &str = "`async fn join(topic: Topic, params: P, socket: &mut Socket<S>) -> Join<Self>`";
 const HANDLER_SYNTAX: &str = "`async fn name(&mut self, payload: P, socket: &mut Socket<S>) -> Reply`";
+const TERMINATE_SYNTAX: &str = "`async fn terminate(&mut self, reason: &Terminate, socket: &mut Socket<S>)`";
+
+/// The attributes that make a method a handler.
+const HANDLER_ATTRS: [&str; 3] = ["handle_in", "handle_out", "handle_info"];
 
 /// Events the Phoenix protocol itself uses; a handler for one would never
 /// be called.
@@ -23,10 +28,12 @@ pub(crate) const RESERVED_EVENTS: [&str; 6] =
 pub(crate) struct Channel {
     pub(crate) krate: Option<syn::Path>,
     pub(crate) socket: Option<Type>,
-    /// The impl block as written, minus the `#[handle_in]` attributes.
+    /// The impl block as written, minus the handler attributes.
     pub(crate) item: ItemImpl,
     pub(crate) join: Option<Join>,
     pub(crate) handlers: Vec<Handler>,
+    pub(crate) intercepts: Vec<LitStr>,
+    pub(crate) terminate: Option<Terminate>,
     /// Methods that failed validation, referenced by the fallback impl so
     /// they do not add dead-code warnings to the errors.
     pub(crate) rejected: Vec<Ident>,
@@ -35,15 +42,33 @@ pub(crate) struct Channel {
 pub(crate) struct Join {
     pub(crate) params: Type,
     pub(crate) socket: bool,
+    pub(crate) is_async: bool,
     pub(crate) output_span: Span,
 }
 
+/// What a handler answers.
+pub(crate) enum Kind {
+    /// A client event.
+    In(LitStr),
+    /// An intercepted broadcast.
+    Out(LitStr),
+    /// A message from another task, selected by its type.
+    Info,
+}
+
 pub(crate) struct Handler {
-    pub(crate) event: LitStr,
+    pub(crate) kind: Kind,
     pub(crate) method: Ident,
     pub(crate) payload: Type,
     pub(crate) socket: bool,
+    pub(crate) is_async: bool,
     pub(crate) output_span: Span,
+}
+
+pub(crate) struct Terminate {
+    pub(crate) method: Ident,
+    pub(crate) socket: bool,
+    pub(crate) is_async: bool,
 }
 
 /// The shape of a handler's arguments after the receiver.
@@ -60,55 +85,94 @@ pub(crate) fn validate(args: ChannelArgs, mut item: ItemImpl, errors: &mut Error
             format!("`#[channel]` needs the socket that routes to this channel: {ARGS_SYNTAX}"),
         ));
     }
+    let intercepts = check_intercepts(args.intercept.unwrap_or_default(), errors);
     let mut joins: Vec<(Ident, Option<Join>)> = Vec::new();
+    let mut terminate = None;
     let mut handlers: Vec<Handler> = Vec::new();
     let mut rejected = Vec::new();
-    let mut seen: HashMap<String, Ident> = HashMap::new();
+    let mut seen_in: HashMap<String, Ident> = HashMap::new();
+    let mut seen_out: HashMap<String, Ident> = HashMap::new();
+    let mut seen_info: HashMap<String, Ident> = HashMap::new();
 
     for impl_item in &mut item.items {
-        let handle_in = take_handle_in(impl_item);
+        let attrs = take_handler_attrs(impl_item);
         let ImplItem::Fn(f) = impl_item else {
-            if let Some(attr) = handle_in.first() {
-                errors.push_spanned(attr, "`#[handle_in]` goes on an `async fn` method of the channel");
+            if let Some(attr) = attrs.first() {
+                let name = attr.path().to_token_stream();
+                errors.push_spanned(attr, format!("`#[{name}]` goes on a method of the channel"));
             }
             continue;
         };
-        if handle_in.is_empty() {
-            if unraw(&f.sig.ident) == "join" {
-                allow_unused_async(f);
-                let join = check_join(f, errors);
-                if join.is_none() && f.sig.generics.params.is_empty() {
-                    rejected.push(f.sig.ident.clone());
+        if attrs.is_empty() {
+            match unraw(&f.sig.ident).as_str() {
+                "join" => {
+                    let join = check_join(f, errors);
+                    if join.is_none() && f.sig.generics.params.is_empty() {
+                        rejected.push(f.sig.ident.clone());
+                    }
+                    joins.push((f.sig.ident.clone(), join));
                 }
-                joins.push((f.sig.ident.clone(), join));
+                "terminate" => {
+                    terminate = check_terminate(f, errors);
+                    if terminate.is_none() && f.sig.generics.params.is_empty() {
+                        rejected.push(f.sig.ident.clone());
+                    }
+                }
+                _ => {}
             }
             continue;
         }
-        let events: Vec<LitStr> = handle_in.iter().filter_map(|attr| errors.ok(parse_handle_in(attr))).collect();
-        allow_unused_async(f);
+        let kinds: Vec<Kind> = attrs.iter().filter_map(|attr| errors.ok(parse_handler_attr(attr))).collect();
         let args = check_handler(f, errors);
         let mut routed = false;
-        for event in events {
-            let name = event.value();
-            if let Err(message) = check_event(&name) {
-                errors.push_spanned(&event, message);
-                continue;
-            }
-            if let Some(first) = seen.get(&name) {
-                errors.push_spanned(
-                    &event,
-                    format!("two handlers for event {name:?}: `{first}` already handles it; remove one of them"),
-                );
-                continue;
-            }
-            seen.insert(name, f.sig.ident.clone());
+        for kind in kinds {
+            let method = f.sig.ident.clone();
+            let accepted = match &kind {
+                Kind::In(event) => check_routed_event(event, "handles", &mut seen_in, &method, errors),
+                Kind::Out(event) => {
+                    let intercepted = intercepts.iter().any(|i| i.value() == event.value());
+                    if !intercepted {
+                        errors.push_spanned(
+                            event,
+                            format!(
+                                "`handle_out` only sees intercepted events: add {:?} to `intercept = [..]` in `#[channel(..)]`",
+                                event.value()
+                            ),
+                        );
+                    }
+                    intercepted && check_routed_event(event, "handles the outgoing", &mut seen_out, &method, errors)
+                }
+                Kind::Info => match &args {
+                    Some(args) => {
+                        let ty = args.payload.to_token_stream().to_string();
+                        match seen_info.get(&ty) {
+                            Some(first) => {
+                                errors.push_spanned(
+                                    &args.payload,
+                                    format!("two `handle_info` methods take `{ty}`: `{first}` already does; remove one of them"),
+                                );
+                                false
+                            }
+                            None => {
+                                seen_info.insert(ty, method.clone());
+                                true
+                            }
+                        }
+                    }
+                    None => false,
+                },
+            };
             let Some(args) = &args else { continue };
+            if !accepted {
+                continue;
+            }
             routed = true;
             handlers.push(Handler {
-                event,
-                method: f.sig.ident.clone(),
+                kind,
+                method,
                 payload: args.payload.clone(),
                 socket: args.socket,
+                is_async: f.sig.asyncness.is_some(),
                 output_span: output_span(&f.sig),
             });
         }
@@ -124,17 +188,50 @@ pub(crate) fn validate(args: ChannelArgs, mut item: ItemImpl, errors: &mut Error
         }
         _ => joins.into_iter().next().and_then(|(_, join)| join),
     };
-    Channel { krate: args.krate, socket: args.socket, item, join, handlers, rejected }
+    Channel { krate: args.krate, socket: args.socket, item, join, handlers, intercepts, terminate, rejected }
 }
 
-/// `join` and handlers must be `async` even when they do not await, so
-/// `clippy::unused_async` does not apply to them.
-fn allow_unused_async(f: &mut ImplItemFn) {
-    f.attrs.push(syn::parse_quote!(#[allow(clippy::unused_async)]));
+/// Checks an event of `#[handle_in]` or `#[handle_out]` and records it.
+fn check_routed_event(
+    event: &LitStr,
+    verb: &str,
+    seen: &mut HashMap<String, Ident>,
+    method: &Ident,
+    errors: &mut Errors,
+) -> bool {
+    let name = event.value();
+    if let Err(message) = check_event(&name) {
+        errors.push_spanned(event, message);
+        return false;
+    }
+    if let Some(first) = seen.get(&name) {
+        errors.push_spanned(
+            event,
+            format!("two handlers for event {name:?}: `{first}` already {verb} it; remove one of them"),
+        );
+        return false;
+    }
+    seen.insert(name, method.clone());
+    true
 }
 
-/// Removes and returns the `#[handle_in]` attributes of an impl item.
-fn take_handle_in(item: &mut ImplItem) -> Vec<Attribute> {
+/// The `intercept` list: valid, distinct event names.
+fn check_intercepts(events: Vec<LitStr>, errors: &mut Errors) -> Vec<LitStr> {
+    let mut kept: Vec<LitStr> = Vec::new();
+    for event in events {
+        if let Err(message) = check_event(&event.value()) {
+            errors.push_spanned(&event, message);
+        } else if kept.iter().any(|k| k.value() == event.value()) {
+            errors.push_spanned(&event, format!("{:?} is listed twice in `intercept`", event.value()));
+        } else {
+            kept.push(event);
+        }
+    }
+    kept
+}
+
+/// Removes and returns the handler attributes of an impl item.
+fn take_handler_attrs(item: &mut ImplItem) -> Vec<Attribute> {
     let attrs = match item {
         ImplItem::Fn(f) => &mut f.attrs,
         ImplItem::Const(c) => &mut c.attrs,
@@ -142,14 +239,31 @@ fn take_handle_in(item: &mut ImplItem) -> Vec<Attribute> {
         ImplItem::Macro(m) => &mut m.attrs,
         _ => return Vec::new(),
     };
-    let (taken, kept) = std::mem::take(attrs).into_iter().partition(|a| a.path().is_ident("handle_in"));
+    let (taken, kept) =
+        std::mem::take(attrs).into_iter().partition(|a| HANDLER_ATTRS.iter().any(|h| a.path().is_ident(h)));
     *attrs = kept;
     taken
 }
 
-/// The event of `#[handle_in("event")]`.
-fn parse_handle_in(attr: &Attribute) -> syn::Result<LitStr> {
-    let syntax = "expected `#[handle_in(\"event\")]`";
+/// What a handler attribute says.
+fn parse_handler_attr(attr: &Attribute) -> syn::Result<Kind> {
+    if attr.path().is_ident("handle_info") {
+        return match &attr.meta {
+            syn::Meta::Path(_) => Ok(Kind::Info),
+            _ => Err(syn::Error::new_spanned(
+                attr,
+                "`#[handle_info]` takes no arguments: the message type is the method's argument type",
+            )),
+        };
+    }
+    let event = parse_event_attr(attr)?;
+    Ok(if attr.path().is_ident("handle_out") { Kind::Out(event) } else { Kind::In(event) })
+}
+
+/// The event of `#[handle_in("event")]` or `#[handle_out("event")]`.
+fn parse_event_attr(attr: &Attribute) -> syn::Result<LitStr> {
+    let name = attr.path().to_token_stream();
+    let syntax = format!("expected `#[{name}(\"event\")]`");
     let syn::Meta::List(list) = &attr.meta else {
         return Err(syn::Error::new_spanned(attr, format!("{syntax}: the event name is missing")));
     };
@@ -159,7 +273,7 @@ fn parse_handle_in(attr: &Attribute) -> syn::Result<LitStr> {
     let tokens = &list.tokens;
     let message = match syn::parse2::<syn::Expr>(tokens.clone()) {
         Ok(syn::Expr::Path(p)) if p.path.get_ident().is_some() => {
-            format!("event names are string literals: write `#[handle_in(\"{tokens}\")]`")
+            format!("event names are string literals: write `#[{name}(\"{tokens}\")]`")
         }
         _ if tokens.is_empty() => format!("{syntax}: the event name is missing"),
         _ => format!("{syntax}: the event name is one string literal"),
@@ -202,9 +316,6 @@ fn check_join(f: &ImplItemFn, errors: &mut Errors) -> Option<Join> {
         errors.push_spanned(tokens, message);
         ok = false;
     };
-    if sig.asyncness.is_none() {
-        fail(&sig.fn_token, format!("`join` must be an `async fn`: {JOIN_SYNTAX}"));
-    }
     if !sig.generics.params.is_empty() {
         fail(&sig.generics, format!("`join` cannot be generic: {JOIN_SYNTAX}"));
     }
@@ -235,7 +346,33 @@ fn check_join(f: &ImplItemFn, errors: &mut Errors) -> Option<Join> {
         }
     };
     let params = params?;
-    ok.then(|| Join { params, socket: typed.len() == 3, output_span: output_span(sig) })
+    ok.then(|| Join {
+        params,
+        socket: typed.len() == 3,
+        is_async: sig.asyncness.is_some(),
+        output_span: output_span(sig),
+    })
+}
+
+fn check_terminate(f: &ImplItemFn, errors: &mut Errors) -> Option<Terminate> {
+    let sig = &f.sig;
+    let mut ok = true;
+    let mut fail = |tokens: &dyn ToTokens, message: String| {
+        errors.push_spanned(tokens, message);
+        ok = false;
+    };
+    if !sig.generics.params.is_empty() {
+        fail(&sig.generics, format!("`terminate` cannot be generic: {TERMINATE_SYNTAX}"));
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) if matches!(*r.ty, Type::Reference(_)) => {}
+        _ => fail(&sig.ident, format!("`terminate` takes `&mut self` (or `&self`): {TERMINATE_SYNTAX}")),
+    }
+    let typed = typed_args(sig);
+    if typed.is_empty() || typed.len() > 2 {
+        fail(&sig.ident, format!("`terminate` takes the reason and optionally the socket: {TERMINATE_SYNTAX}"));
+    }
+    ok.then(|| Terminate { method: sig.ident.clone(), socket: typed.len() == 2, is_async: sig.asyncness.is_some() })
 }
 
 fn typed_args(sig: &Signature) -> Vec<&syn::PatType> {
@@ -271,9 +408,6 @@ fn check_handler(f: &ImplItemFn, errors: &mut Errors) -> Option<Args> {
         errors.push_spanned(tokens, message);
         ok = false;
     };
-    if sig.asyncness.is_none() {
-        fail(&sig.fn_token, format!("handlers must be `async fn`: write `async fn {name}(..)`"));
-    }
     if !sig.generics.params.is_empty() {
         fail(&sig.generics, format!("handlers cannot be generic: {HANDLER_SYNTAX}"));
     }
@@ -362,10 +496,17 @@ mod tests {
         });
         assert_eq!(errors, None);
         assert!(channel.join.as_ref().is_some_and(|j| j.socket));
-        let events: Vec<_> = channel.handlers.iter().map(|h| (h.event.value(), h.socket)).collect();
+        let events: Vec<_> = channel
+            .handlers
+            .iter()
+            .map(|h| match &h.kind {
+                Kind::In(e) => (e.value(), h.socket),
+                _ => unreachable!(),
+            })
+            .collect();
         assert_eq!(events, [("a".into(), true), ("b".into(), false), ("c".into(), false)]);
         assert!(channel.item.items.iter().all(|i| match i {
-            ImplItem::Fn(f) => f.attrs.iter().all(|a| !a.path().is_ident("handle_in")),
+            ImplItem::Fn(f) => f.attrs.is_empty(),
             _ => true,
         }));
     }
@@ -375,7 +516,7 @@ mod tests {
         let (_, errors) = run(syn::parse_quote! {
             impl C {
                 #[handle_in("a")]
-                fn sync(&mut self, p: Value) {}
+                fn sync_is_fine(&mut self, p: Value) {}
                 #[handle_in("a")]
                 async fn dup(&mut self, p: Value) {}
                 #[handle_in("a")]
@@ -390,7 +531,6 @@ mod tests {
         });
         let errors = errors.unwrap();
         for expected in [
-            "handlers must be `async fn`",
             "two handlers for event \"a\"",
             "reserved",
             "write `#[handle_in(\"ping\")]`",

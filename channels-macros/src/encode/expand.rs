@@ -24,7 +24,6 @@ pub(crate) fn expand(encode: &Encode) -> TokenStream {
     let serializer = Ident::new("__serializer", Span::mixed_site());
     let state = Ident::new("__state", Span::mixed_site());
     let count = encode.fields.len();
-    let skipped = &encode.skipped;
     let fields = encode.fields.iter().map(|field| {
         let member = field.member;
         let name = &field.name;
@@ -41,7 +40,6 @@ pub(crate) fn expand(encode: &Encode) -> TokenStream {
             where
                 __S: #serde::Serializer,
             {
-                #(let _ = &self.#skipped;)*
                 let mut #state = #serde::Serializer::serialize_struct(#serializer, #name, #count)?;
                 #(#fields)*
                 #serde::ser::SerializeStruct::end(#state)

@@ -17,9 +17,6 @@ pub(crate) struct Encode<'a> {
     pub(crate) generics: &'a Generics,
     /// The encoded fields, in declaration order.
     pub(crate) fields: Vec<Field<'a>>,
-    /// The fields left out, which the impl mentions anyway: leaving a
-    /// field out of the encoding is deliberate, not a sign it is unused.
-    pub(crate) skipped: Vec<&'a Ident>,
     /// Type parameters that need a `Serialize` bound.
     pub(crate) bounded: Vec<&'a Ident>,
 }
@@ -95,7 +92,6 @@ pub(crate) fn validate<'a>(input: &'a DeriveInput, args: &'a EncodeArgs, errors:
         (None, Some(except)) => !except.fields.iter().any(|f| unraw(f) == name),
         (None, None) => true,
     };
-    let skipped = declared.iter().filter(|(_, name, _)| !selected(name)).map(|(member, _, _)| *member).collect();
     let fields: Vec<Field> = declared
         .into_iter()
         .filter(|(_, name, _)| selected(name))
@@ -107,14 +103,7 @@ pub(crate) fn validate<'a>(input: &'a DeriveInput, args: &'a EncodeArgs, errors:
         .map(|p| &p.ident)
         .filter(|param| fields.iter().any(|f| mentions(f.ty.to_token_stream(), param)))
         .collect();
-    Some(Encode {
-        krate: args.krate.as_ref(),
-        ident: &input.ident,
-        generics: &input.generics,
-        fields,
-        skipped,
-        bounded,
-    })
+    Some(Encode { krate: args.krate.as_ref(), ident: &input.ident, generics: &input.generics, fields, bounded })
 }
 
 fn check_exists(list: &FieldList, declared: &[(&Ident, String, &Type)], ty: &Ident, errors: &mut Errors) {

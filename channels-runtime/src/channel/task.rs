@@ -41,7 +41,8 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     // channel's later frames, as Phoenix does; the join reply, phx_close and
     // phx_error echo the join_ref exactly as sent.
     let channel_ref: Option<Arc<str>> = join_ref.as_deref().or(msg_ref.as_deref()).map(Arc::from);
-    let mut socket = Socket::<C::Socket>::new(topic.clone(), channel_ref, assigns, conn.clone(), me.clone());
+    let mut socket =
+        Socket::<C::Socket>::new(topic.clone(), channel_ref, assigns, conn.clone(), me.clone(), generation);
     let join_reply = |status: Status, response: &Payload| {
         conn.send(&Outgoing::Reply {
             join_ref: join_ref.as_deref(),
@@ -153,6 +154,9 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     .await;
     if let Err(error) = terminated {
         tracing::error!(topic = %topic, error, "terminate crashed");
+    }
+    if let Some(tracker) = conn.pubsub.tracker_if_started() {
+        tracker.untrack_owner(socket.owner());
     }
     let control = |event: &str, payload: &Payload| {
         conn.send(&Outgoing::Control { join_ref: join_ref.as_deref(), topic: &topic, event, payload });

@@ -130,10 +130,6 @@ impl Replica {
         Replica { me, clock: 0, local: HashMap::new(), remotes: HashMap::new() }
     }
 
-    pub(crate) fn id(&self) -> &str {
-        &self.me
-    }
-
     fn find_local(&self, owner: Owner, topic: &str, key: &str) -> Option<String> {
         self.local.iter().find(|(_, (o, e))| *o == owner && e.topic == topic && e.key == key).map(|(r, _)| r.clone())
     }
@@ -255,7 +251,8 @@ impl Replica {
                 let remote = self.remotes.entry(replica).or_default();
                 remote.last_heard = now;
                 if clock > remote.clock {
-                    let new: HashMap<String, Entry> = entries.into_iter().map(|e| (e.phx_ref().to_owned(), e)).collect();
+                    let new: HashMap<String, Entry> =
+                        entries.into_iter().map(|e| (e.phx_ref().to_owned(), e)).collect();
                     for (r, e) in &remote.entries {
                         if !new.contains_key(r) {
                             add_leave(&mut diffs, e);
@@ -461,7 +458,9 @@ mod tests {
                 Op::Track { node, channel, topic, key } if self.alive[node] => {
                     self.refs += 1;
                     let r = format!("ref{}", self.refs);
-                    if let Ok(c) = self.nodes[node].track((channel, 0), &format!("t{topic}"), &format!("k{key}"), Map::new(), r) {
+                    if let Ok(c) =
+                        self.nodes[node].track((channel, 0), &format!("t{topic}"), &format!("k{key}"), Map::new(), r)
+                    {
                         self.gossip(node, c.gossip);
                     }
                 }
@@ -475,12 +474,8 @@ mod tests {
                         self.gossip(node, c.gossip);
                     }
                 }
-                Op::Crash { node } => {
-                    // keep at least one node alive
-                    if self.alive.iter().filter(|a| **a).count() > 1 {
-                        self.alive[node] = false;
-                    }
-                }
+                // keep at least one node alive
+                Op::Crash { node } if self.alive.iter().filter(|a| **a).count() > 1 => self.alive[node] = false,
                 Op::Heartbeat { node } if self.alive[node] => {
                     let hb = self.nodes[node].heartbeat();
                     self.gossip(node, hb);

@@ -11,9 +11,9 @@ impl Connect for S {
 
 struct C;
 
-#[channel(socket = S)]
+#[channel(socket = S, intercept = ["phx_close", "new", "new", ""])]
 impl C {
-    fn join(_topic: Topic, _params: Value) -> Join<Self> {
+    async fn join(_topic: Topic, _params: Value, _socket: &mut Socket<S>) -> Join<Self> {
         Ok((json!({}), C))
     }
 }

@@ -11,14 +11,16 @@ impl Connect for S {
 
 struct C;
 
+struct Tick;
+
 #[channel(socket = S)]
 impl C {
     async fn join(_topic: Topic, _params: Value, _socket: &mut Socket<S>) -> Join<Self> {
         Ok((json!({}), C))
     }
 
-    #[handle_in("ping")]
-    fn ping(&mut self, _payload: Value) {}
+    #[handle_info("tick")]
+    async fn tick(&mut self, _tick: Tick) {}
 }
 
 fn main() {}

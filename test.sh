@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Runs every test of the project, on a fresh machine too. CI runs exactly this
+# (via .ci/run). Needs: the Rust toolchain, Node.js >= 20 and npm; installs the
+# rest itself.
+#
+#   ./test.sh
+#
+# Stages (each one runs and reports even when an earlier one failed):
+#   install      npm ci in tests/js (+ system packages, see install_system_packages)
+#   fmt          cargo fmt --all -- --check
+#   clippy       cargo clippy --workspace --all-targets -- -D warnings
+#   cargo-test   cargo test --workspace (unit, integration and trybuild UI tests)
+#   build        cargo build --release --example discuss
+#   start        the example on a free port (scripts/start-discuss.sh)
+#   e2e          node --test tests/js/*.test.mjs against it (phoenix.js + raw frames)
+#   conformance  $SHARED_DIR/conformance/run.sh against it (comments + socket suites)
+#
+# Environment:
+#   SHARED_DIR   folder holding conformance/ (default: ../shared beside the repo)
+#   CONFORMANCE_TESTS  files of the conformance suite to run
+#                (default: every file of the suite)
+#
+# Ends with the line "N passed, N failed" (stages) and exits non-zero if any failed.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+SHARED_DIR="${SHARED_DIR:-$ROOT/../shared}"
+CONFORMANCE_TESTS="${CONFORMANCE_TESTS:-comments.test.mjs socket.test.mjs room.test.mjs}"
+ARTIFACTS="$ROOT/tests/js/artifacts" # server logs; ignored by git
+mkdir -p "$ARTIFACTS"
+rm -f "$ARTIFACTS"/discuss-*.log
+
+passed=0
+failed=0
+results=()
+DISCUSS_PID=""
+DISCUSS_LOG=""
+
+section() {
+  echo
+  echo "==================================================================="
+  echo "== $*"
+  echo "==================================================================="
+}
+
+# record NAME STATUS SECONDS
+record() {
+  if [ "$2" -eq 0 ]; then
+    passed=$((passed + 1))
+    results+=("PASS  $1 (${3}s)")
+  else
+    failed=$((failed + 1))
+    results+=("FAIL  $1 (${3}s, status $2)")
+  fi
+}
+
+# stage NAME COMMAND...: runs the command with its own -e off, records the result.
+stage() {
+  local name="$1"
+  shift
+  section "$name: $*"
+  local start=$SECONDS status=0
+  set +e
+  ("$@")
+  status=$?
+  set -e
+  record "$name" "$status" $((SECONDS - start))
+  if [ "$status" -ne 0 ]; then echo "!! stage $name FAILED (status $status)"; fi
+  return 0
+}
+
+# skip NAME WHY: a stage that cannot run because an earlier one failed counts as failed.
+skip() {
+  section "$1: not run ($2)"
+  record "$1" 1 0
+}
+
+stop_server() {
+  if [ -n "$DISCUSS_PID" ]; then
+    "$ROOT/scripts/stop-discuss.sh" "$DISCUSS_PID" || true
+    DISCUSS_PID=""
+  fi
+}
+trap stop_server EXIT
+trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------- install
+
+# System packages the tests need, installed with apt when missing.
+# LATER ISSUES: add Debian packages here (e.g. redis-server for the multi-node
+# tests, chromium + chromium-driver for browser tests) as
+#   "command-to-check:debian-package".
+SYSTEM_PACKAGES=(
+  # "redis-server:redis-server"
+  # "chromium:chromium"
+  # "chromedriver:chromium-driver"
+)
+
+install_system_packages() {
+  local missing=() entry
+  for entry in ${SYSTEM_PACKAGES[@]+"${SYSTEM_PACKAGES[@]}"}; do
+    command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing with apt: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  fi
+}
+
+install_deps() {
+  local tool
+  for tool in cargo node npm; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "missing required tool: $tool" >&2; return 1; }
+  done
+  echo "$(cargo --version); node $(node --version); npm $(npm --version)"
+  install_system_packages || return 1
+  (cd "$ROOT/tests/js" && npm ci --no-audit --no-fund)
+}
+
+# ---------------------------------------------------------------- end to end
+
+start_server() {
+  local out
+  out="$("$ROOT/scripts/start-discuss.sh")" || return 1
+  eval "$out"
+  echo "discuss (pid $DISCUSS_PID) listening at $DISCUSS_URL; log: $DISCUSS_LOG"
+}
+
+run_e2e() {
+  cd "$ROOT/tests/js"
+  DISCUSS_URL="$DISCUSS_URL" node --test --test-force-exit --test-concurrency=1 ./*.test.mjs
+}
+
+run_conformance() {
+  local run="$SHARED_DIR/conformance/run.sh"
+  if [ ! -f "$run" ]; then
+    echo "conformance suite not found: $run" >&2
+    echo "set SHARED_DIR to the folder holding conformance/ (default: ../shared beside the repo)" >&2
+    return 1
+  fi
+  TESTS="$CONFORMANCE_TESTS" bash "$run" "$DISCUSS_URL"
+}
+
+server_alive() {
+  [ -n "$DISCUSS_PID" ] && kill -0 "$DISCUSS_PID" 2>/dev/null
+}
+
+# ---------------------------------------------------------------- stages
+
+stage install install_deps
+stage fmt cargo fmt --all -- --check
+stage clippy cargo clippy --workspace --all-targets -- -D warnings
+stage cargo-test cargo test --workspace
+stage build cargo build --release --example discuss
+
+if [ -x "$ROOT/target/release/examples/discuss" ] && [ "${results[-1]%% *}" = "PASS" ]; then
+  # not a subshell: start_server sets DISCUSS_PID/DISCUSS_URL for the stages below
+  section "start: scripts/start-discuss.sh"
+  start=$SECONDS
+  set +e
+  start_server
+  status=$?
+  set -e
+  record start "$status" $((SECONDS - start))
+  if [ "$status" -eq 0 ]; then
+    stage e2e run_e2e
+    server_alive || echo "!! the server died during the e2e tests"
+    stage conformance run_conformance
+    if ! server_alive; then
+      echo "!! the server is no longer running"
+      record server-alive 1 0
+    fi
+  else
+    skip e2e "the server did not start"
+    skip conformance "the server did not start"
+  fi
+else
+  skip start "the release build of the example failed"
+  skip e2e "the release build of the example failed"
+  skip conformance "the release build of the example failed"
+fi
+
+if [ -n "$DISCUSS_LOG" ] && [ "$failed" -gt 0 ] && [ -s "$DISCUSS_LOG" ]; then
+  section "last 50 lines of the server log ($DISCUSS_LOG)"
+  tail -n 50 "$DISCUSS_LOG"
+fi
+stop_server
+
+section "summary"
+printf '%s\n' "${results[@]}"
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

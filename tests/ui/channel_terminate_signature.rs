@@ -1,0 +1,25 @@
+use channels::prelude::*;
+
+struct S;
+
+impl Connect for S {
+    type Assigns = ();
+    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+        Ok(())
+    }
+}
+
+struct C;
+
+#[channel(socket = S)]
+impl C {
+    async fn join(_topic: Topic, _params: Value, _socket: &mut Socket<S>) -> Join<Self> {
+        Ok((json!({}), C))
+    }
+
+    async fn terminate(reason: &Terminate) {
+        let _ = reason;
+    }
+}
+
+fn main() {}
