@@ -142,6 +142,12 @@ impl Channel for Echo {
                 Payload::Binary(bytes) => Ok(Reply::ok(json!({"len": bytes.len()}))),
                 Payload::Json(_) => Ok(Reply::error(json!({"reason": "expected bytes"}))),
             },
+            "track" => {
+                let key = payload.decode::<String>().map_err(|e| e.to_string())?;
+                channels_runtime::presence::Presence::track(socket, &key, json!({"k": key}))
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::ok(channels_runtime::presence::Presence::list(socket)))
+            }
             "tick" => {
                 socket.send_after(Duration::from_millis(50), Tick(1));
                 Ok(Reply::ok(json!({})))
@@ -170,7 +176,11 @@ pub struct Server {
 }
 
 pub async fn serve(options: SocketOptions) -> Server {
-    let endpoint = Endpoint::new().socket_with("/socket", TestSocket, options);
+    serve_with(Endpoint::new(), options).await
+}
+
+pub async fn serve_with(endpoint: Endpoint, options: SocketOptions) -> Server {
+    let endpoint = endpoint.socket_with("/socket", TestSocket, options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(endpoint.clone().serve_on(listener));

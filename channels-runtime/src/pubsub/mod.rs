@@ -23,11 +23,16 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock, Weak};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::channel::{ChannelRef, Mail};
+#[cfg(feature = "redis")]
+mod redis;
+#[cfg(feature = "redis")]
+pub use self::redis::{Redis, RedisStats};
+
 use crate::outbox::{CloseReason, ConnId, Outbox};
 use crate::presence::{PresenceOptions, Tracker};
 use crate::protocol::{Frame, Outgoing, Payload, Serializer};
@@ -62,6 +67,12 @@ pub trait Adapter: Send + Sync + 'static {
     /// Called once, when the [`PubSub`] is built, with the handle through
     /// which messages from other nodes are delivered here.
     fn start(&self, _local: PubSub) {}
+
+    /// Whether other nodes exist at all. Presence replication starts with
+    /// the PubSub only where they do.
+    fn is_multi_node(&self) -> bool {
+        true
+    }
 }
 
 /// The default adapter: a single node, nothing to send anywhere.
@@ -70,6 +81,10 @@ pub struct Local;
 
 impl Adapter for Local {
     fn publish(&self, _message: &BroadcastMessage) {}
+
+    fn is_multi_node(&self) -> bool {
+        false
+    }
 }
 
 /// What a subscription does with a broadcast.
@@ -105,7 +120,7 @@ struct Inner {
     shards: Box<[Shard]>,
     adapter: Box<dyn Adapter>,
     tracker: OnceLock<Arc<Tracker>>,
-    presence_options: Mutex<PresenceOptions>,
+    presence_options: PresenceOptions,
 }
 
 /// The publish/subscribe hub of an endpoint. Cheap to clone.
@@ -126,16 +141,24 @@ impl PubSub {
     }
 
     /// A PubSub that also reaches other nodes through `adapter`.
+    ///
+    /// With a multi-node adapter this starts background tasks, so call it
+    /// inside a tokio runtime.
     pub fn with_adapter(adapter: impl Adapter) -> Self {
+        Self::with_options(adapter, PresenceOptions::default())
+    }
+
+    /// Like [`PubSub::with_adapter`], with presence replication tuned.
+    pub fn with_options(adapter: impl Adapter, presence: PresenceOptions) -> Self {
         let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
-        let inner = Inner {
-            shards,
-            adapter: Box::new(adapter),
-            tracker: OnceLock::new(),
-            presence_options: Mutex::new(PresenceOptions::default()),
-        };
+        let inner = Inner { shards, adapter: Box::new(adapter), tracker: OnceLock::new(), presence_options: presence };
         let pubsub = PubSub { inner: Arc::new(inner) };
         pubsub.inner.adapter.start(pubsub.clone());
+        if pubsub.inner.adapter.is_multi_node() {
+            // Every node gossips, also one that tracks nothing itself:
+            // its clients still see the others' presences.
+            pubsub.tracker();
+        }
         pubsub
     }
 
@@ -184,15 +207,9 @@ impl PubSub {
         self.deliver(&message.topic, &message.event, &message.payload, None);
     }
 
-    /// Sets how presence replicates; takes effect if called before the
-    /// first presence is tracked.
-    pub fn set_presence_options(&self, options: PresenceOptions) {
-        *self.inner.presence_options.lock() = options;
-    }
-
     /// This node's presence tracker, started on first use.
     pub(crate) fn tracker(&self) -> &Arc<Tracker> {
-        self.inner.tracker.get_or_init(|| Tracker::start(self, *self.inner.presence_options.lock()))
+        self.inner.tracker.get_or_init(|| Tracker::start(self, self.inner.presence_options))
     }
 
     /// The tracker, if anything was ever tracked here.
