@@ -13,6 +13,8 @@ use proc_macro::TokenStream;
 mod channel;
 mod common;
 mod encode;
+#[cfg(test)]
+mod expansions;
 mod socket;
 
 /// Declares a socket: a unit struct and the table of routes from topic

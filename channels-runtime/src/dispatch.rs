@@ -40,6 +40,28 @@ pub(crate) struct Dispatcher<S: Connect + Routes> {
     channels: HashMap<String, Joined>,
     next_generation: u64,
     max_channels: usize,
+    join_rate: JoinRate,
+}
+
+/// Joins allowed per second on one connection (a fixed one-second window).
+struct JoinRate {
+    limit: u32,
+    window: std::time::Instant,
+    count: u32,
+}
+
+impl JoinRate {
+    fn allow(&mut self) -> bool {
+        if self.limit == 0 {
+            return true;
+        }
+        if self.window.elapsed() >= std::time::Duration::from_secs(1) {
+            self.window = std::time::Instant::now();
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count <= self.limit
+    }
 }
 
 impl<S: Connect + Routes> Dispatcher<S> {
@@ -66,12 +88,28 @@ impl<S: Connect + Routes> Dispatcher<S> {
             pubsub.subscribe(id, subscriber, || {});
         }
         let conn = Arc::new(Connection { outbox, serializer, pubsub, id, metrics });
-        Dispatcher { conn, assigns, channels: HashMap::new(), next_generation: 1, max_channels: options.max_channels }
+        let join_rate = JoinRate { limit: options.max_joins_per_second, window: std::time::Instant::now(), count: 0 };
+        Dispatcher {
+            conn,
+            assigns,
+            channels: HashMap::new(),
+            next_generation: 1,
+            max_channels: options.max_channels,
+            join_rate,
+        }
     }
 
     /// The connection's outbox.
     pub(crate) fn outbox(&self) -> &Arc<Outbox> {
         &self.conn.outbox
+    }
+
+    /// The endpoint is shutting down: every channel terminates with
+    /// `Terminate::Shutdown` (the connection closes with 1012 after).
+    pub(crate) fn shutdown(&mut self) {
+        for (_, joined) in self.channels.drain() {
+            let _ = joined.mailbox.send(Mail::Shutdown);
+        }
     }
 
     /// Handles one client message.
@@ -126,6 +164,12 @@ impl<S: Connect + Routes> Dispatcher<S> {
             Metrics::incr(&self.conn.metrics.joins_refused);
             return self.unmatched(&msg);
         };
+        if !self.join_rate.allow() {
+            tracing::warn!(topic = msg.topic, limit = self.join_rate.limit, "join refused: too many joins per second");
+            Metrics::incr(&self.conn.metrics.joins_refused);
+            let join_ref = msg.join_ref.as_deref();
+            return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many joins"));
+        }
         self.channels.retain(|_, c| c.is_alive());
         if self.channels.len() >= self.max_channels {
             tracing::warn!(topic = msg.topic, limit = self.max_channels, "join refused: too many channels");

@@ -16,7 +16,6 @@
 //! # }
 //! ```
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::routing::any;
@@ -29,6 +28,8 @@ use crate::connect::Connect;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::options::SocketOptions;
 use crate::pubsub::{BroadcastError, PubSub};
+use crate::registry::Registry;
+use crate::server::{self, ServerOptions};
 use crate::transport::{longpoll, websocket, Mount};
 
 /// An application's sockets, their PubSub, and any other routes to serve
@@ -38,6 +39,8 @@ pub struct Endpoint {
     pubsub: PubSub,
     router: Router,
     metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    server: ServerOptions,
 }
 
 impl Default for Endpoint {
@@ -54,7 +57,13 @@ impl Endpoint {
 
     /// An endpoint with the given PubSub (e.g. one on Redis, for several nodes).
     pub fn with_pubsub(pubsub: PubSub) -> Self {
-        Endpoint { pubsub, router: Router::new(), metrics: Arc::default() }
+        Endpoint {
+            pubsub,
+            router: Router::new(),
+            metrics: Arc::default(),
+            registry: Arc::default(),
+            server: ServerOptions::default(),
+        }
     }
 
     /// Mounts a socket at `path`: WebSocket at `{path}/websocket` (and
@@ -66,7 +75,12 @@ impl Endpoint {
     /// Mounts a socket with non-default limits.
     pub fn socket_with<S: Connect + Routes>(mut self, path: &str, _socket: S, options: SocketOptions) -> Self {
         let longpoll = options.longpoll;
-        let mount = Arc::new(Mount { pubsub: self.pubsub.clone(), options, metrics: self.metrics.clone() });
+        let mount = Arc::new(Mount {
+            pubsub: self.pubsub.clone(),
+            options,
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+        });
         let path = path.trim_end_matches('/');
         if longpoll {
             let sessions = longpoll::Sessions::<S>::new(mount.clone());
@@ -126,14 +140,74 @@ impl Endpoint {
         self.metrics.snapshot()
     }
 
-    /// Binds `addr` and serves until the process ends.
+    /// Caps the connections (WebSocket and LongPoll) open at once across
+    /// the endpoint's sockets; over it, connects get HTTP 503. Default: no
+    /// cap beyond the process's file descriptor limit.
+    #[must_use]
+    pub fn max_connections(self, max: usize) -> Self {
+        self.registry.set_max(max);
+        self
+    }
+
+    /// Sets the handshake timeout and the shutdown drain.
+    #[must_use]
+    pub fn server_options(mut self, options: ServerOptions) -> Self {
+        self.server = options;
+        self
+    }
+
+    /// Connections open now (WebSocket and LongPoll).
+    pub fn connections(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Binds `addr` and serves until ctrl-c or SIGTERM, then shuts down
+    /// gracefully (see [`Endpoint::serve_with_shutdown`]).
     pub async fn serve(self, addr: impl ToSocketAddrs) -> std::io::Result<()> {
         let listener = TcpListener::bind(addr).await?;
         self.serve_on(listener).await
     }
 
-    /// Serves on a listener already bound (e.g. to learn its port first).
+    /// Serves on a listener already bound (e.g. to learn its port first),
+    /// until ctrl-c or SIGTERM.
     pub async fn serve_on(self, listener: TcpListener) -> std::io::Result<()> {
-        axum::serve(listener, self.router.into_make_service_with_connect_info::<SocketAddr>()).await
+        self.serve_with_shutdown(listener, shutdown_signal()).await
     }
+
+    /// Serves until `shutdown` completes, then stops accepting, closes the
+    /// open sockets in batches over the drain period (WebSocket close 1012,
+    /// so clients reconnect elsewhere; channels terminate with
+    /// `Terminate::Shutdown`), and returns.
+    pub async fn serve_with_shutdown(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        server::serve(listener, self.router, self.registry, self.server, shutdown).await
+    }
+}
+
+/// Completes on ctrl-c, or SIGTERM on unix (what process managers send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                term.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown requested");
 }

@@ -25,6 +25,11 @@ pub struct SocketOptions {
     /// 100). A join over the limit is answered
     /// `{"reason":"too many channels joined"}`.
     pub max_channels: usize,
+    /// Joins one connection may make per second (0: unlimited); more are
+    /// answered `{"reason":"too many joins"}` (phoenix.js retries on its
+    /// rejoin back-off). The default leaves room for a reconnect that
+    /// rejoins `max_channels` channels at once.
+    pub max_joins_per_second: u32,
     /// A connection that sends nothing for this long is closed (1001, so
     /// phoenix.js reconnects). Phoenix: 60 s; phoenix.js heartbeats every 30 s.
     pub idle_timeout: Duration,
@@ -50,6 +55,7 @@ impl Default for SocketOptions {
     fn default() -> Self {
         SocketOptions {
             max_channels: 100,
+            max_joins_per_second: 200,
             idle_timeout: Duration::from_secs(60),
             max_frame_size: 10_000_000,
             max_outbound_bytes: 8 * 1024 * 1024,

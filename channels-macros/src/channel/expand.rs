@@ -4,7 +4,7 @@ use proc_macro2::{Ident, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use super::validate::{Channel, Kind};
+use super::validate::{Channel, Handler, Kind};
 use crate::common::crate_path;
 
 /// The impl block as written (minus `#[handle_in]`) and, when the socket is
@@ -48,44 +48,67 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
                 #p::IntoJoin::into_join(#output)
             }
         }
-        None => {
-            // Only reached with errors reported: keeps the rest checkable.
-            quote! {
-                let _ = (#topic, #payload, #socket_var);
-                ::core::unreachable!()
-            }
+        // Only reached with errors reported: keeps the rest checkable.
+        None => quote!(::core::unreachable!()),
+    };
+    // A parameter the body does not use is `_`, as a person would write it.
+    let param = |used: bool, name: &Ident| if used { quote!(#name) } else { quote!(_) };
+    let join_params = {
+        let used = channel.join.is_some();
+        let topic = param(used, &topic);
+        let payload = param(used, &payload);
+        let socket_param = param(channel.join.as_ref().is_some_and(|j| j.socket), &socket_var);
+        quote! {
+            #topic: #p::Topic,
+            #payload: #p::Payload,
+            #socket_param: &mut #p::Socket<#socket>,
         }
     };
 
-    let call = |method: &Ident, receiver: TokenStream, value: &Ident, socket: bool, is_async: bool, span: Span| {
-        let socket_arg = socket.then(|| quote!(, #socket_var));
-        let await_ = is_async.then(|| quote!(.await));
+    // Calls a handler with the decoded payload and turns what it returns
+    // into a reply: the `let` and the reply expression, so a caller can
+    // `return` the latter.
+    let call = |handler: &Handler| {
+        let method = &handler.method;
+        let socket_arg = handler.socket.then(|| quote!(, #socket_var));
+        let await_ = handler.is_async.then(|| quote!(.await));
         // Located at the return type: "`X` is not a reply" is reported there.
-        let output = Ident::new("__output", Span::mixed_site().located_at(span));
-        quote! {
-            let #output = Self::#method(#receiver #value #socket_arg) #await_;
-            #p::IntoReply::into_reply(#output)
-        }
+        let output = Ident::new("__output", Span::mixed_site().located_at(handler.output_span));
+        (
+            quote!(let #output = Self::#method(self, #value #socket_arg) #await_;),
+            quote!(#p::IntoReply::into_reply(#output)),
+        )
     };
+    // One match arm per method: a method with several events gets
+    // `"a" | "b" =>`.
     let event_arms = |wanted: fn(&Kind) -> Option<&syn::LitStr>, on_error: &TokenStream| {
-        channel
-            .handlers
-            .iter()
-            .filter_map(|handler| Some((wanted(&handler.kind)?, handler)))
-            .map(|(event_lit, handler)| {
+        let mut grouped: Vec<(Vec<&syn::LitStr>, &Handler)> = Vec::new();
+        for handler in &channel.handlers {
+            let Some(event_lit) = wanted(&handler.kind) else { continue };
+            match grouped.iter_mut().find(|(_, h)| h.method == handler.method) {
+                Some((events, _)) => events.push(event_lit),
+                None => grouped.push((vec![event_lit], handler)),
+            }
+        }
+        grouped
+            .into_iter()
+            .map(|(events, handler)| {
                 let ty = &handler.payload;
                 let from_payload = quote_spanned! {ty.span()=> <#ty as #p::FromPayload>::from_payload };
-                let body =
-                    call(&handler.method, quote!(self,), &value, handler.socket, handler.is_async, handler.output_span);
+                let (call, reply) = call(handler);
                 quote! {
-                    #event_lit => match #from_payload(#payload) {
-                        ::core::result::Result::Ok(#value) => { #body }
+                    #(#events)|* => match #from_payload(#payload) {
+                        ::core::result::Result::Ok(#value) => {
+                            #call
+                            #reply
+                        }
                         ::core::result::Result::Err(#error) => #on_error,
                     },
                 }
             })
             .collect::<Vec<_>>()
     };
+    let takes_socket = |wanted: fn(&Kind) -> bool| channel.handlers.iter().any(|h| wanted(&h.kind) && h.socket);
 
     let in_arms = event_arms(
         |k| match k {
@@ -94,11 +117,19 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
         },
         &quote!(::core::result::Result::Ok(#p::Reply::invalid_payload(&#error))),
     );
-    let handle_in_body = if in_arms.is_empty() {
+    let handle_in_params = {
+        let used = !in_arms.is_empty();
+        let event = param(used, &event);
+        let payload = param(used, &payload);
+        let socket_param = param(takes_socket(|k| matches!(k, Kind::In(_))), &socket_var);
         quote! {
-            let _ = (#event, #payload, #socket_var);
-            ::core::result::Result::Ok(#p::Reply::unknown_event())
+            #event: &str,
+            #payload: #p::Payload,
+            #socket_param: &mut #p::Socket<#socket>,
         }
+    };
+    let handle_in_body = if in_arms.is_empty() {
+        quote!(::core::result::Result::Ok(#p::Reply::unknown_event()))
     } else {
         quote! {
             match #event {
@@ -144,11 +175,13 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
         .filter(|h| matches!(h.kind, Kind::Info))
         .map(|handler| {
             let ty = &handler.payload;
-            let body =
-                call(&handler.method, quote!(self,), &value, handler.socket, handler.is_async, handler.output_span);
+            let (call, reply) = call(handler);
             quote! {
                 let #info = match #info.downcast::<#ty>() {
-                    ::core::result::Result::Ok(#value) => return { #body },
+                    ::core::result::Result::Ok(#value) => {
+                        #call
+                        return #reply;
+                    }
                     ::core::result::Result::Err(#info) => #info,
                 };
             }
@@ -171,9 +204,9 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
         let method = &t.method;
         let socket_arg = t.socket.then(|| quote!(, #socket_var));
         let await_ = t.is_async.then(|| quote!(.await));
+        let socket_param = param(t.socket, &socket_var);
         quote! {
-            async fn terminate(&mut self, #reason: &#p::Terminate, #socket_var: &mut #p::Socket<#socket>) {
-                let _ = &#socket_var;
+            async fn terminate(&mut self, #reason: &#p::Terminate, #socket_param: &mut #p::Socket<#socket>) {
                 Self::#method(self, #reason #socket_arg) #await_
             }
         }
@@ -193,9 +226,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             type Socket = #socket;
 
             async fn join(
-                #topic: #p::Topic,
-                #payload: #p::Payload,
-                #socket_var: &mut #p::Socket<#socket>,
+                #join_params
             ) -> ::core::result::Result<#p::JoinResult<Self>, ::std::string::String> {
                 #mention
                 #join_body
@@ -203,9 +234,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
 
             async fn handle_in(
                 &mut self,
-                #event: &str,
-                #payload: #p::Payload,
-                #socket_var: &mut #p::Socket<#socket>,
+                #handle_in_params
             ) -> ::core::result::Result<#p::Reply, ::std::string::String> {
                 #handle_in_body
             }

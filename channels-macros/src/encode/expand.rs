@@ -21,9 +21,11 @@ pub(crate) fn expand(encode: &Encode) -> TokenStream {
         }
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let serializer_ty = serializer_param(encode.generics);
     let serializer = Ident::new("__serializer", Span::mixed_site());
     let state = Ident::new("__state", Span::mixed_site());
-    let count = encode.fields.len();
+    let count = proc_macro2::Literal::usize_unsuffixed(encode.fields.len());
+    let mut_ = (!encode.fields.is_empty()).then(|| quote!(mut));
     let fields = encode.fields.iter().map(|field| {
         let member = field.member;
         let name = &field.name;
@@ -36,11 +38,11 @@ pub(crate) fn expand(encode: &Encode) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
-            fn serialize<__S>(&self, #serializer: __S) -> ::core::result::Result<__S::Ok, __S::Error>
+            fn serialize<#serializer_ty>(&self, #serializer: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
             where
-                __S: #serde::Serializer,
+                #serializer_ty: #serde::Serializer,
             {
-                let mut #state = #serde::Serializer::serialize_struct(#serializer, #name, #count)?;
+                let #mut_ #state = #serde::Serializer::serialize_struct(#serializer, #name, #count)?;
                 #(#fields)*
                 #serde::ser::SerializeStruct::end(#state)
             }
@@ -55,14 +57,27 @@ pub(crate) fn fallback(input: &DeriveInput, krate: Option<&syn::Path>) -> TokenS
     let serde = quote!(#krate::__private::serde);
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let serializer_ty = serializer_param(&input.generics);
     quote! {
         impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
-            fn serialize<__S>(&self, _: __S) -> ::core::result::Result<__S::Ok, __S::Error>
+            fn serialize<#serializer_ty>(&self, _: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
             where
-                __S: #serde::Serializer,
+                #serializer_ty: #serde::Serializer,
             {
                 ::core::unreachable!()
             }
         }
     }
+}
+
+/// The name of `serialize`'s serializer type parameter: `__S`, or `__S`
+/// with a number when the struct has a parameter of that name (type
+/// parameters are not hygienic).
+fn serializer_param(generics: &syn::Generics) -> Ident {
+    let taken = |name: &str| generics.type_params().any(|p| p.ident == name);
+    let name = (0..)
+        .map(|n| if n == 0 { "__S".to_owned() } else { format!("__S{n}") })
+        .find(|name| !taken(name))
+        .expect("a struct has finitely many type parameters");
+    Ident::new(&name, Span::call_site())
 }

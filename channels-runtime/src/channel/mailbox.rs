@@ -21,6 +21,8 @@ pub(crate) enum Mail {
     Info(Info),
     /// An intercepted broadcast, for `handle_out`.
     Out { event: String, payload: Payload },
+    /// The endpoint is shutting down.
+    Shutdown,
 }
 
 /// A message sent to a channel with [`ChannelRef::send`] or

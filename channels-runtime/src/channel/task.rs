@@ -130,6 +130,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
                 break Terminate::Left;
             }
             Mail::Displaced => break Terminate::Displaced,
+            Mail::Shutdown => break Terminate::Shutdown,
         };
         match outcome {
             Ok(reply) if reply.stop => break Terminate::Stopped,
@@ -163,7 +164,8 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     };
     match &reason {
         Terminate::Crashed(_) => control(PHX_ERROR, &reply::reason("channel_crash")),
-        Terminate::Closed => {}
+        // The connection is closing: no frame can reach the client.
+        Terminate::Closed | Terminate::Shutdown => {}
         _ => control(PHX_CLOSE, &Payload::empty()),
     }
     Metrics::decr(&conn.metrics.channels_open);

@@ -42,6 +42,7 @@ const MAX_BODY: usize = 8_000_000;
 
 /// One LongPoll client.
 struct Session<S: Connect + Routes> {
+    _registration: crate::registry::Registration,
     dispatcher: Mutex<Dispatcher<S>>,
     outbox: Arc<Outbox>,
     serializer: Serializer,
@@ -72,6 +73,9 @@ impl<S: Connect + Routes> Sessions<S> {
     fn end(&self, token: &str) {
         if let Some(session) = self.sessions.lock().remove(token) {
             // Channels get no more frames through a session that is over.
+            if session.outbox.close_reason() == Some(CloseReason::Shutdown) {
+                session.dispatcher.lock().shutdown();
+            }
             session.outbox.close(CloseReason::Gone);
             Metrics::decr(&self.mount.metrics.connections_open);
             tracing::debug!(closed = ?session.outbox.close_reason(), "longpoll session ended");
@@ -158,14 +162,18 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         Metrics::incr(&mount.metrics.connections_refused);
         return answer(403, None, None);
     };
+    if !mount.registry.has_room() {
+        tracing::warn!("longpoll refused: the endpoint is at its connection limit");
+        Metrics::incr(&mount.metrics.connections_refused);
+        return answer(503, None, None);
+    }
     let peer = req.extensions().get::<AxumConnectInfo<SocketAddr>>().map(|c| c.0);
     let info = ConnectInfo::new(peer, req.uri().clone(), req.headers().clone());
-    let assigns = match S::connect(&params, &info).await {
+    let assigns = match super::connect::<S>(&params, &info).await {
         Ok(assigns) => assigns,
-        Err(refusal) => {
-            tracing::info!(reason = refusal.log_reason(), "longpoll connect refused");
+        Err(status) => {
             Metrics::incr(&mount.metrics.connections_refused);
-            return answer(403, None, None);
+            return answer(if status.is_server_error() { 500 } else { 403 }, None, None);
         }
     };
     let Some(token) = new_token() else {
@@ -182,6 +190,7 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         mount.metrics.clone(),
     );
     let session = Arc::new(Session {
+        _registration: mount.registry.register(&outbox),
         dispatcher: Mutex::new(dispatcher),
         outbox,
         serializer,

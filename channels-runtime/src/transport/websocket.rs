@@ -93,14 +93,18 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         Metrics::incr(&mount.metrics.connections_refused);
         return StatusCode::FORBIDDEN.into_response();
     };
+    if !mount.registry.has_room() {
+        tracing::warn!("connect refused: the endpoint is at its connection limit");
+        Metrics::incr(&mount.metrics.connections_refused);
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
+    }
     let peer = req.extensions().get::<AxumConnectInfo<SocketAddr>>().map(|c| c.0);
     let info = ConnectInfo::new(peer, req.uri().clone(), req.headers().clone());
-    let assigns = match S::connect(&params, &info).await {
+    let assigns = match super::connect::<S>(&params, &info).await {
         Ok(assigns) => assigns,
-        Err(refusal) => {
-            tracing::info!(status = refusal.status().as_u16(), reason = refusal.log_reason(), "connect refused");
+        Err(status) => {
             Metrics::incr(&mount.metrics.connections_refused);
-            return refusal.status().into_response();
+            return status.into_response();
         }
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
@@ -110,6 +114,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     let options = mount.options.clone();
     let pubsub = mount.pubsub.clone();
     let metrics = mount.metrics.clone();
+    let registry = mount.registry.clone();
     Metrics::incr(&metrics.connections_accepted);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
@@ -124,6 +129,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         let ws =
             WebSocketStream::from_raw_socket(Coalesce::new(TokioIo::new(upgraded)), Role::Server, Some(config)).await;
         let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
+        let _registration = registry.register(&outbox);
         let dispatcher = Dispatcher::<S>::new(assigns, outbox, serializer, pubsub, &options, metrics.clone());
         Metrics::incr(&metrics.connections_open);
         // Boxed so the spawned task stays small while the connection lives.
@@ -211,6 +217,9 @@ async fn serve<S: Connect + Routes>(
         }
     };
     // Channels get no more frames through a connection that is ending.
+    if outbox.close_reason() == Some(CloseReason::Shutdown) {
+        dispatcher.shutdown();
+    }
     outbox.close(CloseReason::Gone);
     drop(dispatcher);
     match end {

@@ -31,6 +31,7 @@ impl Connect for TestSocket {
     async fn connect(params: &Params, _info: &ConnectInfo) -> Result<Self::Assigns, Refuse> {
         match params.get("token") {
             Some("invalid") => Err(Refuse::forbidden()),
+            Some("panic") => panic!("connect panics on purpose"),
             _ => Ok(params.get("user_id").map(str::to_owned)),
         }
     }
@@ -269,6 +270,12 @@ impl Server {
             Err(other) => panic!("expected an HTTP refusal, got {other}"),
             Ok(_) => panic!("expected a refusal, the upgrade succeeded"),
         }
+    }
+}
+
+impl From<WebSocketStream<MaybeTlsStream<TcpStream>>> for Client {
+    fn from(ws: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
+        Client { ws }
     }
 }
 

@@ -1,0 +1,124 @@
+//! The HTTP server loop behind [`Endpoint::serve`](crate::endpoint::Endpoint::serve):
+//! accepts TCP connections, tunes them for a real-time server, serves the
+//! router on them, and shuts down gracefully.
+//!
+//! - `TCP_NODELAY`: frames are small and latency matters; Nagle's algorithm
+//!   would hold them back.
+//! - TCP keepalive: a peer that vanished without a FIN (a half-open
+//!   connection) is found and reaped by the kernel even if the socket has
+//!   no heartbeat timeout running (LongPoll, a handshake in progress).
+//! - A handshake timeout: a client must send its request headers within
+//!   it, so slow or silent clients cannot pin file descriptors.
+//! - Running out of file descriptors does not spin: accepting pauses.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tower_service::Service;
+
+use crate::registry::Registry;
+
+/// How the server treats connections and shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// Time a client has to send its request headers.
+    pub handshake_timeout: Duration,
+    /// How long graceful shutdown spends closing sockets (Phoenix's drainer:
+    /// in batches spread over this period), before the rest are dropped.
+    pub drain_period: Duration,
+    /// How many sockets are closed per batch while draining.
+    pub drain_batch: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            handshake_timeout: Duration::from_secs(10),
+            drain_period: Duration::from_secs(10),
+            drain_batch: 1000,
+        }
+    }
+}
+
+fn tune(stream: &TcpStream) {
+    // Best effort: a socket that refuses these options still works.
+    let _ = stream.set_nodelay(true);
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(60))
+        .with_interval(Duration::from_secs(10))
+        .with_retries(3);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}
+
+/// Serves `router` on `listener` until `shutdown` completes, then drains.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    router: Router,
+    registry: Arc<Registry>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    // HTTP/1.1 only: WebSocket upgrades and phoenix.js's LongPoll use it,
+    // and its header timeout runs from the connection's first moment.
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(options.handshake_timeout);
+    // Tells connections still serving HTTP requests to finish up.
+    let (closing, closed) = tokio::sync::watch::channel(false);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // EMFILE and friends: wait for descriptors to free up.
+                    tracing::warn!(%error, "accept failed; pausing");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        tune(&stream);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+            let mut router = router.clone();
+            async move { router.call(request.map(axum::body::Body::new)).await }
+        });
+        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+        let mut closed = closed.clone();
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => ended,
+                _ = closed.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(error) = ended {
+                tracing::debug!(%error, %peer, "http connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    drop(closed);
+    tracing::info!(open = registry.len(), "shutting down: draining sockets");
+    registry.drain(options.drain_batch, options.drain_period).await;
+    // In-flight HTTP requests (long polls included) finish; idle
+    // keep-alive connections close. Upgraded sockets were drained above.
+    let _ = closing.send(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while closing.receiver_count() > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! Limits, contained faults and graceful shutdown, over real sockets.
+
+mod support;
+
+use std::time::Duration;
+
+use channels_runtime::channel::Terminate;
+use channels_runtime::endpoint::Endpoint;
+use channels_runtime::server::ServerOptions;
+use channels_runtime::SocketOptions;
+use serde_json::json;
+use support::{serve, serve_with, Received};
+
+#[tokio::test]
+async fn a_panicking_connect_is_refused_with_500_and_the_server_carries_on() {
+    let s = support::server().await;
+    assert_eq!(s.refused_status("vsn=2.0.0&token=panic").await, 500);
+    let mut c = s.v2().await;
+    c.send(json!([null, "1", "phoenix", "heartbeat", {}])).await;
+    assert_eq!(c.json().await[1], "1");
+}
+
+#[tokio::test]
+async fn the_connection_cap_answers_503() {
+    let s = serve_with(Endpoint::new().max_connections(2), SocketOptions::default()).await;
+    let a = s.v2().await;
+    let _b = s.v2().await;
+    assert_eq!(s.refused_status("vsn=2.0.0").await, 503);
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _c = s.v2().await;
+}
+
+#[tokio::test]
+async fn joins_per_second_are_limited() {
+    let s = serve(SocketOptions { max_joins_per_second: 5, ..SocketOptions::default() }).await;
+    let mut c = s.v2().await;
+    for i in 0..5 {
+        assert_eq!(c.join(&i.to_string(), &format!("echo:{i}")).await[4]["status"], "ok");
+    }
+    assert_eq!(
+        c.join("9", "echo:9").await,
+        json!(["9", "9", "echo:9", "phx_reply", {"status": "error", "response": {"reason": "too many joins"}}])
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(c.join("10", "echo:10").await[4]["status"], "ok");
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_its_headers_is_cut_off() {
+    let options = ServerOptions { handshake_timeout: Duration::from_millis(300), ..ServerOptions::default() };
+    let s = serve_with(Endpoint::new().server_options(options), SocketOptions::default()).await;
+    let mut stream = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server should have closed the silent connection");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_sockets_with_1012_and_terminates_channels() {
+    let options =
+        ServerOptions { drain_period: Duration::from_millis(200), drain_batch: 1, ..ServerOptions::default() };
+    let endpoint = Endpoint::new().server_options(options).socket("/socket", support::TestSocket);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(endpoint.clone().serve_with_shutdown(listener, async {
+        let _ = stopped.await;
+    }));
+    let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let mut c = support::Client::from(ws);
+        c.join("1", &format!("echo:drain{i}")).await;
+        clients.push(c);
+    }
+    assert_eq!(endpoint.connections(), 3);
+    let started = std::time::Instant::now();
+    stop.send(()).unwrap();
+    for c in &mut clients {
+        assert_eq!(c.close_code().await, Some(1012));
+    }
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("serve returns in bounded time")
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(4));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for i in 0..3 {
+        assert_eq!(support::terminated(&format!("echo:drain{i}")), [Terminate::Shutdown]);
+    }
+    // nothing listens any more
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    let _ = Received::Closed(None);
+}
