@@ -122,3 +122,29 @@ pub(crate) async fn serve(
     }
     Ok(())
 }
+
+/// Raises this process's soft limit on open files to its hard limit and
+/// returns the new limit. Each connection is a file descriptor, and the
+/// default soft limit (often 1024) is far below what a server can hold;
+/// call this at start.
+///
+/// ```
+/// let limit = channels_runtime::server::raise_fd_limit().unwrap();
+/// assert!(limit >= 256);
+/// ```
+#[cfg(unix)]
+pub fn raise_fd_limit() -> std::io::Result<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `getrlimit` writes into the struct we pass and nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `setrlimit` only reads the struct we pass.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
+}
