@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::channel::{ChannelRef, Mail, Routes, Start};
+use crate::channel::{mailbox, ChannelRef, Mail, MailSender, Routes, Start};
 use crate::connect::Connect;
 use crate::metrics::Metrics;
 use crate::options::SocketOptions;
@@ -23,7 +23,7 @@ use crate::socket::Connection;
 
 struct Joined {
     join_ref: Option<String>,
-    mailbox: mpsc::UnboundedSender<Mail>,
+    mailbox: MailSender,
 }
 
 impl Joined {
@@ -108,7 +108,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
     /// `Terminate::Shutdown` (the connection closes with 1012 after).
     pub(crate) fn shutdown(&mut self) {
         for (_, joined) in self.channels.drain() {
-            let _ = joined.mailbox.send(Mail::Shutdown);
+            let _ = joined.mailbox.send(Box::new(Mail::Shutdown));
         }
     }
 
@@ -156,7 +156,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
     fn join(&mut self, msg: Message) {
         if let Some(old) = self.live(&msg.topic) {
             // The newest join wins; the old instance sends phx_close.
-            let _ = old.mailbox.send(Mail::Displaced);
+            let _ = old.mailbox.send(Box::new(Mail::Displaced));
             self.channels.remove(&msg.topic);
         }
         let Some(route) = S::ROUTES.iter().find(|r| r.pattern().matches(&msg.topic)) else {
@@ -177,7 +177,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many channels joined"));
         }
-        let (sender, mailbox) = mpsc::unbounded_channel();
+        let (sender, mailbox) = mailbox();
         let me = sender.downgrade();
         let generation = self.next_generation;
         self.next_generation += 1;
@@ -203,7 +203,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             }
             Some(_) => {
                 if let Some(joined) = self.channels.remove(&msg.topic) {
-                    let _ = joined.mailbox.send(Mail::Leave { msg_ref: msg.msg_ref });
+                    let _ = joined.mailbox.send(Box::new(Mail::Leave { msg_ref: msg.msg_ref }));
                 }
             }
             // Leaving a topic that is not joined is fine: ok, echoing the
@@ -222,10 +222,10 @@ impl<S: Connect + Routes> Dispatcher<S> {
             return;
         }
         let Message { msg_ref, event, payload, topic, .. } = msg;
-        if let Err(mpsc::error::SendError(mail)) = joined.mailbox.send(Mail::In { msg_ref, event, payload }) {
+        if let Err(mpsc::error::SendError(mail)) = joined.mailbox.send(Box::new(Mail::In { msg_ref, event, payload })) {
             // The channel ended between the check and the send.
             self.channels.remove(&topic);
-            if let Mail::In { msg_ref, event, payload } = mail {
+            if let Mail::In { msg_ref, event, payload } = *mail {
                 self.unmatched(&Message { join_ref: None, msg_ref, topic, event, payload });
             }
         }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
 
 use crate::connect::Connect;
 use crate::protocol::{Payload, PayloadError};
@@ -23,7 +22,7 @@ use crate::reply::Reply;
 use crate::router::{Topic, TopicPattern};
 use crate::socket::{Connection, Socket};
 
-pub(crate) use mailbox::Mail;
+pub(crate) use mailbox::{mailbox, Mail, MailReceiver, MailSender};
 pub use mailbox::{ChannelGone, ChannelRef, Info};
 
 /// A channel: the state of one joined topic and its handlers.
@@ -235,6 +234,6 @@ pub(crate) struct Start<S: Connect> {
     pub(crate) assigns: S::Assigns,
     pub(crate) conn: Arc<Connection>,
     pub(crate) generation: u64,
-    pub(crate) mailbox: mpsc::UnboundedReceiver<Mail>,
+    pub(crate) mailbox: MailReceiver,
     pub(crate) me: ChannelRef,
 }

@@ -19,8 +19,11 @@ pub(crate) fn spawn<C: Channel>(start: Start<C::Socket>) {
 }
 
 /// Runs a handler, turning a panic into the same `Err` a handler returns.
+///
+/// The handler's future is boxed for the duration of the call, so an idle
+/// channel's task holds only its state, not room for its largest handler.
 async fn guarded<T>(handler: impl Future<Output = Result<T, String>>) -> Result<T, String> {
-    match AssertUnwindSafe(handler).catch_unwind().await {
+    match AssertUnwindSafe(Box::pin(handler)).catch_unwind().await {
         Ok(result) => result,
         Err(panic) => Err(panic_message(&*panic).to_owned()),
     }
@@ -87,7 +90,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
 
     let reason = loop {
         let Some(mail) = mailbox.recv().await else { break Terminate::Closed };
-        let (event, outcome) = match mail {
+        let (event, outcome) = match *mail {
             Mail::In { msg_ref, event, payload } => {
                 let started = std::time::Instant::now();
                 socket.set_current_ref(msg_ref);
@@ -184,11 +187,11 @@ fn warn_if_replied(outcome: &Result<Reply, String>, handler: &str) {
 /// the topic had never been joined.
 async fn refuse_pending<S: crate::connect::Connect>(
     socket: &Socket<S>,
-    mut mailbox: tokio::sync::mpsc::UnboundedReceiver<Mail>,
+    mut mailbox: super::MailReceiver,
 ) {
     mailbox.close();
     while let Some(mail) = mailbox.recv().await {
-        if let Mail::In { msg_ref, .. } = mail {
+        if let Mail::In { msg_ref, .. } = *mail {
             socket.connection().send(&Outgoing::Reply {
                 join_ref: None,
                 msg_ref: msg_ref.as_deref(),
