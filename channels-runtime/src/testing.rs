@@ -203,6 +203,18 @@ fn show(frames: &[Received]) -> String {
     frames.iter().map(|f| format!("\n    {f}")).collect()
 }
 
+/// Waits for the reply to `msg_ref` on `topic`, or panics saying what came.
+async fn expect_reply(inbox: &Inbox, timeout: Duration, topic: &str, msg_ref: &str, what: &str) -> (String, Value) {
+    let found = inbox
+        .expect(timeout, |f| matches!(f, Received::Reply { topic: t, msg_ref: r, .. } if t == topic && r == msg_ref))
+        .await;
+    match found {
+        Ok(Received::Reply { status, response, .. }) => (status, response),
+        Ok(_) => unreachable!("only replies match"),
+        Err(seen) => panic!("no reply to {what} on {topic} within {timeout:?}; received: {}", show(&seen)),
+    }
+}
+
 impl<S: Connect + Routes> TestSocket<S> {
     /// Connects through `S::connect` with these query parameters, on a
     /// fresh in-process PubSub.
@@ -284,20 +296,7 @@ impl<S: Connect + Routes> TestSocket<S> {
     }
 
     async fn wait_reply(&self, topic: &str, msg_ref: &str) -> (String, Value) {
-        let timeout = self.shared.timeout();
-        let found = self
-            .shared
-            .inbox
-            .expect(
-                timeout,
-                |f| matches!(f, Received::Reply { topic: t, msg_ref: r, .. } if t == topic && r == msg_ref),
-            )
-            .await;
-        match found {
-            Ok(Received::Reply { status, response, .. }) => (status, response),
-            Ok(_) => unreachable!("only replies match"),
-            Err(seen) => panic!("no reply to the join of {topic} within {timeout:?}; received: {}", show(&seen)),
-        }
+        expect_reply(&self.shared.inbox, self.shared.timeout(), topic, msg_ref, "the join").await
     }
 
     /// Closes the connection: every channel terminates with `Closed`.
@@ -362,21 +361,8 @@ impl TestChannel {
 
     /// Waits for the reply to `push` and returns its status and response.
     pub async fn reply(&self, push: &PushRef) -> (String, Value) {
-        let timeout = self.socket.timeout();
-        let (topic, msg_ref) = (&self.topic, &push.0);
-        let found = self
-            .socket
-            .inbox()
-            .expect(
-                timeout,
-                |f| matches!(f, Received::Reply { topic: t, msg_ref: r, .. } if t == topic && r == msg_ref),
-            )
-            .await;
-        match found {
-            Ok(Received::Reply { status, response, .. }) => (status, response),
-            Ok(_) => unreachable!("only replies match"),
-            Err(seen) => panic!("no reply to push {} on {topic} within {timeout:?}; received: {}", push.0, show(&seen)),
-        }
+        let what = format!("push {}", push.0);
+        expect_reply(self.socket.inbox(), self.socket.timeout(), &self.topic, &push.0, &what).await
     }
 
     /// Asserts the reply to `push` has this status and response.

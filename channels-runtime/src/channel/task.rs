@@ -185,10 +185,7 @@ fn warn_if_replied(outcome: &Result<Reply, String>, handler: &str) {
 
 /// After a refused join, answers anything the client sent meanwhile as if
 /// the topic had never been joined.
-async fn refuse_pending<S: crate::connect::Connect>(
-    socket: &Socket<S>,
-    mut mailbox: super::MailReceiver,
-) {
+async fn refuse_pending<S: crate::connect::Connect>(socket: &Socket<S>, mut mailbox: super::MailReceiver) {
     mailbox.close();
     while let Some(mail) = mailbox.recv().await {
         if let Mail::In { msg_ref, .. } = *mail {

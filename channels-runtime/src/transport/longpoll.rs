@@ -12,12 +12,11 @@
 //! its socket id is told to `disconnect`, or when it falls too far behind.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo as AxumConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
@@ -27,7 +26,7 @@ use serde::Serialize;
 
 use super::Mount;
 use crate::channel::Routes;
-use crate::connect::{Connect, ConnectInfo, Params};
+use crate::connect::{Connect, Params};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, Outbox};
@@ -115,11 +114,7 @@ pub(crate) async fn handle<S: Connect + Routes>(sessions: Arc<Sessions<S>>, req:
     if *req.method() == Method::OPTIONS {
         return preflight(req.headers());
     }
-    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !mount.options.check_origin.allows(origin, host) {
-        tracing::warn!(origin, host, "longpoll refused: origin not allowed (see SocketOptions::check_origin)");
-        Metrics::incr(&mount.metrics.connections_refused);
+    if !super::origin_allowed(mount, req.headers()) {
         return answer(403, None, None);
     }
     let params = Params::from_query(req.uri().query().unwrap_or(""));
@@ -158,23 +153,12 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     let mount = &sessions.mount;
     // phoenix.js always speaks V2 over LongPoll; V1 frames may still arrive
     // from legacy clients that ask for it.
-    let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
-        Metrics::incr(&mount.metrics.connections_refused);
-        return answer(403, None, None);
-    };
-    if !mount.registry.has_room() {
-        tracing::warn!("longpoll refused: the endpoint is at its connection limit");
-        Metrics::incr(&mount.metrics.connections_refused);
-        return answer(503, None, None);
-    }
-    let peer = req.extensions().get::<AxumConnectInfo<SocketAddr>>().map(|c| c.0);
-    let info = ConnectInfo::new(peer, req.uri().clone(), req.headers().clone());
-    let assigns = match super::connect::<S>(&params, &info).await {
-        Ok(assigns) => assigns,
-        Err(status) => {
-            Metrics::incr(&mount.metrics.connections_refused);
-            return answer(if status.is_server_error() { 500 } else { 403 }, None, None);
-        }
+    let (serializer, assigns) = match super::admit::<S>(mount, &params, super::connect_info(&req)).await {
+        Ok(admitted) => admitted,
+        // Phoenix answers every refusal `403`; a full server or a crashed
+        // `connect` say so instead.
+        Err(status) if status.is_server_error() => return answer(status.as_u16(), None, None),
+        Err(_) => return answer(403, None, None),
     };
     let Some(token) = new_token() else {
         tracing::error!("no randomness for a session token");
@@ -197,7 +181,6 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         last_poll: Mutex::new(Instant::now()),
     });
     sessions.sessions.lock().insert(token.clone(), session.clone());
-    Metrics::incr(&mount.metrics.connections_accepted);
     Metrics::incr(&mount.metrics.connections_open);
     reap_when_idle(sessions.clone(), token.clone(), session, mount.options.longpoll_window * 3 / 2);
     answer(410, Some(&token), Some(Vec::new()))

@@ -4,10 +4,17 @@
 //! shared; a transport only moves frames and notices when the client is
 //! gone.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{header, HeaderMap, StatusCode};
+use futures_util::FutureExt;
+
+use crate::connect::{Connect, Params};
 use crate::metrics::Metrics;
 use crate::options::SocketOptions;
+use crate::protocol::Serializer;
 use crate::pubsub::PubSub;
 use crate::registry::Registry;
 
@@ -24,13 +31,58 @@ pub(crate) struct Mount {
     pub(crate) registry: Arc<Registry>,
 }
 
+/// Whether the request's `Origin` may open a socket (counted and logged
+/// when not). Applies to every transport request, before anything else.
+pub(crate) fn origin_allowed(mount: &Mount, headers: &HeaderMap) -> bool {
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let allowed = mount.options.check_origin.allows(origin, host);
+    if !allowed {
+        tracing::warn!(origin, host, "connect refused: origin not allowed (see SocketOptions::check_origin)");
+        Metrics::incr(&mount.metrics.connections_refused);
+    }
+    allowed
+}
+
+/// Phoenix's connect checks after the origin, in Phoenix's order, for
+/// every transport: the serializer the `vsn` asks for, room under the
+/// connection cap, then the application's `connect`. A refusal is the HTTP
+/// status that says why (each transport words it its own way).
+pub(crate) async fn admit<S: Connect>(
+    mount: &Mount,
+    params: &Params,
+    info: crate::connect::ConnectInfo,
+) -> Result<(Serializer, S::Assigns), StatusCode> {
+    let admitted = async {
+        let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
+            tracing::info!(vsn = params.get("vsn"), "connect refused: unsupported vsn");
+            return Err(StatusCode::FORBIDDEN);
+        };
+        if !mount.registry.has_room() {
+            tracing::warn!("connect refused: the endpoint is at its connection limit");
+            return Err(StatusCode::SERVICE_UNAVAILABLE);
+        }
+        let assigns = connect::<S>(params, &info).await?;
+        Ok((serializer, assigns))
+    }
+    .await;
+    match &admitted {
+        Ok(_) => Metrics::incr(&mount.metrics.connections_accepted),
+        Err(_) => Metrics::incr(&mount.metrics.connections_refused),
+    }
+    admitted
+}
+
+/// What `connect` gets to know about a request (taken before any await:
+/// a request body is not `Sync`).
+pub(crate) fn connect_info(req: &Request) -> crate::connect::ConnectInfo {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    crate::connect::ConnectInfo::new(peer, req.uri().clone(), req.headers().clone())
+}
+
 /// Runs the application's `connect`, containing a panic in it: the client is
 /// refused (HTTP 500) and the panic logged, the server carries on.
-pub(crate) async fn connect<S: crate::connect::Connect>(
-    params: &crate::connect::Params,
-    info: &crate::connect::ConnectInfo,
-) -> Result<S::Assigns, axum::http::StatusCode> {
-    use futures_util::FutureExt;
+async fn connect<S: Connect>(params: &Params, info: &crate::connect::ConnectInfo) -> Result<S::Assigns, StatusCode> {
     match std::panic::AssertUnwindSafe(S::connect(params, info)).catch_unwind().await {
         Ok(Ok(assigns)) => Ok(assigns),
         Ok(Err(refusal)) => {
@@ -44,7 +96,7 @@ pub(crate) async fn connect<S: crate::connect::Connect>(
                 .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
                 .unwrap_or("(non-string panic payload)");
             tracing::error!(panic = message, "connect panicked");
-            Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+            Err(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
 }

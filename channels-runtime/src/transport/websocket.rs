@@ -11,12 +11,11 @@
 //! configured for small idle connections: a small read buffer, and writes
 //! gathered per batch in a buffer that is released afterwards.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo as AxumConnectInfo, Request};
+use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -29,7 +28,7 @@ use tungstenite::{Message as WsMessage, Utf8Bytes};
 use super::coalesce::Coalesce;
 use super::Mount;
 use crate::channel::Routes;
-use crate::connect::{Connect, ConnectInfo, Params};
+use crate::connect::{Connect, Params};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, Outbox};
@@ -79,33 +78,13 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     // auth token; a browser aborts unless the server selects it.
     let protocol = header_has(headers, header::SEC_WEBSOCKET_PROTOCOL, "phoenix").then_some("phoenix");
 
-    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !mount.options.check_origin.allows(origin, host) {
-        tracing::warn!(origin, host, "connect refused: origin not allowed (see SocketOptions::check_origin)");
-        Metrics::incr(&mount.metrics.connections_refused);
+    if !super::origin_allowed(&mount, headers) {
         return StatusCode::FORBIDDEN.into_response();
     }
-
     let params = Params::from_query(req.uri().query().unwrap_or(""));
-    let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
-        tracing::info!(vsn = params.get("vsn"), "connect refused: unsupported vsn");
-        Metrics::incr(&mount.metrics.connections_refused);
-        return StatusCode::FORBIDDEN.into_response();
-    };
-    if !mount.registry.has_room() {
-        tracing::warn!("connect refused: the endpoint is at its connection limit");
-        Metrics::incr(&mount.metrics.connections_refused);
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "too many connections");
-    }
-    let peer = req.extensions().get::<AxumConnectInfo<SocketAddr>>().map(|c| c.0);
-    let info = ConnectInfo::new(peer, req.uri().clone(), req.headers().clone());
-    let assigns = match super::connect::<S>(&params, &info).await {
-        Ok(assigns) => assigns,
-        Err(status) => {
-            Metrics::incr(&mount.metrics.connections_refused);
-            return status.into_response();
-        }
+    let (serializer, assigns) = match super::admit::<S>(&mount, &params, super::connect_info(&req)).await {
+        Ok(admitted) => admitted,
+        Err(status) => return status.into_response(),
     };
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return plain(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
@@ -115,7 +94,6 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     let pubsub = mount.pubsub.clone();
     let metrics = mount.metrics.clone();
     let registry = mount.registry.clone();
-    Metrics::incr(&metrics.connections_accepted);
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
