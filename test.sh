@@ -6,13 +6,16 @@
 #   ./test.sh
 #
 # Stages (each one runs and reports even when an earlier one failed):
-#   install      npm ci in tests/js (+ system packages, see install_system_packages)
+#   install      npm ci in tests/js and examples/web (+ system packages: chromium,
+#                see install_system_packages)
 #   fmt          cargo fmt --all -- --check
 #   clippy       cargo clippy --workspace --all-targets -- -D warnings
 #   cargo-test   cargo test --workspace (unit, integration and trybuild UI tests)
-#   build        cargo build --release --example discuss
+#   build        cargo build --release --examples (discuss, and chat for tests/js/chat.test.mjs)
 #   start        the example on a free port (scripts/start-discuss.sh)
-#   e2e          node --test tests/js/*.test.mjs against it (phoenix.js + raw frames)
+#   e2e          node --test tests/js/*.test.mjs against it (phoenix.js over
+#                WebSocket and LongPoll, raw frames, the demo page in headless
+#                Chromium; screenshots in tests/js/artifacts/demo*.png)
 #   conformance  $SHARED_DIR/conformance/run.sh against it (comments + socket suites)
 #
 # Environment:
@@ -89,11 +92,12 @@ trap 'exit 130' INT TERM
 
 # System packages the tests need, installed with apt when missing.
 # LATER ISSUES: add Debian packages here (e.g. redis-server for the multi-node
-# tests, chromium + chromium-driver for browser tests) as
+# tests) as
 #   "command-to-check:debian-package".
 SYSTEM_PACKAGES=(
   # "redis-server:redis-server"
-  # "chromium:chromium"
+  # tests/js/browser.test.mjs drives /usr/bin/chromium with playwright-core
+  "chromium:chromium"
   # "chromedriver:chromium-driver"
 )
 
@@ -118,7 +122,9 @@ install_deps() {
   done
   echo "$(cargo --version); node $(node --version); npm $(npm --version)"
   install_system_packages || return 1
-  (cd "$ROOT/tests/js" && npm ci --no-audit --no-fund)
+  (cd "$ROOT/tests/js" && npm ci --no-audit --no-fund) || return 1
+  # phoenix.js for the example's demo page (served at /assets/phoenix.mjs)
+  (cd "$ROOT/examples/web" && npm ci --no-audit --no-fund)
 }
 
 # ---------------------------------------------------------------- end to end
@@ -155,7 +161,7 @@ stage install install_deps
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage cargo-test cargo test --workspace
-stage build cargo build --release --example discuss
+stage build cargo build --release --examples
 
 if [ -x "$ROOT/target/release/examples/discuss" ] && [ "${results[-1]%% *}" = "PASS" ]; then
   # not a subshell: start_server sets DISCUSS_PID/DISCUSS_URL for the stages below

@@ -7,15 +7,24 @@
 //! cargo run --release --example discuss              # http://127.0.0.1:4000
 //! cargo run --release --example discuss -- --port 4100 --host 127.0.0.1
 //! ```
+//!
+//! `GET /` is a demo page (`examples/web`) that uses the socket through the
+//! official phoenix.js client from npm, which the example serves itself so the
+//! page needs no outside network. When `examples/web/node_modules` is missing
+//! at start, the example runs `npm ci` there once, in the background.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
-use axum::routing::post;
+use axum::http::{header, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
 use axum::Router;
 use channels::prelude::*;
 use channels::SocketOptions;
@@ -196,6 +205,87 @@ async fn disconnect(State(endpoint): State<Endpoint>, Query(q): Query<Disconnect
     }
 }
 
+/// The demo page's files, found from the crate's directory (not the working
+/// directory) so `cargo run --example discuss` works from anywhere.
+fn web_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join("web")
+}
+
+/// phoenix.js as an ES module, as npm installs it (`examples/web/package.json`
+/// pins the version); never copied into the repository.
+fn phoenix_mjs() -> PathBuf {
+    web_dir().join("node_modules/phoenix/priv/static/phoenix.mjs")
+}
+
+/// True while the `npm ci` started by [`install_phoenix_js`] runs, so `/`
+/// can say "installing" rather than "run npm ci".
+static NPM_RUNNING: AtomicBool = AtomicBool::new(false);
+
+/// On a fresh checkout `examples/web/node_modules` does not exist yet: runs
+/// `npm ci` there once, on a thread of its own so the socket serves at once
+/// (the page works as soon as it is done). Without npm, or if it fails, the
+/// example keeps serving and `/` says what to run.
+fn install_phoenix_js() {
+    if phoenix_mjs().is_file() {
+        return;
+    }
+    let dir = web_dir();
+    tracing::info!(dir = %dir.display(), "phoenix.js is not installed; running `npm ci --no-audit --no-fund` for the demo page");
+    NPM_RUNNING.store(true, Ordering::SeqCst);
+    std::thread::spawn(move || {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() && phoenix_mjs().is_file() => tracing::info!("npm ci done; the demo page is ready"),
+            Ok(s) => tracing::warn!(%s, "npm ci failed; the demo page needs: npm ci --prefix examples/web"),
+            Err(e) => tracing::warn!(error = %e, "cannot run npm; the demo page needs: npm ci --prefix examples/web"),
+        }
+        NPM_RUNNING.store(false, Ordering::SeqCst);
+    });
+}
+
+/// A file of `examples/web`, read at request time (they are small, and an
+/// edited page shows on reload without a rebuild).
+fn web_file(path: &Path, content_type: &'static str) -> Response {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            ([(header::CONTENT_TYPE, content_type), (header::CACHE_CONTROL, "no-cache")], bytes).into_response()
+        }
+        Err(e) => (StatusCode::NOT_FOUND, format!("{}: {e}\n", path.display())).into_response(),
+    }
+}
+
+/// `GET /`: the demo page, or, while phoenix.js is not installed, a short
+/// page saying so (the demo cannot work without it).
+async fn index() -> Response {
+    if phoenix_mjs().is_file() {
+        return web_file(&web_dir().join("index.html"), "text/html; charset=utf-8");
+    }
+    let what = if NPM_RUNNING.load(Ordering::SeqCst) {
+        "<p>Installing phoenix.js with <code>npm ci</code>&hellip; reload in a few seconds.</p>"
+    } else {
+        "<p>phoenix.js is not installed. Run <code>npm ci --prefix examples/web</code>, then reload.</p>"
+    };
+    let page = format!("<!doctype html><meta charset=utf-8><title>Discuss</title><h1>Discuss</h1>{what}");
+    (StatusCode::SERVICE_UNAVAILABLE, Html(page)).into_response()
+}
+
+/// The demo page and what it loads, beside the socket.
+fn web_routes() -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route(
+            "/assets/app.js",
+            get(|| async { web_file(&web_dir().join("app.js"), "text/javascript; charset=utf-8") }),
+        )
+        .route("/assets/style.css", get(|| async { web_file(&web_dir().join("style.css"), "text/css; charset=utf-8") }))
+        .route("/assets/phoenix.mjs", get(|| async { web_file(&phoenix_mjs(), "text/javascript; charset=utf-8") }))
+}
+
 struct Args {
     host: String,
     port: u16,
@@ -234,10 +324,11 @@ async fn main() -> anyhow::Result<()> {
     let options = SocketOptions { longpoll: true, ..SocketOptions::default() };
     let endpoint = Endpoint::new().socket_with("/socket", UserSocket, options);
     let api = Router::new().route("/api/disconnect", post(disconnect)).with_state(endpoint.clone());
+    install_phoenix_js();
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr: SocketAddr = listener.local_addr()?;
     println!("listening on http://{addr}");
-    endpoint.merge(api).serve_on(listener).await?;
+    endpoint.merge(api.merge(web_routes())).serve_on(listener).await?;
     Ok(())
 }

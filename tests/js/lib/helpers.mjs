@@ -1,17 +1,43 @@
 // Helpers for the project's end-to-end tests of the `discuss` example.
 //
 // Two kinds of client:
-//   * phoenix.js (the official client, pinned 1.8.16) over the `ws` package,
-//     for "does a real app work" checks (auto-rejoin, auto-reconnect, ...);
+//   * phoenix.js (the official client, pinned 1.8.16) over the `ws` package
+//     or over its own LongPoll transport (Node's global fetch; phoenix.js's
+//     Ajax uses it when there is no XMLHttpRequest), for "does a real app
+//     work" checks (auto-rejoin, auto-reconnect, ...);
 //   * RawClient, a bare WebSocket speaking V2 (array) or V1 (object) JSON
 //     frames, where the exact frames and their order matter.
 //
 // Every wait has an explicit deadline so a dead or misbehaving server fails
 // fast with a message naming what was awaited.
-import { Socket } from "phoenix";
+import { Socket, LongPoll, Presence } from "phoenix";
 import WebSocket from "ws";
 
-export { Socket, WebSocket };
+export { Socket, LongPoll, Presence, WebSocket };
+
+/**
+ * The phoenix.js transport class for a name: "websocket" (the `ws` package)
+ * or "longpoll" (phoenix.js's LongPoll). A class is returned unchanged.
+ */
+export function transportOf(t) {
+  if (typeof t === "function") return t;
+  switch (String(t).toLowerCase()) {
+    case "websocket":
+      return WebSocket;
+    case "longpoll":
+      return LongPoll;
+    default:
+      throw new Error(`unknown phoenix.js transport ${t}: use "websocket" or "longpoll"`);
+  }
+}
+
+/**
+ * The transport makeSocket/openSocket use when a test does not choose one:
+ * PHX_TRANSPORT=longpoll runs those over LongPoll too (an exploration aid:
+ * WebSocket-only expectations, such as the close code 1001 of a forced
+ * disconnect, do not hold there; lib/cases.mjs holds the shared cases).
+ */
+export const DEFAULT_TRANSPORT = transportOf(process.env.PHX_TRANSPORT || "websocket");
 
 /** ws://host:port/socket of the server under test. */
 export const URL = (process.env.DISCUSS_URL || "ws://127.0.0.1:4000/socket").replace(/\/+$/, "");
@@ -101,16 +127,17 @@ export function tryUpgrade(query, ms = 3000) {
 const liveSockets = new Set();
 
 /**
- * A phoenix.js Socket (not connected) over `ws`, with a 5 s push timeout and
- * fast reconnect/rejoin so recovery is observable within one test.
+ * A phoenix.js Socket (not connected) over DEFAULT_TRANSPORT, or
+ * `opts.transport` (a class, or "websocket" / "longpoll"), with a 5 s push
+ * timeout and fast reconnect/rejoin so recovery is observable within one test.
  */
 export function makeSocket(opts = {}) {
   const socket = new Socket(URL, {
-    transport: WebSocket,
     timeout: 5000,
     reconnectAfterMs: () => 100,
     rejoinAfterMs: () => 100,
     ...opts,
+    transport: transportOf(opts.transport || DEFAULT_TRANSPORT),
   });
   liveSockets.add(socket);
   return socket;
@@ -189,9 +216,10 @@ async function cleanupSockets() {
 const liveRaw = new Set();
 
 /**
- * A bare WebSocket client. Every text frame received is kept in `frames`
- * (`{text, msg, at}`, msg = parsed JSON or null), in arrival order, so tests
- * can assert exact frames and their order.
+ * A bare WebSocket client. Every frame received is kept in `frames`
+ * (`{text, msg, binary, data, at}`: msg = parsed JSON or null; a binary
+ * frame has text null and its bytes in data), in arrival order, so tests can
+ * assert exact frames and their order.
  */
 export class RawClient {
   constructor(ws, vsn) {
@@ -209,7 +237,7 @@ export class RawClient {
       } catch {
         msg = null;
       }
-      this.frames.push({ text, msg, binary: isBinary, at: Date.now() });
+      this.frames.push({ text, msg, binary: isBinary, data: isBinary ? Buffer.from(data) : undefined, at: Date.now() });
       this._check();
     });
     ws.on("close", (code, reason) => {
