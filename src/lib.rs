@@ -61,10 +61,11 @@ pub use channels_runtime::protocol::Payload;
 pub use channels_runtime::pubsub::{BroadcastError, PubSub};
 pub use channels_runtime::reply::{IntoReply, Reply, Status};
 pub use channels_runtime::router::Topic;
+pub use channels_runtime::server::ServerOptions;
 pub use channels_runtime::socket::{Socket, SocketRef, TimerRef};
 pub use channels_runtime::token::{TokenError, Tokens};
 pub use channels_runtime::{
-    connect, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, testing, token,
+    connect, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server, testing, token,
 };
 pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 

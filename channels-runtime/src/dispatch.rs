@@ -112,6 +112,12 @@ impl<S: Connect + Routes> Dispatcher<S> {
         }
     }
 
+    /// The connection closed: every channel's mailbox closes, and each
+    /// terminates with `Terminate::Closed`.
+    pub(crate) fn close(&mut self) {
+        self.channels.clear();
+    }
+
     /// Handles one client message.
     pub(crate) fn dispatch(&mut self, msg: Message) {
         Metrics::incr(&self.conn.metrics.messages_in);

@@ -299,9 +299,11 @@ impl<S: Connect + Routes> TestSocket<S> {
         expect_reply(&self.shared.inbox, self.shared.timeout(), topic, msg_ref, "the join").await
     }
 
-    /// Closes the connection: every channel terminates with `Closed`.
+    /// Closes the connection: every channel terminates with `Closed`, as
+    /// when a client disconnects (their `TestChannel`s see nothing more).
     pub fn close(self) {
-        drop(self);
+        self.shared.dispatcher.lock().close();
+        self.shared.inbox.outbox.close(crate::outbox::CloseReason::Gone);
     }
 }
 
@@ -392,6 +394,39 @@ impl TestChannel {
             .await;
         if let Err(seen) = found {
             panic!("expected push {event} {expected} on {topic} within {timeout:?}; received: {}", show(&seen));
+        }
+    }
+
+    /// Waits for the channel's next push of `event` and returns its payload,
+    /// for assertions on part of it (Elixir's `assert_push "e", %{"k" => v}`
+    /// binding `v`).
+    pub async fn next_push(&self, event: &str) -> Value {
+        let timeout = self.socket.timeout();
+        let topic = &self.topic;
+        let found = self
+            .socket
+            .inbox()
+            .expect(timeout, |f| matches!(f, Received::Push { topic: t, event: e, .. } if t == topic && e == event))
+            .await;
+        match found {
+            Ok(Received::Push { payload, .. }) => payload,
+            Ok(_) => unreachable!("only pushes match"),
+            Err(seen) => panic!("expected push {event} on {topic} within {timeout:?}; received: {}", show(&seen)),
+        }
+    }
+
+    /// Waits for the next broadcast of `event` on the topic and returns its
+    /// payload.
+    pub async fn next_broadcast(&self, event: &str) -> Value {
+        let timeout = self.socket.timeout();
+        let found =
+            self.observer.expect(timeout, |f| matches!(f, Received::Broadcast { event: e, .. } if e == event)).await;
+        match found {
+            Ok(Received::Broadcast { payload, .. }) => payload,
+            Ok(_) => unreachable!("only broadcasts match"),
+            Err(seen) => {
+                panic!("expected broadcast {event} on {} within {timeout:?}; received: {}", self.topic, show(&seen))
+            }
         }
     }
 

@@ -1,0 +1,135 @@
+//! The `discuss` channels, tested in-process with `channels::testing`
+//! (like Phoenix.ChannelTest): no server, no network, the real channels.
+
+#[path = "../examples/discuss/app.rs"]
+mod app;
+
+use std::time::Duration;
+
+use app::UserSocket;
+use channels::testing::TestSocket;
+use channels::Status;
+use serde_json::json;
+
+/// A fresh `comments:N` topic per test: comments are kept in memory.
+fn topic() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    format!("comments:{}{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+#[tokio::test]
+async fn joining_a_comments_topic_says_hey_and_lists_its_comments() {
+    let mut socket = TestSocket::<UserSocket>::connect(&[("user_id", "7")]).await.unwrap();
+    let topic = topic();
+    let (reply, _channel) = socket.join(&topic, json!({})).await.unwrap();
+    assert_eq!(reply, json!({"hey": "there", "comments": []}));
+}
+
+#[tokio::test]
+async fn a_topic_that_is_not_all_digits_is_refused() {
+    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    for bad in ["comments:abc", "comments:12x", "comments:-5", "comments:"] {
+        assert_eq!(socket.join(bad, json!({})).await.unwrap_err(), json!({"reason": "invalid topic"}), "{bad}");
+    }
+    assert_eq!(socket.join("elsewhere:1", json!({})).await.unwrap_err(), json!({"reason": "unmatched topic"}));
+}
+
+#[tokio::test]
+async fn adding_a_comment_broadcasts_only_its_content_and_keeps_it() {
+    let mut socket = TestSocket::<UserSocket>::connect(&[("user_id", "7")]).await.unwrap();
+    let topic = topic();
+    let (_, channel) = socket.join(&topic, json!({})).await.unwrap();
+
+    let push = channel.push("comment:add", json!({"content": "first!"}));
+    channel.assert_reply(&push, Status::Ok, json!({})).await;
+    // the model derives Encode with `only = [content]`: no user_id, no inserted_at
+    channel.assert_broadcast(&format!("{topic}:new"), json!({"comment": {"content": "first!"}})).await;
+
+    let mut later = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let (reply, _) = later.join(&topic, json!({})).await.unwrap();
+    assert_eq!(reply, json!({"hey": "there", "comments": [{"content": "first!"}]}));
+}
+
+#[tokio::test]
+async fn blank_or_missing_content_is_refused_and_nothing_is_broadcast() {
+    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let topic = topic();
+    let (_, channel) = socket.join(&topic, json!({})).await.unwrap();
+    let blank = json!({"errors": {"content": ["can't be blank"]}});
+    for payload in [json!({}), json!({"content": ""}), json!({"content": "  "}), json!({"content": 5})] {
+        let push = channel.push("comment:add", payload);
+        channel.assert_reply(&push, Status::Error, &blank).await;
+    }
+    channel.refute_broadcast(&format!("{topic}:new"), Duration::from_millis(100)).await;
+    // a payload that is not an object is not a comment at all
+    let (status, response) = channel.reply(&channel.push("comment:add", json!(["hello"]))).await;
+    assert_eq!((status.as_str(), &response["reason"]), ("error", &json!("invalid payload")));
+}
+
+#[tokio::test]
+async fn ping_echoes_any_payload_and_unknown_events_are_refused() {
+    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let (_, channel) = socket.join(&topic(), json!({})).await.unwrap();
+    let payload = json!({"nested": {"list": [1, "two", null]}, "emoji": "😀"});
+    channel.assert_reply(&channel.push("ping", &payload), Status::Ok, &payload).await;
+    channel.assert_reply(&channel.push("nope", json!({})), Status::Error, json!({"reason": "unknown event"})).await;
+}
+
+#[tokio::test]
+async fn crash_kills_the_channel_alone() {
+    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let (_, doomed) = socket.join(&topic(), json!({})).await.unwrap();
+    let (_, survivor) = socket.join(&topic(), json!({})).await.unwrap();
+    doomed.push("crash", json!({}));
+    doomed.assert_crashed().await;
+    survivor.assert_reply(&survivor.push("ping", json!({"alive": true})), Status::Ok, json!({"alive": true})).await;
+}
+
+#[tokio::test]
+async fn rooms_need_a_name_track_presence_and_shout() {
+    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    assert_eq!(socket.join("room:t1", json!({})).await.unwrap_err(), json!({"reason": "name required"}));
+
+    let (reply, room) = socket.join("room:t1", json!({"name": "ada"})).await.unwrap();
+    assert_eq!(reply, json!({}));
+    // right after the join: everyone gets a diff with ada joining, and this
+    // client the whole presence state
+    let diff = room.next_broadcast("presence_diff").await;
+    assert_eq!(diff["leaves"], json!({}));
+    let meta = &diff["joins"]["ada"]["metas"][0];
+    assert!(meta["online_at"].as_str().is_some_and(|s| s.parse::<u64>().is_ok()), "{meta}");
+    assert_eq!(meta["phx_ref"].as_str().map(str::len), Some(16));
+    let state = room.next_push("presence_state").await;
+    assert_eq!(state, json!({"ada": {"metas": [meta]}}));
+
+    room.assert_reply(&room.push("shout", json!({"body": "hi"})), Status::Ok, json!({})).await;
+    room.assert_broadcast("shout", json!({"from": "ada", "body": "hi"})).await;
+
+    // leaving untracks: the others see ada leave
+    let (status, _) = room.leave().await;
+    assert_eq!(status, "ok");
+}
+
+#[tokio::test]
+async fn a_second_member_sees_the_first_in_the_state_and_its_leave() {
+    let pubsub = channels::PubSub::local();
+    let mut ada = TestSocket::<UserSocket>::connect_on(&pubsub, &[]).await.unwrap();
+    let mut bob = TestSocket::<UserSocket>::connect_on(&pubsub, &[]).await.unwrap();
+    let (_, ada_room) = ada.join("room:t2", json!({"name": "ada"})).await.unwrap();
+    ada_room.next_push("presence_state").await;
+    let (_, bob_room) = bob.join("room:t2", json!({"name": "bob"})).await.unwrap();
+    let state = bob_room.next_push("presence_state").await;
+    let mut names: Vec<_> = state.as_object().unwrap().keys().cloned().collect();
+    names.sort();
+    assert_eq!(names, ["ada", "bob"]);
+
+    ada.close();
+    let leave = loop {
+        let diff = bob_room.next_broadcast("presence_diff").await;
+        if diff["leaves"].get("ada").is_some() {
+            break diff;
+        }
+    };
+    assert_eq!(leave["joins"], json!({}));
+}
