@@ -95,7 +95,7 @@ trap 'exit 130' INT TERM
 # tests) as
 #   "command-to-check:debian-package".
 SYSTEM_PACKAGES=(
-  # "redis-server:redis-server"
+  "redis-server:redis-server"
   # tests/js/browser.test.mjs drives /usr/bin/chromium with playwright-core
   "chromium:chromium"
   # "chromedriver:chromium-driver"
