@@ -51,6 +51,8 @@
 //! }
 //! ```
 
+#![deny(missing_docs)]
+
 pub use channels_macros::{channel, socket, Encode};
 pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, Terminate};
 pub use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};

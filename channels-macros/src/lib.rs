@@ -8,6 +8,8 @@
 //! only through `::channels::__private` (or `path::__private` with
 //! `crate = path`).
 
+#![deny(missing_docs)]
+
 use proc_macro::TokenStream;
 
 mod channel;

@@ -5,7 +5,7 @@
 //! the modules here are what those macros expand into, and what a hand
 //! implementation would use.
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod channel;
 pub mod connect;

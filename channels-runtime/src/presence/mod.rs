@@ -29,7 +29,7 @@
 //! channel leaves, crashes or its connection drops, its presences leave.
 //!
 //! Across nodes, each node replicates its presences over the PubSub's
-//! adapter the way Phoenix.Tracker does (see [`replica`]): changes are
+//! adapter the way Phoenix.Tracker does: changes are
 //! gossiped as deltas, heartbeats carry each node's clock so gaps are
 //! repaired by a state transfer, and a node that stops sending heartbeats
 //! for [`PresenceOptions::down_period`] is declared down, its presences
