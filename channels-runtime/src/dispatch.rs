@@ -160,6 +160,14 @@ impl<S: Connect + Routes> Dispatcher<S> {
     }
 
     fn join(&mut self, msg: Message) {
+        // A join refused for flooding must not cost the client the channel it
+        // already has on the topic: checked before the newest join displaces it.
+        if !self.join_rate.allow() {
+            tracing::warn!(topic = msg.topic, limit = self.join_rate.limit, "join refused: too many joins per second");
+            Metrics::incr(&self.conn.metrics.joins_refused);
+            let join_ref = msg.join_ref.as_deref();
+            return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many joins"));
+        }
         if let Some(old) = self.live(&msg.topic) {
             // The newest join wins; the old instance sends phx_close.
             let _ = old.mailbox.send(Box::new(Mail::Displaced));
@@ -170,12 +178,6 @@ impl<S: Connect + Routes> Dispatcher<S> {
             Metrics::incr(&self.conn.metrics.joins_refused);
             return self.unmatched(&msg);
         };
-        if !self.join_rate.allow() {
-            tracing::warn!(topic = msg.topic, limit = self.join_rate.limit, "join refused: too many joins per second");
-            Metrics::incr(&self.conn.metrics.joins_refused);
-            let join_ref = msg.join_ref.as_deref();
-            return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many joins"));
-        }
         self.channels.retain(|_, c| c.is_alive());
         if self.channels.len() >= self.max_channels {
             tracing::warn!(topic = msg.topic, limit = self.max_channels, "join refused: too many channels");

@@ -125,12 +125,15 @@ impl Payload {
     }
 }
 
-/// A payload deserializer on which a struct must be a JSON object.
+/// A payload deserializer on which the payload itself, when it is read as a
+/// struct, must be a JSON object.
 ///
 /// serde accepts a JSON array for a struct (its fields in order), so
 /// `["hello"]` would pass for `{"content": "hello"}`. No Phoenix client
-/// sends struct payloads as arrays; accepting them would only let malformed
-/// input through.
+/// sends a payload as an array where an object is meant; accepting it would
+/// only let malformed input through. Structs nested inside the payload
+/// follow serde_json's usual rules (an array of their fields is accepted
+/// there, as anywhere serde_json is used).
 struct ObjectsOnly<D>(D);
 
 macro_rules! forward {

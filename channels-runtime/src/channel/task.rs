@@ -78,13 +78,13 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             join_reply(Status::Error, &response);
             tracing::info!(topic = %topic, refusal = response.as_json(), "join refused");
             Metrics::incr(&conn.metrics.joins_refused);
-            return refuse_pending(&socket, mailbox).await;
+            return refuse_pending(&mut socket, mailbox).await;
         }
         Err(error) => {
             tracing::error!(topic = %topic, error, "join crashed");
             Metrics::incr(&conn.metrics.join_crashes);
             join_reply(Status::Error, &reply::reason("join crashed"));
-            return refuse_pending(&socket, mailbox).await;
+            return refuse_pending(&mut socket, mailbox).await;
         }
     };
 
@@ -159,9 +159,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     if let Err(error) = terminated {
         tracing::error!(topic = %topic, error, "terminate crashed");
     }
-    if let Some(tracker) = conn.pubsub.tracker_if_started() {
-        tracker.untrack_owner(socket.owner());
-    }
+    release(&mut socket);
     let control = |event: &str, payload: &Payload| {
         conn.send(&Outgoing::Control { join_ref: join_ref.as_deref(), topic: &topic, event, payload });
     };
@@ -185,8 +183,12 @@ fn warn_if_replied(outcome: &Result<Reply, String>, handler: &str) {
 
 /// After a refused join, answers anything the client sent meanwhile as if
 /// the topic had never been joined.
-async fn refuse_pending<S: crate::connect::Connect>(socket: &Socket<S>, mut mailbox: super::MailReceiver) {
+///
+/// Whatever the failed join left behind goes with it: its timers and the
+/// presences it tracked.
+async fn refuse_pending<S: crate::connect::Connect>(socket: &mut Socket<S>, mut mailbox: super::MailReceiver) {
     mailbox.close();
+    release(socket);
     while let Some(mail) = mailbox.recv().await {
         if let Mail::In { msg_ref, .. } = *mail {
             socket.connection().send(&Outgoing::Reply {
@@ -197,5 +199,15 @@ async fn refuse_pending<S: crate::connect::Connect>(socket: &Socket<S>, mut mail
                 response: &reply::reason("unmatched topic"),
             });
         }
+    }
+}
+
+/// What a channel holds beyond its task: timers and presences. Released
+/// when it ends, however it ends (presences after `terminate`, which may
+/// still want to read them).
+fn release<S: crate::connect::Connect>(socket: &mut Socket<S>) {
+    socket.cancel_timers();
+    if let Some(tracker) = socket.pubsub().tracker_if_started() {
+        tracker.untrack_owner(socket.owner());
     }
 }
