@@ -151,24 +151,19 @@ impl Outbox {
         self.queue.lock().closed
     }
 
-    /// Moves every queued frame into `batch`, or reports why the connection
-    /// is closing. Returns `Ok(false)` when nothing is queued.
-    pub fn take(&self, batch: &mut Vec<Frame>) -> Result<bool, CloseReason> {
+    /// Takes every queued frame (empty when nothing is queued), or reports
+    /// why the connection is closing.
+    ///
+    /// The queue itself is handed over, so the outbox of an idle connection
+    /// holds no allocation: one is made when a frame is queued and freed once
+    /// the writer is done with the batch.
+    pub fn take(&self) -> Result<VecDeque<Frame>, CloseReason> {
         let mut q = self.queue.lock();
         if let Some(reason) = q.closed {
             return Err(reason);
         }
-        if q.frames.is_empty() {
-            return Ok(false);
-        }
-        batch.extend(q.frames.drain(..));
         q.bytes = 0;
-        // A burst may have grown the ring; an idle connection should not
-        // keep it.
-        if q.frames.capacity() > 16 {
-            q.frames = VecDeque::new();
-        }
-        Ok(true)
+        Ok(std::mem::take(&mut q.frames))
     }
 
     /// Waits until a frame is queued or the connection is closed.
@@ -176,11 +171,12 @@ impl Outbox {
         self.ready.notified().await;
     }
 
-    /// Waits for frames and moves them into `batch`; `Err` once closed.
-    pub async fn next_batch(&self, batch: &mut Vec<Frame>) -> Result<(), CloseReason> {
+    /// Waits for frames and takes them all; `Err` once closed.
+    pub async fn next_batch(&self) -> Result<VecDeque<Frame>, CloseReason> {
         loop {
-            if self.take(batch)? {
-                return Ok(());
+            let batch = self.take()?;
+            if !batch.is_empty() {
+                return Ok(batch);
             }
             self.ready().await;
         }
@@ -215,10 +211,11 @@ mod tests {
         for _ in 0..3 {
             outbox.push(frame(10)).unwrap();
         }
-        let mut batch = Vec::new();
-        outbox.next_batch(&mut batch).await.unwrap();
+        let batch = outbox.next_batch().await.unwrap();
         assert_eq!(batch.len(), 3);
-        assert_eq!(outbox.take(&mut batch), Ok(false));
+        assert!(outbox.take().unwrap().is_empty());
+        // nothing is kept for the next batch
+        assert_eq!(outbox.queue.lock().frames.capacity(), 0);
     }
 
     #[test]
@@ -229,7 +226,7 @@ mod tests {
             outbox.push(frame(100)).unwrap();
         }
         assert_eq!(outbox.push(frame(100)), Err(Closed(CloseReason::SlowConsumer)));
-        assert_eq!(outbox.take(&mut Vec::new()), Err(CloseReason::SlowConsumer));
+        assert_eq!(outbox.take(), Err(CloseReason::SlowConsumer));
         assert_eq!(outbox.push(frame(1)), Err(Closed(CloseReason::SlowConsumer)));
     }
 
@@ -245,7 +242,7 @@ mod tests {
         let outbox = Outbox::new(10);
         outbox.close(CloseReason::Disconnect);
         outbox.close(CloseReason::Shutdown);
-        assert_eq!(outbox.take(&mut Vec::new()), Err(CloseReason::Disconnect));
+        assert_eq!(outbox.take(), Err(CloseReason::Disconnect));
         assert!(outbox.is_closed());
     }
 
@@ -254,7 +251,7 @@ mod tests {
         let outbox = std::sync::Arc::new(Outbox::new(10));
         let waiter = {
             let outbox = outbox.clone();
-            tokio::spawn(async move { outbox.next_batch(&mut Vec::new()).await })
+            tokio::spawn(async move { outbox.next_batch().await.map(|b| b.len()) })
         };
         tokio::task::yield_now().await;
         outbox.close(CloseReason::Shutdown);

@@ -123,9 +123,8 @@ impl Inbox {
     }
 
     fn drain(&self) {
-        let mut batch = Vec::new();
         // A closed outbox holds nothing more to read.
-        let _ = self.outbox.take(&mut batch);
+        let batch = self.outbox.take().unwrap_or_default();
         let mut frames = self.frames.lock();
         frames.extend(batch.iter().filter_map(Received::decode));
     }

@@ -73,7 +73,7 @@ async fn graceful_shutdown_drains_sockets_with_1012_and_terminates_channels() {
     for i in 0..3 {
         let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
         let mut c = support::Client::from(ws);
-        c.join("1", &format!("echo:drain{i}")).await;
+        c.join("1", &format!("echo:t-drain{i}")).await;
         clients.push(c);
     }
     assert_eq!(endpoint.connections(), 3);
@@ -90,7 +90,7 @@ async fn graceful_shutdown_drains_sockets_with_1012_and_terminates_channels() {
     assert!(started.elapsed() < Duration::from_secs(4));
     tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..3 {
-        assert_eq!(support::terminated(&format!("echo:drain{i}")), [Terminate::Shutdown]);
+        assert_eq!(support::terminated(&format!("echo:t-drain{i}")), [Terminate::Shutdown]);
     }
     // nothing listens any more
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());

@@ -114,7 +114,49 @@ pub(crate) struct Subscriber {
     pub(crate) channel: Option<ChannelRef>,
 }
 
-type Shard = RwLock<HashMap<Arc<str>, Vec<Subscriber>>>;
+type Shard = RwLock<HashMap<Arc<str>, Subscribers>>;
+
+/// Past this many subscribers a topic keeps an index by connection, so
+/// joining and leaving stay O(1) on topics with thousands of subscribers;
+/// small topics (most of them) pay nothing for it.
+const INDEX_FROM: usize = 32;
+
+/// The subscribers of one topic on this node: a list to iterate when
+/// delivering, and, for large topics, where each connection stands in it.
+#[derive(Debug, Default)]
+struct Subscribers {
+    list: Vec<Subscriber>,
+    index: Option<HashMap<ConnId, usize>>,
+}
+
+impl Subscribers {
+    fn position(&self, conn: ConnId) -> Option<usize> {
+        match &self.index {
+            Some(index) => index.get(&conn).copied(),
+            None => self.list.iter().position(|s| s.outbox.id() == conn),
+        }
+    }
+
+    fn push(&mut self, subscriber: Subscriber) {
+        if let Some(index) = &mut self.index {
+            index.insert(subscriber.outbox.id(), self.list.len());
+        }
+        self.list.push(subscriber);
+        if self.index.is_none() && self.list.len() > INDEX_FROM {
+            self.index = Some(self.list.iter().enumerate().map(|(i, s)| (s.outbox.id(), i)).collect());
+        }
+    }
+
+    fn remove(&mut self, at: usize) {
+        let removed = self.list.swap_remove(at);
+        if let Some(index) = &mut self.index {
+            index.remove(&removed.outbox.id());
+            if let Some(moved) = self.list.get(at) {
+                index.insert(moved.outbox.id(), at);
+            }
+        }
+    }
+}
 
 struct Inner {
     shards: Box<[Shard]>,
@@ -242,7 +284,7 @@ impl PubSub {
 
     /// How many connections on this node subscribe to `topic`.
     pub fn subscriber_count(&self, topic: &str) -> usize {
-        self.shard(topic).read().get(topic).map_or(0, Vec::len)
+        self.shard(topic).read().get(topic).map_or(0, |s| s.list.len())
     }
 
     fn deliver(&self, topic: &str, event: &str, payload: &Payload, except: Option<ConnId>) {
@@ -251,7 +293,7 @@ impl PubSub {
         // One encoding per serializer, made on first need and shared by
         // every subscriber using that serializer.
         let mut encoded: [Option<Option<Frame>>; 2] = [None, None];
-        for sub in subscribers {
+        for sub in &subscribers.list {
             if Some(sub.outbox.id()) == except {
                 continue;
             }
@@ -302,9 +344,8 @@ impl PubSub {
     pub(crate) fn subscribe(&self, topic: &Arc<str>, subscriber: Subscriber, then: impl FnOnce()) {
         let mut shard = self.shard(topic).write();
         let subscribers = shard.entry(topic.clone()).or_default();
-        let conn = subscriber.outbox.id();
-        match subscribers.iter_mut().find(|s| s.outbox.id() == conn) {
-            Some(existing) if existing.generation < subscriber.generation => *existing = subscriber,
+        match subscribers.position(subscriber.outbox.id()) {
+            Some(at) if subscribers.list[at].generation < subscriber.generation => subscribers.list[at] = subscriber,
             Some(_) => {}
             None => subscribers.push(subscriber),
         }
@@ -316,10 +357,10 @@ impl PubSub {
     pub(crate) fn unsubscribe(&self, topic: &str, conn: ConnId, generation: u64) {
         let mut shard = self.shard(topic).write();
         let Some(subscribers) = shard.get_mut(topic) else { return };
-        if let Some(i) = subscribers.iter().position(|s| s.outbox.id() == conn && s.generation == generation) {
-            subscribers.swap_remove(i);
+        if let Some(at) = subscribers.position(conn).filter(|&at| subscribers.list[at].generation == generation) {
+            subscribers.remove(at);
         }
-        if subscribers.is_empty() {
+        if subscribers.list.is_empty() {
             shard.remove(topic);
         }
     }
@@ -366,7 +407,7 @@ mod tests {
 
     fn drain(outbox: &Outbox) -> Vec<Frame> {
         let mut batch = Vec::new();
-        outbox.take(&mut batch).unwrap();
+        batch.extend(outbox.take().unwrap());
         batch
     }
 
@@ -421,6 +462,35 @@ mod tests {
     }
 
     #[test]
+    fn large_topics_stay_consistent_through_joins_and_leaves() {
+        let pubsub = PubSub::local();
+        let topic: Arc<str> = "big".into();
+        let subs: Vec<_> = (0..200).map(|_| subscriber(Serializer::V2, 1)).collect();
+        for s in &subs {
+            pubsub.subscribe(&topic, s.clone(), || {});
+        }
+        // leave every third, rejoin a newer generation of every fifth
+        for (i, s) in subs.iter().enumerate() {
+            if i % 3 == 0 {
+                pubsub.unsubscribe("big", s.outbox.id(), 1);
+            } else if i % 5 == 0 {
+                pubsub.subscribe(&topic, Subscriber { generation: 2, ..s.clone() }, || {});
+            }
+        }
+        let staying = (0..200).filter(|i| i % 3 != 0).count();
+        assert_eq!(pubsub.subscriber_count("big"), staying);
+        pubsub.broadcast("big", "e", &json!({})).unwrap();
+        for (i, s) in subs.iter().enumerate() {
+            assert_eq!(drain(&s.outbox).len(), usize::from(i % 3 != 0), "subscriber {i}");
+        }
+        for s in &subs {
+            pubsub.unsubscribe("big", s.outbox.id(), 1);
+            pubsub.unsubscribe("big", s.outbox.id(), 2);
+        }
+        assert_eq!(pubsub.subscriber_count("big"), 0);
+    }
+
+    #[test]
     fn disconnect_on_the_socket_id_closes_the_connection() {
         let pubsub = PubSub::local();
         let sub = Subscriber { delivery: Delivery::Disconnect, ..subscriber(Serializer::V2, 0) };
@@ -428,7 +498,7 @@ mod tests {
         pubsub.broadcast("users_socket:1", "other", &json!({})).unwrap();
         assert!(!sub.outbox.is_closed());
         pubsub.broadcast("users_socket:1", DISCONNECT_EVENT, &json!({})).unwrap();
-        assert_eq!(sub.outbox.take(&mut Vec::new()), Err(CloseReason::Disconnect));
+        assert_eq!(sub.outbox.take(), Err(CloseReason::Disconnect));
     }
 
     #[tokio::test]

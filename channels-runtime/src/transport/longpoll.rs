@@ -212,8 +212,7 @@ fn reap_when_idle<S: Connect + Routes>(
 async fn poll<S: Connect + Routes>(sessions: &Sessions<S>, token: &str, session: &Session<S>) -> Response {
     *session.last_poll.lock() = Instant::now();
     let window = sessions.mount.options.longpoll_window;
-    let mut batch = Vec::new();
-    let outcome = tokio::time::timeout(window, session.outbox.next_batch(&mut batch)).await;
+    let outcome = tokio::time::timeout(window, session.outbox.next_batch()).await;
     *session.last_poll.lock() = Instant::now();
     match outcome {
         Err(_elapsed) => answer(204, Some(token), Some(Vec::new())),
@@ -222,7 +221,7 @@ async fn poll<S: Connect + Routes>(sessions: &Sessions<S>, token: &str, session:
             sessions.end(token);
             answer(410, None, None)
         }
-        Ok(Ok(())) => {
+        Ok(Ok(batch)) => {
             Metrics::add(&sessions.mount.metrics.frames_out, batch.len() as u64);
             Metrics::add(&sessions.mount.metrics.bytes_out, batch.iter().map(|f| f.len() as u64).sum());
             let messages: Vec<&str> = batch.iter().filter_map(text_only).collect();

@@ -11,6 +11,7 @@
 //! configured for small idle connections: a small read buffer, and writes
 //! gathered per batch in a buffer that is released afterwards.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +37,7 @@ use crate::protocol::{Frame, FrameKind, Serializer};
 
 /// Read buffer per connection. Frames larger than this are read in several
 /// steps; idle connections are what a server has most of.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 512;
 
 type Ws = WebSocketStream<Coalesce<TokioIo<hyper::upgrade::Upgraded>>>;
 
@@ -157,7 +158,6 @@ async fn serve<S: Connect + Routes>(
     metrics: &Metrics,
 ) {
     let outbox = dispatcher.outbox().clone();
-    let mut batch = Vec::new();
     let mut last_seen = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
@@ -176,11 +176,12 @@ async fn serve<S: Connect + Routes>(
                     None => break End::ClientGone,
                 }
             }
-            closing = outbox.next_batch(&mut batch) => {
-                if let Err(reason) = closing {
-                    break closed_by(reason, metrics);
-                }
-                if let Err(end) = write_batch(&mut ws, &mut batch, &outbox, metrics).await {
+            batch = outbox.next_batch() => {
+                let batch = match batch {
+                    Ok(batch) => batch,
+                    Err(reason) => break closed_by(reason, metrics),
+                };
+                if let Err(end) = write_batch(&mut ws, batch, &outbox, metrics).await {
                     break end;
                 }
             }
@@ -216,11 +217,11 @@ async fn serve<S: Connect + Routes>(
 /// Writes every frame of `batch` and flushes once. Gives up (and closes)
 /// if the outbox closes meanwhile, so a client that stopped reading cannot
 /// hold the task in a write forever.
-async fn write_batch(ws: &mut Ws, batch: &mut Vec<Frame>, outbox: &Outbox, metrics: &Metrics) -> Result<(), End> {
+async fn write_batch(ws: &mut Ws, batch: VecDeque<Frame>, outbox: &Outbox, metrics: &Metrics) -> Result<(), End> {
     Metrics::add(&metrics.frames_out, batch.len() as u64);
     Metrics::add(&metrics.bytes_out, batch.iter().map(|f| f.len() as u64).sum());
     let write = async {
-        for frame in batch.drain(..) {
+        for frame in batch {
             ws.feed(to_ws(frame)).await?;
         }
         ws.flush().await
@@ -283,8 +284,9 @@ fn receive<S: Connect + Routes>(
 }
 
 fn read_error(error: tungstenite::Error, metrics: &Metrics) -> End {
-    use tungstenite::error::{CapacityError, Error};
-    if matches!(error, Error::Capacity(_) | Error::Utf8(_) | Error::Protocol(_)) {
+    use tungstenite::error::{CapacityError, Error, ProtocolError};
+    let reset = matches!(error, Error::Protocol(ProtocolError::ResetWithoutClosingHandshake));
+    if !reset && matches!(error, Error::Capacity(_) | Error::Utf8(_) | Error::Protocol(_)) {
         Metrics::incr(&metrics.malformed_frames);
     }
     match error {
@@ -295,6 +297,12 @@ fn read_error(error: tungstenite::Error, metrics: &Metrics) -> End {
         Error::Utf8(_) => {
             tracing::warn!("closing a connection that sent a text frame that is not UTF-8");
             End::Close(CloseCode::Invalid, "text frame is not valid UTF-8".to_owned())
+        }
+        // Clients that vanish without a close frame are common (a closed
+        // laptop, a killed tab): nothing to warn about.
+        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            tracing::debug!("connection reset without a closing handshake");
+            End::ClientGone
         }
         Error::Protocol(error) => {
             tracing::warn!(%error, "closing a connection that broke the WebSocket protocol");
