@@ -53,7 +53,7 @@
 
 #![deny(missing_docs)]
 
-pub use channels_macros::{channel, socket, Encode};
+pub use channels_macros::{channel, handle_in, handle_info, handle_out, socket, Encode};
 pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, Terminate};
 pub use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 pub use channels_runtime::endpoint::Endpoint;
@@ -74,8 +74,9 @@ pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 /// Everything a socket module needs, in one import.
 pub mod prelude {
     pub use crate::{
-        channel, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo, Encode, Endpoint, Info, Join,
-        Params, Payload, Presence, PresenceError, PubSub, Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic,
+        channel, handle_in, handle_info, handle_out, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo,
+        Encode, Endpoint, Info, Join, Params, Payload, Presence, PresenceError, PubSub, Refuse, Reply, Socket,
+        SocketRef, Status, Terminate, Topic,
     };
     pub use serde_json::{json, Value};
 }

@@ -81,3 +81,40 @@ pub fn channel(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn derive_encode(input: TokenStream) -> TokenStream {
     encode::derive(input.into()).into()
 }
+
+/// Marks a method of a [`macro@channel`] impl as the handler of a client
+/// event: `#[handle_in("comment:add")]`. `#[channel]` consumes it; anywhere
+/// else it is an error saying so.
+#[proc_macro_attribute]
+pub fn handle_in(_args: TokenStream, item: TokenStream) -> TokenStream {
+    stray("handle_in", "#[handle_in(\"event\")]", item)
+}
+
+/// Marks a method of a [`macro@channel`] impl as the handler of an
+/// intercepted broadcast: `#[handle_out("event")]` with
+/// `#[channel(.., intercept = ["event"])]`.
+#[proc_macro_attribute]
+pub fn handle_out(_args: TokenStream, item: TokenStream) -> TokenStream {
+    stray("handle_out", "#[handle_out(\"event\")]", item)
+}
+
+/// Marks a method of a [`macro@channel`] impl as the handler of messages of
+/// its argument's type sent to the channel: `#[handle_info]`.
+#[proc_macro_attribute]
+pub fn handle_info(_args: TokenStream, item: TokenStream) -> TokenStream {
+    stray("handle_info", "#[handle_info]", item)
+}
+
+/// A handler attribute outside a `#[channel]` impl: the item as written,
+/// and an error at the attribute's use saying where it belongs.
+fn stray(name: &str, example: &str, item: TokenStream) -> TokenStream {
+    let message = format!(
+        "`#[{name}]` only works on a method of an impl block marked `#[channel(socket = ..)]`, \
+         which turns it into the channel's dispatch: put `#[channel(socket = YourSocket)]` on the \
+         `impl` that holds this method, then `{example}` on the method"
+    );
+    let error = syn::Error::new(proc_macro2::Span::call_site(), message).to_compile_error();
+    let mut out: proc_macro2::TokenStream = item.into();
+    out.extend(error);
+    out.into()
+}
