@@ -2,19 +2,7 @@
 // frames, heartbeats (V2 and V1).
 import { test, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import {
-  T,
-  cleanupAll,
-  commentsTopic,
-  makeSocket,
-  joinOk,
-  push,
-  waitUntil,
-  uid,
-  RawClient,
-  postDisconnect,
-  tryUpgrade,
-} from "./lib/helpers.mjs";
+import { T, cleanupAll, commentsTopic, joinOk, uid, RawClient, postDisconnect, tryUpgrade } from "./lib/helpers.mjs";
 
 afterEach(cleanupAll);
 
@@ -41,27 +29,6 @@ test("POST /api/disconnect closes every socket of that user with 1001, others st
 
   // an id nobody has is still answered 204
   assert.equal(await postDisconnect(`users_socket:nobody-${uid()}`), 204);
-});
-
-test("phoenix.js: a socket disconnected by id reconnects by itself and its channel rejoins", T, async () => {
-  const user = `u-${uid()}`;
-  const socket = makeSocket({ params: { user_id: user } });
-  const closeCodes = [];
-  let opens = 0;
-  socket.onOpen(() => (opens += 1));
-  socket.onClose((e) => closeCodes.push(e && e.code));
-  socket.connect();
-  await waitUntil(() => opens === 1, 5000, "socket open");
-  const ch = socket.channel(commentsTopic());
-  await joinOk(ch);
-  const firstJoinRef = ch.joinRef();
-
-  assert.equal(await postDisconnect(`users_socket:${user}`), 204);
-  await waitUntil(() => closeCodes.length >= 1, 3000, "the socket to be closed");
-  assert.equal(closeCodes[0], 1001, "close code (1000 would stop phoenix.js from reconnecting)");
-  await waitUntil(() => opens >= 2, 5000, "phoenix.js to reconnect");
-  await waitUntil(() => ch.state === "joined" && ch.joinRef() !== firstJoinRef, 3000, "the channel to rejoin");
-  assert.deepEqual(await push(ch, "ping", { back: true }), { status: "ok", response: { back: true } });
 });
 
 test("connect refused: token=invalid and unsupported vsn are answered HTTP 403", T, async () => {
