@@ -8,8 +8,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
-
 use crate::channel::{mailbox, ChannelRef, Mail, MailSender, Routes, Start};
 use crate::connect::Connect;
 use crate::metrics::Metrics;
@@ -230,7 +228,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             return;
         }
         let Message { msg_ref, event, payload, topic, .. } = msg;
-        if let Err(mpsc::error::SendError(mail)) = joined.mailbox.send(Box::new(Mail::In { msg_ref, event, payload })) {
+        if let Err(mail) = joined.mailbox.send(Box::new(Mail::In { msg_ref, event, payload })) {
             // The channel ended between the check and the send.
             self.channels.remove(&topic);
             if let Mail::In { msg_ref, event, payload } = *mail {
