@@ -1,6 +1,7 @@
 //! The task one joined channel runs in, from join to terminate.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -108,18 +109,19 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
                         });
                     }
                 }
-                (event, outcome)
+                (Cow::Owned(event), outcome)
             }
             Mail::Info(info) => {
-                let event = format!("handle_info({})", info.type_name());
+                // The message's type names it in the log, should it crash.
+                let event = info.type_name();
                 let outcome = guarded(channel.handle_info(info, &mut socket)).await;
-                warn_if_replied(&outcome, &event);
-                (event, outcome)
+                warn_if_replied(&outcome, "handle_info");
+                (Cow::Borrowed(event), outcome)
             }
             Mail::Out { event, payload } => {
                 let outcome = guarded(channel.handle_out(&event, payload, &mut socket)).await;
                 warn_if_replied(&outcome, "handle_out");
-                (event, outcome)
+                (Cow::Owned(event), outcome)
             }
             Mail::Leave { msg_ref } => {
                 conn.pubsub.unsubscribe(&topic, conn.outbox.id(), generation);
@@ -139,7 +141,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             Ok(reply) if reply.stop => break Terminate::Stopped,
             Ok(_) => {}
             Err(error) => {
-                tracing::error!(topic = %topic, event, error, "channel crashed");
+                tracing::error!(topic = %topic, event = %event, error, "channel crashed");
                 Metrics::incr(&conn.metrics.channel_crashes);
                 break Terminate::Crashed(error);
             }
@@ -150,7 +152,6 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     // a rejoin after phx_error is a fresh join.
     mailbox.close();
     conn.pubsub.unsubscribe(&topic, conn.outbox.id(), generation);
-    socket.cancel_timers();
     let terminated = guarded(async {
         channel.terminate(&reason, &mut socket).await;
         Ok(())
