@@ -311,28 +311,24 @@ fn is_mut_ref(ty: &Type) -> bool {
 
 fn check_join(f: &ImplItemFn, errors: &mut Errors) -> Option<Join> {
     let sig = &f.sig;
-    let mut ok = true;
-    let mut fail = |tokens: &dyn ToTokens, message: String| {
-        errors.push_spanned(tokens, message);
-        ok = false;
-    };
+    let mut check = Findings::new(errors);
     if !sig.generics.params.is_empty() {
-        fail(&sig.generics, format!("`join` cannot be generic: {JOIN_SYNTAX}"));
+        check.fail(&sig.generics, format!("`join` cannot be generic: {JOIN_SYNTAX}"));
     }
     if let Some(FnArg::Receiver(receiver)) = sig.inputs.first() {
-        fail(receiver, format!("`join` creates the channel, so it takes no `self`: {JOIN_SYNTAX}"));
+        check.fail(receiver, format!("`join` creates the channel, so it takes no `self`: {JOIN_SYNTAX}"));
     }
     let typed: Vec<&syn::PatType> = typed_args(sig);
     let params = match typed.as_slice() {
         [_, params] | [_, params, _] => {
             if let Some(message) = payload_type_problem(&params.ty) {
-                fail(&params.ty, message);
+                check.fail(&params.ty, message);
             }
             Some((*params.ty).clone())
         }
         [] | [_] => {
             let what = if typed.is_empty() { "no arguments" } else { "one argument" };
-            fail(
+            check.fail(
                 &sig.ident,
                 format!(
                     "`join` takes the topic, the join params and optionally the socket, but has {what}: {JOIN_SYNTAX}"
@@ -341,12 +337,12 @@ fn check_join(f: &ImplItemFn, errors: &mut Errors) -> Option<Join> {
             None
         }
         [_, _, _, extra, ..] => {
-            fail(extra, format!("`join` takes at most three arguments: {JOIN_SYNTAX}"));
+            check.fail(extra, format!("`join` takes at most three arguments: {JOIN_SYNTAX}"));
             None
         }
     };
     let params = params?;
-    ok.then(|| Join {
+    check.ok.then(|| Join {
         params,
         socket: typed.len() == 3,
         is_async: sig.asyncness.is_some(),
@@ -356,23 +352,41 @@ fn check_join(f: &ImplItemFn, errors: &mut Errors) -> Option<Join> {
 
 fn check_terminate(f: &ImplItemFn, errors: &mut Errors) -> Option<Terminate> {
     let sig = &f.sig;
-    let mut ok = true;
-    let mut fail = |tokens: &dyn ToTokens, message: String| {
-        errors.push_spanned(tokens, message);
-        ok = false;
-    };
+    let mut check = Findings::new(errors);
     if !sig.generics.params.is_empty() {
-        fail(&sig.generics, format!("`terminate` cannot be generic: {TERMINATE_SYNTAX}"));
+        check.fail(&sig.generics, format!("`terminate` cannot be generic: {TERMINATE_SYNTAX}"));
     }
     match sig.inputs.first() {
         Some(FnArg::Receiver(r)) if matches!(*r.ty, Type::Reference(_)) => {}
-        _ => fail(&sig.ident, format!("`terminate` takes `&mut self` (or `&self`): {TERMINATE_SYNTAX}")),
+        _ => check.fail(&sig.ident, format!("`terminate` takes `&mut self` (or `&self`): {TERMINATE_SYNTAX}")),
     }
     let typed = typed_args(sig);
     if typed.is_empty() || typed.len() > 2 {
-        fail(&sig.ident, format!("`terminate` takes the reason and optionally the socket: {TERMINATE_SYNTAX}"));
+        check.fail(&sig.ident, format!("`terminate` takes the reason and optionally the socket: {TERMINATE_SYNTAX}"));
     }
-    ok.then(|| Terminate { method: sig.ident.clone(), socket: typed.len() == 2, is_async: sig.asyncness.is_some() })
+    check.ok.then(|| Terminate {
+        method: sig.ident.clone(),
+        socket: typed.len() == 2,
+        is_async: sig.asyncness.is_some(),
+    })
+}
+
+/// The mistakes found in one item: recorded in `errors`, and remembered so
+/// the item is left out of the expansion.
+struct Findings<'e> {
+    errors: &'e mut Errors,
+    ok: bool,
+}
+
+impl<'e> Findings<'e> {
+    fn new(errors: &'e mut Errors) -> Self {
+        Findings { errors, ok: true }
+    }
+
+    fn fail(&mut self, tokens: &dyn ToTokens, message: String) {
+        self.errors.push_spanned(tokens, message);
+        self.ok = false;
+    }
 }
 
 fn typed_args(sig: &Signature) -> Vec<&syn::PatType> {
@@ -403,26 +417,25 @@ fn payload_type_problem(ty: &Type) -> Option<String> {
 fn check_handler(f: &ImplItemFn, errors: &mut Errors) -> Option<Args> {
     let sig = &f.sig;
     let name = &sig.ident;
-    let mut ok = true;
-    let mut fail = |tokens: &dyn ToTokens, message: String| {
-        errors.push_spanned(tokens, message);
-        ok = false;
-    };
+    let mut check = Findings::new(errors);
     if !sig.generics.params.is_empty() {
-        fail(&sig.generics, format!("handlers cannot be generic: {HANDLER_SYNTAX}"));
+        check.fail(&sig.generics, format!("handlers cannot be generic: {HANDLER_SYNTAX}"));
     }
     match sig.inputs.first() {
         Some(FnArg::Receiver(receiver)) => {
             if !matches!(*receiver.ty, Type::Reference(_)) {
-                fail(receiver, format!("handlers take `&mut self` or `&self`, not `self` by value: {HANDLER_SYNTAX}"));
+                check.fail(
+                    receiver,
+                    format!("handlers take `&mut self` or `&self`, not `self` by value: {HANDLER_SYNTAX}"),
+                );
             }
         }
-        _ => fail(name, format!("handler `{name}` needs a `&mut self` (or `&self`) receiver: {HANDLER_SYNTAX}")),
+        _ => check.fail(name, format!("handler `{name}` needs a `&mut self` (or `&self`) receiver: {HANDLER_SYNTAX}")),
     }
     let typed = typed_args(sig);
     let args = match typed.as_slice() {
         [] => {
-            fail(
+            check.fail(
                 name,
                 format!(
                     "handler `{name}` needs a payload argument (use `_payload: Value` to ignore it): {HANDLER_SYNTAX}"
@@ -431,7 +444,7 @@ fn check_handler(f: &ImplItemFn, errors: &mut Errors) -> Option<Args> {
             None
         }
         [only] if is_mut_ref(&only.ty) => {
-            fail(
+            check.fail(
                 only,
                 format!("handler `{name}` needs a payload argument before the socket (use `_payload: Value` to ignore it): {HANDLER_SYNTAX}"),
             );
@@ -439,21 +452,24 @@ fn check_handler(f: &ImplItemFn, errors: &mut Errors) -> Option<Args> {
         }
         [payload] => Some(Args { payload: (*payload.ty).clone(), socket: false }),
         [first, second] if is_mut_ref(&first.ty) && !is_mut_ref(&second.ty) => {
-            fail(first, format!("the socket argument comes after the payload: {HANDLER_SYNTAX}"));
+            check.fail(first, format!("the socket argument comes after the payload: {HANDLER_SYNTAX}"));
             None
         }
         [payload, _socket] => Some(Args { payload: (*payload.ty).clone(), socket: true }),
         [_, _, extra, ..] => {
-            fail(extra, format!("handlers take the payload and optionally the socket, nothing more: {HANDLER_SYNTAX}"));
+            check.fail(
+                extra,
+                format!("handlers take the payload and optionally the socket, nothing more: {HANDLER_SYNTAX}"),
+            );
             None
         }
     };
     if let Some(args) = &args {
         if let Some(message) = payload_type_problem(&args.payload) {
-            fail(&args.payload, message);
+            check.fail(&args.payload, message);
         }
     }
-    if ok {
+    if check.ok {
         args
     } else {
         None
