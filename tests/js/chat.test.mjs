@@ -5,11 +5,11 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
+import { freePort, withTimeout } from "./lib/helpers.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.CHAT_BIN || path.join(ROOT, "target/release/examples/chat");
@@ -18,25 +18,6 @@ const T = { timeout: 10_000 };
 let server;
 let base; // http://127.0.0.1:PORT
 const sockets = new Set();
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
-
-function withTimeout(promise, ms, what) {
-  let timer;
-  const t = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms}ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
-}
 
 before(async () => {
   if (!existsSync(BIN)) {

@@ -6,11 +6,11 @@ import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { spawn, execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { createServer } from "node:net";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
+import { freePort, sleep } from "./lib/helpers.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.DISCUSS_BIN || path.join(ROOT, "target/release/examples/discuss");
@@ -21,19 +21,6 @@ let redis;
 let redisPort;
 const nodes = []; // {proc, port, url}
 const sockets = new Set();
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 async function until(cond, ms, what) {
   const deadline = Date.now() + ms;

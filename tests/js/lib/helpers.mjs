@@ -12,6 +12,7 @@
 // fast with a message naming what was awaited.
 import { Socket, LongPoll, Presence } from "phoenix";
 import WebSocket from "ws";
+import { createServer } from "node:net";
 
 export { Socket, LongPoll, Presence, WebSocket };
 
@@ -49,6 +50,18 @@ export const HTTP_BASE = new globalThis.URL(URL.replace(/^ws:/, "http:").replace
 export const T = { timeout: 10_000 };
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A TCP port free on 127.0.0.1 right now, for a server a test starts itself. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
 
 let counter = 0;
 /** A fresh all-digits id, unique within and across runs. */
