@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
-import { freePort, withTimeout } from "./lib/helpers.mjs";
+import { freePort, settle, withTimeout } from "./lib/helpers.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.CHAT_BIN || path.join(ROOT, "target/release/examples/chat");
@@ -72,15 +72,6 @@ async function connect(user, opts = {}) {
     `${user} connected`,
   );
   return socket;
-}
-
-function settle(push) {
-  return new Promise((resolve) => {
-    push
-      .receive("ok", (r) => resolve({ status: "ok", response: r }))
-      .receive("error", (r) => resolve({ status: "error", response: r }))
-      .receive("timeout", () => resolve({ status: "timeout" }));
-  });
 }
 
 async function join(socket, topic) {

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
-import { freePort, sleep } from "./lib/helpers.mjs";
+import { freePort, settle, sleep } from "./lib/helpers.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.DISCUSS_BIN || path.join(ROOT, "target/release/examples/discuss");
@@ -131,15 +131,6 @@ async function connect(node, params = {}) {
     `socket on node ${node.port}`,
   );
   return socket;
-}
-
-function settle(push) {
-  return new Promise((resolve) => {
-    push
-      .receive("ok", (r) => resolve({ status: "ok", response: r }))
-      .receive("error", (r) => resolve({ status: "error", response: r }))
-      .receive("timeout", () => resolve({ status: "timeout" }));
-  });
 }
 
 async function joinOk(channel) {
