@@ -11,14 +11,20 @@
 //! ```text
 //! cargo run --release --example chat -- --port 4100
 //! curl -X POST 'http://127.0.0.1:4100/api/token?user=ada'     # a token for ada
+//! curl 'http://127.0.0.1:4100/api/rooms'                      # messages said per room
 //! ```
+//!
+//! Its state ([`Chat`]: the token signer, the rooms' counters, the PubSub)
+//! is given once to the endpoint and read by `connect`, the channels and
+//! the HTTP routes alike.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::routing::post;
-use axum::Router;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use channels::prelude::*;
 use channels::Tokens;
 use serde::Deserialize;
@@ -30,10 +36,22 @@ socket! {
     }
 }
 
-/// Tokens for this socket; in a real app the secret comes from config.
-fn tokens() -> &'static Tokens {
-    static TOKENS: std::sync::OnceLock<Tokens> = std::sync::OnceLock::new();
-    TOKENS.get_or_init(|| Tokens::new(b"chat example secret, 32+ bytes long!", "chat socket"))
+/// The chat application's state.
+pub struct Chat {
+    /// Signs and checks the sign-in tokens.
+    tokens: Tokens,
+    /// Messages said in each room since the server started.
+    rooms: Mutex<BTreeMap<String, u64>>,
+    /// The endpoint's PubSub, for the HTTP routes.
+    pubsub: PubSub,
+}
+
+impl Chat {
+    /// `secret` signs the tokens: in a real app it comes from config
+    /// (`CHAT_SECRET` here).
+    pub fn new(secret: &[u8], pubsub: PubSub) -> Self {
+        Chat { tokens: Tokens::new(secret, "chat socket"), rooms: Mutex::default(), pubsub }
+    }
 }
 
 /// Who is connected.
@@ -43,17 +61,19 @@ pub struct Member {
 }
 
 impl Connect for ChatSocket {
+    type State = Chat;
     type Assigns = Member;
 
-    async fn connect(params: &Params, _info: &ConnectInfo) -> Result<Member, Refuse> {
+    async fn connect(params: &Params, _info: &ConnectInfo, chat: &Chat) -> Result<Member, Refuse> {
         let token = params.get("token").ok_or_else(|| Refuse::forbidden().reason("no token"))?;
-        let name = tokens()
+        let name = chat
+            .tokens
             .verify::<String>(token, Duration::from_secs(24 * 3600))
             .map_err(|e| Refuse::forbidden().reason(e.to_string()))?;
         Ok(Member { name })
     }
 
-    fn id(member: &Member) -> Option<String> {
+    fn id(member: &Member, _chat: &Chat) -> Option<String> {
         Some(format!("member:{}", member.name))
     }
 }
@@ -100,14 +120,16 @@ impl ChatRoom {
     fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<ChatSocket>) -> Result<(), PresenceError> {
         let name = socket.assigns().name.clone();
         Presence::track(socket, &name, json!({"status": "here"}))?;
-        let _ = socket.push("presence_state", &Presence::list(socket));
+        let _ = socket.push("presence_state", Presence::list(socket));
         Ok(())
     }
 
     /// Broadcasts a message; every member's `handle_out` sees it.
     #[handle_in("say")]
     fn say(&mut self, say: Say, socket: &mut Socket<ChatSocket>) -> Result<Reply, BroadcastError> {
-        socket.broadcast("message", &json!({"from": socket.assigns().name, "text": say.text}))?;
+        socket.broadcast("message", json!({"from": socket.assigns().name, "text": say.text}))?;
+        let mut rooms = socket.state().rooms.lock().unwrap_or_else(|e| e.into_inner());
+        *rooms.entry(socket.topic().rest().to_owned()).or_default() += 1;
         Ok(Reply::ok(json!({})))
     }
 
@@ -126,7 +148,7 @@ impl ChatRoom {
             return Ok(());
         }
         let mine = from == socket.assigns().name;
-        socket.push("message", &json!({"from": from, "text": message["text"], "mine": mine}))
+        socket.push("message", json!({"from": from, "text": message["text"], "mine": mine}))
     }
 
     /// Answers later, from another task: the reply is built off the
@@ -151,7 +173,7 @@ impl ChatRoom {
 
     #[handle_info]
     fn due(&mut self, due: Due, socket: &mut Socket<ChatSocket>) -> Result<(), BroadcastError> {
-        socket.push("reminder", &json!({"text": due.0}))
+        socket.push("reminder", json!({"text": due.0}))
     }
 
     /// Changes this member's presence meta: others get one diff with the
@@ -175,13 +197,21 @@ struct TokenQuery {
 
 /// `POST /api/token?user=NAME`: a signed token for that name. A real app
 /// would do this after a login, of course.
-async fn issue_token(Query(q): Query<TokenQuery>) -> Result<String, axum::http::StatusCode> {
-    tokens().sign(&q.user).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+async fn issue_token(
+    State(chat): State<Arc<Chat>>,
+    Query(q): Query<TokenQuery>,
+) -> Result<String, axum::http::StatusCode> {
+    chat.tokens.sign(&q.user).map_err(|_| axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// `GET /api/rooms`: how many messages each room has seen.
+async fn rooms(State(chat): State<Arc<Chat>>) -> Json<BTreeMap<String, u64>> {
+    Json(chat.rooms.lock().unwrap_or_else(|e| e.into_inner()).clone())
 }
 
 /// `POST /api/kick?user=NAME`: closes every connection of that member.
-async fn kick(State(endpoint): State<Endpoint>, Query(q): Query<TokenQuery>) -> axum::http::StatusCode {
-    match endpoint.broadcast(&format!("member:{}", q.user), "disconnect", &json!({})) {
+async fn kick(State(chat): State<Arc<Chat>>, Query(q): Query<TokenQuery>) -> axum::http::StatusCode {
+    match chat.pubsub.broadcast(&format!("member:{}", q.user), "disconnect", json!({})) {
         Ok(()) => axum::http::StatusCode::NO_CONTENT,
         Err(_) => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -200,13 +230,19 @@ async fn main() -> anyhow::Result<()> {
             _ => anyhow::bail!("usage: chat [--port N]"),
         }
     }
-    let endpoint = Endpoint::new().socket("/socket", ChatSocket);
-    let api = Router::new()
-        .route("/api/token", post(issue_token))
-        .route("/api/kick", post(kick))
-        .with_state(endpoint.clone());
+    let secret = std::env::var("CHAT_SECRET").unwrap_or_else(|_| "chat example secret, 32+ bytes long!".to_owned());
+    let pubsub = PubSub::local();
+    let endpoint = Endpoint::with_state(Chat::new(secret.as_bytes(), pubsub.clone()))
+        .with_pubsub(pubsub)
+        .socket("/socket", ChatSocket)
+        .merge(
+            Router::new()
+                .route("/api/token", post(issue_token))
+                .route("/api/rooms", get(rooms))
+                .route("/api/kick", post(kick)),
+        );
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
-    endpoint.merge(api).serve_on(listener).await?;
+    endpoint.serve_on(listener).await?;
     Ok(())
 }

@@ -15,9 +15,14 @@
 //!     }
 //! }
 //!
+//! /// The application's state, shared by every connection and channel.
+//! #[derive(Default)]
+//! pub struct App { comments: std::sync::Mutex<Vec<String>> }
+//!
 //! impl Connect for UserSocket {
+//!     type State = App;
 //!     type Assigns = ();
-//!     async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+//!     async fn connect(_params: &Params, _info: &ConnectInfo, _app: &App) -> Result<(), Refuse> {
 //!         Ok(())
 //!     }
 //! }
@@ -33,33 +38,43 @@
 //!
 //! #[channel(socket = UserSocket)]
 //! impl CommentsChannel {
-//!     async fn join(_topic: Topic, _params: Value, _socket: &mut Socket<UserSocket>) -> Join<Self> {
+//!     async fn join(topic: Topic, _params: Value, _socket: &mut Socket<UserSocket>) -> Join<Self> {
+//!         let _id: u64 = topic.rest().parse()?; // `comments:abc` is refused
 //!         Ok((json!({"hey": "there"}), CommentsChannel))
 //!     }
 //!
 //!     #[handle_in("comment:add")]
 //!     async fn add(&mut self, new: NewComment, socket: &mut Socket<UserSocket>) -> Result<Reply, BroadcastError> {
+//!         socket.state().comments.lock().unwrap().push(new.content.clone());
 //!         let comment = Comment { content: new.content, user_id: 0 };
-//!         socket.broadcast("comment:new", &json!({ "comment": comment }))?;
+//!         socket.broadcast("comment:new", json!({ "comment": comment }))?;
 //!         Ok(Reply::ok(json!({})))
+//!     }
+//!
+//!     /// Binary payloads relay as easily: the bytes go out unchanged.
+//!     #[handle_in("blob")]
+//!     async fn blob(&mut self, blob: Payload, socket: &mut Socket<UserSocket>) -> Result<Reply, BroadcastError> {
+//!         socket.broadcast_from("blob", blob)?;
+//!         Ok(Reply::none())
 //!     }
 //! }
 //!
 //! #[tokio::main]
 //! async fn main() -> std::io::Result<()> {
-//!     Endpoint::new().socket("/socket", UserSocket).serve("127.0.0.1:4000").await
+//!     Endpoint::with_state(App::default()).socket("/socket", UserSocket).serve("127.0.0.1:4000").await
 //! }
 //! ```
 
 #![deny(missing_docs)]
 
 pub use channels_macros::{channel, handle_in, handle_info, handle_out, socket, Encode};
-pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, Terminate};
-pub use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, JoinError, Terminate};
+pub use channels_runtime::connect::{Connect, ConnectInfo, Params, ParamsError, Refuse};
+pub use channels_runtime::crash::{BoxError, Crash};
 pub use channels_runtime::endpoint::Endpoint;
 pub use channels_runtime::origin::CheckOrigin;
 pub use channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
-pub use channels_runtime::protocol::Payload;
+pub use channels_runtime::protocol::{IntoPayload, Payload};
 pub use channels_runtime::pubsub::{BroadcastError, PubSub};
 pub use channels_runtime::reply::{IntoReply, Reply, Status};
 pub use channels_runtime::router::Topic;
@@ -67,7 +82,7 @@ pub use channels_runtime::server::ServerOptions;
 pub use channels_runtime::socket::{Socket, SocketRef, TimerRef};
 pub use channels_runtime::token::{TokenError, Tokens};
 pub use channels_runtime::{
-    connect, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server, testing, token,
+    connect, crash, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server, testing, token,
 };
 pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 
@@ -75,8 +90,8 @@ pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 pub mod prelude {
     pub use crate::{
         channel, handle_in, handle_info, handle_out, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo,
-        Encode, Endpoint, Info, Join, Params, Payload, Presence, PresenceError, PubSub, Refuse, Reply, Socket,
-        SocketRef, Status, Terminate, Topic,
+        Crash, Encode, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub, Refuse,
+        Reply, Socket, SocketRef, Status, Terminate, Topic,
     };
     pub use serde_json::{json, Value};
 }

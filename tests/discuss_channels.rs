@@ -4,23 +4,31 @@
 #[path = "../examples/discuss/app.rs"]
 mod app;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use app::UserSocket;
-use channels::testing::TestSocket;
-use channels::Status;
+use app::{App, UserSocket};
+use channels::testing::{TestSocket, TestSocketBuilder};
+use channels::{PubSub, Status};
 use serde_json::json;
 
-/// A fresh `comments:N` topic per test: comments are kept in memory.
+/// A fresh app: every test has its own comments.
+fn app() -> Arc<App> {
+    Arc::new(App::new(PubSub::local(), None))
+}
+
+/// A socket on `app`, sharing its PubSub.
+fn on(app: &Arc<App>) -> TestSocketBuilder<UserSocket> {
+    TestSocket::<UserSocket>::with_state(app.clone()).pubsub(&app.pubsub)
+}
+
 fn topic() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("comments:{}{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    "comments:42".to_owned()
 }
 
 #[tokio::test]
 async fn joining_a_comments_topic_says_hey_and_lists_its_comments() {
-    let mut socket = TestSocket::<UserSocket>::connect(&[("user_id", "7")]).await.unwrap();
+    let mut socket = on(&app()).connect(&[("user_id", "7")]).await.unwrap();
     let topic = topic();
     let (reply, _channel) = socket.join(&topic, json!({})).await.unwrap();
     assert_eq!(reply, json!({"hey": "there", "comments": []}));
@@ -28,7 +36,7 @@ async fn joining_a_comments_topic_says_hey_and_lists_its_comments() {
 
 #[tokio::test]
 async fn a_topic_that_is_not_all_digits_is_refused() {
-    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let mut socket = on(&app()).connect(&[]).await.unwrap();
     for bad in ["comments:abc", "comments:12x", "comments:-5", "comments:"] {
         assert_eq!(socket.join(bad, json!({})).await.unwrap_err(), json!({"reason": "invalid topic"}), "{bad}");
     }
@@ -37,7 +45,8 @@ async fn a_topic_that_is_not_all_digits_is_refused() {
 
 #[tokio::test]
 async fn adding_a_comment_broadcasts_only_its_content_and_keeps_it() {
-    let mut socket = TestSocket::<UserSocket>::connect(&[("user_id", "7")]).await.unwrap();
+    let app = app();
+    let mut socket = on(&app).connect(&[("user_id", "7")]).await.unwrap();
     let topic = topic();
     let (_, channel) = socket.join(&topic, json!({})).await.unwrap();
 
@@ -46,14 +55,36 @@ async fn adding_a_comment_broadcasts_only_its_content_and_keeps_it() {
     // the model derives Encode with `only = [content]`: no user_id, no inserted_at
     channel.assert_broadcast(&format!("{topic}:new"), json!({"comment": {"content": "first!"}})).await;
 
-    let mut later = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let mut later = on(&app).connect(&[]).await.unwrap();
     let (reply, _) = later.join(&topic, json!({})).await.unwrap();
     assert_eq!(reply, json!({"hey": "there", "comments": [{"content": "first!"}]}));
+
+    // Another app (another endpoint) never sees this one's comments.
+    let mut elsewhere = on(&self::app()).connect(&[]).await.unwrap();
+    let (reply, _) = elsewhere.join(&topic, json!({})).await.unwrap();
+    assert_eq!(reply, json!({"hey": "there", "comments": []}));
+}
+
+#[tokio::test]
+async fn a_join_replays_only_the_latest_comments() {
+    let app = app();
+    let mut socket = on(&app).connect(&[]).await.unwrap();
+    let (_, channel) = socket.join("comments:7", json!({})).await.unwrap();
+    for n in 0..app::KEPT_PER_TOPIC + 5 {
+        let push = channel.push("comment:add", json!({"content": format!("c{n}")}));
+        channel.assert_reply(&push, Status::Ok, json!({})).await;
+    }
+    let mut later = on(&app).connect(&[]).await.unwrap();
+    let (reply, _) = later.join("comments:7", json!({})).await.unwrap();
+    let comments = reply["comments"].as_array().unwrap();
+    assert_eq!(comments.len(), app::KEPT_PER_TOPIC);
+    assert_eq!(comments[0], json!({"content": "c5"}), "the oldest go first");
+    assert_eq!(comments[app::KEPT_PER_TOPIC - 1], json!({"content": format!("c{}", app::KEPT_PER_TOPIC + 4)}));
 }
 
 #[tokio::test]
 async fn blank_or_missing_content_is_refused_and_nothing_is_broadcast() {
-    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let mut socket = on(&app()).connect(&[]).await.unwrap();
     let topic = topic();
     let (_, channel) = socket.join(&topic, json!({})).await.unwrap();
     let blank = json!({"errors": {"content": ["can't be blank"]}});
@@ -69,7 +100,7 @@ async fn blank_or_missing_content_is_refused_and_nothing_is_broadcast() {
 
 #[tokio::test]
 async fn ping_echoes_any_payload_and_unknown_events_are_refused() {
-    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let mut socket = on(&app()).connect(&[]).await.unwrap();
     let (_, channel) = socket.join(&topic(), json!({})).await.unwrap();
     let payload = json!({"nested": {"list": [1, "two", null]}, "emoji": "😀"});
     channel.assert_reply(&channel.push("ping", &payload), Status::Ok, &payload).await;
@@ -78,9 +109,9 @@ async fn ping_echoes_any_payload_and_unknown_events_are_refused() {
 
 #[tokio::test]
 async fn crash_kills_the_channel_alone() {
-    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let mut socket = on(&app()).connect(&[]).await.unwrap();
     let (_, doomed) = socket.join(&topic(), json!({})).await.unwrap();
-    let (_, survivor) = socket.join(&topic(), json!({})).await.unwrap();
+    let (_, survivor) = socket.join("comments:43", json!({})).await.unwrap();
     doomed.push("crash", json!({}));
     doomed.assert_crashed().await;
     survivor.assert_reply(&survivor.push("ping", json!({"alive": true})), Status::Ok, json!({"alive": true})).await;
@@ -88,7 +119,7 @@ async fn crash_kills_the_channel_alone() {
 
 #[tokio::test]
 async fn rooms_need_a_name_track_presence_and_shout() {
-    let mut socket = TestSocket::<UserSocket>::connect(&[]).await.unwrap();
+    let mut socket = on(&app()).connect(&[]).await.unwrap();
     assert_eq!(socket.join("room:t1", json!({})).await.unwrap_err(), json!({"reason": "name required"}));
 
     let (reply, room) = socket.join("room:t1", json!({"name": "ada"})).await.unwrap();
@@ -113,9 +144,9 @@ async fn rooms_need_a_name_track_presence_and_shout() {
 
 #[tokio::test]
 async fn a_second_member_sees_the_first_in_the_state_and_its_leave() {
-    let pubsub = channels::PubSub::local();
-    let mut ada = TestSocket::<UserSocket>::connect_on(&pubsub, &[]).await.unwrap();
-    let mut bob = TestSocket::<UserSocket>::connect_on(&pubsub, &[]).await.unwrap();
+    let app = app();
+    let mut ada = on(&app).connect(&[]).await.unwrap();
+    let mut bob = on(&app).connect(&[]).await.unwrap();
     let (_, ada_room) = ada.join("room:t2", json!({"name": "ada"})).await.unwrap();
     ada_room.next_push("presence_state").await;
     let (_, bob_room) = bob.join("room:t2", json!({"name": "bob"})).await.unwrap();
@@ -132,4 +163,15 @@ async fn a_second_member_sees_the_first_in_the_state_and_its_leave() {
         }
     };
     assert_eq!(leave["joins"], json!({}));
+}
+
+#[test]
+fn the_admin_route_needs_the_configured_token() {
+    use app::Admin;
+    let open = App::new(PubSub::local(), Some("s3cret".into()));
+    assert_eq!(open.admin(Some("Bearer s3cret")), Admin::Allowed);
+    assert_eq!(open.admin(Some("Bearer s3cre")), Admin::Refused);
+    assert_eq!(open.admin(Some("s3cret")), Admin::Refused);
+    assert_eq!(open.admin(None), Admin::Refused);
+    assert_eq!(App::new(PubSub::local(), None).admin(Some("Bearer anything")), Admin::Closed);
 }

@@ -24,8 +24,9 @@ socket! {
 }
 
 impl Connect for UserSocket {
+    type State = ();
     type Assigns = ();
-    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
         Ok(())
     }
 }
@@ -63,8 +64,8 @@ mod chans {
     impl Comments {
         async fn join(topic: Topic, _params: Value, socket: &mut Socket<UserSocket>) -> Join<Self> {
             tokio::task::yield_now().await;
-            let topic_id = topic.rest().parse().map_err(|_| json!({"reason": "invalid topic"}))?;
-            socket.push("welcome", &json!({ "topic_id": topic_id })).map_err(|e| json!({ "reason": e.to_string() }))?;
+            let topic_id = topic.rest().parse()?;
+            socket.push("welcome", json!({ "topic_id": topic_id }))?;
             Ok((json!({ "topic_id": topic_id }), Comments { topic_id, count: 0, pings: 0 }))
         }
 
@@ -73,7 +74,7 @@ mod chans {
             tokio::task::yield_now().await;
             self.count += 1;
             let comment = Comment { id: self.count, r#type: "text", content: new.content, author_email: String::new() };
-            socket.broadcast("comment:new", &json!({ "comment": comment, "topic": self.topic_id }))?;
+            socket.broadcast("comment:new", json!({ "comment": comment, "topic": self.topic_id }))?;
             Ok(Reply::ok(json!({ "id": self.count })))
         }
 
@@ -134,7 +135,7 @@ struct Room {
 impl Room {
     fn join(_topic: Topic, params: RoomParams) -> Join<Self> {
         if params.nick.is_empty() {
-            return Err(json!({ "reason": "empty nick" }));
+            return Err(JoinError::reason("empty nick"));
         }
         Ok((json!({ "nick": params.nick }), Room { nick: params.nick, step: 2, ticks: 0, secret: 7 }))
     }
@@ -149,7 +150,7 @@ impl Room {
     fn snapshot(&self, _payload: Value) -> Reply {
         let snapshot =
             Snapshot { nick: &self.nick, ticks: self.ticks, hidden: self.secret, marker: PhantomData::<Opaque> };
-        Reply::ok(snapshot)
+        Reply::ok(&snapshot)
     }
 
     #[handle_in("flush")]
@@ -163,26 +164,26 @@ impl Room {
     async fn shout(&mut self, payload: Value, socket: &mut Socket<UserSocket>) -> Result<(), BroadcastError> {
         tokio::task::yield_now().await;
         let text = payload["text"].as_str().unwrap_or_default().to_uppercase();
-        socket.push("shout", &json!({ "text": text }))
+        socket.push("shout", json!({ "text": text }))
     }
 
     #[handle_info]
     fn tick(&mut self, tick: Tick, socket: &mut Socket<UserSocket>) -> Result<(), BroadcastError> {
         self.ticks += tick.0;
-        socket.push("ticked", &json!({ "ticks": self.ticks }))
+        socket.push("ticked", json!({ "ticks": self.ticks }))
     }
 
     #[handle_info]
     async fn flush(&mut self, _flush: Flush, socket: &mut Socket<UserSocket>) -> Reply {
         tokio::task::yield_now().await;
         // Only fails when the client is gone, and then the channel stops anyway.
-        socket.push("flushed", &json!({})).ok();
+        socket.push("flushed", json!({})).ok();
         Reply::stop()
     }
 
     async fn terminate(&mut self, _reason: &Terminate, socket: &mut Socket<UserSocket>) {
         tokio::task::yield_now().await;
-        socket.broadcast("left", &json!({ "nick": self.nick })).ok();
+        socket.broadcast("left", json!({ "nick": self.nick })).ok();
     }
 }
 
@@ -200,7 +201,7 @@ where
     T: Copy + From<u32> + Into<u64> + Send + 'static,
 {
     fn join(_topic: Topic, params: CounterParams) -> Join<Self> {
-        let start = params.start.ok_or_else(|| json!({ "reason": "no start" }))?;
+        let start = params.start.ok_or_else(|| JoinError::new(json!({ "reason": "no start" })))?;
         Ok((json!({}), Counter(T::from(start))))
     }
 

@@ -5,24 +5,31 @@
 //! [`Connect`] trait, implemented on the socket type that `socket!` declares:
 //!
 //! ```
+//! use std::collections::HashSet;
 //! use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 //!
 //! struct UserSocket;
+//!
+//! /// The application's state: given once to the endpoint, shared by every
+//! /// connection (a database pool, a cache, a config).
+//! struct App { banned: HashSet<String> }
 //!
 //! #[derive(Clone)]
 //! struct User { id: String }
 //!
 //! impl Connect for UserSocket {
+//!     type State = App;
 //!     type Assigns = User;
 //!
-//!     async fn connect(params: &Params, _info: &ConnectInfo) -> Result<User, Refuse> {
-//!         match params.get("token") {
-//!             Some("invalid") => Err(Refuse::forbidden()),
-//!             _ => Ok(User { id: params.get("user_id").unwrap_or("anonymous").to_owned() }),
+//!     async fn connect(params: &Params, _info: &ConnectInfo, app: &App) -> Result<User, Refuse> {
+//!         let id = params.get("user_id").unwrap_or("anonymous");
+//!         if params.get("token") == Some("invalid") || app.banned.contains(id) {
+//!             return Err(Refuse::forbidden());
 //!         }
+//!         Ok(User { id: id.to_owned() })
 //!     }
 //!
-//!     fn id(user: &User) -> Option<String> {
+//!     fn id(user: &User, _app: &App) -> Option<String> {
 //!         Some(format!("users_socket:{}", user.id))
 //!     }
 //! }
@@ -32,15 +39,22 @@ use std::future::Future;
 use std::net::SocketAddr;
 
 use axum::http::{HeaderMap, StatusCode, Uri};
-use serde::de::{value::MapDeserializer, DeserializeOwned};
+use serde::de::DeserializeOwned;
 
 /// How a socket accepts connections: Phoenix's `connect/3` and `id/1`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not implement `Connect`",
     label = "sockets must say how they accept connections",
-    note = "add `impl Connect for {Self} {{ type Assigns = ..; async fn connect(params: &Params, info: &ConnectInfo) -> Result<Self::Assigns, Refuse> {{ .. }} }}`"
+    note = "add `impl Connect for {Self} {{ type State = ..; type Assigns = ..; async fn connect(params: &Params, info: &ConnectInfo, state: &Self::State) -> Result<Self::Assigns, Refuse> {{ .. }} }}`"
 )]
 pub trait Connect: Send + Sync + Sized + 'static {
+    /// The application's state (a database pool, a cache, a config): given
+    /// once to the [`Endpoint`](crate::endpoint::Endpoint::with_state),
+    /// shared by every connection behind one `Arc`, and reachable from
+    /// `connect`, `id`, and every channel callback through
+    /// [`Socket::state`](crate::socket::Socket::state). `()` for none.
+    type State: Send + Sync + 'static;
+
     /// What a connection carries for its whole life (the user, say): set by
     /// [`Connect::connect`], copied into every channel it joins.
     type Assigns: Clone + Send + Sync + 'static;
@@ -48,13 +62,17 @@ pub trait Connect: Send + Sync + Sized + 'static {
     /// Accepts or refuses a connection. `params` are the query parameters
     /// (including `vsn`); a refusal answers the upgrade with HTTP 403 (or the
     /// status the [`Refuse`] carries).
-    fn connect(params: &Params, info: &ConnectInfo) -> impl Future<Output = Result<Self::Assigns, Refuse>> + Send;
+    fn connect(
+        params: &Params,
+        info: &ConnectInfo,
+        state: &Self::State,
+    ) -> impl Future<Output = Result<Self::Assigns, Refuse>> + Send;
 
     /// The socket's id, e.g. `users_socket:42`, or `None` for anonymous
     /// sockets. Broadcasting `disconnect` on the id closes every connection
     /// that has it.
-    fn id(assigns: &Self::Assigns) -> Option<String> {
-        let _ = assigns;
+    fn id(assigns: &Self::Assigns, state: &Self::State) -> Option<String> {
+        let _ = (assigns, state);
         None
     }
 }
@@ -115,9 +133,11 @@ impl Default for Refuse {
 /// assert_eq!(params.get("token"), Some("b"));
 /// assert_eq!(params.get("user_id"), Some("7"));
 ///
+/// // Typed fields: numbers, booleans and optional fields decode too.
 /// #[derive(serde::Deserialize)]
-/// struct Auth { user_id: String }
-/// assert_eq!(params.decode::<Auth>().unwrap().user_id, "7");
+/// struct Auth { user_id: u64, admin: Option<bool> }
+/// let auth: Auth = params.decode().unwrap();
+/// assert_eq!((auth.user_id, auth.admin), (7, None));
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Params {
@@ -131,9 +151,8 @@ impl Params {
         // Where each key stands, so a query of many keys (unauthenticated
         // input) is parsed in linear time.
         let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-        for part in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = part.split_once('=').unwrap_or((part, ""));
-            let (key, value) = (decode_component(key), decode_component(value));
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let (key, value) = (key.into_owned(), value.into_owned());
             match index.get(&key) {
                 Some(&at) => pairs[at].1 = value,
                 None => {
@@ -160,17 +179,20 @@ impl Params {
         self.pairs.is_empty()
     }
 
-    /// Deserializes the parameters into a struct of string-like fields.
-    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, serde::de::value::Error> {
-        T::deserialize(MapDeserializer::new(self.pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+    /// Deserializes the parameters into `T`, as a form is: numbers,
+    /// booleans, `Option`s and strings decode from their text (through
+    /// `serde_urlencoded`), the last value of a repeated key wins, and a
+    /// missing or unparsable field names itself in the error.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, ParamsError> {
+        let encoded = form_urlencoded::Serializer::new(String::new()).extend_pairs(&self.pairs).finish();
+        serde_urlencoded::from_str(&encoded).map_err(ParamsError)
     }
 }
 
-/// Decodes `application/x-www-form-urlencoded`: `+` is a space, `%XX` a byte.
-fn decode_component(s: &str) -> String {
-    let spaced = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy().into_owned()
-}
+/// Connect parameters that do not fit the type [`Params::decode`] asked for.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid connect params: {0}")]
+pub struct ParamsError(#[source] serde_urlencoded::de::Error);
 
 /// What `connect` may know about the request besides its parameters.
 #[derive(Debug, Clone)]
@@ -318,6 +340,35 @@ mod tests {
         let p = Params::from_query("user_id=7&vsn=2.0.0");
         assert_eq!(p.decode::<Q>().unwrap(), Q { user_id: "7".into(), token: None });
         assert!(Params::from_query("vsn=2.0.0").decode::<Q>().is_err());
+    }
+
+    #[test]
+    fn decode_typed_fields() {
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Q {
+            user_id: u64,
+            admin: bool,
+            ratio: f64,
+            page: Option<u32>,
+            name: Option<String>,
+        }
+        let p = Params::from_query("user_id=7&admin=true&ratio=0.5&name=a+b&user_id=8");
+        assert_eq!(
+            p.decode::<Q>().unwrap(),
+            Q { user_id: 8, admin: true, ratio: 0.5, page: None, name: Some("a b".into()) }
+        );
+        let err = Params::from_query("user_id=x&admin=true&ratio=1").decode::<Q>().unwrap_err();
+        assert!(err.to_string().contains("invalid digit"), "{err}");
+        let err = Params::from_query("admin=true&ratio=1").decode::<Q>().unwrap_err();
+        assert!(err.to_string().contains("user_id"), "{err}");
+        // Keys and values that need escaping survive the round trip.
+        #[derive(serde::Deserialize, Debug, PartialEq)]
+        struct Odd {
+            #[serde(rename = "a&b")]
+            ab: String,
+        }
+        let odd = Params::from_query("a%26b=%3D%26%2B%25");
+        assert_eq!(odd.decode::<Odd>().unwrap(), Odd { ab: "=&+%".into() });
     }
 
     #[test]

@@ -35,6 +35,7 @@ impl Joined {
 pub(crate) struct Dispatcher<S: Connect + Routes> {
     conn: Arc<Connection>,
     assigns: S::Assigns,
+    state: Arc<S::State>,
     channels: HashMap<String, Joined>,
     next_generation: u64,
     max_channels: usize,
@@ -67,13 +68,14 @@ impl<S: Connect + Routes> Dispatcher<S> {
     /// socket id so `disconnect` broadcasts reach it.
     pub(crate) fn new(
         assigns: S::Assigns,
+        state: Arc<S::State>,
         outbox: Arc<Outbox>,
         serializer: crate::protocol::Serializer,
         pubsub: PubSub,
         options: &SocketOptions,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let id: Option<Arc<str>> = S::id(&assigns).map(Arc::from);
+        let id: Option<Arc<str>> = S::id(&assigns, &state).map(Arc::from);
         if let Some(id) = &id {
             let subscriber = Subscriber {
                 outbox: outbox.clone(),
@@ -90,6 +92,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
         Dispatcher {
             conn,
             assigns,
+            state,
             channels: HashMap::new(),
             next_generation: 1,
             max_channels: options.max_channels,
@@ -195,6 +198,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             msg_ref,
             payload,
             assigns: self.assigns.clone(),
+            state: self.state.clone(),
             conn: self.conn.clone(),
             generation,
             mailbox,

@@ -2,45 +2,111 @@
 //!
 //! ```no_run
 //! # use channels_runtime::{endpoint::Endpoint, channel::{Routes, Route}, connect::*};
+//! # use std::sync::atomic::{AtomicU64, Ordering};
 //! # struct UserSocket;
-//! # impl Connect for UserSocket { type Assigns = ();
-//! #   async fn connect(_: &Params, _: &ConnectInfo) -> Result<(), Refuse> { Ok(()) } }
+//! /// The application's state: whatever `connect`, the channels and the
+//! /// app's own HTTP routes share.
+//! #[derive(Default)]
+//! struct App { visits: AtomicU64 }
+//!
+//! impl Connect for UserSocket {
+//!     type State = App;
+//!     type Assigns = ();
+//!     async fn connect(_: &Params, _: &ConnectInfo, app: &App) -> Result<(), Refuse> {
+//!         app.visits.fetch_add(1, Ordering::Relaxed);
+//!         Ok(())
+//!     }
+//! }
 //! # impl Routes for UserSocket { const ROUTES: &'static [Route<Self>] = &[]; }
 //! # async fn run() -> std::io::Result<()> {
-//! let endpoint = Endpoint::new().socket("/socket", UserSocket);
+//! use std::sync::Arc;
+//! use axum::{extract::State, routing::get, Router};
+//!
+//! let endpoint = Endpoint::with_state(App::default())
+//!     .socket("/socket", UserSocket)
+//!     // The app's own routes see the same state, as axum's `State`:
+//!     .merge(Router::new().route(
+//!         "/visits",
+//!         get(|State(app): State<Arc<App>>| async move { app.visits.load(Ordering::Relaxed).to_string() }),
+//!     ));
 //!
 //! // Broadcast from anywhere, e.g. an HTTP handler:
-//! endpoint.broadcast("comments:42", "comments:42:new", &serde_json::json!({"comment": {}})).unwrap();
+//! endpoint.broadcast("comments:42", "comments:42:new", serde_json::json!({"comment": {}})).unwrap();
 //!
 //! endpoint.serve("127.0.0.1:4000").await
 //! # }
 //! ```
 
+use std::any::Any;
 use std::sync::Arc;
 
 use axum::routing::any;
 use axum::Router;
-use serde::Serialize;
 use tokio::net::{TcpListener, ToSocketAddrs};
 
 use crate::channel::Routes;
 use crate::connect::Connect;
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::options::SocketOptions;
+use crate::protocol::IntoPayload;
 use crate::pubsub::{BroadcastError, PubSub};
 use crate::registry::Registry;
 use crate::server::{self, ServerOptions};
 use crate::transport::{longpoll, websocket, Mount};
 
-/// An application's sockets, their PubSub, and any other routes to serve
-/// beside them. Cheap to clone; clones share the PubSub.
-#[derive(Clone, Debug)]
-pub struct Endpoint {
+/// Adds one mounted socket's routes to the router being built.
+type MountSocket = Arc<dyn Fn(Router, &Parts) -> Router + Send + Sync>;
+
+/// What every mounted socket shares, as the router is built.
+struct Parts {
     pubsub: PubSub,
-    router: Router,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    state: Arc<dyn Any + Send + Sync>,
+}
+
+/// An application's sockets, their PubSub, the application's state `St`
+/// (`()` for none), and any other routes to serve beside them. Cheap to
+/// clone; clones share the PubSub and the state.
+///
+/// The state is given once ([`Endpoint::with_state`]) and held in one
+/// `Arc`: `connect`, `id`, every channel callback
+/// ([`Socket::state`](crate::socket::Socket::state)) and the routes given
+/// to [`Endpoint::merge`] (as axum's `State<Arc<St>>`) all see that one
+/// value. Two endpoints never share state unless given the same `Arc`.
+pub struct Endpoint<St = ()> {
+    state: Arc<St>,
+    pubsub: PubSub,
+    sockets: Vec<MountSocket>,
+    routes: Vec<Router<Arc<St>>>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     server: ServerOptions,
+}
+
+impl<St> Clone for Endpoint<St> {
+    fn clone(&self) -> Self {
+        Endpoint {
+            state: self.state.clone(),
+            pubsub: self.pubsub.clone(),
+            sockets: self.sockets.clone(),
+            routes: self.routes.clone(),
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            server: self.server,
+        }
+    }
+}
+
+impl<St> std::fmt::Debug for Endpoint<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("state", &std::any::type_name::<St>())
+            .field("sockets", &self.sockets.len())
+            .field("routes", &self.routes.len())
+            .field("server", &self.server)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Endpoint {
@@ -50,61 +116,97 @@ impl Default for Endpoint {
 }
 
 impl Endpoint {
-    /// An endpoint with the in-process PubSub.
+    /// An endpoint without application state, on the in-process PubSub.
     pub fn new() -> Self {
-        Endpoint::with_pubsub(PubSub::local())
+        Endpoint::with_state(())
     }
+}
 
-    /// An endpoint with the given PubSub (e.g. one on Redis, for several nodes).
-    pub fn with_pubsub(pubsub: PubSub) -> Self {
+impl<St: Send + Sync + 'static> Endpoint<St> {
+    /// An endpoint whose sockets share `state` (a value, or an `Arc` the
+    /// app keeps a clone of), on the in-process PubSub.
+    pub fn with_state(state: impl Into<Arc<St>>) -> Self {
         Endpoint {
-            pubsub,
-            router: Router::new(),
+            state: state.into(),
+            pubsub: PubSub::local(),
+            sockets: Vec::new(),
+            routes: Vec::new(),
             metrics: Arc::default(),
             registry: Arc::default(),
             server: ServerOptions::default(),
         }
     }
 
+    /// Uses `pubsub` (e.g. one on Redis, for several nodes) instead of the
+    /// in-process one, for every socket of the endpoint.
+    #[must_use]
+    pub fn with_pubsub(mut self, pubsub: PubSub) -> Self {
+        self.pubsub = pubsub;
+        self
+    }
+
+    /// The application's state.
+    pub fn state(&self) -> &Arc<St> {
+        &self.state
+    }
+
     /// Mounts a socket at `path`: WebSocket at `{path}/websocket` (and
     /// LongPoll at `{path}/longpoll` when [`SocketOptions::longpoll`] is on).
-    pub fn socket<S: Connect + Routes>(self, path: &str, socket: S) -> Self {
+    #[must_use]
+    pub fn socket<S: Connect<State = St> + Routes>(self, path: &str, socket: S) -> Self {
         self.socket_with(path, socket, SocketOptions::default())
     }
 
     /// Mounts a socket with non-default limits.
-    pub fn socket_with<S: Connect + Routes>(mut self, path: &str, _socket: S, options: SocketOptions) -> Self {
-        let longpoll = options.longpoll;
-        let mount = Arc::new(Mount {
-            pubsub: self.pubsub.clone(),
-            options,
-            metrics: self.metrics.clone(),
-            registry: self.registry.clone(),
-        });
-        let path = path.trim_end_matches('/');
-        if longpoll {
-            let sessions = longpoll::Sessions::<S>::new(mount.clone());
-            self.router =
-                self.router.route(&format!("{path}/longpoll"), any(move |req| longpoll::handle(sessions.clone(), req)));
-        }
-        self.router = self
-            .router
-            .route(&format!("{path}/websocket"), any(move |req| websocket::upgrade::<S>(mount.clone(), req)));
+    #[must_use]
+    pub fn socket_with<S: Connect<State = St> + Routes>(
+        mut self,
+        path: &str,
+        _socket: S,
+        options: SocketOptions,
+    ) -> Self {
+        let path = path.trim_end_matches('/').to_owned();
+        self.sockets.push(Arc::new(move |router: Router, parts: &Parts| {
+            let longpoll = options.longpoll;
+            let mount = Arc::new(Mount {
+                pubsub: parts.pubsub.clone(),
+                options: options.clone(),
+                metrics: parts.metrics.clone(),
+                registry: parts.registry.clone(),
+                state: parts.state.clone(),
+            });
+            let mut router = router;
+            if longpoll {
+                let sessions = longpoll::Sessions::<S>::new(mount.clone());
+                router =
+                    router.route(&format!("{path}/longpoll"), any(move |req| longpoll::handle(sessions.clone(), req)));
+            }
+            router.route(&format!("{path}/websocket"), any(move |req| websocket::upgrade::<S>(mount.clone(), req)))
+        }));
         self
     }
 
     /// Adds the application's own routes (pages, an API) to serve beside
-    /// the sockets.
+    /// the sockets. They may extract the endpoint's state as axum's
+    /// `State<Arc<St>>`.
     #[must_use]
-    pub fn merge(mut self, routes: Router) -> Self {
-        self.router = self.router.merge(routes);
+    pub fn merge(mut self, routes: Router<Arc<St>>) -> Self {
+        self.routes.push(routes);
         self
     }
 
     /// The sockets (and merged routes) as an axum router, to nest in an
-    /// existing application.
+    /// existing application. Each call builds a fresh router (LongPoll
+    /// sessions belong to the router they were opened on).
     pub fn router(&self) -> Router {
-        self.router.clone()
+        let parts = Parts {
+            pubsub: self.pubsub.clone(),
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            state: self.state.clone(),
+        };
+        let sockets = self.sockets.iter().fold(Router::new(), |router, mount| mount(router, &parts));
+        self.routes.iter().fold(sockets, |router, routes| router.merge(routes.clone().with_state(self.state.clone())))
     }
 
     /// The endpoint's PubSub.
@@ -115,24 +217,13 @@ impl Endpoint {
     /// Broadcasts `event` to every subscriber of `topic` on every node, from
     /// outside any channel. Broadcasting `disconnect` to a socket id closes
     /// every connection with that id.
-    pub fn broadcast<T: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        event: &str,
-        payload: &T,
-    ) -> Result<(), BroadcastError> {
+    pub fn broadcast(&self, topic: &str, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
         self.pubsub.broadcast(topic, event, payload)
     }
 
     /// Broadcasts to the subscribers on this node only.
-    pub fn local_broadcast<T: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        event: &str,
-        payload: &T,
-    ) -> Result<(), BroadcastError> {
-        self.pubsub.local_broadcast(topic, event, crate::protocol::Payload::json(payload)?);
-        Ok(())
+    pub fn local_broadcast(&self, topic: &str, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        self.pubsub.local_broadcast(topic, event, payload)
     }
 
     /// The endpoint's counters, for a metrics exporter.
@@ -183,7 +274,8 @@ impl Endpoint {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
-        server::serve(listener, self.router, self.registry, self.server, shutdown).await
+        let router = self.router();
+        server::serve(listener, router, self.registry, self.server, shutdown).await
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod channel;
 pub mod connect;
+pub mod crash;
 mod dispatch;
 pub mod endpoint;
 mod metrics;

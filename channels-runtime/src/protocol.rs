@@ -238,6 +238,88 @@ impl From<Bytes> for Payload {
     }
 }
 
+impl From<Vec<u8>> for Payload {
+    fn from(bytes: Vec<u8>) -> Self {
+        Payload::Binary(Bytes::from(bytes))
+    }
+}
+
+/// What can be sent as a payload: JSON or binary, through one signature.
+///
+/// Every method that sends something (`push`, `broadcast`,
+/// `broadcast_from`, `local_broadcast`, replies, `Endpoint::broadcast`,
+/// `PubSub::broadcast*`) takes `impl IntoPayload`:
+///
+/// - `&T` for any `T: Serialize` (a struct, `&json!(..)`, a `&str`): JSON;
+/// - a [`serde_json::Value`] by value (`json!(..)`): JSON;
+/// - a [`Payload`] (or `&Payload`), e.g. the one a handler received: sent as
+///   it is, JSON or binary, without re-encoding;
+/// - [`Bytes`] or `Vec<u8>` by value: binary (V2 binary frames).
+///
+/// A byte vector *by reference* is a `Serialize` value like any other and
+/// travels as a JSON array of numbers; pass it by value (or as `Bytes`) to
+/// send bytes.
+///
+/// ```
+/// use bytes::Bytes;
+/// use channels_runtime::protocol::{IntoPayload, Payload};
+/// use serde_json::json;
+///
+/// #[derive(serde::Serialize)]
+/// struct Comment { content: &'static str }
+///
+/// let from_struct = (&Comment { content: "hi" }).into_payload().unwrap();
+/// assert_eq!(from_struct.as_json(), Some(r#"{"content":"hi"}"#));
+/// assert_eq!(json!({"a": 1}).into_payload().unwrap().as_json(), Some(r#"{"a":1}"#));
+/// assert_eq!(vec![1u8, 2].into_payload().unwrap(), Payload::Binary(Bytes::from_static(&[1, 2])));
+/// assert_eq!((&vec![1u8, 2]).into_payload().unwrap().as_json(), Some("[1,2]"));
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be sent as a payload",
+    label = "expected `&impl Serialize`, `serde_json::Value`, `Payload`, `Bytes` or `Vec<u8>`",
+    note = "to send it as JSON, pass a reference: `&value`"
+)]
+pub trait IntoPayload {
+    /// The payload, or why the value cannot be encoded as JSON.
+    fn into_payload(self) -> Result<Payload, serde_json::Error>;
+}
+
+impl<T: Serialize + ?Sized> IntoPayload for &T {
+    fn into_payload(self) -> Result<Payload, serde_json::Error> {
+        Payload::json(self)
+    }
+}
+
+impl IntoPayload for serde_json::Value {
+    fn into_payload(self) -> Result<Payload, serde_json::Error> {
+        Payload::json(&self)
+    }
+}
+
+impl IntoPayload for Payload {
+    fn into_payload(self) -> Result<Payload, serde_json::Error> {
+        Ok(self)
+    }
+}
+
+impl IntoPayload for &Payload {
+    fn into_payload(self) -> Result<Payload, serde_json::Error> {
+        Ok(self.clone())
+    }
+}
+
+impl IntoPayload for Bytes {
+    fn into_payload(self) -> Result<Payload, serde_json::Error> {
+        Ok(Payload::Binary(self))
+    }
+}
+
+impl IntoPayload for Vec<u8> {
+    fn into_payload(self) -> Result<Payload, serde_json::Error> {
+        Ok(Payload::Binary(Bytes::from(self)))
+    }
+}
+
 /// A payload that does not fit the type a handler asked for.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid payload at `{path}`: {message}")]

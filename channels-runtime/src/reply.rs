@@ -1,10 +1,9 @@
 //! What a `handle_in` answers: [`Reply`] and the types that convert into it.
 
-use std::fmt::Display;
-
 use serde::Serialize;
 
-use crate::protocol::{Payload, PayloadError};
+use crate::crash::{BoxError, Crash};
+use crate::protocol::{IntoPayload, Payload, PayloadError};
 
 /// The answer of a `handle_in` handler: Phoenix's `{:reply, ..}`,
 /// `{:noreply, ..}` and `{:stop, ..}`.
@@ -13,11 +12,16 @@ use crate::protocol::{Payload, PayloadError};
 /// use channels_runtime::reply::Reply;
 /// use serde_json::json;
 ///
+/// #[derive(serde::Serialize)]
+/// struct Saved { id: u64 }
+///
 /// let ok = Reply::ok(json!({"id": 7}));
+/// let typed = Reply::ok(&Saved { id: 7 });
+/// let binary = Reply::ok(vec![0u8, 1, 2]);
 /// let err = Reply::error(json!({"errors": {"content": ["can't be blank"]}}));
 /// let silent = Reply::none();
 /// let bye = Reply::ok(json!({})).and_stop();
-/// # let _ = (ok, err, silent, bye);
+/// # let _ = (ok, typed, binary, err, silent, bye);
 /// ```
 #[must_use = "a Reply does nothing unless returned from a handler"]
 #[derive(Debug, Clone)]
@@ -46,19 +50,26 @@ impl Status {
 }
 
 impl Reply {
-    /// Reply `ok` with `response` (use `json!({})` for a bare ok).
-    pub fn ok<T: Serialize>(response: T) -> Self {
-        Self::with(Status::Ok, &response)
+    /// Reply `ok` with `response`, JSON or binary (see [`IntoPayload`]; use
+    /// `json!({})` for a bare ok).
+    pub fn ok(response: impl IntoPayload) -> Self {
+        Self::with_status(Status::Ok, response)
     }
 
     /// Reply `error` with `response`.
-    pub fn error<T: Serialize>(response: T) -> Self {
-        Self::with(Status::Error, &response)
+    pub fn error(response: impl IntoPayload) -> Self {
+        Self::with_status(Status::Error, response)
     }
 
-    /// Reply with a payload already encoded, or binary.
-    pub fn payload(status: Status, response: Payload) -> Self {
-        Reply { status: Some((status, response)), stop: false }
+    /// Reply with a status chosen at run time.
+    pub fn with_status(status: Status, response: impl IntoPayload) -> Self {
+        match response.into_payload() {
+            Ok(payload) => Reply { status: Some((status, payload)), stop: false },
+            Err(error) => {
+                tracing::error!(%error, "reply could not be encoded as JSON");
+                Reply { status: Some((Status::Error, reason("reply could not be encoded"))), stop: false }
+            }
+        }
     }
 
     /// Send no reply (phoenix.js times the push out after its timeout).
@@ -78,16 +89,6 @@ impl Reply {
         Reply::none().and_stop()
     }
 
-    fn with<T: Serialize + ?Sized>(status: Status, response: &T) -> Self {
-        match Payload::json(response) {
-            Ok(payload) => Reply::payload(status, payload),
-            Err(error) => {
-                tracing::error!(%error, "reply could not be encoded as JSON");
-                Reply::payload(Status::Error, reason("reply could not be encoded"))
-            }
-        }
-    }
-
     /// The reply to a payload that does not fit the handler's type.
     pub fn invalid_payload(error: &PayloadError) -> Self {
         #[derive(Serialize)]
@@ -96,12 +97,12 @@ impl Reply {
             path: &'a str,
             message: &'a str,
         }
-        Reply::error(Invalid { reason: "invalid payload", path: error.path(), message: error.message() })
+        Reply::error(&Invalid { reason: "invalid payload", path: error.path(), message: error.message() })
     }
 
     /// The reply to an event no handler is declared for.
     pub fn unknown_event() -> Self {
-        Reply::payload(Status::Error, reason("unknown event"))
+        Reply::error(reason("unknown event"))
     }
 
     /// The status and response, if this reply sends one.
@@ -129,8 +130,10 @@ pub(crate) fn reason(reason: &str) -> Payload {
 ///
 /// - [`Reply`]: as given.
 /// - `()`: no reply.
-/// - `Result<R, E>` with `R: IntoReply`: `Ok` as `R`; `Err` crashes the
-///   channel like an exception in Phoenix (logged with the error, the
+/// - `Result<R, E>` with `R: IntoReply` and any error `E` that converts
+///   into a [`BoxError`] (every `std::error::Error + Send + Sync + 'static`,
+///   `anyhow::Error`, `String`): `Ok` as `R`; `Err` crashes the channel like
+///   an exception in Phoenix (logged with the error and its sources, the
 ///   client gets `phx_error` and rejoins).
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a reply",
@@ -138,27 +141,27 @@ pub(crate) fn reason(reason: &str) -> Payload {
     note = "return `Reply::ok(..)`, `Reply::error(..)` or `Reply::none()`"
 )]
 pub trait IntoReply {
-    /// Converts into a reply, or the error that crashes the channel.
-    fn into_reply(self) -> Result<Reply, String>;
+    /// Converts into a reply, or the crash it stands for.
+    fn into_reply(self) -> Result<Reply, Crash>;
 }
 
 impl IntoReply for Reply {
-    fn into_reply(self) -> Result<Reply, String> {
+    fn into_reply(self) -> Result<Reply, Crash> {
         Ok(self)
     }
 }
 
 impl IntoReply for () {
-    fn into_reply(self) -> Result<Reply, String> {
+    fn into_reply(self) -> Result<Reply, Crash> {
         Ok(Reply::none())
     }
 }
 
-impl<R: IntoReply, E: Display> IntoReply for Result<R, E> {
-    fn into_reply(self) -> Result<Reply, String> {
+impl<R: IntoReply, E: Into<BoxError>> IntoReply for Result<R, E> {
+    fn into_reply(self) -> Result<Reply, Crash> {
         match self {
             Ok(reply) => reply.into_reply(),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(Crash::from(error)),
         }
     }
 }
@@ -182,7 +185,7 @@ mod tests {
     fn unencodable_responses_become_errors() {
         let mut bad = std::collections::HashMap::new();
         bad.insert(vec![1u8], 1);
-        let r = Reply::ok(bad);
+        let r = Reply::ok(&bad);
         assert_eq!(r.response().unwrap().0, Status::Error);
     }
 
@@ -192,6 +195,9 @@ mod tests {
         let ok: Result<Reply, String> = Ok(Reply::ok(json!({})));
         assert!(ok.into_reply().is_ok());
         let err: Result<Reply, &str> = Err("db down");
-        assert_eq!(err.into_reply().unwrap_err(), "db down");
+        assert_eq!(err.into_reply().unwrap_err().to_string(), "db down");
+        let io: Result<(), std::io::Error> = Err(std::io::Error::other("disk full"));
+        let crash = io.into_reply().unwrap_err();
+        assert!(crash.error().unwrap().downcast_ref::<std::io::Error>().is_some(), "not flattened to a string");
     }
 }

@@ -5,12 +5,10 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::channel::ChannelRef;
 use crate::connect::Connect;
 use crate::outbox::Outbox;
-use crate::protocol::{Outgoing, Payload, Serializer};
+use crate::protocol::{IntoPayload, Outgoing, Payload, Serializer};
 use crate::pubsub::{BroadcastError, PubSub};
 use crate::reply::Reply;
 use crate::router::Topic;
@@ -48,14 +46,17 @@ impl Connection {
 /// # use channels_runtime::connect::Connect;
 /// # fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error>> {
 /// use serde_json::json;
-/// socket.push("notice", &json!({"text": "auto-saved"}))?;
-/// socket.broadcast("comments:42:new", &json!({"comment": {"content": "hi"}}))?;
+/// socket.push("notice", json!({"text": "auto-saved"}))?;
+/// socket.broadcast("comments:42:new", json!({"comment": {"content": "hi"}}))?;
+/// // Binary payloads travel the same way (V2 binary frames):
+/// socket.broadcast_from("yjs:update", vec![0u8, 1, 2])?;
 /// # Ok(()) }
 /// ```
 pub struct Socket<S: Connect> {
     topic: Topic,
     join_ref: Option<Arc<str>>,
     assigns: S::Assigns,
+    state: Arc<S::State>,
     conn: Arc<Connection>,
     /// Pushes made before the join reply went out, sent right after it.
     pending: Option<Vec<(String, Payload)>>,
@@ -72,6 +73,7 @@ impl<S: Connect> Socket<S> {
         topic: Topic,
         join_ref: Option<Arc<str>>,
         assigns: S::Assigns,
+        state: Arc<S::State>,
         conn: Arc<Connection>,
         me: ChannelRef,
         generation: u64,
@@ -80,6 +82,7 @@ impl<S: Connect> Socket<S> {
             topic,
             join_ref,
             assigns,
+            state,
             conn,
             pending: Some(Vec::new()),
             me,
@@ -115,6 +118,13 @@ impl<S: Connect> Socket<S> {
         &mut self.assigns
     }
 
+    /// The application's state, as given to the endpoint
+    /// ([`Endpoint::with_state`](crate::endpoint::Endpoint::with_state));
+    /// shared by every connection, never copied.
+    pub fn state(&self) -> &S::State {
+        &self.state
+    }
+
     /// The socket id `Connect::id` gave, if any.
     pub fn id(&self) -> Option<&str> {
         self.conn.id.as_deref()
@@ -130,15 +140,16 @@ impl<S: Connect> Socket<S> {
         self.conn.serializer
     }
 
-    /// Pushes `event` to this channel's client only. A push made inside
-    /// `join` is sent right after the join reply.
-    pub fn push<T: Serialize + ?Sized>(&mut self, event: &str, payload: &T) -> Result<(), BroadcastError> {
-        self.push_payload(event, Payload::json(payload)?);
+    /// Pushes `event` with `payload` (JSON or binary, see [`IntoPayload`])
+    /// to this channel's client only. A push made inside `join` is sent
+    /// right after the join reply. A binary payload cannot reach a V1 or
+    /// LongPoll client: it is dropped there with a warning.
+    pub fn push(&mut self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        self.push_frame(event, payload.into_payload()?);
         Ok(())
     }
 
-    /// Like [`Socket::push`], with a payload already encoded (or binary).
-    pub fn push_payload(&mut self, event: &str, payload: Payload) {
+    pub(crate) fn push_frame(&mut self, event: &str, payload: Payload) {
         match &mut self.pending {
             Some(pending) => pending.push((event.to_owned(), payload)),
             None => self.conn.send(&Outgoing::Push {
@@ -151,16 +162,23 @@ impl<S: Connect> Socket<S> {
     }
 
     /// Broadcasts `event` to every subscriber of this channel's topic, this
-    /// client included, on every node.
-    pub fn broadcast<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), BroadcastError> {
+    /// client included, on every node. The payload (JSON or binary) is
+    /// encoded once per serializer, however many subscribers get it.
+    pub fn broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
         self.conn.pubsub.broadcast(&self.topic, event, payload)
     }
 
     /// Broadcasts to every subscriber of this channel's topic except this
-    /// client.
-    pub fn broadcast_from<T: Serialize + ?Sized>(&self, event: &str, payload: &T) -> Result<(), BroadcastError> {
-        self.conn.pubsub.broadcast_from(self.conn.outbox.id(), &self.topic, event, Payload::json(payload)?);
-        Ok(())
+    /// client, on every node. With the [`Payload`] a handler received, the
+    /// bytes go out unchanged (a relay).
+    pub fn broadcast_from(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        self.conn.pubsub.broadcast_from(self.conn.outbox.id(), &self.topic, event, payload)
+    }
+
+    /// Broadcasts to the subscribers of this channel's topic on this node
+    /// only.
+    pub fn local_broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        self.conn.pubsub.local_broadcast(&self.topic, event, payload)
     }
 
     /// A handle to this channel, to send it messages (received in
@@ -221,7 +239,7 @@ impl<S: Connect> Socket<S> {
     /// Sends the pushes held back while joining; later pushes go out at once.
     pub(crate) fn release_pending(&mut self) {
         for (event, payload) in self.pending.take().unwrap_or_default() {
-            self.push_payload(&event, payload);
+            self.push_frame(&event, payload);
         }
     }
 }

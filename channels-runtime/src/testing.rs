@@ -183,6 +183,37 @@ pub struct TestSocket<S: Connect + Routes> {
     shared: Arc<Shared<S>>,
 }
 
+/// Builds a [`TestSocket`] with a given state and PubSub: made by
+/// [`TestSocket::with_state`] or [`TestSocket::builder`].
+pub struct TestSocketBuilder<S: Connect> {
+    state: Arc<S::State>,
+    pubsub: Option<PubSub>,
+}
+
+impl<S: Connect + Routes> TestSocketBuilder<S> {
+    /// A PubSub shared with other test sockets. Default: a fresh one.
+    #[must_use]
+    pub fn pubsub(mut self, pubsub: &PubSub) -> Self {
+        self.pubsub = Some(pubsub.clone());
+        self
+    }
+
+    /// Connects through `S::connect` with these query parameters.
+    pub async fn connect(self, params: &[(&str, &str)]) -> Result<TestSocket<S>, Refuse> {
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params = Params::from_query(&query.join("&"));
+        let info = ConnectInfo::new(None, Uri::from_static("/socket/websocket"), HeaderMap::new());
+        let assigns = S::connect(&params, &info, &self.state).await?;
+        Ok(self.with_assigns(assigns))
+    }
+
+    /// A socket with these assigns, without running `connect` (Phoenix's
+    /// `socket/3`).
+    pub fn with_assigns(self, assigns: S::Assigns) -> TestSocket<S> {
+        TestSocket::start(self.state, self.pubsub.unwrap_or_else(PubSub::local), assigns)
+    }
+}
+
 /// A reference to a pushed message, to assert on its reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushRef(String);
@@ -214,33 +245,49 @@ async fn expect_reply(inbox: &Inbox, timeout: Duration, topic: &str, msg_ref: &s
     }
 }
 
-impl<S: Connect + Routes> TestSocket<S> {
+impl<S: Connect + Routes> TestSocket<S>
+where
+    S::State: Default,
+{
     /// Connects through `S::connect` with these query parameters, on a
-    /// fresh in-process PubSub.
+    /// fresh in-process PubSub, with the state's `Default`.
     pub async fn connect(params: &[(&str, &str)]) -> Result<Self, Refuse> {
-        Self::connect_on(&PubSub::local(), params).await
-    }
-
-    /// Connects on a given PubSub, to test several sockets together.
-    pub async fn connect_on(pubsub: &PubSub, params: &[(&str, &str)]) -> Result<Self, Refuse> {
-        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        let params = Params::from_query(&query.join("&"));
-        let info = ConnectInfo::new(None, Uri::from_static("/socket/websocket"), HeaderMap::new());
-        let assigns = S::connect(&params, &info).await?;
-        Ok(Self::with_assigns_on(pubsub, assigns))
+        Self::builder().connect(params).await
     }
 
     /// A socket with these assigns, without running `connect` (Phoenix's
-    /// `socket/3`).
+    /// `socket/3`), with the state's `Default`.
     pub fn with_assigns(assigns: S::Assigns) -> Self {
-        Self::with_assigns_on(&PubSub::local(), assigns)
+        Self::builder().with_assigns(assigns)
     }
 
-    /// Like [`TestSocket::with_assigns`], on a given PubSub.
-    pub fn with_assigns_on(pubsub: &PubSub, assigns: S::Assigns) -> Self {
+    /// A builder with the state's `Default`, e.g. to share a PubSub.
+    pub fn builder() -> TestSocketBuilder<S> {
+        Self::with_state(S::State::default())
+    }
+}
+
+impl<S: Connect + Routes> TestSocket<S> {
+    /// A socket whose `connect` and channels see `state` (a value, or an
+    /// `Arc` the test keeps to look at it afterwards):
+    ///
+    /// ```ignore
+    /// let app = Arc::new(App::default());
+    /// let pubsub = PubSub::local();
+    /// let alice = TestSocket::<UserSocket>::with_state(app.clone())
+    ///     .pubsub(&pubsub)
+    ///     .connect(&[("user_id", "alice")])
+    ///     .await?;
+    /// ```
+    pub fn with_state(state: impl Into<Arc<S::State>>) -> TestSocketBuilder<S> {
+        TestSocketBuilder { state: state.into(), pubsub: None }
+    }
+
+    fn start(state: Arc<S::State>, pubsub: PubSub, assigns: S::Assigns) -> Self {
         let inbox = Inbox::new();
         let dispatcher = Dispatcher::<S>::new(
             assigns,
+            state,
             inbox.outbox.clone(),
             Serializer::V2,
             pubsub.clone(),
@@ -250,7 +297,7 @@ impl<S: Connect + Routes> TestSocket<S> {
         let shared = Shared {
             dispatcher: Mutex::new(dispatcher),
             inbox,
-            pubsub: pubsub.clone(),
+            pubsub,
             next_ref: Mutex::new(0),
             timeout: Mutex::new(DEFAULT_TIMEOUT),
         };
@@ -473,7 +520,7 @@ impl TestChannel {
 
     /// Broadcasts on the channel's topic from the test.
     pub fn broadcast<T: Serialize>(&self, event: &str, payload: T) {
-        self.socket.pubsub().broadcast_payload(&self.topic, event, payload_of(&payload));
+        self.socket.pubsub().broadcast(&self.topic, event, payload_of(&payload)).unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Leaves the topic; returns the leave reply's status and response.

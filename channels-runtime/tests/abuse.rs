@@ -18,8 +18,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abuse_helpers::{fds, logs, mb, rss, settle, tasks, Got, Raw, SERIAL};
-use channels_runtime::channel::{Channel, Info, JoinResult, Route, Routes, Terminate};
+use channels_runtime::channel::{Channel, Info, JoinError, Route, Routes, Terminate};
 use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+use channels_runtime::crash::Crash;
 use channels_runtime::endpoint::Endpoint;
 use channels_runtime::presence::Presence;
 use channels_runtime::protocol::Payload;
@@ -408,9 +409,10 @@ async fn raw_frame_abuse_leaves_the_server_serving_and_memory_at_its_baseline() 
 struct BombSocket;
 
 impl Connect for BombSocket {
+    type State = ();
     type Assigns = ();
 
-    async fn connect(params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+    async fn connect(params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
         match params.get("token") {
             Some("panic") => panic!("bomb connect panics on purpose"),
             _ => Ok(()),
@@ -440,12 +442,12 @@ impl Channel for Bomb {
         topic: Topic,
         _payload: Payload,
         socket: &mut Socket<BombSocket>,
-    ) -> Result<JoinResult<Self>, String> {
-        Presence::track(socket, "me", json!({"topic": topic.as_str()})).map_err(|e| e.to_string())?;
+    ) -> Result<(Payload, Self), JoinError> {
+        Presence::track(socket, "me", json!({"topic": topic.as_str()}))?;
         if topic.rest() == "join" {
             panic!("bomb join panics on purpose");
         }
-        Ok(Ok((Payload::empty(), Bomb)))
+        Ok((Payload::empty(), Bomb))
     }
 
     async fn handle_in(
@@ -453,11 +455,11 @@ impl Channel for Bomb {
         event: &str,
         payload: Payload,
         socket: &mut Socket<BombSocket>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Crash> {
         match event {
-            "ping" => Ok(Reply::payload(channels_runtime::reply::Status::Ok, payload)),
+            "ping" => Ok(Reply::ok(payload)),
             "detonate" => {
-                socket.channel_ref().send(Detonate).map_err(|e| e.to_string())?;
+                socket.channel_ref().send(Detonate)?;
                 Ok(Reply::ok(json!({})))
             }
             "boom" => panic!("bomb handle_in panics on purpose"),
@@ -470,18 +472,18 @@ impl Channel for Bomb {
         event: &str,
         payload: Payload,
         socket: &mut Socket<BombSocket>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Crash> {
         if event == "boom" {
             panic!("bomb handle_out panics on purpose");
         }
-        socket.push_payload(event, payload);
+        socket.push(event, payload)?;
         Ok(Reply::none())
     }
 
-    async fn handle_info(&mut self, info: Info, _socket: &mut Socket<BombSocket>) -> Result<Reply, String> {
+    async fn handle_info(&mut self, info: Info, _socket: &mut Socket<BombSocket>) -> Result<Reply, Crash> {
         match info.downcast::<Detonate>() {
             Ok(Detonate) => panic!("bomb handle_info panics on purpose"),
-            Err(other) => Err(format!("unexpected {}", other.type_name())),
+            Err(other) => Err(format!("unexpected {}", other.type_name()).into()),
         }
     }
 
@@ -577,7 +579,7 @@ async fn a_panic_in_any_callback_is_contained_like_a_phoenix_crash() {
     // handle_out: an intercepted broadcast crashes each subscriber's channel
     assert_eq!(bomb_join(&mut c, "4", "bomb:out").await[4]["status"], "ok");
     assert_eq!(bomb_join(&mut watcher, "40", "bomb:out").await[4]["status"], "ok");
-    endpoint.broadcast("bomb:out", "boom", &json!({"x": 1})).unwrap();
+    endpoint.broadcast("bomb:out", "boom", json!({"x": 1})).unwrap();
     assert_eq!(frame(&mut c).await, json!(["4", "4", "bomb:out", "phx_error", {"reason": "channel_crash"}]));
     assert_eq!(frame(&mut watcher).await, json!(["40", "40", "bomb:out", "phx_error", {"reason": "channel_crash"}]));
     logs.wait_for(&["channel crashed", "bomb handle_out panics on purpose"]).await;
@@ -614,7 +616,7 @@ async fn a_panic_in_any_callback_is_contained_like_a_phoenix_crash() {
         assert_eq!(frame(&mut c).await[4]["response"], json!({"n": 1}));
     }
     // a non-panicking intercepted event still flows after the crash
-    endpoint.broadcast("bomb:out", "fine", &json!({})).unwrap();
+    endpoint.broadcast("bomb:out", "fine", json!({})).unwrap();
     assert_eq!(frame(&mut c).await, json!(["21", null, "bomb:out", "fine", {}]));
     assert_eq!(endpoint.metrics().channels_open, 5);
 
@@ -703,7 +705,7 @@ async fn flood(
     let mut sent = 0;
     while sent < total {
         for _ in 0..batch.min(total - sent) {
-            s.endpoint.pubsub().broadcast_payload(topic, "blob", payload.clone());
+            s.endpoint.pubsub().broadcast(topic, "blob", payload.clone()).unwrap();
             sent += 1;
         }
         let deadline = Instant::now() + Duration::from_secs(20);

@@ -156,7 +156,7 @@ async fn sessions_without_polls_expire_and_their_channels_end() {
 async fn disconnect_ends_a_longpoll_session() {
     let s = longpoll_server(2000).await;
     let token = open(&s, "vsn=2.0.0&user_id=lp9").await;
-    s.endpoint.broadcast("users_socket:lp9", "disconnect", &json!({})).unwrap();
+    s.endpoint.broadcast("users_socket:lp9", "disconnect", json!({})).unwrap();
     let (status, _) = poll(&s, &token).await;
     assert_eq!(status, 410, "a session that is gone answers 410 (phoenix.js then reconnects)");
 }

@@ -67,7 +67,7 @@ async fn node(redis: &RedisServer, channel: &str) -> Node {
     let presence =
         PresenceOptions { heartbeat_interval: Duration::from_millis(100), down_period: Duration::from_secs(2) };
     let pubsub = PubSub::with_options(adapter, presence);
-    let server = serve_with(Endpoint::with_pubsub(pubsub), SocketOptions::default()).await;
+    let server = serve_with(Endpoint::new().with_pubsub(pubsub), SocketOptions::default()).await;
     Node { server, stats }
 }
 
@@ -86,7 +86,7 @@ async fn connected(a: &Node, b: &Node) {
     on_b.join("1", &format!("echo:{probe}")).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        a.server.endpoint.broadcast(&format!("echo:{probe}"), "probe", &json!({})).unwrap();
+        a.server.endpoint.broadcast(&format!("echo:{probe}"), "probe", json!({})).unwrap();
         if on_b.recv_within(Duration::from_millis(100)).await.is_some() {
             return;
         }
@@ -124,7 +124,7 @@ async fn disconnect_reaches_sockets_on_every_node() {
     let (a, b) = (node(&redis, "t2").await, node(&redis, "t2").await);
     connected(&a, &b).await;
     let mut on_b = b.server.connect("vsn=2.0.0&user_id=u1").await;
-    a.server.endpoint.broadcast("users_socket:u1", "disconnect", &json!({})).unwrap();
+    a.server.endpoint.broadcast("users_socket:u1", "disconnect", json!({})).unwrap();
     assert_eq!(on_b.close_code().await, Some(1001));
 }
 
@@ -172,7 +172,7 @@ async fn a_redis_restart_is_survived_and_counted() {
     redis.stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     // local delivery keeps working while redis is away
-    a.server.endpoint.broadcast("echo:r", "while_down", &json!({})).unwrap();
+    a.server.endpoint.broadcast("echo:r", "while_down", json!({})).unwrap();
     assert_eq!(local.json().await[3], "while_down");
     until("the lost broadcast counted", Duration::from_secs(5), || (a.stats)().dropped >= 1).await;
 
@@ -186,7 +186,7 @@ async fn a_redis_restart_is_survived_and_counted() {
     let mut remote = b.server.v2().await;
     remote.join("1", "echo:after").await;
     for i in 0..20 {
-        a.server.endpoint.broadcast("echo:after", "n", &json!({"i": i})).unwrap();
+        a.server.endpoint.broadcast("echo:after", "n", json!({"i": i})).unwrap();
     }
     for i in 0..20 {
         assert_eq!(remote.json().await[4]["i"], i);

@@ -69,7 +69,7 @@ async fn endpoint_broadcasts_reach_subscribers_from_outside_any_channel() {
     let s = server().await;
     let mut c = s.v2().await;
     c.join("1", "echo:news").await;
-    s.endpoint.broadcast("echo:news", "flash", &json!({"n": 1})).unwrap();
+    s.endpoint.broadcast("echo:news", "flash", json!({"n": 1})).unwrap();
     assert_eq!(c.json().await, json!([null, null, "echo:news", "flash", {"n": 1}]));
 }
 
@@ -146,7 +146,7 @@ async fn leave_replies_ok_then_closes_and_stops_broadcasts() {
     c.send(json!(["19", "20", "echo:leave", "phx_leave", {}])).await;
     assert_eq!(c.json().await, json!(["19", "20", "echo:leave", "phx_reply", {"status": "ok", "response": {}}]));
     assert_eq!(c.json().await, json!(["19", "19", "echo:leave", "phx_close", {}]));
-    s.endpoint.broadcast("echo:leave", "late", &json!({})).unwrap();
+    s.endpoint.broadcast("echo:leave", "late", json!({})).unwrap();
     c.silent(200).await;
     // leaving a topic that is not joined: ok, echoing the join_ref sent
     c.send(json!(["77", "21", "echo:never", "phx_leave", {}])).await;
@@ -163,7 +163,7 @@ async fn a_duplicate_join_closes_the_old_instance_and_broadcasts_arrive_once() {
     frames.sort_by_key(|f| f[3].as_str().map(str::to_owned));
     assert_eq!(frames[0], json!(["15", "15", "echo:dup", "phx_close", {}]));
     assert_eq!(frames[1], json!(["22", "22", "echo:dup", "phx_reply", {"status": "ok", "response": {}}]));
-    s.endpoint.broadcast("echo:dup", "once", &json!({})).unwrap();
+    s.endpoint.broadcast("echo:dup", "once", json!({})).unwrap();
     assert_eq!(c.json().await, json!([null, null, "echo:dup", "once", {}]));
     c.silent(200).await;
 }
@@ -276,7 +276,7 @@ async fn disconnect_on_the_socket_id_closes_every_connection_of_that_user_with_1
     for c in [&mut u1, &mut u2, &mut other] {
         c.join("1", "echo:1").await;
     }
-    s.endpoint.broadcast("users_socket:u9", "disconnect", &json!({})).unwrap();
+    s.endpoint.broadcast("users_socket:u9", "disconnect", json!({})).unwrap();
     assert_eq!(u1.close_code().await, Some(1001));
     assert_eq!(u2.close_code().await, Some(1001));
     other.send(json!(["1", "2", "echo:1", "ping", {}])).await;
@@ -398,7 +398,7 @@ async fn a_consumer_that_stops_reading_is_disconnected_and_others_keep_receiving
         n
     });
     for _ in 0..400 {
-        s.endpoint.broadcast("echo:flood", "blob", &json!({"b": blob})).unwrap();
+        s.endpoint.broadcast("echo:flood", "blob", json!({"b": blob})).unwrap();
         tokio::time::sleep(Duration::from_micros(200)).await;
     }
     assert_eq!(reading.await.unwrap(), 400);
@@ -423,13 +423,13 @@ async fn intercepted_events_pass_through_handle_out_per_subscriber() {
     let (mut a, mut b) = (s.v2().await, s.v2().await);
     a.join("3", "echo:intercept").await;
     b.join("5", "echo:intercept").await;
-    s.endpoint.broadcast("echo:intercept", "secret", &json!({"text": "hi"})).unwrap();
+    s.endpoint.broadcast("echo:intercept", "secret", json!({"text": "hi"})).unwrap();
     // rewritten per subscriber, as a push: join_ref set, ref null
     assert_eq!(a.json().await, json!(["3", null, "echo:intercept", "secret", {"text": "hi", "mine": "3"}]));
     assert_eq!(b.json().await, json!(["5", null, "echo:intercept", "secret", {"text": "hi", "mine": "5"}]));
     // filtered events are dropped, others stay on the fastlane
-    s.endpoint.broadcast("echo:intercept", "filtered", &json!({})).unwrap();
-    s.endpoint.broadcast("echo:intercept", "plain", &json!({})).unwrap();
+    s.endpoint.broadcast("echo:intercept", "filtered", json!({})).unwrap();
+    s.endpoint.broadcast("echo:intercept", "plain", json!({})).unwrap();
     assert_eq!(a.json().await, json!([null, null, "echo:intercept", "plain", {}]));
     assert_eq!(b.json().await, json!([null, null, "echo:intercept", "plain", {}]));
 }

@@ -2,8 +2,8 @@
 //! server (`main.rs`) mounts and the channel tests
 //! (`tests/discuss_channels.rs`) drive with `channels::testing`.
 
-use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use channels::prelude::*;
@@ -24,17 +24,110 @@ pub struct User {
 }
 
 impl Connect for UserSocket {
+    type State = App;
     type Assigns = User;
 
-    async fn connect(params: &Params, _info: &ConnectInfo) -> Result<User, Refuse> {
+    async fn connect(params: &Params, _info: &ConnectInfo, _app: &App) -> Result<User, Refuse> {
         if params.get("token") == Some("invalid") {
             return Err(Refuse::forbidden().reason("invalid token"));
         }
         Ok(User { id: params.get("user_id").map(str::to_owned) })
     }
 
-    fn id(user: &User) -> Option<String> {
+    fn id(user: &User, _app: &App) -> Option<String> {
         user.id.as_ref().map(|id| format!("users_socket:{id}"))
+    }
+}
+
+/// The application's state: given once to the endpoint, reachable from
+/// every channel (`socket.state()`) and from the HTTP routes
+/// (`State<Arc<App>>`).
+pub struct App {
+    comments: Comments,
+    /// The endpoint's PubSub, for the HTTP routes to broadcast on.
+    pub pubsub: PubSub,
+    /// The token `POST /api/disconnect` must carry (`Authorization: Bearer ..`);
+    /// without one the route is closed.
+    admin_token: Option<String>,
+}
+
+impl App {
+    /// An app with no comments yet, broadcasting on `pubsub`.
+    pub fn new(pubsub: PubSub, admin_token: Option<String>) -> Self {
+        App { comments: Comments::default(), pubsub, admin_token }
+    }
+}
+
+/// Whether an admin route may run for a request with this `Authorization`
+/// header value.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admin {
+    /// The bearer token is the admin token.
+    Allowed,
+    /// No admin token is configured: admin routes are closed.
+    Closed,
+    /// A missing or wrong token.
+    Refused,
+}
+
+impl App {
+    /// Checks an `Authorization` header value against the admin token.
+    pub fn admin(&self, authorization: Option<&str>) -> Admin {
+        let Some(expected) = self.admin_token.as_deref() else { return Admin::Closed };
+        match authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+            Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Admin::Allowed,
+            _ => Admin::Refused,
+        }
+    }
+}
+
+/// Compares without leaking where the first difference is.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Comments a topic keeps (the oldest go first): what a join replays, so
+/// a 40-byte join can never make a reply of every comment ever written.
+pub const KEPT_PER_TOPIC: usize = 50;
+/// Topics kept at once; a new one past it replaces the one written to least
+/// recently.
+pub const KEPT_TOPICS: usize = 10_000;
+
+/// Comments of every topic, newest last, bounded in both directions.
+#[derive(Default)]
+struct Comments {
+    topics: Mutex<Topics>,
+}
+
+#[derive(Default)]
+struct Topics {
+    by_topic: HashMap<String, (u64, VecDeque<Comment>)>,
+    /// Bumped on every write: a topic's last-write stamp, to evict.
+    clock: u64,
+}
+
+impl Comments {
+    fn of(&self, topic_id: &str) -> Vec<Comment> {
+        let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics.by_topic.get(topic_id).map(|(_, c)| c.iter().cloned().collect()).unwrap_or_default()
+    }
+
+    fn add(&self, topic_id: &str, comment: Comment) {
+        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        topics.clock += 1;
+        let now = topics.clock;
+        if !topics.by_topic.contains_key(topic_id) && topics.by_topic.len() >= KEPT_TOPICS {
+            // O(topics), only when a new topic arrives at the cap.
+            if let Some(oldest) = topics.by_topic.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) {
+                topics.by_topic.remove(&oldest);
+            }
+        }
+        let (at, comments) = topics.by_topic.entry(topic_id.to_owned()).or_default();
+        *at = now;
+        if comments.len() == KEPT_PER_TOPIC {
+            comments.pop_front();
+        }
+        comments.push_back(comment);
     }
 }
 
@@ -46,17 +139,6 @@ pub struct Comment {
     content: String,
     user_id: Option<String>,
     inserted_at: SystemTime,
-}
-
-/// Comments of every topic, oldest first, kept in memory.
-static COMMENTS: LazyLock<Mutex<HashMap<String, Vec<Comment>>>> = LazyLock::new(Default::default);
-
-fn comments_of(topic_id: &str) -> Vec<Comment> {
-    COMMENTS.lock().unwrap_or_else(|e| e.into_inner()).get(topic_id).cloned().unwrap_or_default()
-}
-
-fn store(topic_id: &str, comment: Comment) {
-    COMMENTS.lock().unwrap_or_else(|e| e.into_inner()).entry(topic_id.to_owned()).or_default().push(comment);
 }
 
 /// `comments:N`, N all digits (any length: it is an id, not a number).
@@ -82,12 +164,12 @@ fn string_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 
 #[channel(socket = UserSocket)]
 impl CommentsChannel {
-    async fn join(topic: Topic, _params: Value, _socket: &mut Socket<UserSocket>) -> Join<Self> {
+    async fn join(topic: Topic, _params: Value, socket: &mut Socket<UserSocket>) -> Join<Self> {
         let id = topic.rest();
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(json!({"reason": "invalid topic"}));
+            return Err(JoinError::reason("invalid topic"));
         }
-        let comments = comments_of(id);
+        let comments = socket.state().comments.of(id);
         Ok((json!({"hey": "there", "comments": comments}), CommentsChannel { topic_id: id.to_owned() }))
     }
 
@@ -98,15 +180,16 @@ impl CommentsChannel {
         };
         let comment = Comment { content, user_id: socket.assigns().id.clone(), inserted_at: SystemTime::now() };
         tracing::info!(topic = self.topic_id, user = ?comment.user_id, at = ?comment.inserted_at, "comment added");
-        store(&self.topic_id, comment.clone());
-        socket.broadcast(&format!("comments:{}:new", self.topic_id), &json!({"comment": comment}))?;
+        // Kept before it is broadcast: whoever hears of it and joins sees it.
+        socket.state().comments.add(&self.topic_id, comment.clone());
+        socket.broadcast(&format!("comments:{}:new", self.topic_id), json!({"comment": comment}))?;
         Ok(Reply::ok(json!({})))
     }
 
     /// Echoes any payload, unchanged.
     #[handle_in("ping")]
     async fn ping(&mut self, payload: Payload) -> Reply {
-        Reply::payload(Status::Ok, payload)
+        Reply::ok(payload)
     }
 
     /// Dies on purpose: the client gets `phx_error` for this topic alone.
@@ -145,7 +228,7 @@ pub struct Shout {
 impl RoomChannel {
     async fn join(_topic: Topic, params: RoomParams, socket: &mut Socket<UserSocket>) -> Join<Self> {
         let Some(name) = params.name else {
-            return Err(json!({"reason": "name required"}));
+            return Err(JoinError::reason("name required"));
         };
         // The channel is running as long as this is; the send cannot fail.
         let _ = socket.channel_ref().send(AfterJoin);
@@ -159,13 +242,13 @@ impl RoomChannel {
         Presence::track(socket, &self.name, json!({"online_at": unix_seconds()}))?;
         let state = Presence::list(socket);
         // Only a payload that is not JSON can fail to push; this one is.
-        let _ = socket.push("presence_state", &state);
+        let _ = socket.push("presence_state", state);
         Ok(())
     }
 
     #[handle_in("shout")]
     async fn shout(&mut self, shout: Shout, socket: &mut Socket<UserSocket>) -> Result<Reply, BroadcastError> {
-        socket.broadcast("shout", &json!({"from": self.name, "body": shout.body}))?;
+        socket.broadcast("shout", json!({"from": self.name, "body": shout.body}))?;
         Ok(Reply::ok(json!({})))
     }
 }

@@ -24,10 +24,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -36,16 +37,27 @@ use channels::pubsub::Redis;
 use channels::{PresenceOptions, SocketOptions};
 use serde::Deserialize;
 
-use app::UserSocket;
+use app::{Admin, App, UserSocket};
+
 #[derive(Deserialize)]
 struct DisconnectQuery {
     id: String,
 }
 
-/// `POST /api/disconnect?id=SOCKET_ID`: closes every connection with that
-/// socket id, from outside any channel.
-async fn disconnect(State(endpoint): State<Endpoint>, Query(q): Query<DisconnectQuery>) -> StatusCode {
-    match endpoint.broadcast(&q.id, "disconnect", &json!({})) {
+/// `POST /api/disconnect?id=SOCKET_ID` with `Authorization: Bearer
+/// $DISCUSS_ADMIN_TOKEN`: closes every connection with that socket id, from
+/// outside any channel. The app's own route, beside the sockets, reading the
+/// same state they do.
+async fn disconnect(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<DisconnectQuery>) -> StatusCode {
+    match app.admin(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
+        Admin::Allowed => {}
+        Admin::Closed => {
+            tracing::warn!("POST /api/disconnect refused: set DISCUSS_ADMIN_TOKEN to enable it");
+            return StatusCode::FORBIDDEN;
+        }
+        Admin::Refused => return StatusCode::UNAUTHORIZED,
+    }
+    match app.pubsub.broadcast(&q.id, "disconnect", json!({})) {
         Ok(()) => StatusCode::NO_CONTENT,
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
@@ -121,7 +133,7 @@ async fn index() -> Response {
 }
 
 /// The demo page and what it loads, beside the socket.
-fn web_routes() -> Router {
+fn web_routes() -> Router<Arc<App>> {
     Router::new()
         .route("/", get(index))
         .route(
@@ -187,13 +199,18 @@ async fn main() -> anyhow::Result<()> {
     tracing::debug!(fd_limit, "open-file limit");
 
     let options = SocketOptions { longpoll: true, ..SocketOptions::default() };
-    let endpoint = Endpoint::with_pubsub(pubsub()?).socket_with("/socket", UserSocket, options);
-    let api = Router::new().route("/api/disconnect", post(disconnect)).with_state(endpoint.clone());
+    let admin_token = std::env::var("DISCUSS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let pubsub = pubsub()?;
+    let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))
+        .with_pubsub(pubsub)
+        .socket_with("/socket", UserSocket, options)
+        .merge(Router::new().route("/api/disconnect", post(disconnect)))
+        .merge(web_routes());
     install_phoenix_js();
 
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr: SocketAddr = listener.local_addr()?;
     println!("listening on http://{addr}");
-    endpoint.merge(api.merge(web_routes())).serve_on(listener).await?;
+    endpoint.serve_on(listener).await?;
     Ok(())
 }

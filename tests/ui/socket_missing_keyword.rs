@@ -7,8 +7,9 @@ socket! {
 }
 
 impl Connect for S {
+    type State = ();
     type Assigns = ();
-    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
         Ok(())
     }
 }

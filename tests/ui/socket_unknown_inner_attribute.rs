@@ -6,8 +6,9 @@ socket! {
 }
 
 impl Connect for UserSocket {
+    type State = ();
     type Assigns = ();
-    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
         Ok(())
     }
 }

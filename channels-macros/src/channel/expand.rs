@@ -42,7 +42,9 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             quote! {
                 let #value = match #from_payload(#payload) {
                     ::core::result::Result::Ok(#value) => #value,
-                    ::core::result::Result::Err(#error) => return #p::invalid_join_params(&#error),
+                    ::core::result::Result::Err(#error) => {
+                        return ::core::result::Result::Err(#p::invalid_join_params(#error));
+                    }
                 };
                 let #output = Self::join(#topic, #value #socket_arg) #await_;
                 #p::IntoJoin::into_join(#output)
@@ -115,7 +117,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             Kind::In(e) => Some(e),
             _ => None,
         },
-        &quote!(::core::result::Result::Ok(#p::Reply::invalid_payload(&#error))),
+        &quote!(::core::result::Result::Ok(#p::Rejection::into_reply(#error))),
     );
     let handle_in_params = {
         let used = !in_arms.is_empty();
@@ -153,11 +155,11 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
                 #event: &str,
                 #payload: #p::Payload,
                 #socket_var: &mut #p::Socket<#socket>,
-            ) -> ::core::result::Result<#p::Reply, ::std::string::String> {
+            ) -> ::core::result::Result<#p::Reply, #p::Crash> {
                 match #event {
                     #(#out_arms)*
                     _ => {
-                        #socket_var.push_payload(#event, #payload);
+                        #p::push_unchanged(#socket_var, #event, #payload);
                         ::core::result::Result::Ok(#p::Reply::none())
                     }
                 }
@@ -193,7 +195,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
                 &mut self,
                 #info: #p::Info,
                 #socket_var: &mut #p::Socket<#socket>,
-            ) -> ::core::result::Result<#p::Reply, ::std::string::String> {
+            ) -> ::core::result::Result<#p::Reply, #p::Crash> {
                 #(#info_arms)*
                 #p::unhandled_info(&#info, #socket_var)
             }
@@ -227,7 +229,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
 
             async fn join(
                 #join_params
-            ) -> ::core::result::Result<#p::JoinResult<Self>, ::std::string::String> {
+            ) -> ::core::result::Result<(#p::Payload, Self), #p::JoinError> {
                 #mention
                 #join_body
             }
@@ -235,7 +237,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             async fn handle_in(
                 &mut self,
                 #handle_in_params
-            ) -> ::core::result::Result<#p::Reply, ::std::string::String> {
+            ) -> ::core::result::Result<#p::Reply, #p::Crash> {
                 #handle_in_body
             }
 

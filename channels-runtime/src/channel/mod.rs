@@ -17,8 +17,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::connect::Connect;
-use crate::protocol::{Payload, PayloadError};
-use crate::reply::Reply;
+use crate::crash::Crash;
+use crate::protocol::{IntoPayload, Payload, PayloadError};
+use crate::reply::{self, Reply};
 use crate::router::{Topic, TopicPattern};
 use crate::socket::{Connection, Socket};
 
@@ -39,22 +40,22 @@ pub trait Channel: Sized + Send + 'static {
     /// The socket this channel is routed from.
     type Socket: Connect;
 
-    /// Answers `phx_join`: `Ok(Ok((response, state)))` joins,
-    /// `Ok(Err(response))` refuses, `Err` crashes the join with that message.
+    /// Answers `phx_join`: `Ok((response, state))` joins; a [`JoinError`]
+    /// refuses (the client gets the refusal's response) or crashes the join.
     fn join(
         topic: Topic,
         payload: Payload,
         socket: &mut Socket<Self::Socket>,
-    ) -> impl Future<Output = Result<JoinResult<Self>, String>> + Send;
+    ) -> impl Future<Output = Result<(Payload, Self), JoinError>> + Send;
 
     /// Answers every other client event on the joined topic. `Err` crashes
-    /// the channel with that message.
+    /// the channel.
     fn handle_in(
         &mut self,
         event: &str,
         payload: Payload,
         socket: &mut Socket<Self::Socket>,
-    ) -> impl Future<Output = Result<Reply, String>> + Send;
+    ) -> impl Future<Output = Result<Reply, Crash>> + Send;
 
     /// Broadcast events this channel wants to see in
     /// [`Channel::handle_out`] instead of having them sent straight to its
@@ -63,16 +64,16 @@ pub trait Channel: Sized + Send + 'static {
     const INTERCEPTS: &'static [&'static str] = &[];
 
     /// Receives an intercepted broadcast, once per subscriber: push it
-    /// (changed or not) with [`Socket::push_payload`], or drop it. The
-    /// default pushes it unchanged. A reply status is meaningless here and
-    /// ignored; [`Reply::stop`] stops the channel; `Err` crashes it.
+    /// (changed or not) with [`Socket::push`], or drop it. The default
+    /// pushes it unchanged. A reply status is meaningless here and ignored;
+    /// [`Reply::stop`] stops the channel; `Err` crashes it.
     fn handle_out(
         &mut self,
         event: &str,
         payload: Payload,
         socket: &mut Socket<Self::Socket>,
-    ) -> impl Future<Output = Result<Reply, String>> + Send {
-        socket.push_payload(event, payload);
+    ) -> impl Future<Output = Result<Reply, Crash>> + Send {
+        socket.push_frame(event, payload);
         std::future::ready(Ok(Reply::none()))
     }
 
@@ -82,7 +83,7 @@ pub trait Channel: Sized + Send + 'static {
         &mut self,
         info: Info,
         socket: &mut Socket<Self::Socket>,
-    ) -> impl Future<Output = Result<Reply, String>> + Send {
+    ) -> impl Future<Output = Result<Reply, Crash>> + Send {
         tracing::warn!(topic = %socket.topic(), message = info.type_name(), "no handle_info for this message; dropped");
         std::future::ready(Ok(Reply::none()))
     }
@@ -107,80 +108,237 @@ pub enum Terminate {
     Stopped,
     /// A newer join of the same topic on the same connection replaced it.
     Displaced,
-    /// A handler panicked or returned `Err`, with the message.
-    Crashed(String),
+    /// A handler panicked or returned `Err`: the error, with its sources.
+    Crashed(Crash),
     /// The endpoint is shutting down.
     Shutdown,
 }
 
-/// What [`Channel::join`] produces: the reply response and the channel's
-/// state, or the refusal's response.
-pub type JoinResult<C> = Result<(Payload, C), Payload>;
-
-/// What a user's `join` returns: `Ok((response, state))` or `Err(response)`,
-/// with any serializable response (`serde_json::Value` by default, so
-/// `json!` works).
+/// What a user's `join` returns: `Ok((response, state))` to join, or
+/// `Err(JoinError)` to refuse. The response is any [`IntoPayload`]:
+/// `json!(..)`, `&value` of a `Serialize` type, or a binary payload.
+///
+/// `?` works on any error: the join is refused with `{"reason": "<the
+/// error's message>"}`.
 ///
 /// ```
-/// use channels_runtime::channel::Join;
+/// use channels_runtime::channel::{Join, JoinError};
 /// use serde_json::json;
 ///
+/// #[derive(Debug)]
 /// struct Comments { topic_id: u64 }
 ///
 /// fn join(rest: &str) -> Join<Comments> {
-///     let topic_id = rest.parse().map_err(|_| json!({"reason": "invalid topic"}))?;
+///     if rest == "0" {
+///         return Err(JoinError::reason("invalid topic"));
+///     }
+///     let topic_id = rest.parse()?; // refused with the parse error's message
 ///     Ok((json!({"hey": "there"}), Comments { topic_id }))
 /// }
 /// assert!(join("42").is_ok());
-/// assert!(join("abc").is_err());
+/// assert_eq!(join("0").unwrap_err().response().unwrap().as_json(), Some(r#"{"reason":"invalid topic"}"#));
+/// assert_eq!(
+///     join("abc").unwrap_err().response().unwrap().as_json(),
+///     Some(r#"{"reason":"invalid digit found in string"}"#)
+/// );
 /// ```
-pub type Join<C, R = serde_json::Value, E = serde_json::Value> = Result<(R, C), E>;
+pub type Join<C, R = serde_json::Value> = Result<(R, C), JoinError>;
 
-/// Converts what a user's `join` returns into a [`JoinResult`].
-#[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a join result",
-    label = "`join` must return `Join<Self>`, i.e. `Result<(response, Self), error_response>`",
-    note = "return `Ok((json!(..), Self {{ .. }}))` to join or `Err(json!(..))` to refuse"
-)]
-pub trait IntoJoin<C> {
-    /// The encoded result, or why it could not be encoded.
-    fn into_join(self) -> Result<JoinResult<C>, String>;
+/// Why a join did not happen: refused with a response the client reads
+/// (Phoenix's `{:error, reply}`), or crashed (the client reads
+/// `{"reason": "join crashed"}` and the error is logged, as when a Phoenix
+/// `join/3` raises).
+///
+/// - [`JoinError::new`]: refuse with this response (`json!(..)`, `&value`);
+/// - [`JoinError::reason`]: refuse with `{"reason": reason}`;
+/// - `?` on any `std::error::Error`: refuse with `{"reason": "<its
+///   message>"}`, its source chain kept for the log. Its message reaches
+///   the client: for errors that must stay on the server (a database
+///   error, say), use [`JoinError::crash`];
+/// - [`JoinError::crash`]: crash the join.
+#[must_use = "a JoinError does nothing unless returned from `join`"]
+pub struct JoinError(pub(crate) JoinFailure);
+
+pub(crate) enum JoinFailure {
+    Refused { response: Payload, source: Option<crate::crash::BoxError> },
+    Crashed(Crash),
 }
 
-impl<C, R: Serialize, E: Serialize> IntoJoin<C> for Result<(R, C), E> {
-    fn into_join(self) -> Result<JoinResult<C>, String> {
-        match self {
-            Ok((response, channel)) => Payload::json(&response)
-                .map(|p| Ok((p, channel)))
-                .map_err(|e| format!("join response could not be encoded: {e}")),
-            Err(response) => {
-                Payload::json(&response).map(Err).map_err(|e| format!("join refusal could not be encoded: {e}"))
+impl JoinError {
+    /// Refuses the join with `response` as the error reply's response.
+    pub fn new(response: impl IntoPayload) -> Self {
+        match response.into_payload() {
+            Ok(response) => JoinError(JoinFailure::Refused { response, source: None }),
+            Err(error) => JoinError::crash(format!("join refusal could not be encoded: {error}")),
+        }
+    }
+
+    /// Refuses the join with `{"reason": reason}`, the shape of Phoenix's
+    /// own refusals.
+    pub fn reason(reason: impl AsRef<str>) -> Self {
+        JoinError(JoinFailure::Refused { response: reply::reason(reason.as_ref()), source: None })
+    }
+
+    /// Crashes the join: the client gets `{"reason": "join crashed"}`, the
+    /// error (with its sources) is logged.
+    pub fn crash(error: impl Into<crate::crash::BoxError>) -> Self {
+        JoinError(JoinFailure::Crashed(Crash::from(error)))
+    }
+
+    /// The response a refusal sends; `None` for a crash.
+    pub fn response(&self) -> Option<&Payload> {
+        match &self.0 {
+            JoinFailure::Refused { response, .. } => Some(response),
+            JoinFailure::Crashed(_) => None,
+        }
+    }
+
+    /// The crash, if the join crashed.
+    pub fn as_crash(&self) -> Option<&Crash> {
+        match &self.0 {
+            JoinFailure::Crashed(crash) => Some(crash),
+            JoinFailure::Refused { .. } => None,
+        }
+    }
+
+    /// The error a refusal was made from with `?`, for logs.
+    pub fn source(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match &self.0 {
+            JoinFailure::Refused { source, .. } => source.as_deref(),
+            JoinFailure::Crashed(_) => None,
+        }
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for JoinError {
+    fn from(error: E) -> Self {
+        let response = reply::reason(&error.to_string());
+        JoinError(JoinFailure::Refused { response, source: Some(Box::new(error)) })
+    }
+}
+
+/// A crashed callback (a panic in `join`) crashes the join.
+impl From<Crash> for JoinError {
+    fn from(crash: Crash) -> Self {
+        JoinError(JoinFailure::Crashed(crash))
+    }
+}
+
+impl std::fmt::Debug for JoinError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            JoinFailure::Refused { response, source } => {
+                f.debug_struct("Refused").field("response", response).field("source", source).finish()
             }
+            JoinFailure::Crashed(crash) => f.debug_tuple("Crashed").field(crash).finish(),
+        }
+    }
+}
+
+/// Converts what a user's `join` returns into what [`Channel::join`]
+/// answers.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a join result",
+    label = "`join` must return `Join<Self>`, i.e. `Result<(response, Self), JoinError>`",
+    note = "return `Ok((json!(..), Self {{ .. }}))` to join or `Err(JoinError::reason(..))` to refuse"
+)]
+pub trait IntoJoin<C> {
+    /// The encoded response and state, or why there is none.
+    fn into_join(self) -> Result<(Payload, C), JoinError>;
+}
+
+impl<C, R: IntoPayload> IntoJoin<C> for Result<(R, C), JoinError> {
+    fn into_join(self) -> Result<(Payload, C), JoinError> {
+        let (response, channel) = self?;
+        match response.into_payload() {
+            Ok(response) => Ok((response, channel)),
+            Err(error) => Err(JoinError::crash(format!("join response could not be encoded: {error}"))),
         }
     }
 }
 
 /// Turns a payload into a handler's argument type: any `DeserializeOwned`
-/// type, or [`Payload`] itself for handlers that want the raw payload.
+/// type, [`Payload`] itself for handlers that want the raw payload, or
+/// [`Valid`](crate::changeset::Valid) for one checked against its rules.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a payload",
     label = "payload arguments must implement `serde::Deserialize`",
     note = "add `#[derive(serde::Deserialize)]` to `{Self}`, or take `serde_json::Value` or `Payload`"
 )]
 pub trait FromPayload: Sized {
-    /// Decodes the payload.
-    fn from_payload(payload: Payload) -> Result<Self, PayloadError>;
+    /// Decodes the payload, or says what to answer instead.
+    fn from_payload(payload: Payload) -> Result<Self, Rejection>;
 }
 
 impl<T: DeserializeOwned> FromPayload for T {
-    fn from_payload(payload: Payload) -> Result<Self, PayloadError> {
-        payload.decode()
+    fn from_payload(payload: Payload) -> Result<Self, Rejection> {
+        payload.decode().map_err(Rejection::from)
     }
 }
 
 impl FromPayload for Payload {
-    fn from_payload(payload: Payload) -> Result<Self, PayloadError> {
+    fn from_payload(payload: Payload) -> Result<Self, Rejection> {
         Ok(payload)
+    }
+}
+
+/// A payload a handler's argument type refused: the error reply the client
+/// gets instead of the handler running.
+#[derive(Debug, Clone)]
+pub struct Rejection(Rejected);
+
+#[derive(Debug, Clone)]
+enum Rejected {
+    /// Did not decode: answered `{"reason": "invalid payload", "path", "message"}`
+    /// (or `"invalid join params"` for a join).
+    Invalid(PayloadError),
+    /// Decoded but refused (validation): answered with this response.
+    Response { response: Payload, message: String },
+}
+
+impl Rejection {
+    /// A rejection answered with `response`; `message` says why in logs.
+    pub fn new(response: Payload, message: impl Into<String>) -> Self {
+        Rejection(Rejected::Response { response, message: message.into() })
+    }
+
+    /// The error response for a `handle_in` event.
+    pub fn into_reply(self) -> Reply {
+        match self.0 {
+            Rejected::Invalid(error) => Reply::invalid_payload(&error),
+            Rejected::Response { response, .. } => Reply::error(response),
+        }
+    }
+
+    /// The refusal for a join.
+    pub(crate) fn into_join_error(self) -> JoinError {
+        match self.0 {
+            Rejected::Invalid(error) => {
+                #[derive(Serialize)]
+                struct Invalid<'a> {
+                    reason: &'static str,
+                    path: &'a str,
+                    message: &'a str,
+                }
+                JoinError::new(&Invalid { reason: "invalid join params", path: error.path(), message: error.message() })
+            }
+            Rejected::Response { response, .. } => JoinError::new(response),
+        }
+    }
+}
+
+impl From<PayloadError> for Rejection {
+    fn from(error: PayloadError) -> Self {
+        Rejection(Rejected::Invalid(error))
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Rejected::Invalid(error) => write!(f, "{error}"),
+            Rejected::Response { message, .. } => f.write_str(message),
+        }
     }
 }
 
@@ -232,6 +390,7 @@ pub(crate) struct Start<S: Connect> {
     pub(crate) msg_ref: Option<String>,
     pub(crate) payload: Payload,
     pub(crate) assigns: S::Assigns,
+    pub(crate) state: Arc<S::State>,
     pub(crate) conn: Arc<Connection>,
     pub(crate) generation: u64,
     pub(crate) mailbox: MailReceiver,

@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 
-use super::{Channel, Mail, Start, Terminate};
+use super::{Channel, JoinError, JoinFailure, Mail, Start, Terminate};
+use crate::crash::Crash;
 use crate::metrics::Metrics;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
 use crate::pubsub::{Delivery, Subscriber};
@@ -19,14 +20,15 @@ pub(crate) fn spawn<C: Channel>(start: Start<C::Socket>) {
     tokio::spawn(run::<C>(start));
 }
 
-/// Runs a handler, turning a panic into the same `Err` a handler returns.
+/// Runs a handler, turning a panic into a [`Crash`] like the errors a
+/// handler returns.
 ///
 /// The handler's future is boxed for the duration of the call, so an idle
 /// channel's task holds only its state, not room for its largest handler.
-async fn guarded<T>(handler: impl Future<Output = Result<T, String>>) -> Result<T, String> {
+async fn guarded<T, E: From<Crash>>(handler: impl Future<Output = Result<T, E>>) -> Result<T, E> {
     match AssertUnwindSafe(Box::pin(handler)).catch_unwind().await {
         Ok(result) => result,
-        Err(panic) => Err(panic_message(&*panic).to_owned()),
+        Err(panic) => Err(E::from(Crash::panic(panic_message(&*panic)))),
     }
 }
 
@@ -40,13 +42,13 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
 
 /// The life of one joined channel.
 async fn run<C: Channel>(start: Start<C::Socket>) {
-    let Start { topic, join_ref, msg_ref, payload, assigns, conn, generation, mut mailbox, me } = start;
+    let Start { topic, join_ref, msg_ref, payload, assigns, state, conn, generation, mut mailbox, me } = start;
     // A join without join_ref (hand-written clients) uses its ref for the
     // channel's later frames, as Phoenix does; the join reply, phx_close and
     // phx_error echo the join_ref exactly as sent.
     let channel_ref: Option<Arc<str>> = join_ref.as_deref().or(msg_ref.as_deref()).map(Arc::from);
     let mut socket =
-        Socket::<C::Socket>::new(topic.clone(), channel_ref, assigns, conn.clone(), me.clone(), generation);
+        Socket::<C::Socket>::new(topic.clone(), channel_ref, assigns, state, conn.clone(), me.clone(), generation);
     let join_reply = |status: Status, response: &Payload| {
         conn.send(&Outgoing::Reply {
             join_ref: join_ref.as_deref(),
@@ -59,7 +61,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
 
     let started = std::time::Instant::now();
     let mut channel = match guarded(C::join(topic.clone(), payload, &mut socket)).await {
-        Ok(Ok((response, channel))) => {
+        Ok((response, channel)) => {
             let subscriber = Subscriber {
                 outbox: conn.outbox.clone(),
                 serializer: conn.serializer,
@@ -75,14 +77,20 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             tracing::info!(topic = %topic, elapsed = ?started.elapsed(), "joined");
             channel
         }
-        Ok(Err(response)) => {
+        Err(JoinError(JoinFailure::Refused { response, source })) => {
             join_reply(Status::Error, &response);
-            tracing::info!(topic = %topic, refusal = response.as_json(), "join refused");
+            match source {
+                Some(error) => {
+                    let error = Crash::from(error);
+                    tracing::info!(topic = %topic, refusal = response.as_json(), %error, "join refused");
+                }
+                None => tracing::info!(topic = %topic, refusal = response.as_json(), "join refused"),
+            }
             Metrics::incr(&conn.metrics.joins_refused);
             return refuse_pending(&mut socket, mailbox).await;
         }
-        Err(error) => {
-            tracing::error!(topic = %topic, error, "join crashed");
+        Err(JoinError(JoinFailure::Crashed(error))) => {
+            tracing::error!(topic = %topic, %error, "join crashed");
             Metrics::incr(&conn.metrics.join_crashes);
             join_reply(Status::Error, &reply::reason("join crashed"));
             return refuse_pending(&mut socket, mailbox).await;
@@ -141,7 +149,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             Ok(reply) if reply.stop => break Terminate::Stopped,
             Ok(_) => {}
             Err(error) => {
-                tracing::error!(topic = %topic, event = %event, error, "channel crashed");
+                tracing::error!(topic = %topic, event = %event, %error, "channel crashed");
                 Metrics::incr(&conn.metrics.channel_crashes);
                 break Terminate::Crashed(error);
             }
@@ -154,11 +162,11 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     conn.pubsub.unsubscribe(&topic, conn.outbox.id(), generation);
     let terminated = guarded(async {
         channel.terminate(&reason, &mut socket).await;
-        Ok(())
+        Ok::<(), Crash>(())
     })
     .await;
     if let Err(error) = terminated {
-        tracing::error!(topic = %topic, error, "terminate crashed");
+        tracing::error!(topic = %topic, %error, "terminate crashed");
     }
     release(&mut socket);
     let control = |event: &str, payload: &Payload| {
@@ -174,7 +182,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     tracing::info!(topic = %topic, ?reason, "channel ended");
 }
 
-fn warn_if_replied(outcome: &Result<Reply, String>, handler: &str) {
+fn warn_if_replied(outcome: &Result<Reply, Crash>, handler: &str) {
     if let Ok(reply) = outcome {
         if reply.status.is_some() {
             tracing::warn!(handler, "a reply status outside handle_in has no message to answer; ignored");

@@ -212,9 +212,8 @@ fn diff_payload(diff: TopicDiff) -> Value {
 /// computes the diffs of its own view, so nothing is sent twice.
 fn broadcast_diffs(pubsub: &PubSub, diffs: Diffs) {
     for (topic, diff) in diffs {
-        match Payload::json(&diff_payload(diff)) {
-            Ok(payload) => pubsub.local_broadcast(&topic, PRESENCE_DIFF, payload),
-            Err(error) => tracing::error!(%error, "presence diff could not be encoded"),
+        if let Err(error) = pubsub.local_broadcast(&topic, PRESENCE_DIFF, diff_payload(diff)) {
+            tracing::error!(%error, "presence diff could not be encoded");
         }
     }
 }

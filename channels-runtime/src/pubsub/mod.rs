@@ -24,7 +24,6 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, OnceLock, Weak};
 
 use parking_lot::RwLock;
-use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::channel::{ChannelRef, Mail};
@@ -35,7 +34,7 @@ pub use self::redis::{Redis, RedisStats};
 
 use crate::outbox::{CloseReason, ConnId, Outbox};
 use crate::presence::{PresenceOptions, Tracker};
-use crate::protocol::{Frame, Outgoing, Payload, Serializer};
+use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};
 
 /// The event that, broadcast to a socket id, closes every connection with
 /// that id.
@@ -213,34 +212,36 @@ impl PubSub {
         &self.inner.shards[index]
     }
 
-    /// Broadcasts `event` with `payload` to every subscriber of `topic`, on
-    /// every node.
-    pub fn broadcast<T: Serialize + ?Sized>(
-        &self,
-        topic: &str,
-        event: &str,
-        payload: &T,
-    ) -> Result<(), BroadcastError> {
-        self.broadcast_payload(topic, event, Payload::json(payload)?);
-        Ok(())
-    }
-
-    /// Like [`PubSub::broadcast`], with a payload already encoded (or binary).
-    pub fn broadcast_payload(&self, topic: &str, event: &str, payload: Payload) {
+    /// Broadcasts `event` with `payload` (JSON or binary, see
+    /// [`IntoPayload`]) to every subscriber of `topic`, on every node. The
+    /// payload is encoded once per serializer, however many subscribers
+    /// receive it.
+    pub fn broadcast(&self, topic: &str, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        let payload = payload.into_payload()?;
         self.deliver(topic, event, &payload, None);
         self.inner.adapter.publish(&BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload });
+        Ok(())
     }
 
     /// Broadcasts to every subscriber of `topic` on every node except the
     /// connection `from` (a channel uses this so its own client gets no echo).
-    pub fn broadcast_from(&self, from: ConnId, topic: &str, event: &str, payload: Payload) {
+    pub fn broadcast_from(
+        &self,
+        from: ConnId,
+        topic: &str,
+        event: &str,
+        payload: impl IntoPayload,
+    ) -> Result<(), BroadcastError> {
+        let payload = payload.into_payload()?;
         self.deliver(topic, event, &payload, Some(from));
         self.inner.adapter.publish(&BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload });
+        Ok(())
     }
 
     /// Broadcasts to the subscribers on this node only.
-    pub fn local_broadcast(&self, topic: &str, event: &str, payload: Payload) {
-        self.deliver(topic, event, &payload, None);
+    pub fn local_broadcast(&self, topic: &str, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        self.deliver(topic, event, &payload.into_payload()?, None);
+        Ok(())
     }
 
     /// Delivers a broadcast that arrived from another node to the
@@ -311,7 +312,8 @@ impl PubSub {
                         match sub.serializer.encode(&out) {
                             Ok(frame) => Some(frame),
                             Err(error) => {
-                                tracing::debug!(topic, event, %error, "broadcast skipped for {:?} subscribers", sub.serializer);
+                                // Once per broadcast, not per subscriber.
+                                tracing::warn!(topic, event, %error, serializer = ?sub.serializer, "broadcast not delivered to the subscribers of this serializer");
                                 None
                             }
                         }
@@ -420,7 +422,7 @@ mod tests {
         for s in &subs {
             pubsub.subscribe(&topic, s.clone(), || {});
         }
-        pubsub.broadcast("t", "e", &json!({"a": 1})).unwrap();
+        pubsub.broadcast("t", "e", json!({"a": 1})).unwrap();
         let a = drain(&subs[0].outbox);
         let b = drain(&subs[1].outbox);
         let c = drain(&subs[2].outbox);
@@ -438,7 +440,7 @@ mod tests {
         pubsub.subscribe(&"t".into(), a.clone(), || {});
         pubsub.subscribe(&"t".into(), b.clone(), || {});
         pubsub.subscribe(&"u".into(), other.clone(), || {});
-        pubsub.broadcast_from(a.outbox.id(), "t", "e", Payload::empty());
+        pubsub.broadcast_from(a.outbox.id(), "t", "e", Payload::empty()).unwrap();
         assert!(drain(&a.outbox).is_empty());
         assert_eq!(drain(&b.outbox).len(), 1);
         assert!(drain(&other.outbox).is_empty());
@@ -479,7 +481,7 @@ mod tests {
         }
         let staying = (0..200).filter(|i| i % 3 != 0).count();
         assert_eq!(pubsub.subscriber_count("big"), staying);
-        pubsub.broadcast("big", "e", &json!({})).unwrap();
+        pubsub.broadcast("big", "e", json!({})).unwrap();
         for (i, s) in subs.iter().enumerate() {
             assert_eq!(drain(&s.outbox).len(), usize::from(i % 3 != 0), "subscriber {i}");
         }
@@ -495,9 +497,9 @@ mod tests {
         let pubsub = PubSub::local();
         let sub = Subscriber { delivery: Delivery::Disconnect, ..subscriber(Serializer::V2, 0) };
         pubsub.subscribe(&"users_socket:1".into(), sub.clone(), || {});
-        pubsub.broadcast("users_socket:1", "other", &json!({})).unwrap();
+        pubsub.broadcast("users_socket:1", "other", json!({})).unwrap();
         assert!(!sub.outbox.is_closed());
-        pubsub.broadcast("users_socket:1", DISCONNECT_EVENT, &json!({})).unwrap();
+        pubsub.broadcast("users_socket:1", DISCONNECT_EVENT, json!({})).unwrap();
         assert_eq!(sub.outbox.take(), Err(CloseReason::Disconnect));
     }
 
@@ -513,8 +515,8 @@ mod tests {
         }
         let spy = Spy::default();
         let pubsub = PubSub::with_adapter(spy.clone());
-        pubsub.broadcast("t", "e", &json!({"x": 1})).unwrap();
-        pubsub.local_broadcast("t", "local", Payload::empty());
+        pubsub.broadcast("t", "e", json!({"x": 1})).unwrap();
+        pubsub.local_broadcast("t", "local", Payload::empty()).unwrap();
         let seen = spy.0.lock().unwrap();
         // (presence gossip travels the adapter too, on its own topic)
         let ours: Vec<_> = seen.iter().filter(|m| m.topic == "t").collect();

@@ -167,6 +167,7 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     let outbox = Arc::new(Outbox::new(mount.options.max_outbound_bytes));
     let dispatcher = Dispatcher::<S>::new(
         assigns,
+        mount.state::<S>(),
         outbox.clone(),
         serializer,
         mount.pubsub.clone(),

@@ -4,6 +4,7 @@
 //! shared; a transport only moves frames and notices when the client is
 //! gone.
 
+use std::any::Any;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -29,6 +30,19 @@ pub(crate) struct Mount {
     pub(crate) options: SocketOptions,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Arc<Registry>,
+    /// The application's state, an `Arc<S::State>` of the mounted socket:
+    /// the transports are not generic over it, the socket's code is.
+    pub(crate) state: Arc<dyn Any + Send + Sync>,
+}
+
+impl Mount {
+    /// The mounted socket's state.
+    pub(crate) fn state<S: Connect>(&self) -> Arc<S::State> {
+        // `Endpoint::socket` mounts a socket only with its own state type.
+        Arc::clone(&self.state)
+            .downcast::<S::State>()
+            .unwrap_or_else(|_| unreachable!("a socket is mounted with an `Arc` of its own `Connect::State`"))
+    }
 }
 
 /// Whether the request's `Origin` may open a socket (counted and logged
@@ -62,7 +76,7 @@ pub(crate) async fn admit<S: Connect>(
             tracing::warn!("connect refused: the endpoint is at its connection limit");
             return Err(StatusCode::SERVICE_UNAVAILABLE);
         }
-        let assigns = connect::<S>(params, &info).await?;
+        let assigns = connect::<S>(params, &info, &mount.state::<S>()).await?;
         Ok((serializer, assigns))
     }
     .await;
@@ -82,8 +96,12 @@ pub(crate) fn connect_info(req: &Request) -> crate::connect::ConnectInfo {
 
 /// Runs the application's `connect`, containing a panic in it: the client is
 /// refused (HTTP 500) and the panic logged, the server carries on.
-async fn connect<S: Connect>(params: &Params, info: &crate::connect::ConnectInfo) -> Result<S::Assigns, StatusCode> {
-    match std::panic::AssertUnwindSafe(S::connect(params, info)).catch_unwind().await {
+async fn connect<S: Connect>(
+    params: &Params,
+    info: &crate::connect::ConnectInfo,
+    state: &S::State,
+) -> Result<S::Assigns, StatusCode> {
+    match std::panic::AssertUnwindSafe(S::connect(params, info, state)).catch_unwind().await {
         Ok(Ok(assigns)) => Ok(assigns),
         Ok(Err(refusal)) => {
             tracing::info!(status = refusal.status().as_u16(), reason = refusal.log_reason(), "connect refused");

@@ -95,6 +95,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     let pubsub = mount.pubsub.clone();
     let metrics = mount.metrics.clone();
     let registry = mount.registry.clone();
+    let state = mount.state::<S>();
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
@@ -109,7 +110,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
             WebSocketStream::from_raw_socket(Coalesce::new(TokioIo::new(upgraded)), Role::Server, Some(config)).await;
         let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
         let _registration = registry.register(&outbox);
-        let dispatcher = Dispatcher::<S>::new(assigns, outbox, serializer, pubsub, &options, metrics.clone());
+        let dispatcher = Dispatcher::<S>::new(assigns, state, outbox, serializer, pubsub, &options, metrics.clone());
         Metrics::incr(&metrics.connections_open);
         // Boxed so the spawned task stays small while the connection lives.
         Box::pin(serve(ws, dispatcher, serializer, options.idle_timeout, &metrics)).await;

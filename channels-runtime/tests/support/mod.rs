@@ -8,11 +8,12 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
-use channels_runtime::channel::{Channel, Info, JoinResult, Route, Routes, Terminate};
+use channels_runtime::channel::{Channel, Info, JoinError, Route, Routes, Terminate};
 use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+use channels_runtime::crash::Crash;
 use channels_runtime::endpoint::Endpoint;
 use channels_runtime::protocol::Payload;
-use channels_runtime::reply::{Reply, Status};
+use channels_runtime::reply::Reply;
 use channels_runtime::router::Topic;
 use channels_runtime::socket::Socket;
 use channels_runtime::SocketOptions;
@@ -26,9 +27,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub struct TestSocket;
 
 impl Connect for TestSocket {
+    type State = ();
     type Assigns = Option<String>;
 
-    async fn connect(params: &Params, _info: &ConnectInfo) -> Result<Self::Assigns, Refuse> {
+    async fn connect(params: &Params, _info: &ConnectInfo, _state: &()) -> Result<Self::Assigns, Refuse> {
         match params.get("token") {
             Some("invalid") => Err(Refuse::forbidden()),
             Some("panic") => panic!("connect panics on purpose"),
@@ -36,7 +38,7 @@ impl Connect for TestSocket {
         }
     }
 
-    fn id(user: &Self::Assigns) -> Option<String> {
+    fn id(user: &Self::Assigns, _state: &()) -> Option<String> {
         user.as_ref().map(|u| format!("users_socket:{u}"))
     }
 }
@@ -68,19 +70,19 @@ impl Channel for Echo {
         event: &str,
         payload: Payload,
         socket: &mut Socket<TestSocket>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Crash> {
         if event == "secret" {
-            let mut value: Value = payload.decode().map_err(|e| e.to_string())?;
+            let mut value: Value = payload.decode()?;
             value["mine"] = json!(socket.join_ref());
-            socket.push(event, &value).map_err(|e| e.to_string())?;
+            socket.push(event, &value)?;
         }
         Ok(Reply::none())
     }
 
-    async fn handle_info(&mut self, info: Info, socket: &mut Socket<TestSocket>) -> Result<Reply, String> {
+    async fn handle_info(&mut self, info: Info, socket: &mut Socket<TestSocket>) -> Result<Reply, Crash> {
         match info.downcast::<Tick>() {
-            Ok(Tick(n)) => socket.push("tick", &json!({"n": n})).map_err(|e| e.to_string())?,
-            Err(other) => return Err(format!("unexpected {}", other.type_name())),
+            Ok(Tick(n)) => socket.push("tick", json!({"n": n}))?,
+            Err(other) => return Err(format!("unexpected {}", other.type_name()).into()),
         }
         Ok(Reply::none())
     }
@@ -93,20 +95,25 @@ impl Channel for Echo {
         }
     }
 
-    async fn join(topic: Topic, payload: Payload, socket: &mut Socket<TestSocket>) -> Result<JoinResult<Self>, String> {
+    async fn join(
+        topic: Topic,
+        payload: Payload,
+        socket: &mut Socket<TestSocket>,
+    ) -> Result<(Payload, Self), JoinError> {
         match topic.rest() {
-            "refuse" => Ok(Err(Payload::from(json!({"reason": "refused"})))),
+            "refuse" => Err(JoinError::reason("refused")),
             "panic" => panic!("join panics on purpose"),
+            "fail" => Err(JoinError::crash("join failed on purpose")),
             "slow" => {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                Ok(Ok((Payload::empty(), Echo)))
+                Ok((Payload::empty(), Echo))
             }
             "push" => {
                 // A push during join goes out after the join reply.
-                socket.push("welcome", &json!({"early": true})).map_err(|e| e.to_string())?;
-                Ok(Ok((payload, Echo)))
+                socket.push("welcome", json!({"early": true}))?;
+                Ok((payload, Echo))
             }
-            _ => Ok(Ok((payload, Echo))),
+            _ => Ok((payload, Echo)),
         }
     }
 
@@ -115,26 +122,24 @@ impl Channel for Echo {
         event: &str,
         payload: Payload,
         socket: &mut Socket<TestSocket>,
-    ) -> Result<Reply, String> {
+    ) -> Result<Reply, Crash> {
         match event {
-            "ping" => Ok(Reply::payload(Status::Ok, payload)),
+            "ping" => Ok(Reply::ok(payload)),
             "shout" => {
-                socket
-                    .broadcast("shout", &payload.decode::<Value>().map_err(|e| e.to_string())?)
-                    .map_err(|e| e.to_string())?;
+                socket.broadcast("shout", &payload.decode::<Value>()?)?;
                 Ok(Reply::ok(json!({})))
             }
             "shout_from" => {
-                socket.broadcast_from("shout", &json!({"from": "other"})).map_err(|e| e.to_string())?;
+                socket.broadcast_from("shout", json!({"from": "other"}))?;
                 Ok(Reply::ok(json!({})))
             }
             "push" => {
-                socket.push("pushed", &json!({"n": 1})).map_err(|e| e.to_string())?;
+                socket.push("pushed", json!({"n": 1}))?;
                 Ok(Reply::none())
             }
             "stop" => Ok(Reply::ok(json!({"bye": true})).and_stop()),
             "crash" => panic!("crash on purpose"),
-            "fail" => Err("handler failed".to_owned()),
+            "fail" => Err("handler failed".into()),
             "later" => {
                 let socket_ref = socket.socket_ref().ok_or("no socket_ref in handle_in")?;
                 tokio::spawn(async move {
@@ -148,9 +153,8 @@ impl Channel for Echo {
                 Payload::Json(_) => Ok(Reply::error(json!({"reason": "expected bytes"}))),
             },
             "track" => {
-                let key = payload.decode::<String>().map_err(|e| e.to_string())?;
-                channels_runtime::presence::Presence::track(socket, &key, json!({"k": key}))
-                    .map_err(|e| e.to_string())?;
+                let key = payload.decode::<String>()?;
+                channels_runtime::presence::Presence::track(socket, &key, json!({"k": key}))?;
                 Ok(Reply::ok(channels_runtime::presence::Presence::list(socket)))
             }
             "tick" => {
@@ -163,7 +167,7 @@ impl Channel for Echo {
                 Ok(Reply::ok(json!({})))
             }
             "tell_wrong" => {
-                socket.channel_ref().send("not a tick").map_err(|e| e.to_string())?;
+                socket.channel_ref().send("not a tick")?;
                 Ok(Reply::ok(json!({})))
             }
             "sleep" => {

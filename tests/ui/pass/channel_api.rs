@@ -13,8 +13,9 @@ channels::socket! {
 }
 
 impl Connect for UserSocket {
+    type State = ();
     type Assigns = ();
-    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
         Ok(())
     }
 }
@@ -34,7 +35,7 @@ impl Room {
 
     #[handle_in("ping")]
     fn ping(&self, payload: Payload) -> Reply {
-        Reply::payload(Status::Ok, payload)
+        Reply::ok(payload)
     }
 
     #[handle_in("later")]

@@ -31,7 +31,7 @@ mod chans {
     #[channel(socket = UserSocket)]
     impl Comments {
         async fn join(topic: Topic, _params: Value, _socket: &mut Socket<UserSocket>) -> Join<Self> {
-            let topic_id = topic.rest().parse().map_err(|_| json!({"reason": "invalid topic"}))?;
+            let topic_id = topic.rest().parse()?;
             Ok((json!({}), Comments { topic_id, count: 0 }))
         }
 
@@ -112,8 +112,9 @@ socket! {
 }
 
 impl Connect for UserSocket {
+    type State = ();
     type Assigns = ();
-    async fn connect(_params: &Params, _info: &ConnectInfo) -> Result<(), Refuse> {
+    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
         Ok(())
     }
 }
