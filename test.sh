@@ -138,7 +138,7 @@ start_server() {
 
 run_e2e() {
   cd "$ROOT/tests/js"
-  DISCUSS_URL="$DISCUSS_URL" node --test --test-force-exit --test-concurrency=1 ./*.test.mjs
+  DISCUSS_URL="$DISCUSS_URL" DISCUSS_ADMIN_TOKEN="$DISCUSS_ADMIN_TOKEN" node --test --test-force-exit --test-concurrency=1 ./*.test.mjs
 }
 
 run_conformance() {

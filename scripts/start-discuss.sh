@@ -9,6 +9,7 @@
 # PORT defaults to a free port picked by the OS. Environment:
 #   DISCUSS_BIN            binary (default target/release/examples/discuss)
 #   DISCUSS_LOG            log file (default tests/js/artifacts/discuss-PORT.log)
+#   DISCUSS_ADMIN_TOKEN    token of POST /api/disconnect (default test-admin-token)
 #   DISCUSS_START_TIMEOUT  seconds to wait for the "listening on" line (default 30)
 #
 # On success prints, as shell assignments (use `eval "$(scripts/start-discuss.sh)"`):
@@ -39,7 +40,10 @@ mkdir -p "$(dirname "$LOG")"
 # The server's output goes to the log only, so a caller capturing our stdout
 # with $(...) does not wait for the server to exit.
 # NO_COLOR keeps tracing's ANSI colours out of the log file.
-NO_COLOR=1 "$BIN" --port "$PORT" </dev/null >>"$LOG" 2>&1 &
+# The admin route (POST /api/disconnect) is closed without a token; the
+# tests use this one.
+ADMIN_TOKEN="${DISCUSS_ADMIN_TOKEN:-test-admin-token}"
+NO_COLOR=1 DISCUSS_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" --port "$PORT" </dev/null >>"$LOG" 2>&1 &
 PID=$!
 
 started=0
@@ -80,3 +84,4 @@ echo "DISCUSS_PID=$PID"
 echo "DISCUSS_PORT=$PORT"
 echo "DISCUSS_URL=ws://127.0.0.1:$PORT/socket"
 echo "DISCUSS_LOG=$LOG"
+echo "DISCUSS_ADMIN_TOKEN=$ADMIN_TOKEN"

@@ -10,7 +10,7 @@ import { fileURLToPath } from "node:url";
 import path from "node:path";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
-import { freePort, settle, sleep } from "./lib/helpers.mjs";
+import { ADMIN_TOKEN, freePort, settle, sleep } from "./lib/helpers.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.DISCUSS_BIN || path.join(ROOT, "target/release/examples/discuss");
@@ -69,6 +69,7 @@ async function startNode() {
       ...process.env,
       REDIS_URL: `redis://127.0.0.1:${redisPort}`,
       PRESENCE_DOWN_PERIOD_MS: String(DOWN_PERIOD_MS),
+      DISCUSS_ADMIN_TOKEN: ADMIN_TOKEN,
       RUST_LOG: "warn",
       NO_COLOR: "1",
     },
@@ -212,7 +213,10 @@ test("disconnect through one node closes that user's sockets on every node", T, 
   const onA = await connect(a, { user_id: user });
   const codes = [];
   onA.onClose((e) => codes.push(e.code));
-  const res = await fetch(`${b.http}/api/disconnect?id=users_socket:${user}`, { method: "POST" });
+  const res = await fetch(`${b.http}/api/disconnect?id=users_socket:${user}`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${ADMIN_TOKEN}` },
+  });
   assert.equal(res.status, 204);
   await until(() => codes.length > 0, 5000, "the socket on node a to close");
   assert.equal(codes[0], 1001);

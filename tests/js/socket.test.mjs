@@ -16,6 +16,11 @@ test("POST /api/disconnect closes every socket of that user with 1001, others st
   // joined channels must not keep a connection alive
   await Promise.all([a1, a2, b].map((c) => c.joinOk(commentsTopic())));
 
+  // the admin route needs its token: without it, or with a wrong one, nothing closes
+  assert.equal(await postDisconnect(`users_socket:${user}`, 3000, null), 401);
+  assert.equal(await postDisconnect(`users_socket:${user}`, 3000, "wrong"), 401);
+  assert.equal(a1.closed, null, "a refused admin call closes nothing");
+
   assert.equal(await postDisconnect(`users_socket:${user}`), 204);
   const [c1, c2] = await Promise.all([a1.waitClose(3000), a2.waitClose(3000)]);
   assert.equal(c1.code, 1001, `first socket of ${user} closed with ${c1.code}`);

@@ -98,10 +98,14 @@ export async function waitUntil(cond, ms, what, step = 20) {
 
 // ------------------------------------------------------------------ HTTP
 
-/** POST /api/disconnect?id=ID; resolves the HTTP status. */
-export async function postDisconnect(id, ms = 3000) {
+/** The token of the example's admin route (scripts/start-discuss.sh sets it). */
+export const ADMIN_TOKEN = process.env.DISCUSS_ADMIN_TOKEN || "test-admin-token";
+
+/** POST /api/disconnect?id=ID with `token` (the admin token by default); resolves the HTTP status. */
+export async function postDisconnect(id, ms = 3000, token = ADMIN_TOKEN) {
+  const headers = token === null ? {} : { authorization: `Bearer ${token}` };
   const res = await withTimeout(
-    fetch(`${HTTP_BASE}/api/disconnect?id=${encodeURIComponent(id)}`, { method: "POST" }),
+    fetch(`${HTTP_BASE}/api/disconnect?id=${encodeURIComponent(id)}`, { method: "POST", headers }),
     ms,
     `POST /api/disconnect?id=${id}`,
   );
