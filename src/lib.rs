@@ -56,6 +56,7 @@
 pub use channels_macros::{channel, handle_in, handle_info, handle_out, socket, Encode};
 pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, Terminate};
 pub use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+pub use channels_runtime::encode::{Encode, Encoded};
 pub use channels_runtime::endpoint::Endpoint;
 pub use channels_runtime::origin::CheckOrigin;
 pub use channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
@@ -67,7 +68,7 @@ pub use channels_runtime::server::ServerOptions;
 pub use channels_runtime::socket::{Socket, SocketRef, TimerRef};
 pub use channels_runtime::token::{TokenError, Tokens};
 pub use channels_runtime::{
-    connect, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server, testing, token,
+    connect, encode, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server, testing, token,
 };
 pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 
@@ -75,7 +76,7 @@ pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 pub mod prelude {
     pub use crate::{
         channel, handle_in, handle_info, handle_out, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo,
-        Encode, Endpoint, Info, Join, Params, Payload, Presence, PresenceError, PubSub, Refuse, Reply, Socket,
+        Encode, Encoded, Endpoint, Info, Join, Params, Payload, Presence, PresenceError, PubSub, Refuse, Reply, Socket,
         SocketRef, Status, Terminate, Topic,
     };
     pub use serde_json::{json, Value};

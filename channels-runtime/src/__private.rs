@@ -3,6 +3,7 @@
 
 pub use crate::channel::{Channel, FromPayload, Info, IntoJoin, JoinResult, Route, Routes, Terminate};
 pub use crate::connect::Connect;
+pub use crate::encode::Encode;
 pub use crate::protocol::{Payload, PayloadError};
 pub use crate::reply::{IntoReply, Reply};
 pub use crate::router::Topic;

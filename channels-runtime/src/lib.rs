@@ -10,6 +10,7 @@
 pub mod channel;
 pub mod connect;
 mod dispatch;
+pub mod encode;
 pub mod endpoint;
 mod metrics;
 mod options;
