@@ -6,26 +6,26 @@
 /// A `rename_all` rule.
 #[derive(Clone, Copy)]
 pub(crate) enum RenameRule {
-    LowerCase,
-    UpperCase,
-    PascalCase,
-    CamelCase,
-    SnakeCase,
-    ScreamingSnakeCase,
-    KebabCase,
-    ScreamingKebabCase,
+    Lower,
+    Upper,
+    Pascal,
+    Camel,
+    Snake,
+    ScreamingSnake,
+    Kebab,
+    ScreamingKebab,
 }
 
 /// The rules under their serde spellings.
 pub(crate) const RULES: [(&str, RenameRule); 8] = [
-    ("lowercase", RenameRule::LowerCase),
-    ("UPPERCASE", RenameRule::UpperCase),
-    ("PascalCase", RenameRule::PascalCase),
-    ("camelCase", RenameRule::CamelCase),
-    ("snake_case", RenameRule::SnakeCase),
-    ("SCREAMING_SNAKE_CASE", RenameRule::ScreamingSnakeCase),
-    ("kebab-case", RenameRule::KebabCase),
-    ("SCREAMING-KEBAB-CASE", RenameRule::ScreamingKebabCase),
+    ("lowercase", RenameRule::Lower),
+    ("UPPERCASE", RenameRule::Upper),
+    ("PascalCase", RenameRule::Pascal),
+    ("camelCase", RenameRule::Camel),
+    ("snake_case", RenameRule::Snake),
+    ("SCREAMING_SNAKE_CASE", RenameRule::ScreamingSnake),
+    ("kebab-case", RenameRule::Kebab),
+    ("SCREAMING-KEBAB-CASE", RenameRule::ScreamingKebab),
 ];
 
 impl RenameRule {
@@ -39,9 +39,9 @@ impl RenameRule {
     /// as they are: Rust fields are already both.
     pub(crate) fn apply(self, field: &str) -> String {
         match self {
-            Self::LowerCase | Self::SnakeCase => field.to_owned(),
-            Self::UpperCase | Self::ScreamingSnakeCase => field.to_ascii_uppercase(),
-            Self::PascalCase => {
+            Self::Lower | Self::Snake => field.to_owned(),
+            Self::Upper | Self::ScreamingSnake => field.to_ascii_uppercase(),
+            Self::Pascal => {
                 let mut pascal = String::with_capacity(field.len());
                 let mut capitalize = true;
                 for ch in field.chars() {
@@ -56,16 +56,16 @@ impl RenameRule {
                 }
                 pascal
             }
-            Self::CamelCase => {
-                let pascal = Self::PascalCase.apply(field);
+            Self::Camel => {
+                let pascal = Self::Pascal.apply(field);
                 let mut chars = pascal.chars();
                 match chars.next() {
                     Some(first) => first.to_ascii_lowercase().to_string() + chars.as_str(),
                     None => pascal,
                 }
             }
-            Self::KebabCase => field.replace('_', "-"),
-            Self::ScreamingKebabCase => field.to_ascii_uppercase().replace('_', "-"),
+            Self::Kebab => field.replace('_', "-"),
+            Self::ScreamingKebab => field.to_ascii_uppercase().replace('_', "-"),
         }
     }
 }

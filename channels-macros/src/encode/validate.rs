@@ -111,7 +111,7 @@ pub(crate) fn validate<'a>(input: &'a DeriveInput, args: &'a EncodeArgs, errors:
             errors.push_spanned(
                 key,
                 format!(
-                    "`skip_none` only applies to a field whose type is written `Option<..>`, and `{}` is not: remove it, or make the field an `Option`",
+                    "`skip_none` needs a field whose type is written `Option<..>`, and the type of `{}` is not (a derive cannot see through type aliases): remove `skip_none`, or write the type as `Option<..>`",
                     declared.name
                 ),
             );
@@ -265,7 +265,7 @@ impl<'ast> Visit<'ast> for Mentions<'_> {
             path.leading_colon.is_none() && path.segments.first().is_some_and(|s| s.ident == *self.param);
         if starts_with_param {
             self.found = true;
-        } else if !path.segments.last().is_some_and(|s| s.ident == "PhantomData") {
+        } else if path.segments.last().is_none_or(|s| s.ident != "PhantomData") {
             syn::visit::visit_path(self, path);
         }
     }
