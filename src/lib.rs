@@ -71,6 +71,7 @@ pub use channels_macros::{channel, handle_in, handle_info, handle_out, socket, E
 pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, JoinError, Terminate};
 pub use channels_runtime::connect::{Connect, ConnectInfo, Params, ParamsError, Refuse};
 pub use channels_runtime::crash::{BoxError, Crash};
+pub use channels_runtime::encode::{Encode, Encoded};
 pub use channels_runtime::endpoint::Endpoint;
 pub use channels_runtime::origin::CheckOrigin;
 pub use channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
@@ -82,7 +83,7 @@ pub use channels_runtime::server::ServerOptions;
 pub use channels_runtime::socket::{Socket, SocketRef, TimerRef};
 pub use channels_runtime::token::{TokenError, Tokens};
 pub use channels_runtime::{
-    connect, crash, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server, testing, token,
+    connect, crash, encode, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server, testing, token,
 };
 pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 
@@ -90,8 +91,8 @@ pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 pub mod prelude {
     pub use crate::{
         channel, handle_in, handle_info, handle_out, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo,
-        Crash, Encode, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub, Refuse,
-        Reply, Socket, SocketRef, Status, Terminate, Topic,
+        Crash, Encode, Encoded, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub,
+        Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic,
     };
     pub use serde_json::{json, Value};
 }

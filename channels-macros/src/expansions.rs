@@ -210,3 +210,42 @@ fn encode_serializer_name_taken() {
         })
     );
 }
+
+/// `rename_all` with a `rename` that wins over it, `skip_none` on the
+/// struct (every `Option` field) and on a field: the count
+/// `serialize_struct` is told follows the fields that are `Some`.
+#[test]
+fn encode_rename_skip_none() {
+    snapshot!(
+        "encode_rename_skip_none",
+        crate::encode::derive(quote! {
+            #[derive(Debug)]
+            #[encode(rename_all = "camelCase", skip_none, except = [password_hash])]
+            pub struct Comment {
+                comment_id: u64,
+                #[encode(rename = "author")]
+                user_id: Option<u64>,
+                edited_at: ::std::option::Option<String>,
+                password_hash: String,
+            }
+        })
+    );
+}
+
+/// `impl_serialize = false`: no `Serialize` impl, so the struct can derive
+/// its own; the field serialization moves into `Encode::encode`.
+#[test]
+fn encode_without_serialize() {
+    snapshot!(
+        "encode_without_serialize",
+        crate::encode::derive(quote! {
+            #[encode(only = [content, parent_id], impl_serialize = false)]
+            pub struct Comment<T> {
+                content: T,
+                #[encode(skip_none)]
+                parent_id: Option<u64>,
+                author_email: String,
+            }
+        })
+    );
+}

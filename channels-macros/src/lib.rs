@@ -65,18 +65,32 @@ pub fn channel(args: TokenStream, item: TokenStream) -> TokenStream {
     channel::channel(args.into(), item.into()).into()
 }
 
-/// Derives `serde::Serialize` for a chosen subset of a struct's fields.
+/// Derives `channels::Encode` and `serde::Serialize` for a chosen subset of
+/// a struct's fields.
 ///
 /// ```ignore
 /// #[derive(Encode)]
-/// #[encode(only = [id, content])]      // or `except = [password_hash]`
-/// struct Comment { id: u64, content: String, password_hash: String }
+/// #[encode(only = [id, content, parent_id])]  // or `except = [password_hash]`
+/// #[encode(rename_all = "camelCase", skip_none)]
+/// struct Comment {
+///     id: u64,
+///     content: String,
+///     parent_id: Option<u64>,                 // left out when `None`
+///     #[encode(rename = "author")]
+///     user_id: u64,
+///     password_hash: String,
+/// }
 /// ```
 ///
 /// Fields are serialized in declaration order under their names (without
-/// `r#`). Type parameters used by an encoded field get a `Serialize`
-/// bound. `#[encode(crate = path)]` points the generated code at a
-/// re-export of `channels`.
+/// `r#`), changed by `rename_all` (serde's rules and spellings) or a
+/// field's `rename`; `only` and `except` name the Rust fields.
+/// `skip_none` (on the struct: every `Option` field; on a field: that one)
+/// leaves out fields that are `None`. Type parameters used by an encoded
+/// field get a `Serialize` bound. `impl_serialize = false` implements only
+/// `Encode`, for a struct that derives its own `Serialize`; channels then
+/// send `value.encoded()`. `#[encode(crate = path)]` points the generated
+/// code at a re-export of `channels`.
 #[proc_macro_derive(Encode, attributes(encode))]
 pub fn derive_encode(input: TokenStream) -> TokenStream {
     encode::derive(input.into()).into()

@@ -4,6 +4,7 @@
 pub use crate::channel::{Channel, FromPayload, Info, IntoJoin, JoinError, Rejection, Route, Routes, Terminate};
 pub use crate::connect::Connect;
 pub use crate::crash::Crash;
+pub use crate::encode::Encode;
 pub use crate::protocol::Payload;
 pub use crate::reply::{IntoReply, Reply};
 pub use crate::router::Topic;

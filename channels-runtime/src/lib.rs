@@ -11,6 +11,7 @@ pub mod channel;
 pub mod connect;
 pub mod crash;
 mod dispatch;
+pub mod encode;
 pub mod endpoint;
 mod metrics;
 mod options;

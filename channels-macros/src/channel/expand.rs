@@ -224,6 +224,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
     quote! {
         #item
 
+        #[automatically_derived]
         impl #impl_generics #p::Channel for #self_ty #where_clause {
             type Socket = #socket;
 

@@ -1,16 +1,19 @@
-//! Generating the `Serialize` impl.
+//! Generating the `Encode` impl and, unless `impl_serialize = false`, the
+//! `Serialize` impl it delegates to.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::DeriveInput;
 
+use super::parse::EncodeArgs;
 use super::validate::Encode;
 use crate::common::{crate_path, unraw};
 
 pub(crate) fn expand(encode: &Encode) -> TokenStream {
     let krate = crate_path(encode.krate);
-    let serde = quote!(#krate::__private::serde);
+    let p = quote!(#krate::__private);
+    let serde = quote!(#p::serde);
     let ident = encode.ident;
     let name = unraw(ident);
     let mut generics = encode.generics.clone();
@@ -24,55 +27,131 @@ pub(crate) fn expand(encode: &Encode) -> TokenStream {
     let serializer_ty = serializer_param(encode.generics);
     let serializer = Ident::new("__serializer", Span::mixed_site());
     let state = Ident::new("__state", Span::mixed_site());
-    let count = proc_macro2::Literal::usize_unsuffixed(encode.fields.len());
     let mut_ = (!encode.fields.is_empty()).then(|| quote!(mut));
     let fields = encode.fields.iter().map(|field| {
         let member = field.member;
         let name = &field.name;
         // Spanned at the field's type: a type that is not `Serialize` is
         // reported on the field.
-        quote_spanned! {field.ty.span()=>
+        let serialize = quote_spanned! {field.ty.span()=>
             #serde::ser::SerializeStruct::serialize_field(&mut #state, #name, &self.#member)?;
+        };
+        if field.skip_none {
+            quote_spanned! {field.ty.span()=>
+                if ::core::option::Option::is_some(&self.#member) {
+                    #serialize
+                } else {
+                    #serde::ser::SerializeStruct::skip_field(&mut #state, #name)?;
+                }
+            }
+        } else {
+            serialize
         }
     });
-    quote! {
-        #[automatically_derived]
-        impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
-            fn serialize<#serializer_ty>(&self, #serializer: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
+    let count = count(encode);
+    let body = quote! {
+        let #mut_ #state = #serde::Serializer::serialize_struct(#serializer, #name, #count)?;
+        #(#fields)*
+        #serde::ser::SerializeStruct::end(#state)
+    };
+    let signature = |method: &str| {
+        let method = Ident::new(method, Span::call_site());
+        quote! {
+            fn #method<#serializer_ty>(&self, #serializer: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
             where
                 #serializer_ty: #serde::Serializer,
-            {
-                let #mut_ #state = #serde::Serializer::serialize_struct(#serializer, #name, #count)?;
-                #(#fields)*
-                #serde::ser::SerializeStruct::end(#state)
+        }
+    };
+    let encode_sig = signature("encode");
+    if encode.impl_serialize {
+        let serialize_sig = signature("serialize");
+        quote! {
+            #[automatically_derived]
+            impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
+                #serialize_sig
+                {
+                    #body
+                }
+            }
+
+            #[automatically_derived]
+            impl #impl_generics #p::Encode for #ident #ty_generics #where_clause {
+                #encode_sig
+                {
+                    #serde::Serialize::serialize(self, #serializer)
+                }
+            }
+        }
+    } else {
+        quote! {
+            #[automatically_derived]
+            impl #impl_generics #p::Encode for #ident #ty_generics #where_clause {
+                #encode_sig
+                {
+                    #body
+                }
             }
         }
     }
 }
 
-/// A `Serialize` impl that never runs, emitted with errors so that uses of
-/// the type do not add "not `Serialize`" errors to them.
-pub(crate) fn fallback(input: &DeriveInput, krate: Option<&syn::Path>) -> TokenStream {
-    let krate = crate_path(krate);
-    let serde = quote!(#krate::__private::serde);
+/// The field count `serialize_struct` is told: the fields always written,
+/// plus one for each `skip_none` field that is `Some`.
+fn count(encode: &Encode) -> TokenStream {
+    let always = encode.fields.iter().filter(|f| !f.skip_none).count();
+    let maybe: Vec<TokenStream> = encode
+        .fields
+        .iter()
+        .filter(|f| f.skip_none)
+        .map(|f| {
+            let member = f.member;
+            quote!(::core::primitive::usize::from(::core::option::Option::is_some(&self.#member)))
+        })
+        .collect();
+    let always = (always > 0 || maybe.is_empty()).then(|| proc_macro2::Literal::usize_unsuffixed(always));
+    let terms = always.into_iter().map(|lit| quote!(#lit)).chain(maybe);
+    quote!(#(#terms)+*)
+}
+
+/// Impls that never run, emitted with errors so that uses of the type do
+/// not add "not `Serialize`" or "not `Encode`" errors to them.
+pub(crate) fn fallback(input: &DeriveInput, args: &EncodeArgs) -> TokenStream {
+    let krate = crate_path(args.krate.as_ref());
+    let p = quote!(#krate::__private);
+    let serde = quote!(#p::serde);
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let serializer_ty = serializer_param(&input.generics);
-    quote! {
-        impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
-            fn serialize<#serializer_ty>(&self, _: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
+    let encode = quote! {
+        #[automatically_derived]
+        impl #impl_generics #p::Encode for #ident #ty_generics #where_clause {
+            fn encode<#serializer_ty>(&self, _: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
             where
                 #serializer_ty: #serde::Serializer,
             {
                 ::core::unreachable!()
             }
         }
-    }
+    };
+    let serialize = args.impl_serialize().then(|| {
+        quote! {
+            #[automatically_derived]
+            impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
+                fn serialize<#serializer_ty>(&self, _: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
+                where
+                    #serializer_ty: #serde::Serializer,
+                {
+                    ::core::unreachable!()
+                }
+            }
+        }
+    });
+    quote!(#serialize #encode)
 }
 
-/// The name of `serialize`'s serializer type parameter: `__S`, or `__S`
-/// with a number when the struct has a parameter of that name (type
-/// parameters are not hygienic).
+/// The name of the serializer type parameter: `__S`, or `__S` with a
+/// number when the struct has a parameter of that name (type parameters
+/// are not hygienic).
 fn serializer_param(generics: &syn::Generics) -> Ident {
     let taken = |name: &str| generics.type_params().any(|p| p.ident == name);
     let name = (0..)

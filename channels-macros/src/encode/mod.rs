@@ -1,6 +1,9 @@
-//! `#[derive(Encode)]`: `Serialize` for a chosen subset of a struct's
-//! fields, as `@derive {Jason.Encoder, only: [..]}` does in Elixir.
+//! `#[derive(Encode)]`: `Encode` (and, unless `impl_serialize = false`,
+//! `Serialize`) for a chosen subset of a struct's fields, renamed and
+//! skipped when `None` as asked, as `@derive {Jason.Encoder, only: [..]}`
+//! does in Elixir.
 
+mod case;
 mod expand;
 mod parse;
 mod validate;
@@ -13,11 +16,11 @@ pub(crate) fn derive(input: TokenStream) -> TokenStream {
         Err(error) => return error.to_compile_error(),
     };
     let mut errors = crate::common::Errors::default();
-    let args = parse::parse_attrs(&input.attrs, &mut errors);
+    let args = parse::parse(&input, &mut errors);
     match validate::validate(&input, &args, &mut errors) {
         Some(encode) if !errors.has_errors() => expand::expand(&encode),
         _ => {
-            let mut out = expand::fallback(&input, args.krate.as_ref());
+            let mut out = expand::fallback(&input, &args);
             out.extend(errors.into_error().map(|e| e.to_compile_error()));
             out
         }

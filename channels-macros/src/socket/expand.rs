@@ -23,6 +23,7 @@ pub(crate) fn expand(socket: &Socket) -> TokenStream {
     // reported.
     let krate = crate_path_at(socket.krate.as_ref(), ident.span());
     let routes_impl = quote_spanned! {ident.span()=>
+        #[automatically_derived]
         impl #krate::__private::Routes for #ident {
             const ROUTES: &'static [#krate::__private::Route<Self>] = &[#(#routes),*];
         }

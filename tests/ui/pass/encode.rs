@@ -1,10 +1,11 @@
 //! `#[derive(Encode)]`: field selection, raw identifiers, generics,
-//! lifetimes, bounds only where needed.
+//! lifetimes, bounds only where needed, renames, `skip_none`, and
+//! `impl_serialize = false` beside serde's own derive.
 #![deny(warnings)]
 
 use std::marker::PhantomData;
 
-use channels::Encode;
+use channels::{Encode, Encoded};
 use serde_json::json;
 
 #[derive(Encode)]
@@ -45,6 +46,29 @@ struct Nothing {
     b: u8,
 }
 
+/// Every option at once, split over several attributes.
+#[derive(Encode)]
+#[encode(rename_all = "kebab-case")]
+#[encode(skip_none, except = [r#secret])]
+struct Options {
+    user_id: u64,
+    #[encode(rename = "TYPE")]
+    r#type: &'static str,
+    parent_id: Option<u64>,
+    #[encode(skip_none)]
+    edited_at: std::option::Option<u64>,
+    r#secret: &'static str,
+}
+
+/// Its own `Serialize` for REST; `Encode` for channels, without an impl
+/// that would conflict with serde's.
+#[derive(serde::Serialize, Encode)]
+#[encode(only = [content], impl_serialize = false, crate = channels)]
+struct Both {
+    content: String,
+    author_email: String,
+}
+
 fn main() {
     let v = serde_json::to_value(All { a: 1, r#type: "x" }).unwrap();
     assert_eq!(v, json!({"a": 1, "type": "x"}));
@@ -59,4 +83,13 @@ fn main() {
 
     assert_eq!(serde_json::to_value(Renamed { id: 3 }).unwrap(), json!({"id": 3}));
     assert_eq!(serde_json::to_value(Nothing { a: 1, b: 2 }).unwrap(), json!({}));
+
+    let o = Options { user_id: 1, r#type: "t", parent_id: None, edited_at: Some(2), r#secret: "s" };
+    assert_eq!(o.r#secret, "s");
+    assert_eq!(serde_json::to_string(&o).unwrap(), r#"{"user-id":1,"TYPE":"t","edited-at":2}"#);
+
+    let both = Both { content: "hi".into(), author_email: "a@example.com".into() };
+    assert_eq!(serde_json::to_value(&both).unwrap(), json!({"content": "hi", "author_email": "a@example.com"}));
+    let encoded: Encoded<'_, Both> = both.encoded();
+    assert_eq!(serde_json::to_value(encoded).unwrap(), json!({"content": "hi"}));
 }
