@@ -141,18 +141,31 @@ pub struct Ecto;
 impl Messages for Ecto {}
 
 /// A handler argument holding a payload that decoded into `T` and passed
-/// `T`'s validation rules.
-///
-/// ```ignore
-/// #[handle_in("comment:add")]
-/// async fn add(&mut self, new: Valid<NewComment>, socket: &mut Socket<UserSocket>) -> Reply {
-///     store(new.into_inner());
-///     Reply::ok(json!({}))
-/// }
-/// ```
+/// `T`'s validation rules:
+/// `async fn add(&mut self, new: Valid<NewComment>, socket: &mut Socket<UserSocket>)`.
 ///
 /// A payload that does not is answered with [`Errors`]; `M` chooses the
 /// messages for unreadable fields ([`Ecto`] by default).
+///
+/// ```
+/// use channels_runtime::changeset::Valid;
+/// use channels_runtime::protocol::Payload;
+///
+/// #[derive(Debug, serde::Deserialize, validator::Validate)]
+/// struct NewComment {
+///     #[validate(length(min = 1))]
+///     content: String,
+/// }
+///
+/// let payload = Payload::json(&serde_json::json!({"content": "hi"})).unwrap();
+/// let new = Valid::<NewComment>::from_payload(&payload).unwrap();
+/// assert_eq!(new.content, "hi"); // through `Deref`
+/// let comment: NewComment = new.into_inner();
+/// # let _ = comment;
+///
+/// let errors = Valid::<NewComment>::from_payload(&Payload::empty()).unwrap_err();
+/// assert_eq!(errors.messages("content"), ["can't be blank"]);
+/// ```
 pub struct Valid<T, M = Ecto>(pub T, pub PhantomData<fn() -> M>);
 
 impl<T, M> Valid<T, M> {
@@ -218,8 +231,10 @@ fn cast_counted<T: DeserializeOwned + Validate, M: Messages>(payload: &Payload) 
         _ => return (Err(invalid_payload()), 0),
     };
     let original = root.clone();
-    let mut cast = Cast { root, budget: Cell::new(BUDGET_SLACK + BUDGET_FACTOR * nodes(&original)) };
-    let (decoded, failures, placeholders, passes) = cast.run::<T>();
+    let budget = Cell::new(BUDGET_SLACK + BUDGET_FACTOR * nodes(&original));
+    let mut cast = Cast { root, budget, failures: Vec::new(), placeholders: Vec::new() };
+    let (decoded, passes) = cast.run::<T>();
+    let Cast { failures, placeholders, .. } = cast;
 
     let mut found: Vec<(Path, String)> = failures
         .iter()
@@ -631,18 +646,20 @@ fn hinted(expected: &str) -> Option<usize> {
 struct Cast {
     root: Value,
     budget: Cell<usize>,
+    /// The fields that could not be read, and why.
+    failures: Vec<(Path, Failure)>,
+    /// Where placeholders were put (the failures, and fields inside them).
+    placeholders: Vec<Path>,
 }
 
 /// What a pass over the payload decoded, with the wire names of its structs.
 type Decoded<T> = Option<(T, Names)>;
 
 impl Cast {
-    /// Decodes until `T` fits or the bounds are reached. Gives the value
-    /// (with the structs' declared field names), the recorded failures, the
-    /// paths that hold placeholders, and the number of passes.
-    fn run<T: DeserializeOwned>(&mut self) -> (Decoded<T>, Vec<(Path, Failure)>, Vec<Path>, usize) {
-        let mut failures: Vec<(Path, Failure)> = Vec::new();
-        let mut placeholders: Vec<Path> = Vec::new();
+    /// Decodes until `T` fits or the bounds are reached, recording the
+    /// failures. Gives the value (with the structs' declared field names)
+    /// and the number of passes.
+    fn run<T: DeserializeOwned>(&mut self) -> (Decoded<T>, usize) {
         let mut tried: HashMap<Path, u8> = HashMap::new();
         let mut hints: HashMap<Path, Hint> = HashMap::new();
         for pass in 1..=MAX_PASSES {
@@ -652,13 +669,13 @@ impl Cast {
                 match T::deserialize(ValueDe { value: &self.root, ctx: &ctx }) {
                     Ok(value) => {
                         let names = Names::from(ctx.names.into_inner());
-                        return (Some((value, names)), failures, placeholders, pass);
+                        return (Some((value, names)), pass);
                     }
                     Err(error) => error,
                 }
             };
             if matches!(error.kind, Kind::Exhausted) {
-                return (None, failures, placeholders, pass);
+                return (None, pass);
             }
             let mut at = error.location();
             // A bad item of a list of scalars is the list's fault (Ecto's
@@ -667,11 +684,11 @@ impl Cast {
                 at.pop();
             }
             if at.is_empty() {
-                failures.push((at, Failure::Invalid));
-                return (None, failures, placeholders, pass);
+                self.failures.push((at, Failure::Invalid));
+                return (None, pass);
             }
             let truncated = at.len() < error.rev_path.len() + usize::from(matches!(error.kind, Kind::Missing(_)));
-            let inside_placeholder = placeholders.iter().any(|p| at.len() > p.len() && at.starts_with(p));
+            let inside_placeholder = self.placeholders.iter().any(|p| at.len() > p.len() && at.starts_with(p));
             let mask = tried.entry(at.clone()).or_insert(0);
             let first_here = *mask == 0;
             if first_here && !inside_placeholder {
@@ -679,11 +696,11 @@ impl Cast {
                     Kind::Missing(_) | Kind::Null(_) => Failure::Blank,
                     _ => Failure::Invalid,
                 };
-                failures.push((at.clone(), failure));
+                self.failures.push((at.clone(), failure));
             }
             if let Kind::Unknown(_) = error.kind {
                 if !first_here || !remove(&mut self.root, &at) {
-                    return (None, failures, placeholders, pass);
+                    return (None, pass);
                 }
                 *mask = u8::MAX;
                 continue;
@@ -705,7 +722,7 @@ impl Cast {
                 .or(hint.placeholder.filter(untried))
                 .or_else(|| (0..PLACEHOLDERS).find(untried));
             let Some(next) = next else {
-                return (None, failures, placeholders, pass);
+                return (None, pass);
             };
             *mask |= 1 << next;
             let value = match variant {
@@ -713,13 +730,13 @@ impl Cast {
                 None => placeholder(next),
             };
             if !set(&mut self.root, &at, value) {
-                return (None, failures, placeholders, pass);
+                return (None, pass);
             }
             if first_here {
-                placeholders.push(at);
+                self.placeholders.push(at);
             }
         }
-        (None, failures, placeholders, MAX_PASSES)
+        (None, MAX_PASSES)
     }
 }
 
