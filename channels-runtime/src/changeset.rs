@@ -39,8 +39,9 @@
 //!
 //! # How every field is found
 //!
-//! serde stops at the first error. [`cast`] parses the payload once into a
-//! [`serde_json::Value`] and deserializes `T` from it through its own
+//! A payload that decodes and validates costs one decode straight from its
+//! text. Otherwise — serde stops at the first error — [`cast`] parses the
+//! payload once into a [`serde_json::Value`] and deserializes `T` from it through its own
 //! deserializer, which knows the path of every error and gets serde's
 //! `missing_field` calls with the exact field name. Each failing field is
 //! recorded, replaced by a placeholder that fits its type (`null`, `""`,
@@ -218,7 +219,8 @@ pub fn cast<T: DeserializeOwned + Validate, M: Messages>(payload: &Payload) -> R
     cast_counted::<T, M>(payload).0
 }
 
-/// [`cast`], also telling how many decoding passes it made.
+/// [`cast`], also telling how many passes over the parsed payload it made
+/// (0 when the payload decoded and validated straight from its text).
 fn cast_counted<T: DeserializeOwned + Validate, M: Messages>(payload: &Payload) -> (Result<T, Errors>, usize) {
     let invalid_payload = || {
         let mut errors = Errors::new();
@@ -226,6 +228,15 @@ fn cast_counted<T: DeserializeOwned + Validate, M: Messages>(payload: &Payload) 
         errors
     };
     let Payload::Json(raw) = payload else { return (Err(invalid_payload()), 0) };
+    // The common case, a valid payload, costs one decode straight from the
+    // text. (Only an object: serde would read `["hi"]` as a struct too.)
+    if raw.get().trim_start().starts_with('{') {
+        if let Ok(value) = serde_json::from_str::<T>(raw.get()) {
+            if value.validate().is_ok() {
+                return (Ok(value), 0);
+            }
+        }
+    }
     let root: Value = match serde_json::from_str(raw.get()) {
         Ok(value @ Value::Object(_)) => value,
         _ => return (Err(invalid_payload()), 0),
@@ -740,10 +751,12 @@ impl Cast {
     }
 }
 
+/// The steps a pass that reads all of `value` spends: one per value, one
+/// per list item and one per object key.
 fn nodes(value: &Value) -> usize {
     1 + match value {
-        Value::Array(items) => items.iter().map(nodes).sum(),
-        Value::Object(map) => map.values().map(nodes).sum(),
+        Value::Array(items) => items.iter().map(|item| 1 + nodes(item)).sum(),
+        Value::Object(map) => map.values().map(|value| 1 + nodes(value)).sum(),
         _ => 0,
     }
 }
@@ -960,6 +973,9 @@ impl<'de> de::MapAccess<'de> for MapAcc<'de, '_, '_> {
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, CastError> {
         let Some((key, value)) = self.entries.next() else { return Ok(None) };
+        // Keys count too: an object of a million ignored keys is a million
+        // steps per pass, even though their values are skipped.
+        self.ctx.spend()?;
         self.value = Some((key, value));
         seed.deserialize(BorrowedStrDeserializer::new(key)).map(Some)
     }
@@ -988,6 +1004,7 @@ impl<'de> de::SeqAccess<'de> for SeqAcc<'de, '_, '_> {
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, CastError> {
         let Some((i, value)) = self.items.next() else { return Ok(None) };
+        self.ctx.spend()?;
         self.ctx
             .enter(Step::Index, || seed.deserialize(ValueDe { value, ctx: self.ctx }))
             .map(Some)

@@ -492,6 +492,49 @@ fn the_work_budget_caps_passes_over_a_large_payload() {
     assert!(!result.unwrap_err().is_empty());
 }
 
+#[test]
+fn ignored_keys_count_against_the_budget() {
+    #[derive(Debug, Deserialize, Validate)]
+    struct Wide {
+        za: u8,
+        zb: u8,
+        zc: u8,
+        zd: u8,
+        ze: u8,
+        zf: u8,
+        zg: u8,
+        zh: u8,
+        zi: u8,
+        zj: u8,
+        zk: u8,
+        zl: u8,
+        zm: u8,
+        zn: u8,
+        zo: u8,
+        zp: u8,
+        zq: u8,
+        zr: u8,
+        zs: u8,
+        zt: u8,
+        zu: u8,
+        zv: u8,
+        zw: u8,
+        zx: u8,
+        zy: u8,
+        zz: u8,
+    }
+    // The ignored values are skipped, but every pass steps over each key
+    // (all sort before the fields): 26 bad fields would take 27 passes of
+    // 100 000 steps; the budget (8 × 2 steps per key) allows about 16.
+    let mut value: Map<String, Value> = (0..100_000).map(|i| (format!("k{i}"), Value::Null)).collect();
+    for c in 'a'..='z' {
+        value.insert(format!("z{c}"), json!("x"));
+    }
+    let (result, passes) = cast_counted::<Wide, Ecto>(&payload(Value::Object(value)));
+    assert!(passes <= 2 * BUDGET_FACTOR + 1, "{passes}");
+    assert!(!result.unwrap_err().is_empty());
+}
+
 // --- Errors and Valid -----------------------------------------------------
 
 #[test]
