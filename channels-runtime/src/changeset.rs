@@ -41,11 +41,12 @@
 //!
 //! A payload that decodes and validates costs one decode straight from its
 //! text. Otherwise — serde stops at the first error — [`cast`] parses the
-//! payload once into a [`serde_json::Value`] and deserializes `T` from it through its own
-//! deserializer, which knows the path of every error and gets serde's
-//! `missing_field` calls with the exact field name. Each failing field is
-//! recorded, replaced by a placeholder that fits its type (`null`, `""`,
-//! `0`, `false`, `[]` or `{}`, the one serde's "expected …" names first), and
+//! payload once into a [`serde_json::Value`] and deserializes `T` from it
+//! through its own deserializer, which knows the path of every error and
+//! gets serde's `missing_field` calls with the exact field name. Each
+//! failing field is recorded, replaced by a placeholder that fits its type
+//! (`null`, `""`, `0`, `false`, `[]`, `{}` or an enum's first variant, the
+//! one serde's "expected …" names first), and
 //! decoding is tried again until `T` decodes. Then the rules run, and rule
 //! messages for fields that already have a decoding error are dropped (as
 //! Ecto's `validate_required` skips fields that failed to cast).
