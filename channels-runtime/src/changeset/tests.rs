@@ -581,3 +581,19 @@ fn wire_names_follow_serde_conventions() {
     assert_eq!(wire_name("r#type", None), "type");
     assert_eq!(wire_name("other", Some(fields)), "other");
 }
+
+#[test]
+fn the_derive_can_use_the_reexported_validator() {
+    // What an app without its own `validator` dependency writes, with
+    // `channels_runtime::changeset::validator` for the path.
+    #[derive(Debug, Deserialize, Validate)]
+    #[validate(crate = "crate::changeset::validator")]
+    struct Note {
+        #[validate(length(min = 2))]
+        text: String,
+    }
+    assert_eq!(
+        answer::<Note, Ecto>(json!({"text": "a"})),
+        r#"{"errors":{"text":["should be at least 2 character(s)"]}}"#
+    );
+}
