@@ -7,6 +7,7 @@
 
 #![deny(missing_docs)]
 
+pub mod changeset;
 pub mod channel;
 pub mod connect;
 pub mod crash;
