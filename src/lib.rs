@@ -68,6 +68,7 @@
 #![deny(missing_docs)]
 
 pub use channels_macros::{channel, handle_in, handle_info, handle_out, socket, Encode};
+pub use channels_runtime::changeset::Valid;
 pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, JoinError, Terminate};
 pub use channels_runtime::connect::{Connect, ConnectInfo, Params, ParamsError, Refuse};
 pub use channels_runtime::crash::{BoxError, Crash};
@@ -83,7 +84,8 @@ pub use channels_runtime::server::ServerOptions;
 pub use channels_runtime::socket::{Socket, SocketRef, TimerRef};
 pub use channels_runtime::token::{TokenError, Tokens};
 pub use channels_runtime::{
-    connect, crash, encode, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server, testing, token,
+    changeset, connect, crash, encode, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server,
+    testing, token,
 };
 pub use channels_runtime::{MetricsSnapshot, SocketOptions};
 
@@ -92,7 +94,7 @@ pub mod prelude {
     pub use crate::{
         channel, handle_in, handle_info, handle_out, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo,
         Crash, Encode, Encoded, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub,
-        Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic,
+        Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic, Valid,
     };
     pub use serde_json::{json, Value};
 }

@@ -88,14 +88,17 @@ async fn blank_or_missing_content_is_refused_and_nothing_is_broadcast() {
     let topic = topic();
     let (_, channel) = socket.join(&topic, json!({})).await.unwrap();
     let blank = json!({"errors": {"content": ["can't be blank"]}});
-    for payload in [json!({}), json!({"content": ""}), json!({"content": "  "}), json!({"content": 5})] {
+    for payload in
+        [json!({}), json!({"content": ""}), json!({"content": "  "}), json!({"content": 5}), json!({"content": null})]
+    {
         let push = channel.push("comment:add", payload);
         channel.assert_reply(&push, Status::Error, &blank).await;
     }
     channel.refute_broadcast(&format!("{topic}:new"), Duration::from_millis(100)).await;
-    // a payload that is not an object is not a comment at all
+    // a payload that is not an object is not a comment at all: the error
+    // names the payload itself
     let (status, response) = channel.reply(&channel.push("comment:add", json!(["hello"]))).await;
-    assert_eq!((status.as_str(), &response["reason"]), ("error", &json!("invalid payload")));
+    assert_eq!((status.as_str(), response), ("error", json!({"errors": {"payload": ["can't be blank"]}})));
 }
 
 #[tokio::test]

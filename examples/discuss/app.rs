@@ -6,8 +6,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use channels::changeset::Messages;
 use channels::prelude::*;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
+use validator::{Validate, ValidationError};
 
 socket! {
     /// The socket clients connect to at `/socket`.
@@ -146,20 +148,31 @@ pub struct CommentsChannel {
     topic_id: String,
 }
 
-/// The `comment:add` payload. `content` that is missing, null or not a
-/// string reads as `None`, so the handler answers with a validation error
-/// rather than a decoding one.
-#[derive(Deserialize)]
+/// The `comment:add` payload, checked like an Ecto changeset's
+/// `cast(params, [:content]) |> validate_required([:content])`: a payload
+/// that fails is answered `{"errors": {"content": ["can't be blank"]}}`
+/// and the handler does not run.
+#[derive(Deserialize, Validate)]
 pub struct NewComment {
-    #[serde(default, deserialize_with = "string_or_none")]
-    content: Option<String>,
+    #[validate(custom(function = "not_blank"))]
+    content: String,
 }
 
-fn string_or_none<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::String(s) => Some(s),
-        _ => None,
-    })
+fn not_blank(content: &str) -> Result<(), ValidationError> {
+    if content.trim().is_empty() {
+        return Err(ValidationError::new("blank"));
+    }
+    Ok(())
+}
+
+/// The contract answers "can't be blank" for a `content` that is missing,
+/// null or not a string alike (Ecto would say "is invalid" for the last).
+pub struct BlankIfUnreadable;
+
+impl Messages for BlankIfUnreadable {
+    fn invalid(_field: &str) -> String {
+        "can't be blank".to_owned()
+    }
 }
 
 #[channel(socket = UserSocket)]
@@ -174,10 +187,12 @@ impl CommentsChannel {
     }
 
     #[handle_in("comment:add")]
-    async fn add(&mut self, new: NewComment, socket: &mut Socket<UserSocket>) -> Result<Reply, BroadcastError> {
-        let Some(content) = new.content.filter(|c| !c.trim().is_empty()) else {
-            return Ok(Reply::error(json!({"errors": {"content": ["can't be blank"]}})));
-        };
+    async fn add(
+        &mut self,
+        new: Valid<NewComment, BlankIfUnreadable>,
+        socket: &mut Socket<UserSocket>,
+    ) -> Result<Reply, BroadcastError> {
+        let content = new.into_inner().content;
         let comment = Comment { content, user_id: socket.assigns().id.clone(), inserted_at: SystemTime::now() };
         tracing::info!(topic = self.topic_id, user = ?comment.user_id, at = ?comment.inserted_at, "comment added");
         // Kept before it is broadcast: whoever hears of it and joins sees it.
@@ -213,12 +228,6 @@ fn unix_seconds() -> String {
 }
 
 #[derive(Deserialize)]
-pub struct RoomParams {
-    #[serde(default, deserialize_with = "string_or_none")]
-    name: Option<String>,
-}
-
-#[derive(Deserialize)]
 pub struct Shout {
     #[serde(default)]
     body: Value,
@@ -226,8 +235,9 @@ pub struct Shout {
 
 #[channel(socket = UserSocket)]
 impl RoomChannel {
-    async fn join(_topic: Topic, params: RoomParams, socket: &mut Socket<UserSocket>) -> Join<Self> {
-        let Some(name) = params.name else {
+    /// Joins with `{"name": U}`; anything else is Phoenix's plain refusal.
+    async fn join(_topic: Topic, params: Value, socket: &mut Socket<UserSocket>) -> Join<Self> {
+        let Some(name) = params.get("name").and_then(Value::as_str).map(str::to_owned) else {
             return Err(JoinError::reason("name required"));
         };
         // The channel is running as long as this is; the send cannot fail.

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::changeset::validator::Validate;
+use crate::changeset::{Messages, Valid};
 use crate::connect::Connect;
 use crate::crash::Crash;
 use crate::protocol::{IntoPayload, Payload, PayloadError};
@@ -279,6 +281,18 @@ impl<T: DeserializeOwned> FromPayload for T {
 impl FromPayload for Payload {
     fn from_payload(payload: Payload) -> Result<Self, Rejection> {
         Ok(payload)
+    }
+}
+
+/// A payload checked against its rules: answered with Ecto's
+/// `{"errors": {field: [message, ..]}}` instead of running the handler when
+/// any field fails.
+impl<T: DeserializeOwned + Validate, M: Messages> FromPayload for Valid<T, M> {
+    fn from_payload(payload: Payload) -> Result<Self, Rejection> {
+        Valid::from_payload(&payload).map_err(|errors| {
+            let message = format!("invalid payload: {errors}");
+            Rejection::new(errors.into_payload(), message)
+        })
     }
 }
 
