@@ -57,6 +57,9 @@ pub fn terminated(topic: &str) -> Vec<Terminate> {
 /// A message for `handle_info`.
 pub struct Tick(pub u32);
 
+/// Lets the pending `later` reply go.
+static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 /// Answers by event name, so tests can ask for each behaviour.
 pub struct Echo;
 
@@ -141,12 +144,18 @@ impl Channel for Echo {
             "crash" => panic!("crash on purpose"),
             "fail" => Err("handler failed".into()),
             "later" => {
+                // Answered from another task once the test sends `release`:
+                // no timing to race against.
                 let socket_ref = socket.socket_ref().ok_or("no socket_ref in handle_in")?;
                 tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    RELEASE.notified().await;
                     socket_ref.reply(Reply::ok(json!({"later": true})));
                 });
                 Ok(Reply::none())
+            }
+            "release" => {
+                RELEASE.notify_one();
+                Ok(Reply::ok(json!({})))
             }
             "bytes" => match payload {
                 Payload::Binary(bytes) => Ok(Reply::ok(json!({"len": bytes.len()}))),
