@@ -18,7 +18,7 @@ use crate::protocol::Serializer;
 use crate::pubsub::PubSub;
 use crate::registry::Registry;
 
-mod coalesce;
+mod wire;
 pub(crate) mod longpoll;
 pub(crate) mod websocket;
 
