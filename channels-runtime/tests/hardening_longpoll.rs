@@ -64,8 +64,8 @@ async fn a_body_that_never_comes_is_answered_and_closed() {
 async fn a_slow_body_is_timed_out_on_any_route() {
     // Not only LongPoll: an application route behind the same server.
     let routes = axum::Router::new().route("/upload", axum::routing::post(|body: String| async move { body }));
-    let s = support::serve_with(channels_runtime::endpoint::Endpoint::new().merge(routes), SocketOptions::default())
-        .await;
+    let s =
+        support::serve_with(channels_runtime::endpoint::Endpoint::new().merge(routes), SocketOptions::default()).await;
     let mut stream = TcpStream::connect(s.addr).await.unwrap();
     let head = format!("POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 10\r\n\r\nabc", s.addr);
     stream.write_all(head.as_bytes()).await.unwrap();

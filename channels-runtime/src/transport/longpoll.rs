@@ -378,7 +378,10 @@ mod tests {
         assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
         assert_eq!(body(r).await, serde_json::json!({"status": 410, "token": "t", "messages": []}));
         let r = answer(200, Some("t"), Some(vec![r#"[null,null,"t","e",{}]"#]));
-        assert_eq!(body(r).await, serde_json::json!({"status": 200, "token": "t", "messages": [r#"[null,null,"t","e",{}]"#]}));
+        assert_eq!(
+            body(r).await,
+            serde_json::json!({"status": 200, "token": "t", "messages": [r#"[null,null,"t","e",{}]"#]})
+        );
         let r = answer(204, Some("t"), Some(vec![]));
         assert_eq!(body(r).await, serde_json::json!({"status": 204, "token": "t", "messages": []}));
         let r = answer(200, None, None);
@@ -394,6 +397,9 @@ mod tests {
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers()[header::RETRY_AFTER], "5");
         let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
-        assert!(serde_json::from_slice::<serde_json::Value>(&bytes).is_err(), "phoenix.js must not read it as a status");
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).is_err(),
+            "phoenix.js must not read it as a status"
+        );
     }
 }
