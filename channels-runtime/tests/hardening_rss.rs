@@ -1,12 +1,12 @@
-//! Memory after a large frame: one 5 MB broadcast to 100 idle subscribers
-//! must leave the process at its idle size (within 10 %) within a second,
-//! over real sockets. Alone in its binary because it reads the process's RSS.
-//!
-//! The subscribers are hand-rolled WebSocket clients that read into one
-//! small buffer, so the figure is the server's memory, not theirs.
+//! Memory after a large frame written: one 5 MB broadcast to 100 idle
+//! subscribers must leave the process at its idle size (within 10 %) within
+//! a second, over real sockets. Alone in its binary because it reads the
+//! process's RSS (tests/hardening_rss_read.rs is the same for frames read).
 
 #[path = "support/abuse_helpers.rs"]
 mod abuse_helpers;
+#[path = "support/raw_ws.rs"]
+mod raw_ws;
 mod support;
 
 use std::net::SocketAddr;
@@ -15,63 +15,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abuse_helpers::{mb, rss};
+use raw_ws::{client_text, fix_mmap_threshold, upgraded};
 use serde_json::json;
 use support::server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-extern "C" {
-    /// glibc's `mallopt`.
-    fn mallopt(param: i32, value: i32) -> i32;
-}
-
-/// glibc's `M_MMAP_THRESHOLD`.
-const M_MMAP_THRESHOLD: i32 = -3;
-
-/// glibc serves blocks from this size on with their own mapping, given back
-/// when freed. Left alone, it raises the threshold to the largest block
-/// freed (a 5 MB frame), and later 5 MB blocks come from an arena's heap,
-/// whose free top `malloc_trim` does not release for non-main arenas: RSS
-/// would then count memory that glibc keeps free, not memory in use. A
-/// fixed threshold makes RSS count what stays allocated.
-fn fix_mmap_threshold() {
-    // SAFETY: mallopt only changes the allocator's tuning.
-    assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 128 * 1024) }, 1);
-}
-
 const SUBSCRIBERS: usize = 100;
 const BODY: usize = 5 * 1024 * 1024;
 const TOPIC: &str = "echo:rss-big";
 
-/// A text frame from a client, masked with the all-zero key (valid, and
-/// leaves the payload as it is).
-fn client_text(payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x81];
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&[0, 0, 0, 0]);
-    frame.extend_from_slice(payload);
-    frame
-}
-
 /// Upgrades, joins `TOPIC` and reads the join reply.
 async fn subscriber(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-    );
-    s.write_all(request.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        head.push(s.read_u8().await.unwrap());
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let mut s = upgraded(addr).await;
     s.write_all(&client_text(format!(r#"["1","1","{TOPIC}","phx_join",{{}}]"#).as_bytes())).await.unwrap();
     // The join reply: a short unmasked text frame.
     let [_, len] = [s.read_u8().await.unwrap(), s.read_u8().await.unwrap()];

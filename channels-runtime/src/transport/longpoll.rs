@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -23,6 +23,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use parking_lot::Mutex;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::Mount;
 use crate::channel::Routes;
