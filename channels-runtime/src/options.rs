@@ -37,7 +37,9 @@ pub struct SocketOptions {
     /// connection with 1009. Phoenix (websock_adapter ≥ 0.6): 10 MB.
     pub max_frame_size: usize,
     /// Bytes that may wait to be written to one client before it counts as
-    /// a slow consumer and is disconnected (1008).
+    /// a slow consumer and is disconnected (1008). A single frame larger
+    /// than this closes the connection the same way rather than being
+    /// queued.
     pub max_outbound_bytes: usize,
     /// Which web pages may open the socket. Default: the server's own host
     /// and loopback hosts.
@@ -49,6 +51,12 @@ pub struct SocketOptions {
     /// How long a LongPoll `GET` is held open when nothing is queued;
     /// a session with no poll for 1.5 × this long ends. Phoenix: 10 s.
     pub longpoll_window: Duration,
+    /// LongPoll sessions this socket holds at once (each also counts toward
+    /// [`Endpoint::max_connections`](crate::endpoint::Endpoint::max_connections)).
+    /// A session opened over it is refused with HTTP 503 and `Retry-After`,
+    /// whose body phoenix.js reads as a lost server: it retries with its
+    /// back-off.
+    pub max_longpoll_sessions: usize,
 }
 
 impl Default for SocketOptions {
@@ -62,6 +70,7 @@ impl Default for SocketOptions {
             check_origin: CheckOrigin::default(),
             longpoll: false,
             longpoll_window: Duration::from_secs(10),
+            max_longpoll_sessions: 10_000,
         }
     }
 }

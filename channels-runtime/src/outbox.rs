@@ -101,15 +101,15 @@ impl Outbox {
     }
 
     /// Queues a frame. A frame that would take the backlog over the limit
-    /// closes the connection instead ([`CloseReason::SlowConsumer`]); a single
-    /// frame larger than the limit is still accepted into an empty queue, so
-    /// a big reply to a reading client is never refused.
+    /// closes the connection instead ([`CloseReason::SlowConsumer`]), and so
+    /// does a single frame larger than the limit, even into an empty queue:
+    /// what one connection holds stays within the limit it was given.
     pub fn push(&self, frame: Frame) -> Result<(), Closed> {
         let mut q = self.queue.lock();
         if let Some(reason) = q.closed {
             return Err(Closed(reason));
         }
-        if !q.frames.is_empty() && q.bytes + frame.len() > self.limit {
+        if q.bytes + frame.len() > self.limit {
             q.closed = Some(CloseReason::SlowConsumer);
             q.frames.clear();
             q.frames.shrink_to_fit();
@@ -231,10 +231,13 @@ mod tests {
     }
 
     #[test]
-    fn one_big_frame_fits_an_empty_queue() {
-        let outbox = Outbox::new(10);
+    fn one_frame_over_the_limit_closes_even_an_empty_queue() {
+        let one = frame(1000).len();
+        let outbox = Outbox::new(one);
         outbox.push(frame(1000)).unwrap();
-        assert!(outbox.push(frame(1)).is_err());
+        outbox.take().unwrap();
+        assert_eq!(outbox.push(frame(1001)), Err(Closed(CloseReason::SlowConsumer)));
+        assert_eq!(outbox.take(), Err(CloseReason::SlowConsumer));
     }
 
     #[test]

@@ -8,12 +8,16 @@
 //!   connection) is found and reaped by the kernel even if the socket has
 //!   no heartbeat timeout running (LongPoll, a handshake in progress).
 //! - A handshake timeout: a client must send its request headers within
-//!   it, so slow or silent clients cannot pin file descriptors.
+//!   it, so slow or silent clients cannot pin file descriptors; and a body
+//!   timeout: a request's body must arrive whole within it, so a client
+//!   that sends headers and withholds the body cannot either.
 //! - Running out of file descriptors does not spin: accepting pauses.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -31,6 +35,10 @@ use crate::registry::Registry;
 pub struct ServerOptions {
     /// Time a client has to send its request headers.
     pub handshake_timeout: Duration,
+    /// Time a request's body has to arrive whole, from the end of its
+    /// headers. Over it, reading the body fails (LongPoll answers HTTP 408)
+    /// and the connection closes once the answer is written.
+    pub body_timeout: Duration,
     /// How long graceful shutdown spends closing sockets (Phoenix's drainer:
     /// in batches spread over this period), before the rest are dropped.
     pub drain_period: Duration,
@@ -42,6 +50,7 @@ impl Default for ServerOptions {
     fn default() -> Self {
         ServerOptions {
             handshake_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
             drain_period: Duration::from_secs(10),
             drain_batch: 1000,
         }
@@ -88,10 +97,12 @@ pub(crate) async fn serve(
         };
         tune(&stream);
         let router = router.clone();
+        let body_timeout = options.body_timeout;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             let mut router = router.clone();
-            async move { router.call(request.map(axum::body::Body::new)).await }
+            let deadline = tokio::time::Instant::now() + body_timeout;
+            async move { router.call(request.map(|body| axum::body::Body::new(Deadline::new(body, deadline)))).await }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let mut closed = closed.clone();
@@ -121,6 +132,73 @@ pub(crate) async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// A request body did not arrive whole within [`ServerOptions::body_timeout`].
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive within the body timeout")]
+pub(crate) struct BodyTimeout;
+
+impl BodyTimeout {
+    /// Whether `error`, or what caused it, is a body timeout.
+    pub(crate) fn caused(error: &(dyn std::error::Error + 'static)) -> bool {
+        let mut next = Some(error);
+        while let Some(error) = next {
+            if error.is::<BodyTimeout>() {
+                return true;
+            }
+            next = error.source();
+        }
+        false
+    }
+}
+
+/// A request body that must arrive whole by a deadline. The timer is only
+/// made once the body keeps the reader waiting, so requests whose body is
+/// already there (most, and every WebSocket upgrade) cost no timer.
+struct Deadline<B> {
+    inner: B,
+    deadline: tokio::time::Instant,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> Deadline<B> {
+    fn new(inner: B, deadline: tokio::time::Instant) -> Self {
+        Deadline { inner, deadline, timer: None }
+    }
+}
+
+impl<B> hyper::body::Body for Deadline<B>
+where
+    B: hyper::body::Body + Unpin,
+    B::Error: Into<axum::BoxError>,
+{
+    type Data = B::Data;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// Raises this process's soft limit on open files to its hard limit and

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -23,6 +23,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use parking_lot::Mutex;
 use serde::Serialize;
+use tokio::time::Instant;
 
 use super::Mount;
 use crate::channel::Routes;
@@ -69,6 +70,15 @@ impl<S: Connect + Routes> Sessions<S> {
         Some(session)
     }
 
+    /// Whether the socket holds [`SocketOptions::max_longpoll_sessions`](crate::SocketOptions::max_longpoll_sessions).
+    fn full(&self) -> bool {
+        let full = self.sessions.lock().len() >= self.mount.options.max_longpoll_sessions;
+        if full {
+            tracing::warn!("longpoll session refused: the socket is at SocketOptions::max_longpoll_sessions");
+        }
+        full
+    }
+
     fn end(&self, token: &str) {
         if let Some(session) = self.sessions.lock().remove(token) {
             // Channels get no more frames through a session that is over.
@@ -98,6 +108,18 @@ fn answer(status: u16, token: Option<&str>, messages: Option<Vec<&str>>) -> Resp
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// A session refused for want of room: a real HTTP 503 with `Retry-After`.
+/// Its body is deliberately not a LongPoll answer: phoenix.js throws on a
+/// status it does not know (a JSON `503`), while a body it cannot parse is
+/// a lost server, which it retries with its back-off.
+fn at_capacity() -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, "the server is at its connection limit").into_response();
+    let h = response.headers_mut();
+    h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
     response
 }
 
@@ -153,10 +175,15 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     let mount = &sessions.mount;
     // phoenix.js always speaks V2 over LongPoll; V1 frames may still arrive
     // from legacy clients that ask for it.
+    if sessions.full() {
+        Metrics::incr(&mount.metrics.connections_refused);
+        return at_capacity();
+    }
     let (serializer, assigns) = match super::admit::<S>(mount, &params, super::connect_info(&req)).await {
         Ok(admitted) => admitted,
         // Phoenix answers every refusal `403`; a full server or a crashed
         // `connect` say so instead.
+        Err(StatusCode::SERVICE_UNAVAILABLE) => return at_capacity(),
         Err(status) if status.is_server_error() => return answer(status.as_u16(), None, None),
         Err(_) => return answer(403, None, None),
     };
@@ -181,7 +208,16 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         serializer,
         last_poll: Mutex::new(Instant::now()),
     });
-    sessions.sessions.lock().insert(token.clone(), session.clone());
+    {
+        // Checked again where the session is counted: opens run concurrently.
+        let mut open = sessions.sessions.lock();
+        if open.len() >= mount.options.max_longpoll_sessions {
+            drop(open);
+            Metrics::incr(&mount.metrics.connections_refused);
+            return at_capacity();
+        }
+        open.insert(token.clone(), session.clone());
+    }
     Metrics::incr(&mount.metrics.connections_open);
     reap_when_idle(sessions.clone(), token.clone(), session, mount.options.longpoll_window * 3 / 2);
     answer(410, Some(&token), Some(Vec::new()))
@@ -248,6 +284,15 @@ async fn publish<S: Connect + Routes>(session: &Session<S>, req: Request) -> Res
         .is_some_and(|v| v.starts_with("application/x-ndjson"));
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(body) => body,
+        Err(error) if crate::server::BodyTimeout::caused(&error) => {
+            tracing::info!("longpoll body did not arrive within ServerOptions::body_timeout");
+            // A real 408, with a body phoenix.js reads as a failed send
+            // (it retries); the connection closes once it is written.
+            let mut response = answer(408, None, None);
+            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
         Err(error) => {
             tracing::warn!(%error, "longpoll body refused");
             return answer(413, None, None);
@@ -319,11 +364,44 @@ mod tests {
         assert_ne!(a, new_token().unwrap());
     }
 
-    #[test]
-    fn answers_have_phoenix_shapes() {
+    async fn body(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn answers_have_phoenix_shapes() {
+        // Phoenix.Transports.LongPoll: status, then token and messages where
+        // it hands them out; always HTTP 200, JSON, not cached, any origin.
         let r = answer(410, Some("t"), Some(vec![]));
+        assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json; charset=utf-8");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        assert_eq!(body(r).await, serde_json::json!({"status": 410, "token": "t", "messages": []}));
+        let r = answer(200, Some("t"), Some(vec![r#"[null,null,"t","e",{}]"#]));
+        assert_eq!(
+            body(r).await,
+            serde_json::json!({"status": 200, "token": "t", "messages": [r#"[null,null,"t","e",{}]"#]})
+        );
+        let r = answer(204, Some("t"), Some(vec![]));
+        assert_eq!(body(r).await, serde_json::json!({"status": 204, "token": "t", "messages": []}));
         let r = answer(200, None, None);
         assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(body(r).await, serde_json::json!({"status": 200}));
+        let r = answer(403, None, None);
+        assert_eq!(body(r).await, serde_json::json!({"status": 403}));
+    }
+
+    #[tokio::test]
+    async fn a_full_socket_answers_a_retryable_503() {
+        let r = at_capacity();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX).await.unwrap();
+        assert!(
+            serde_json::from_slice::<serde_json::Value>(&bytes).is_err(),
+            "phoenix.js must not read it as a status"
+        );
     }
 }

@@ -19,9 +19,9 @@ use crate::protocol::Serializer;
 use crate::pubsub::PubSub;
 use crate::registry::Registry;
 
-mod coalesce;
 pub(crate) mod longpoll;
 pub(crate) mod websocket;
+mod wire;
 
 /// A socket mounted on an endpoint: what every connection to it needs,
 /// whatever its transport.

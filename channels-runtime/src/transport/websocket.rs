@@ -6,40 +6,38 @@
 //! them to the [`Dispatcher`], and writes whatever its outbox holds in
 //! batches.
 //!
-//! Frames are carried by tungstenite (an RFC 6455 implementation tested
-//! against the Autobahn suite upstream) over hyper's upgraded connection,
-//! configured for small idle connections: a small read buffer, and writes
-//! gathered per batch in a buffer that is released afterwards.
+//! Frames are read and written by [`super::wire`] over hyper's upgraded
+//! connection, with buffers that follow the frames in flight: after a large
+//! frame, a connection is back to its idle size. Every close frame a client
+//! sends is answered with one (RFC 6455 §5.5.1), and a connection the
+//! server closes gets its close frame when the socket can take it, within
+//! a grace period.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::{SinkExt, StreamExt};
 use hyper_util::rt::TokioIo;
-use tokio_tungstenite::WebSocketStream;
+use tokio::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
-use tungstenite::{Message as WsMessage, Utf8Bytes};
 
-use super::coalesce::Coalesce;
+use super::wire::{Incoming, ReadError, Reader, Writer};
 use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, Params};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
+use crate::options::SocketOptions;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, FrameKind, Serializer};
 
-/// Read buffer per connection. Frames larger than this are read in several
-/// steps; idle connections are what a server has most of.
-const READ_BUFFER: usize = 512;
-
-type Ws = WebSocketStream<Coalesce<TokioIo<hyper::upgrade::Upgraded>>>;
+/// How long a closing connection has to take its close frame and answer
+/// it, before the TCP connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 fn plain(status: StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
@@ -101,20 +99,17 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
             Ok(upgraded) => upgraded,
             Err(error) => return tracing::debug!(%error, "upgrade failed"),
         };
-        let config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(0)
-            .max_message_size(Some(options.max_frame_size))
-            .max_frame_size(Some(options.max_frame_size));
-        let ws =
-            WebSocketStream::from_raw_socket(Coalesce::new(TokioIo::new(upgraded)), Role::Server, Some(config)).await;
         let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
-        let _registration = registry.register(&outbox);
+        let registration = registry.register(&outbox);
         let dispatcher = Dispatcher::<S>::new(assigns, state, outbox, serializer, pubsub, &options, metrics.clone());
         Metrics::incr(&metrics.connections_open);
         // Boxed so the spawned task stays small while the connection lives.
-        Box::pin(serve(ws, dispatcher, serializer, options.idle_timeout, &metrics)).await;
+        let linger = Box::pin(serve(TokioIo::new(upgraded), dispatcher, serializer, &options, &metrics)).await;
         Metrics::decr(&metrics.connections_open);
+        drop(registration);
+        if let Some(linger) = linger {
+            linger.run().await;
+        }
     });
 
     let mut response = Response::new(Body::empty());
@@ -134,30 +129,33 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
 /// Why the server ends a connection, with the close frame it sends.
 #[derive(Debug)]
 enum End {
-    /// The client closed, or the connection broke: nothing to send.
+    /// The connection broke: nothing more can be sent.
     ClientGone,
-    /// The server closes with this code and reason.
+    /// The client sent a close frame: answer it with its code (RFC 6455
+    /// §5.5.1), then close the TCP connection.
+    Answer(Option<u16>),
+    /// The server closes with this code and reason, and waits (a bounded
+    /// grace) for the client's answer.
     Close(CloseCode, String),
 }
 
-fn to_ws(frame: Frame) -> WsMessage {
-    match frame.kind() {
-        FrameKind::Text => {
-            // SAFETY: text frames are only made by the serializers from
-            // serde_json output, which is always UTF-8 (see `Frame::text`).
-            WsMessage::Text(unsafe { Utf8Bytes::from_bytes_unchecked(frame.bytes().clone()) })
-        }
-        FrameKind::Binary => WsMessage::Binary(frame.bytes().clone()),
-    }
-}
+type Io = TokioIo<hyper::upgrade::Upgraded>;
 
+/// Serves a connection until it ends; what is left once its close frame
+/// is out is returned, to finish without holding a place in the registry.
 async fn serve<S: Connect + Routes>(
-    mut ws: Ws,
+    io: Io,
     mut dispatcher: Dispatcher<S>,
     serializer: Serializer,
-    idle: std::time::Duration,
+    options: &SocketOptions,
     metrics: &Metrics,
-) {
+) -> Option<Linger> {
+    let idle = options.idle_timeout;
+    let (read, write) = tokio::io::split(io);
+    let mut reader = Reader::new(read, options.max_frame_size);
+    // A write that makes no progress for the idle period ends the
+    // connection like a client that says nothing for that long.
+    let mut writer = Writer::new(write, idle);
     let outbox = dispatcher.outbox().clone();
     let mut last_seen = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
@@ -165,16 +163,22 @@ async fn serve<S: Connect + Routes>(
 
     let end = loop {
         tokio::select! {
-            incoming = ws.next() => {
+            incoming = reader.next() => {
                 last_seen = Instant::now();
                 match incoming {
-                    Some(Ok(message)) => {
+                    Ok(Incoming::Ping(payload)) => {
+                        if let Err(error) = async { writer.pong(&payload).await?; writer.flush().await }.await {
+                            break write_failed(&error);
+                        }
+                    }
+                    Ok(Incoming::Pong) => {}
+                    Ok(Incoming::Close(code)) => break End::Answer(code),
+                    Ok(message) => {
                         if let Some(end) = receive(message, serializer, &mut dispatcher, metrics) {
                             break end;
                         }
                     }
-                    Some(Err(error)) => break read_error(error, metrics),
-                    None => break End::ClientGone,
+                    Err(error) => break read_error(error, metrics),
                 }
             }
             batch = outbox.next_batch() => {
@@ -182,7 +186,7 @@ async fn serve<S: Connect + Routes>(
                     Ok(batch) => batch,
                     Err(reason) => break closed_by(reason, metrics),
                 };
-                if let Err(end) = write_batch(&mut ws, batch, &outbox, metrics).await {
+                if let Err(end) = write_batch(&mut writer, batch, &outbox, metrics).await {
                     break end;
                 }
             }
@@ -192,7 +196,7 @@ async fn serve<S: Connect + Routes>(
                     tracing::info!(?idle, "closing an idle connection");
                     break End::Close(CloseCode::Away, "idle timeout".to_owned());
                 }
-                idle_timer.as_mut().reset(deadline.into());
+                idle_timer.as_mut().reset(deadline);
             }
         }
     };
@@ -202,31 +206,81 @@ async fn serve<S: Connect + Routes>(
     }
     outbox.close(CloseReason::Gone);
     drop(dispatcher);
-    match end {
-        End::ClientGone => {
-            // Completes the closing handshake if the client started it.
-            let _ = ws.flush().await;
+    let deadline = Instant::now() + CLOSE_GRACE;
+    writer.set_stall(CLOSE_GRACE);
+    let (code, reason, answered) = match end {
+        End::ClientGone => return None,
+        End::Answer(code) => {
+            tracing::debug!(?code, "answering the client's close frame");
+            (code, String::new(), true)
         }
         End::Close(code, reason) => {
             tracing::debug!(%code, reason, "closing connection");
-            let frame = CloseFrame { code, reason: reason.into() };
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ws.close(Some(frame))).await;
+            (Some(code.into()), reason, false)
         }
+    };
+    match tokio::time::timeout_at(deadline, writer.close(code, &reason)).await {
+        Ok(Ok(())) => Some(Linger { reader, answered, deadline }),
+        Ok(Err(_)) | Err(_) => None,
     }
 }
 
-/// Writes every frame of `batch` and flushes once. Gives up (and closes)
-/// if the outbox closes meanwhile, so a client that stopped reading cannot
-/// hold the task in a write forever.
-async fn write_batch(ws: &mut Ws, batch: VecDeque<Frame>, outbox: &Outbox, metrics: &Metrics) -> Result<(), End> {
+/// What is left of a connection once its close frame is out: what the
+/// client still sends is read (and dropped) until it closes too, within the
+/// grace period. Closing a socket with unread bytes would reset the
+/// connection, and the client could lose the close frame.
+struct Linger {
+    reader: Reader<tokio::io::ReadHalf<Io>>,
+    /// The client started the handshake: it only has to close the TCP
+    /// connection. Otherwise its close frame is awaited.
+    answered: bool,
+    deadline: Instant,
+}
+
+impl Linger {
+    async fn run(self) {
+        let Linger { mut reader, answered, deadline } = self;
+        let _ = tokio::time::timeout_at(deadline, async {
+            if answered {
+                let _ = tokio::io::copy(&mut reader.into_inner(), &mut tokio::io::sink()).await;
+            } else {
+                reader.until_closed().await;
+            }
+        })
+        .await;
+    }
+}
+
+fn write_failed(error: &std::io::Error) -> End {
+    if error.kind() == std::io::ErrorKind::TimedOut {
+        tracing::info!("closing a connection that read nothing for the idle period");
+    } else {
+        tracing::debug!(%error, "write failed");
+    }
+    End::ClientGone
+}
+
+/// Writes every frame of `batch` and flushes once. Once the outbox closes
+/// (the client fell behind, a shutdown), the frame on the wire is finished
+/// so that the close frame can follow it, within [`CLOSE_GRACE`].
+async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
+    writer: &mut Writer<W>,
+    batch: VecDeque<Frame>,
+    outbox: &Outbox,
+    metrics: &Metrics,
+) -> Result<(), End> {
     Metrics::add(&metrics.frames_out, batch.len() as u64);
     Metrics::add(&metrics.bytes_out, batch.iter().map(|f| f.len() as u64).sum());
     let write = async {
         for frame in batch {
-            ws.feed(to_ws(frame)).await?;
+            writer.message(frame.kind() == FrameKind::Binary, frame.bytes()).await?;
+            if outbox.is_closed() {
+                break;
+            }
         }
-        ws.flush().await
+        writer.flush().await
     };
+    tokio::pin!(write);
     let closed = async {
         loop {
             outbox.ready().await;
@@ -236,11 +290,15 @@ async fn write_batch(ws: &mut Ws, batch: VecDeque<Frame>, outbox: &Outbox, metri
         }
     };
     tokio::select! {
-        written = write => written.map_err(|error| {
-            tracing::debug!(%error, "write failed");
-            End::ClientGone
-        }),
-        reason = closed => Err(closed_by(reason, metrics)),
+        written = &mut write => written.map_err(|error| write_failed(&error)),
+        reason = closed => {
+            let end = closed_by(reason, metrics);
+            match tokio::time::timeout(CLOSE_GRACE, write).await {
+                Ok(Ok(())) => Err(end),
+                Ok(Err(error)) => Err(write_failed(&error)),
+                Err(_elapsed) => Err(End::ClientGone),
+            }
+        }
     }
 }
 
@@ -254,17 +312,15 @@ fn closed_by(reason: CloseReason, metrics: &Metrics) -> End {
 
 /// Handles one WebSocket message; `Some` ends the connection.
 fn receive<S: Connect + Routes>(
-    message: WsMessage,
+    message: Incoming,
     serializer: Serializer,
     dispatcher: &mut Dispatcher<S>,
     metrics: &Metrics,
 ) -> Option<End> {
-    let decoded = match &message {
-        WsMessage::Text(text) => serializer.decode_text(text.as_bytes()),
-        WsMessage::Binary(bytes) => serializer.decode_binary(bytes),
-        WsMessage::Close(_) => return Some(End::ClientGone),
-        // tungstenite answers pings itself.
-        WsMessage::Ping(_) | WsMessage::Pong(_) | WsMessage::Frame(_) => return None,
+    let (decoded, bytes, binary) = match &message {
+        Incoming::Text(text) => (serializer.decode_text(text), text, false),
+        Incoming::Binary(bytes) => (serializer.decode_binary(bytes), bytes, true),
+        Incoming::Ping(_) | Incoming::Pong | Incoming::Close(_) => return None,
     };
     match decoded {
         Ok(msg) => {
@@ -272,46 +328,36 @@ fn receive<S: Connect + Routes>(
             None
         }
         Err(error) => {
-            tracing::warn!(%error, frame = %preview(&message), "closing a connection that sent a malformed frame");
+            tracing::warn!(%error, frame = %preview(bytes), "closing a connection that sent a malformed frame");
             Metrics::incr(&metrics.malformed_frames);
-            let code = if matches!(message, WsMessage::Binary(_)) && serializer == Serializer::V1 {
-                CloseCode::Unsupported
-            } else {
-                CloseCode::Invalid
-            };
+            let code = if binary && serializer == Serializer::V1 { CloseCode::Unsupported } else { CloseCode::Invalid };
             Some(End::Close(code, truncate(error.to_string(), 120)))
         }
     }
 }
 
-fn read_error(error: tungstenite::Error, metrics: &Metrics) -> End {
-    use tungstenite::error::{CapacityError, Error, ProtocolError};
-    let reset = matches!(error, Error::Protocol(ProtocolError::ResetWithoutClosingHandshake));
-    if !reset && matches!(error, Error::Capacity(_) | Error::Utf8(_) | Error::Protocol(_)) {
-        Metrics::incr(&metrics.malformed_frames);
-    }
+fn read_error(error: ReadError, metrics: &Metrics) -> End {
     match error {
-        Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-            tracing::warn!(size, max_size, "closing a connection that sent an oversized message");
-            End::Close(CloseCode::Size, format!("message of {size} bytes exceeds the limit of {max_size}"))
+        // Clients that vanish without a close frame are common (a closed
+        // laptop, a killed tab): nothing to warn about.
+        ReadError::Io(error) => {
+            tracing::debug!(%error, "connection lost");
+            End::ClientGone
         }
-        Error::Utf8(_) => {
+        ReadError::TooBig { size, max } => {
+            Metrics::incr(&metrics.malformed_frames);
+            tracing::warn!(size, max, "closing a connection that sent an oversized message");
+            End::Close(CloseCode::Size, format!("message of {size} bytes exceeds the limit of {max}"))
+        }
+        ReadError::Utf8 => {
+            Metrics::incr(&metrics.malformed_frames);
             tracing::warn!("closing a connection that sent a text frame that is not UTF-8");
             End::Close(CloseCode::Invalid, "text frame is not valid UTF-8".to_owned())
         }
-        // Clients that vanish without a close frame are common (a closed
-        // laptop, a killed tab): nothing to warn about.
-        Error::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
-            tracing::debug!("connection reset without a closing handshake");
-            End::ClientGone
-        }
-        Error::Protocol(error) => {
-            tracing::warn!(%error, "closing a connection that broke the WebSocket protocol");
-            End::Close(CloseCode::Protocol, truncate(error.to_string(), 120))
-        }
-        error => {
-            tracing::debug!(%error, "connection lost");
-            End::ClientGone
+        ReadError::Protocol(error) => {
+            Metrics::incr(&metrics.malformed_frames);
+            tracing::warn!(error, "closing a connection that broke the WebSocket protocol");
+            End::Close(CloseCode::Protocol, error.to_owned())
         }
     }
 }
@@ -329,12 +375,7 @@ fn truncate(mut s: String, max: usize) -> String {
 }
 
 /// The start of a frame, for a log line.
-fn preview(message: &WsMessage) -> String {
-    let bytes: &[u8] = match message {
-        WsMessage::Text(t) => t.as_bytes(),
-        WsMessage::Binary(b) => b,
-        _ => &[],
-    };
+fn preview(bytes: &[u8]) -> String {
     let shown = &bytes[..bytes.len().min(80)];
     let mut s = String::from_utf8_lossy(shown).into_owned();
     if bytes.len() > shown.len() {
@@ -356,8 +397,8 @@ mod tests {
 
     #[test]
     fn previews_are_short() {
-        let p = preview(&WsMessage::Text("x".repeat(500).into()));
+        let p = preview("x".repeat(500).as_bytes());
         assert_eq!(p.chars().count(), 81);
-        assert_eq!(preview(&WsMessage::Binary(tungstenite::Bytes::from_static(b"\x00\x01"))), "\u{0}\u{1}");
+        assert_eq!(preview(b"\x00\x01"), "\u{0}\u{1}");
     }
 }
