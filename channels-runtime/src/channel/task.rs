@@ -1,14 +1,11 @@
 //! The task one joined channel runs in, from join to terminate.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
-
 use super::{Channel, Mail, Start, Terminate};
+use crate::logging::clip;
 use crate::metrics::Metrics;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
 use crate::pubsub::{Delivery, Subscriber};
@@ -19,23 +16,13 @@ pub(crate) fn spawn<C: Channel>(start: Start<C::Socket>) {
     tokio::spawn(run::<C>(start));
 }
 
-/// Runs a handler, turning a panic into the same `Err` a handler returns.
+/// Runs a handler, turning a panic into the same `Err` a handler returns
+/// (reported without stalling the worker: see [`crate::panics`]).
 ///
 /// The handler's future is boxed for the duration of the call, so an idle
 /// channel's task holds only its state, not room for its largest handler.
 async fn guarded<T>(handler: impl Future<Output = Result<T, String>>) -> Result<T, String> {
-    match AssertUnwindSafe(Box::pin(handler)).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => Err(panic_message(&*panic).to_owned()),
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
+    crate::panics::catch(handler).await
 }
 
 /// The life of one joined channel.
@@ -72,17 +59,17 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             socket.release_pending();
             Metrics::incr(&conn.metrics.joins);
             Metrics::incr(&conn.metrics.channels_open);
-            tracing::info!(topic = %topic, elapsed = ?started.elapsed(), "joined");
+            tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
             channel
         }
         Ok(Err(response)) => {
             join_reply(Status::Error, &response);
-            tracing::info!(topic = %topic, refusal = response.as_json(), "join refused");
+            tracing::info!(topic = ?clip(&topic), refusal = response.as_json().map(|json| tracing::field::debug(clip(json))), "join refused");
             Metrics::incr(&conn.metrics.joins_refused);
             return refuse_pending(&mut socket, mailbox).await;
         }
         Err(error) => {
-            tracing::error!(topic = %topic, error, "join crashed");
+            tracing::error!(topic = ?clip(&topic), error = ?clip(&error), "join crashed");
             Metrics::incr(&conn.metrics.join_crashes);
             join_reply(Status::Error, &reply::reason("join crashed"));
             return refuse_pending(&mut socket, mailbox).await;
@@ -98,7 +85,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
                 let outcome = guarded(channel.handle_in(&event, payload, &mut socket)).await;
                 let msg_ref = socket.take_current_ref();
                 if let Ok(reply) = &outcome {
-                    tracing::debug!(topic = %topic, event, elapsed = ?started.elapsed(), "handle_in");
+                    tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.elapsed(), "handle_in");
                     if let Some((status, response)) = &reply.status {
                         conn.send(&Outgoing::Reply {
                             join_ref: socket.join_ref(),
@@ -141,7 +128,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             Ok(reply) if reply.stop => break Terminate::Stopped,
             Ok(_) => {}
             Err(error) => {
-                tracing::error!(topic = %topic, event = %event, error, "channel crashed");
+                tracing::error!(topic = ?clip(&topic), event = ?clip(&event), error = ?clip(&error), "channel crashed");
                 Metrics::incr(&conn.metrics.channel_crashes);
                 break Terminate::Crashed(error);
             }
@@ -158,7 +145,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     })
     .await;
     if let Err(error) = terminated {
-        tracing::error!(topic = %topic, error, "terminate crashed");
+        tracing::error!(topic = ?clip(&topic), error = ?clip(&error), "terminate crashed");
     }
     release(&mut socket);
     let control = |event: &str, payload: &Payload| {
@@ -171,7 +158,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
         _ => control(PHX_CLOSE, &Payload::empty()),
     }
     Metrics::decr(&conn.metrics.channels_open);
-    tracing::info!(topic = %topic, ?reason, "channel ended");
+    tracing::info!(topic = ?clip(&topic), ?reason, "channel ended");
 }
 
 fn warn_if_replied(outcome: &Result<Reply, String>, handler: &str) {
