@@ -13,8 +13,8 @@
 //! `handle_out`, `terminate`) the hook only notes where it happened and,
 //! when backtraces are enabled (`RUST_BACKTRACE`/`RUST_LIB_BACKTRACE`),
 //! captures an unresolved backtrace; the runtime then logs one `ERROR` line
-//! `"handler panicked"` with `tracing`, resolving the backtrace on tokio's
-//! blocking pool, not on a worker. Reports are rate-limited process-wide (at
+//! `"handler panicked"` with `tracing`, resolving the backtrace on a thread of
+//! its own at idle priority, not on a worker. Reports are rate-limited process-wide (at
 //! most [`REPORTS_PER_INTERVAL`] lines, [`BACKTRACES_PER_INTERVAL`] of them
 //! with a backtrace, per [`REPORT_INTERVAL`]; the rest are counted in one
 //! summary line), so a storm of panics cannot flood the CPU or the logs.
@@ -41,7 +41,8 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, PanicHookInfo};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Once;
+use std::sync::mpsc::SyncSender;
+use std::sync::{Once, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -144,15 +145,58 @@ fn report(message: &str) {
     match backtrace {
         None => tracing::error!(panic = ?clip(message), location, "handler panicked"),
         Some(backtrace) => {
-            let message = clip(message).to_string();
-            // Resolving symbols takes milliseconds: off the workers.
-            tokio::task::spawn_blocking(move || {
-                let backtrace = backtrace.to_string();
-                tracing::error!(panic = %message, location, backtrace = %backtrace, "handler panicked");
-            });
+            let dispatch = tracing::dispatcher::get_default(Clone::clone);
+            let job = Resolve { message: clip(message).to_string(), location, backtrace, dispatch };
+            if let Some(resolver) = resolver() {
+                // Full only past the rate limit's burst; the report is dropped then.
+                let _ = resolver.try_send(job);
+            }
         }
     }
 }
+
+/// A backtrace to resolve and log, off the workers.
+struct Resolve {
+    message: String,
+    location: String,
+    backtrace: Backtrace,
+    /// The subscriber of the worker that caught the panic.
+    dispatch: tracing::Dispatch,
+}
+
+/// The thread that resolves backtraces. Resolving reads debug info for tens
+/// of milliseconds of CPU; on its own thread, scheduled only when no other
+/// thread wants the CPU (Linux `SCHED_IDLE`), it cannot starve the workers
+/// even on a machine with fewer cores than busy threads.
+fn resolver() -> Option<&'static SyncSender<Resolve>> {
+    static RESOLVER: OnceLock<Option<SyncSender<Resolve>>> = OnceLock::new();
+    RESOLVER
+        .get_or_init(|| {
+            let (jobs, queue) = std::sync::mpsc::sync_channel::<Resolve>(BACKTRACES_PER_INTERVAL as usize);
+            let spawned = std::thread::Builder::new().name("channels-panic-reports".into()).spawn(move || {
+                lower_priority();
+                for Resolve { message, location, backtrace, dispatch } in queue {
+                    let backtrace = backtrace.to_string();
+                    tracing::dispatcher::with_default(&dispatch, || {
+                        tracing::error!(panic = %message, location, backtrace = %backtrace, "handler panicked");
+                    });
+                }
+            });
+            spawned.ok().map(|_| jobs)
+        })
+        .as_ref()
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `sched_setscheduler` only reads `param`; pid 0 is this thread.
+    // Best effort: if refused, the thread runs at normal priority.
+    let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
 
 fn message(panic: &(dyn Any + Send)) -> &str {
     panic

@@ -53,12 +53,8 @@ async fn handler_panics_are_reported_off_the_runtime_thread_rate_limited_and_now
     // A current-thread runtime: the test's thread is the only worker, so a
     // line logged from any other thread was logged off the runtime.
     let runtime_thread = std::thread::current().name().expect("the harness names test threads").to_owned();
-    let s = support::serve(SocketOptions {
-        max_joins_per_second: 0,
-        max_channels: 1000,
-        ..SocketOptions::default()
-    })
-    .await;
+    let s =
+        support::serve(SocketOptions { max_joins_per_second: 0, max_channels: 1000, ..SocketOptions::default() }).await;
 
     // A panic outside any channel handler still reaches the previous hook.
     assert_eq!(s.refused_status("vsn=2.0.0&token=panic").await, 500);
