@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::channel::{mailbox, ChannelRef, Mail, MailSender, Routes, Start};
 use crate::connect::Connect;
+use crate::logging::{clip, Throttle};
 use crate::metrics::Metrics;
 use crate::options::SocketOptions;
 use crate::outbox::Outbox;
@@ -40,6 +41,8 @@ pub(crate) struct Dispatcher<S: Connect + Routes> {
     next_generation: u64,
     max_channels: usize,
     join_rate: JoinRate,
+    /// The warnings this connection's client can trigger at will.
+    warnings: Throttle,
 }
 
 /// Joins allowed per second on one connection (a fixed one-second window).
@@ -97,6 +100,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             next_generation: 1,
             max_channels: options.max_channels,
             join_rate,
+            warnings: Throttle::new(5, std::time::Duration::from_secs(10), "warnings on this connection"),
         }
     }
 
@@ -164,7 +168,9 @@ impl<S: Connect + Routes> Dispatcher<S> {
         // A join refused for flooding must not cost the client the channel it
         // already has on the topic: checked before the newest join displaces it.
         if !self.join_rate.allow() {
-            tracing::warn!(topic = msg.topic, limit = self.join_rate.limit, "join refused: too many joins per second");
+            if self.warnings.allow() {
+                tracing::warn!(topic = ?clip(&msg.topic), limit = self.join_rate.limit, "join refused: too many joins per second");
+            }
             Metrics::incr(&self.conn.metrics.joins_refused);
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many joins"));
@@ -175,13 +181,17 @@ impl<S: Connect + Routes> Dispatcher<S> {
             self.channels.remove(&msg.topic);
         }
         let Some(route) = S::ROUTES.iter().find(|r| r.pattern().matches(&msg.topic)) else {
-            tracing::warn!(topic = msg.topic, "join on a topic no route matches");
+            if self.warnings.allow() {
+                tracing::warn!(topic = ?clip(&msg.topic), "join on a topic no route matches");
+            }
             Metrics::incr(&self.conn.metrics.joins_refused);
             return self.unmatched(&msg);
         };
         self.channels.retain(|_, c| c.is_alive());
         if self.channels.len() >= self.max_channels {
-            tracing::warn!(topic = msg.topic, limit = self.max_channels, "join refused: too many channels");
+            if self.warnings.allow() {
+                tracing::warn!(topic = ?clip(&msg.topic), limit = self.max_channels, "join refused: too many channels");
+            }
             Metrics::incr(&self.conn.metrics.joins_refused);
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many channels joined"));
@@ -209,7 +219,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
     fn leave(&mut self, msg: Message) {
         match self.live(&msg.topic) {
             Some(joined) if Self::is_stale(joined, &msg) => {
-                tracing::debug!(topic = msg.topic, "leave with a stale join_ref dropped");
+                tracing::debug!(topic = ?clip(&msg.topic), "leave with a stale join_ref dropped");
             }
             Some(_) => {
                 if let Some(joined) = self.channels.remove(&msg.topic) {
@@ -224,11 +234,11 @@ impl<S: Connect + Routes> Dispatcher<S> {
 
     fn forward(&mut self, msg: Message) {
         let Some(joined) = self.live(&msg.topic) else {
-            tracing::debug!(topic = msg.topic, event = msg.event, "message for a topic not joined");
+            tracing::debug!(topic = ?clip(&msg.topic), event = ?clip(&msg.event), "message for a topic not joined");
             return self.unmatched(&msg);
         };
         if Self::is_stale(joined, &msg) {
-            tracing::debug!(topic = msg.topic, event = msg.event, "message with a stale join_ref dropped");
+            tracing::debug!(topic = ?clip(&msg.topic), event = ?clip(&msg.event), "message with a stale join_ref dropped");
             return;
         }
         let Message { msg_ref, event, payload, topic, .. } = msg;

@@ -79,20 +79,32 @@ async fn graceful_shutdown_drains_sockets_with_1012_and_terminates_channels() {
     assert_eq!(endpoint.connections(), 3);
     let started = std::time::Instant::now();
     stop.send(()).unwrap();
+    // Each socket's next frame is the close frame, 1012, and then the
+    // connection ends; one socket per batch, spread over the drain period.
+    let mut last_closed = Duration::ZERO;
     for c in &mut clients {
-        assert_eq!(c.close_code().await, Some(1012));
+        assert_eq!(c.recv().await, Received::Closed(Some(1012)));
+        last_closed = last_closed.max(started.elapsed());
+        assert_eq!(c.recv().await, Received::Closed(None), "the connection ends after the close frame");
     }
+    // Three batches over 200 ms: the last waits two pauses of 200/3 ms.
+    assert!(last_closed >= Duration::from_millis(133), "all drained at once, in {last_closed:?}");
     tokio::time::timeout(Duration::from_secs(5), server)
         .await
         .expect("serve returns in bounded time")
         .unwrap()
         .unwrap();
     assert!(started.elapsed() < Duration::from_secs(4));
-    tokio::time::sleep(Duration::from_millis(100)).await;
     for i in 0..3 {
-        assert_eq!(support::terminated(&format!("echo:t-drain{i}")), [Terminate::Shutdown]);
+        let topic = format!("echo:t-drain{i}");
+        for _ in 0..100 {
+            if !support::terminated(&topic).is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(support::terminated(&topic), [Terminate::Shutdown]);
     }
     // nothing listens any more
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
-    let _ = Received::Closed(None);
 }

@@ -1,15 +1,12 @@
 //! The task one joined channel runs in, from join to terminate.
 
-use std::any::Any;
 use std::borrow::Cow;
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-
-use futures_util::FutureExt;
 
 use super::{Channel, JoinError, JoinFailure, Mail, Start, Terminate};
 use crate::crash::Crash;
+use crate::logging::clip;
 use crate::metrics::Metrics;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
 use crate::pubsub::{Delivery, Subscriber};
@@ -21,23 +18,13 @@ pub(crate) fn spawn<C: Channel>(start: Start<C::Socket>) {
 }
 
 /// Runs a handler, turning a panic into a [`Crash`] like the errors a
-/// handler returns.
+/// handler returns (reported without stalling the worker: see
+/// [`crate::panics`]).
 ///
 /// The handler's future is boxed for the duration of the call, so an idle
 /// channel's task holds only its state, not room for its largest handler.
 async fn guarded<T, E: From<Crash>>(handler: impl Future<Output = Result<T, E>>) -> Result<T, E> {
-    match AssertUnwindSafe(Box::pin(handler)).catch_unwind().await {
-        Ok(result) => result,
-        Err(panic) => Err(E::from(Crash::panic(panic_message(&*panic)))),
-    }
-}
-
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
-    panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(non-string panic payload)")
+    crate::panics::catch(handler).await
 }
 
 /// The life of one joined channel.
@@ -74,23 +61,24 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             socket.release_pending();
             Metrics::incr(&conn.metrics.joins);
             Metrics::incr(&conn.metrics.channels_open);
-            tracing::info!(topic = %topic, elapsed = ?started.elapsed(), "joined");
+            tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
             channel
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
             join_reply(Status::Error, &response);
+            let refusal = response.as_json().map(|json| tracing::field::debug(clip(json)));
             match source {
                 Some(error) => {
-                    let error = Crash::from(error);
-                    tracing::info!(topic = %topic, refusal = response.as_json(), %error, "join refused");
+                    let error = Crash::from(error).to_string();
+                    tracing::info!(topic = ?clip(&topic), refusal, error = ?clip(&error), "join refused");
                 }
-                None => tracing::info!(topic = %topic, refusal = response.as_json(), "join refused"),
+                None => tracing::info!(topic = ?clip(&topic), refusal, "join refused"),
             }
             Metrics::incr(&conn.metrics.joins_refused);
             return refuse_pending(&mut socket, mailbox).await;
         }
         Err(JoinError(JoinFailure::Crashed(error))) => {
-            tracing::error!(topic = %topic, %error, "join crashed");
+            tracing::error!(topic = ?clip(&topic), error = ?clip(&error.to_string()), "join crashed");
             Metrics::incr(&conn.metrics.join_crashes);
             join_reply(Status::Error, &reply::reason("join crashed"));
             return refuse_pending(&mut socket, mailbox).await;
@@ -106,7 +94,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
                 let outcome = guarded(channel.handle_in(&event, payload, &mut socket)).await;
                 let msg_ref = socket.take_current_ref();
                 if let Ok(reply) = &outcome {
-                    tracing::debug!(topic = %topic, event, elapsed = ?started.elapsed(), "handle_in");
+                    tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.elapsed(), "handle_in");
                     if let Some((status, response)) = &reply.status {
                         conn.send(&Outgoing::Reply {
                             join_ref: socket.join_ref(),
@@ -149,7 +137,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             Ok(reply) if reply.stop => break Terminate::Stopped,
             Ok(_) => {}
             Err(error) => {
-                tracing::error!(topic = %topic, event = %event, %error, "channel crashed");
+                tracing::error!(topic = ?clip(&topic), event = ?clip(&event), error = ?clip(&error.to_string()), "channel crashed");
                 Metrics::incr(&conn.metrics.channel_crashes);
                 break Terminate::Crashed(error);
             }
@@ -166,7 +154,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     })
     .await;
     if let Err(error) = terminated {
-        tracing::error!(topic = %topic, %error, "terminate crashed");
+        tracing::error!(topic = ?clip(&topic), error = ?clip(&error.to_string()), "terminate crashed");
     }
     release(&mut socket);
     let control = |event: &str, payload: &Payload| {
@@ -179,7 +167,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
         _ => control(PHX_CLOSE, &Payload::empty()),
     }
     Metrics::decr(&conn.metrics.channels_open);
-    tracing::info!(topic = %topic, ?reason, "channel ended");
+    tracing::info!(topic = ?clip(&topic), ?reason, "channel ended");
 }
 
 fn warn_if_replied(outcome: &Result<Reply, Crash>, handler: &str) {

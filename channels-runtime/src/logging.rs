@@ -1,0 +1,127 @@
+//! Log lines a peer cannot inflate: strings it sent are clipped, and a
+//! warning it can trigger at will is rate-limited.
+//!
+//! A client chooses its topics, events and the reasons it sends; logging
+//! them whole would let one 9 MB topic make a 9 MB line, and a loop of
+//! refused joins make megabytes a second.
+
+use std::fmt;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+/// How much of a peer-supplied string a log line keeps.
+pub(crate) const CLIP_BYTES: usize = 100;
+
+/// `text` for a log field: its first [`CLIP_BYTES`] bytes (cut on a char
+/// boundary), quoted and escaped so it cannot forge lines, and its length
+/// when cut. Log it with `?`, like a plain string field.
+pub(crate) fn clip(text: &str) -> Clipped<'_> {
+    Clipped(text)
+}
+
+/// A peer-supplied string as a log field (see [`clip`]).
+pub(crate) struct Clipped<'a>(&'a str);
+
+impl fmt::Debug for Clipped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = self.0;
+        let mut end = text.len().min(CLIP_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        write!(f, "\"{}\"", text[..end].escape_debug())?;
+        if end < text.len() {
+            write!(f, "… ({} bytes)", text.len())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for Clipped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// Lets the first `limit` lines of each `interval` through; what it holds
+/// back is counted and reported in one line when the next interval opens
+/// (or when the throttle is dropped, with its connection).
+pub(crate) struct Throttle {
+    limit: u32,
+    interval: Duration,
+    /// Names the lines held back, in the summary.
+    what: &'static str,
+    state: Mutex<Window>,
+}
+
+struct Window {
+    opened: Option<Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl Throttle {
+    pub(crate) const fn new(limit: u32, interval: Duration, what: &'static str) -> Self {
+        Throttle { limit, interval, what, state: Mutex::new(Window { opened: None, logged: 0, suppressed: 0 }) }
+    }
+
+    /// Whether this line may be logged.
+    pub(crate) fn allow(&self) -> bool {
+        let now = Instant::now();
+        let mut window = self.state.lock();
+        if window.opened.is_none_or(|opened| now.duration_since(opened) >= self.interval) {
+            let suppressed = std::mem::take(&mut window.suppressed);
+            *window = Window { opened: Some(now), logged: 0, suppressed: 0 };
+            drop(window);
+            self.summarize(suppressed);
+            window = self.state.lock();
+        }
+        if window.logged < self.limit {
+            window.logged += 1;
+            true
+        } else {
+            window.suppressed += 1;
+            false
+        }
+    }
+
+    fn summarize(&self, suppressed: u64) {
+        if suppressed > 0 {
+            tracing::warn!(suppressed, interval = ?self.interval, "{}: {suppressed} more suppressed", self.what);
+        }
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        let suppressed = self.state.get_mut().suppressed;
+        self.summarize(suppressed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clips_on_a_char_boundary_and_says_how_long_it_was() {
+        assert_eq!(format!("{:?}", clip("room:1")), r#""room:1""#);
+        let long = "é".repeat(80); // 160 bytes; byte 100 falls inside no char
+        let clipped = format!("{:?}", clip(&long));
+        assert_eq!(clipped, format!("\"{}\"… (160 bytes)", "é".repeat(50)));
+        assert_eq!(format!("{:?}", clip("a\nforged line")), r#""a\nforged line""#);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lets_the_first_lines_of_each_interval_through() {
+        let throttle = Throttle::new(3, Duration::from_secs(10), "test lines");
+        let allowed = (0..100).filter(|_| throttle.allow()).count();
+        assert_eq!(allowed, 3);
+        assert_eq!(throttle.state.lock().suppressed, 97);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert!(throttle.allow());
+        assert_eq!(throttle.state.lock().suppressed, 0, "reported when the window opened");
+    }
+}
