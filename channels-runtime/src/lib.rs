@@ -37,3 +37,6 @@ pub use options::SocketOptions;
 
 #[doc(hidden)]
 pub mod __private;
+
+#[doc(hidden)]
+pub mod __fuzz;

@@ -23,6 +23,10 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;
 
+#[path = "ws_frames.rs"]
+pub mod ws_frames;
+pub use ws_frames::ws_frames;
+
 /// A harness: arbitrary bytes in, a panic on a broken property.
 pub type Harness = fn(&[u8]);
 
@@ -35,6 +39,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("topic_pattern", topic_pattern),
     ("payload_decode", payload_decode),
     ("longpoll_body", longpoll_body),
+    ("ws_frames", ws_frames),
 ];
 
 fn text(frame: &Frame) -> &str {

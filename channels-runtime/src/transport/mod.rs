@@ -21,7 +21,7 @@ use crate::registry::Registry;
 
 pub(crate) mod longpoll;
 pub(crate) mod websocket;
-mod wire;
+pub(crate) mod wire;
 
 /// A socket mounted on an endpoint: what every connection to it needs,
 /// whatever its transport.

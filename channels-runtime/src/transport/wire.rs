@@ -205,6 +205,11 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         }
     }
 
+    /// Whether a fragmented message has begun and not ended.
+    pub(crate) fn in_message(&self) -> bool {
+        self.fragments.is_some()
+    }
+
     /// The stream, for what is left to read once the connection closes.
     pub(crate) fn into_inner(self) -> R {
         self.io
@@ -240,8 +245,12 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             _ => {}
         }
         let so_far = self.fragments.as_ref().map_or(0, |(_, data)| data.len() as u64);
-        if !control && so_far + header.len > self.max_message as u64 {
-            return Err(ReadError::TooBig { size: so_far + header.len, max: self.max_message });
+        // A continuation can announce up to 2^64 - 1 bytes: a plain sum
+        // overflows (a panic in debug builds, and a wrapped total that
+        // passes the limit in release builds).
+        let total = so_far.saturating_add(header.len);
+        if !control && total > self.max_message as u64 {
+            return Err(ReadError::TooBig { size: total, max: self.max_message });
         }
         Ok(())
     }

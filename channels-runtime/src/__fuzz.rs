@@ -1,0 +1,130 @@
+//! Not API: the entry the fuzz targets (`fuzz/fuzz_targets/ws_frames.rs`)
+//! and the differential test against tungstenite
+//! (`tests/wire_differential.rs`) use to reach the private WebSocket frame
+//! reader. Names here may change or go away in any release.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use tokio::io::{AsyncRead, ReadBuf};
+
+use crate::transport::wire::{Incoming, ReadError, Reader};
+
+/// A message or control frame the reader returned, or its failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A text message.
+    Text(Vec<u8>),
+    /// A binary message.
+    Binary(Vec<u8>),
+    /// A ping and its payload.
+    Ping(Vec<u8>),
+    /// A pong (the reader keeps no payload).
+    Pong,
+    /// A close frame and its code (the reader keeps no reason).
+    Close(Option<u16>),
+    /// The reader failed.
+    Failed(Failure),
+}
+
+/// The class of a read failure, which decides the close code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A protocol violation (1002).
+    Protocol,
+    /// A message over the limit (1009).
+    TooBig,
+    /// Text or a close reason that is not UTF-8 (1007).
+    Utf8,
+    /// The stream ended.
+    Eof,
+}
+
+/// What [`decode`] read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// One entry per message or control frame, ending with the first
+    /// failure or close frame.
+    pub outcomes: Vec<Outcome>,
+    /// A fragmented message had begun and not ended when reading stopped.
+    pub mid_message: bool,
+}
+
+/// Yields `data` in the given chunks (the rest in one), answering `Pending`
+/// once before each chunk so every chunk boundary is also a suspension.
+struct Chunked<'a> {
+    data: &'a [u8],
+    chunks: std::slice::Iter<'a, usize>,
+    /// Bytes left of the current chunk.
+    left: usize,
+    suspended: bool,
+}
+
+impl AsyncRead for Chunked<'_> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.left == 0 && !self.data.is_empty() {
+            if !self.suspended {
+                self.suspended = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.suspended = false;
+            self.left = self.chunks.next().copied().unwrap_or(usize::MAX).max(1);
+        }
+        let n = self.left.min(buf.remaining()).min(self.data.len());
+        let (now, rest) = self.data.split_at(n);
+        buf.put_slice(now);
+        self.data = rest;
+        self.left -= n;
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Decodes `stream` as a server reads a client, with a limit of
+/// `max_message` bytes, delivered in `chunks` (the rest in one piece).
+/// With `cancel`, every suspension drops the pending read and starts a new
+/// one, as a `select!` does when another branch wins.
+///
+/// # Panics
+///
+/// When the reader stops making progress (a bug, which is the point).
+pub fn decode(stream: &[u8], chunks: &[usize], max_message: usize, cancel: bool) -> Decoded {
+    let io = Chunked { data: stream, chunks: chunks.iter(), left: 0, suspended: false };
+    let mut reader = Reader::new(io, max_message);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut out = Vec::new();
+    // Each poll consumes a chunk or a suspension, or ends a frame.
+    let mut budget = 3 * (stream.len() + chunks.len()) + 16;
+    loop {
+        let result = {
+            let mut next = std::pin::pin!(reader.next());
+            loop {
+                budget = budget.checked_sub(1).expect("the reader stopped making progress");
+                match next.as_mut().poll(&mut cx) {
+                    Poll::Ready(result) => break Some(result),
+                    Poll::Pending if cancel => break None,
+                    Poll::Pending => {}
+                }
+            }
+        };
+        let outcome = match result {
+            None => continue,
+            Some(Ok(Incoming::Text(b))) => Outcome::Text(b.to_vec()),
+            Some(Ok(Incoming::Binary(b))) => Outcome::Binary(b.to_vec()),
+            Some(Ok(Incoming::Ping(b))) => Outcome::Ping(b.to_vec()),
+            Some(Ok(Incoming::Pong)) => Outcome::Pong,
+            Some(Ok(Incoming::Close(code))) => Outcome::Close(code),
+            Some(Err(ReadError::Protocol(_))) => Outcome::Failed(Failure::Protocol),
+            Some(Err(ReadError::TooBig { .. })) => Outcome::Failed(Failure::TooBig),
+            Some(Err(ReadError::Utf8)) => Outcome::Failed(Failure::Utf8),
+            Some(Err(ReadError::Io(_))) => Outcome::Failed(Failure::Eof),
+        };
+        let end = matches!(outcome, Outcome::Close(_) | Outcome::Failed(_));
+        out.push(outcome);
+        if end {
+            return Decoded { outcomes: out, mid_message: reader.in_message() };
+        }
+    }
+}
