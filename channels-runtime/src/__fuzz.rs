@@ -128,3 +128,40 @@ pub fn decode(stream: &[u8], chunks: &[usize], max_message: usize, cancel: bool)
         }
     }
 }
+
+/// A frame for [`write`] to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Send {
+    /// A text (`false`) or binary (`true`) message.
+    Message(bool, bytes::Bytes),
+    /// A pong.
+    Pong(bytes::Bytes),
+    /// A close frame; nothing is sent after it.
+    Close(Option<u16>, String),
+}
+
+/// The bytes the server's frame writer puts on the wire for `frames`,
+/// flushed after every `flush_every` frames (and at the end).
+///
+/// # Errors
+///
+/// None in practice: the writer writes into memory.
+pub async fn write(frames: &[Send], flush_every: usize) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = crate::transport::wire::Writer::new(&mut out, std::time::Duration::from_secs(5));
+    for (i, frame) in frames.iter().enumerate() {
+        match frame {
+            Send::Message(binary, payload) => writer.message(*binary, payload).await?,
+            Send::Pong(payload) => writer.pong(payload).await?,
+            Send::Close(code, reason) => {
+                writer.close(*code, reason).await?;
+                break;
+            }
+        }
+        if (i + 1) % flush_every.max(1) == 0 {
+            writer.flush().await?;
+        }
+    }
+    writer.flush().await?;
+    Ok(out)
+}

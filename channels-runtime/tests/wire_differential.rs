@@ -12,7 +12,7 @@
 #[allow(dead_code, unreachable_pub)]
 mod ws_frames;
 
-use channels_runtime::__fuzz::{decode, Failure, Outcome};
+use channels_runtime::__fuzz::{decode, write, Failure, Outcome, Send};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -326,4 +326,107 @@ fn a_continuation_announcing_2_pow_64_bytes_is_too_big() {
     stream.extend([0; 4]);
     assert_eq!(decode(&stream, &[], 1000, false).outcomes, vec![Outcome::Failed(Failure::TooBig)]);
     compare(&stream, &[], 1000, false, Expect { exact: false });
+}
+
+/// The examples of RFC 6455 §5.7, as a server reads them: the masked ones
+/// are read, the unmasked ones (what a server sends) refused.
+#[test]
+fn the_rfc_examples() {
+    let hello = vec![b'H', b'e', b'l', b'l', b'o'];
+    let masked_text = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    assert_eq!(
+        decode(&masked_text, &[], 125, false).outcomes,
+        [Outcome::Text(hello.clone()), Outcome::Failed(Failure::Eof)]
+    );
+    let masked_pong = [0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    assert_eq!(decode(&masked_pong, &[], 125, false).outcomes, [Outcome::Pong, Outcome::Failed(Failure::Eof)]);
+    // The 256-byte binary example, with its payload (zeros).
+    let binary_256 = [&[0x82, 0x7E, 0x01, 0x00][..], &[0; 256]].concat();
+    let unmasked: [&[u8]; 4] = [
+        &[0x81, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f],
+        &[0x01, 0x03, 0x48, 0x65, 0x6c, 0x80, 0x02, 0x6c, 0x6f],
+        &[0x89, 0x05, 0x48, 0x65, 0x6c, 0x6c, 0x6f],
+        &binary_256,
+    ];
+    for frame in unmasked {
+        assert_eq!(decode(frame, &[], 1 << 20, false).outcomes, [Outcome::Failed(Failure::Protocol)], "{frame:02x?}");
+    }
+    for stream in [&masked_text[..], &masked_pong[..]].into_iter().chain(unmasked) {
+        compare(stream, &[], 1 << 20, false, Expect { exact: true });
+    }
+}
+
+/// What the server's writer sends, read back by tungstenite as a client:
+/// the same frames, every length encoding, small frames gathered and large
+/// ones written from where they are.
+fn sends() -> impl Strategy<Value = Vec<Send>> {
+    let frame = prop_oneof![
+        4 => bytes().prop_map(|b| Send::Message(true, b.into())),
+        3 => text().prop_filter("valid UTF-8", |t| std::str::from_utf8(t).is_ok()).prop_map(|t| Send::Message(false, t.into())),
+        1 => prop::collection::vec(any::<u8>(), 0..126).prop_map(|b| Send::Pong(b.into())),
+    ];
+    let close = prop_oneof![
+        Just(None),
+        (prop::sample::select(vec![1000u16, 1001, 1002, 1008, 1009, 1011, 4000]), "\\PC{0,30}")
+            .prop_map(|(code, reason)| Some(Send::Close(Some(code), reason))),
+        Just(Some(Send::Close(None, String::new()))),
+    ];
+    (prop::collection::vec(frame, 0..8), close).prop_map(|(mut frames, close)| {
+        frames.extend(close);
+        frames
+    })
+}
+
+fn read_as_client(bytes: Vec<u8>) -> Vec<Send> {
+    let mut ws = tungstenite::WebSocket::from_raw_socket(
+        std::io::Cursor::new(bytes),
+        tungstenite::protocol::Role::Client,
+        Some(tungstenite::protocol::WebSocketConfig::default().max_message_size(None).max_frame_size(None)),
+    );
+    let mut got = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Text(t)) => got.push(Send::Message(false, t.as_bytes().to_vec().into())),
+            Ok(tungstenite::Message::Binary(b)) => got.push(Send::Message(true, b)),
+            Ok(tungstenite::Message::Pong(b)) => got.push(Send::Pong(b)),
+            Ok(tungstenite::Message::Close(frame)) => {
+                got.push(match frame {
+                    Some(f) => Send::Close(Some(f.code.into()), f.reason.as_str().to_owned()),
+                    None => Send::Close(None, String::new()),
+                });
+                return got;
+            }
+            Ok(other) => panic!("the writer sent {other:?}"),
+            // The end of what the writer wrote, with no close frame.
+            Err(tungstenite::Error::Protocol(tungstenite::error::ProtocolError::ResetWithoutClosingHandshake)) => {
+                return got
+            }
+            Err(e) => panic!("tungstenite refused what the writer sent: {e}"),
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn tungstenite_reads_what_wire_writes(frames in sends(), flush_every in 1usize..4) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let bytes = runtime.block_on(write(&frames, flush_every)).unwrap();
+        prop_assert_eq!(read_as_client(bytes), frames);
+    }
+}
+
+#[tokio::test]
+async fn every_length_encoding_the_writer_uses_reads_back() {
+    let mut frames: Vec<Send> = [0usize, 125, 126, 4096, 4097, 65_535, 65_536, 200_000]
+        .iter()
+        .map(|&n| Send::Message(true, vec![3; n].into()))
+        .collect();
+    frames.push(Send::Pong(vec![9; 125].into()));
+    frames.push(Send::Close(Some(1009), "too big".to_owned()));
+    let bytes = write(&frames, 3).await.unwrap();
+    // 7-, 16- and 64-bit lengths, each the shortest that fits (RFC 6455 §5.2).
+    assert_eq!(&bytes[..2], &[0x82, 0]);
+    assert_eq!(read_as_client(bytes), frames);
 }
