@@ -1,7 +1,8 @@
 //! Not API: the entry the fuzz targets (`fuzz/fuzz_targets/ws_frames.rs`)
 //! and the differential test against tungstenite
 //! (`tests/wire_differential.rs`) use to reach the private WebSocket frame
-//! reader. Names here may change or go away in any release.
+//! reader ([`decode`]) and writer ([`write`]). Names here may change or go
+//! away in any release.
 
 use std::future::Future;
 use std::io;
