@@ -74,7 +74,7 @@ async fn a_slow_consumer_gets_its_1008_close_frame() {
     assert_eq!(c.join("1", "echo:slow").await[4]["status"], "ok");
     let chunk = "x".repeat(64 * 1024);
     for _ in 0..2000 {
-        s.endpoint.broadcast("echo:slow", "big", &json!({ "b": chunk })).unwrap();
+        s.endpoint.broadcast("echo:slow", "big", json!({ "b": chunk })).unwrap();
         if s.endpoint.metrics().slow_consumers > 0 {
             break;
         }
