@@ -265,6 +265,36 @@ impl PubSub {
         self.inner.adapter.publish(message);
     }
 
+    /// Subscribes `outbox` to `topic` as a connection's channel would, with
+    /// no intercepts: broadcasts are queued on it as `serializer` encodes
+    /// them. For benchmarks and tests that need many subscribers without
+    /// sockets; applications subscribe by joining channels.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use channels_runtime::outbox::Outbox;
+    /// use channels_runtime::protocol::Serializer;
+    /// use channels_runtime::pubsub::PubSub;
+    ///
+    /// let pubsub = PubSub::local();
+    /// let outbox = Arc::new(Outbox::new(1 << 20));
+    /// pubsub.subscribe_outbox("doc:1", outbox.clone(), Serializer::V2);
+    /// pubsub.broadcast("doc:1", "update", vec![1u8, 2, 3]).unwrap();
+    /// assert_eq!(outbox.take().unwrap().len(), 1);
+    /// ```
+    #[doc(hidden)]
+    pub fn subscribe_outbox(&self, topic: &str, outbox: Arc<Outbox>, serializer: Serializer) {
+        let subscriber = Subscriber {
+            outbox,
+            serializer,
+            generation: 0,
+            delivery: Delivery::Fastlane,
+            intercepts: &[],
+            channel: None,
+        };
+        self.subscribe(&Arc::from(topic), subscriber, || {});
+    }
+
     /// Subscribes a runtime service to `topic`.
     pub(crate) fn subscribe_internal(&self, topic: &str, sender: mpsc::UnboundedSender<(String, Payload)>) {
         let subscriber = Subscriber {

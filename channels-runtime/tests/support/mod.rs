@@ -132,6 +132,11 @@ impl Channel for Echo {
                 socket.broadcast("shout", &payload.decode::<Value>()?)?;
                 Ok(Reply::ok(json!({})))
             }
+            "relay" => {
+                // The payload as received, bytes unchanged.
+                socket.broadcast_from("relayed", payload)?;
+                Ok(Reply::ok(json!({})))
+            }
             "shout_from" => {
                 socket.broadcast_from("shout", json!({"from": "other"}))?;
                 Ok(Reply::ok(json!({})))
