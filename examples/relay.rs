@@ -37,7 +37,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use channels::prelude::*;
+use phx_channels::prelude::*;
 
 socket! {
     /// Anyone may connect; documents are named by their topic.

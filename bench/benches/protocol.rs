@@ -13,11 +13,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use channels_runtime::outbox::Outbox;
-use channels_runtime::protocol::{Frame, Outgoing, Payload, Serializer};
-use channels_runtime::pubsub::PubSub;
-use channels_runtime::router::{route, TopicPattern};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use phx_channels_runtime::outbox::Outbox;
+use phx_channels_runtime::protocol::{Frame, Outgoing, Payload, Serializer};
+use phx_channels_runtime::pubsub::PubSub;
+use phx_channels_runtime::router::{route, TopicPattern};
 
 struct Counting;
 

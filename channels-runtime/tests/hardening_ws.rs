@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use abuse_helpers::{Got, Raw};
-use channels_runtime::SocketOptions;
 use futures_util::SinkExt;
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve, server};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};

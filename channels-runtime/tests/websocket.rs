@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use channels_runtime::channel::Terminate;
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::channel::Terminate;
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve, server, Received};
 
@@ -550,7 +550,7 @@ async fn foreign_origins_are_refused_by_default() {
 
 #[tokio::test]
 async fn allowed_origins_are_configurable() {
-    let check_origin = channels_runtime::origin::CheckOrigin::allow(["https://app.example"]).unwrap();
+    let check_origin = phx_channels_runtime::origin::CheckOrigin::allow(["https://app.example"]).unwrap();
     let s = serve(SocketOptions { check_origin, ..SocketOptions::default() }).await;
     assert!(s.connect_from("https://app.example").await.is_ok());
     assert_eq!(s.connect_from("http://localhost:5173").await.err(), Some(403));

@@ -124,7 +124,7 @@ pub enum Terminate {
 /// error's message>"}`.
 ///
 /// ```
-/// use channels_runtime::channel::{Join, JoinError};
+/// use phx_channels_runtime::channel::{Join, JoinError};
 /// use serde_json::json;
 ///
 /// #[derive(Debug)]

@@ -11,7 +11,7 @@
 //! broadcasts does not change.
 //!
 //! ```
-//! use channels_runtime::pubsub::PubSub;
+//! use phx_channels_runtime::pubsub::PubSub;
 //! use serde_json::json;
 //!
 //! let pubsub = PubSub::local();
@@ -272,9 +272,9 @@ impl PubSub {
     ///
     /// ```
     /// use std::sync::Arc;
-    /// use channels_runtime::outbox::Outbox;
-    /// use channels_runtime::protocol::Serializer;
-    /// use channels_runtime::pubsub::PubSub;
+    /// use phx_channels_runtime::outbox::Outbox;
+    /// use phx_channels_runtime::protocol::Serializer;
+    /// use phx_channels_runtime::pubsub::PubSub;
     ///
     /// let pubsub = PubSub::local();
     /// let outbox = Arc::new(Outbox::new(1 << 20));
