@@ -11,7 +11,8 @@
 #   fmt          cargo fmt --all -- --check
 #   clippy       cargo clippy --workspace --all-targets -- -D warnings
 #   cargo-test   cargo test --workspace (unit, integration and trybuild UI tests)
-#   build        cargo build --release --examples (discuss, and chat for tests/js/chat.test.mjs)
+#   build        cargo build --release --examples (discuss; chat and relay for
+#                tests/js/chat.test.mjs and tests/js/relay.test.mjs)
 #   start        the example on a free port (scripts/start-discuss.sh)
 #   e2e          node --test tests/js/*.test.mjs against it (phoenix.js over
 #                WebSocket and LongPoll, raw frames, the demo page in headless

@@ -25,8 +25,8 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use channels::prelude::*;
-use channels::Tokens;
+use phx_channels::prelude::*;
+use phx_channels::Tokens;
 use serde::Deserialize;
 
 socket! {

@@ -1,4 +1,4 @@
-//! # channels: Phoenix Channels for Rust
+//! # phx-channels: Phoenix Channels for Rust
 //!
 //! A **socket** routes topics to **channels**; a channel answers `join` when
 //! a client joins a topic and `handle_in` for every message after. It speaks
@@ -6,7 +6,7 @@
 //! client (and every other Phoenix client) works unchanged.
 //!
 //! ```no_run
-//! use channels::prelude::*;
+//! use phx_channels::prelude::*;
 //!
 //! socket! {
 //!     /// The socket browsers connect to at /socket.
@@ -67,27 +67,27 @@
 
 #![deny(missing_docs)]
 
-pub use channels_macros::{channel, handle_in, handle_info, handle_out, socket, Encode};
-pub use channels_runtime::changeset::Valid;
-pub use channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, JoinError, Terminate};
-pub use channels_runtime::connect::{Connect, ConnectInfo, Params, ParamsError, Refuse};
-pub use channels_runtime::crash::{BoxError, Crash};
-pub use channels_runtime::encode::{Encode, Encoded};
-pub use channels_runtime::endpoint::Endpoint;
-pub use channels_runtime::origin::CheckOrigin;
-pub use channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
-pub use channels_runtime::protocol::{IntoPayload, Payload};
-pub use channels_runtime::pubsub::{BroadcastError, PubSub};
-pub use channels_runtime::reply::{IntoReply, Reply, Status};
-pub use channels_runtime::router::Topic;
-pub use channels_runtime::server::ServerOptions;
-pub use channels_runtime::socket::{Socket, SocketRef, TimerRef};
-pub use channels_runtime::token::{TokenError, Tokens};
-pub use channels_runtime::{
+pub use phx_channels_macros::{channel, handle_in, handle_info, handle_out, socket, Encode};
+pub use phx_channels_runtime::changeset::Valid;
+pub use phx_channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, JoinError, Terminate};
+pub use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, ParamsError, Refuse};
+pub use phx_channels_runtime::crash::{BoxError, Crash};
+pub use phx_channels_runtime::encode::{Encode, Encoded};
+pub use phx_channels_runtime::endpoint::Endpoint;
+pub use phx_channels_runtime::origin::CheckOrigin;
+pub use phx_channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
+pub use phx_channels_runtime::protocol::{IntoPayload, Payload};
+pub use phx_channels_runtime::pubsub::{BroadcastError, PubSub};
+pub use phx_channels_runtime::reply::{IntoReply, Reply, Status};
+pub use phx_channels_runtime::router::Topic;
+pub use phx_channels_runtime::server::ServerOptions;
+pub use phx_channels_runtime::socket::{Socket, SocketRef, TimerRef};
+pub use phx_channels_runtime::token::{TokenError, Tokens};
+pub use phx_channels_runtime::{
     changeset, connect, crash, encode, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server,
     testing, token,
 };
-pub use channels_runtime::{MetricsSnapshot, SocketOptions};
+pub use phx_channels_runtime::{MetricsSnapshot, SocketOptions};
 
 /// Everything a socket module needs, in one import.
 pub mod prelude {
@@ -101,5 +101,5 @@ pub mod prelude {
 
 #[doc(hidden)]
 pub mod __private {
-    pub use channels_runtime::__private::*;
+    pub use phx_channels_runtime::__private::*;
 }

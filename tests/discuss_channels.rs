@@ -1,4 +1,4 @@
-//! The `discuss` channels, tested in-process with `channels::testing`
+//! The `discuss` channels, tested in-process with `phx_channels::testing`
 //! (like Phoenix.ChannelTest): no server, no network, the real channels.
 
 #[path = "../examples/discuss/app.rs"]
@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use app::{App, UserSocket};
-use channels::testing::{TestSocket, TestSocketBuilder};
-use channels::{PubSub, Status};
+use phx_channels::testing::{TestSocket, TestSocketBuilder};
+use phx_channels::{PubSub, Status};
 use serde_json::json;
 
 /// A fresh app: every test has its own comments.

@@ -4,7 +4,7 @@
 //! the expansions here.
 #![deny(warnings, unused, clippy::pedantic)]
 
-use channels::prelude::*;
+use phx_channels::prelude::*;
 use serde_test::{assert_ser_tokens, Token};
 
 /// `rename_all` with a `rename` that wins over it, `skip_none` on the

@@ -8,8 +8,8 @@
 use std::marker::PhantomData;
 use std::time::Duration;
 
-use channels::prelude::*;
-use channels::testing::TestSocket;
+use phx_channels::prelude::*;
+use phx_channels::testing::TestSocket;
 use serde::Deserialize;
 
 socket! {
@@ -32,7 +32,7 @@ impl Connect for UserSocket {
 }
 
 mod chans {
-    use channels::prelude::*;
+    use phx_channels::prelude::*;
     use serde::Deserialize;
 
     use super::UserSocket;

@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the wire protocol, topic routing and broadcast
-//! encoding, with heap allocations per iteration counted by a counting
-//! global allocator (printed as `allocs/iter NAME: A allocs, B bytes`).
+//! encoding and fanout, with heap allocations per iteration counted by a
+//! counting global allocator (printed as `allocs/iter NAME: A allocs, B bytes`).
 //!
 //! ```text
 //! cargo bench -p bench --bench protocol -- --warm-up-time 1 --measurement-time 3
@@ -9,12 +9,15 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
-use channels_runtime::protocol::{Frame, Outgoing, Payload, Serializer};
-use channels_runtime::pubsub::PubSub;
-use channels_runtime::router::{route, TopicPattern};
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use phx_channels_runtime::outbox::Outbox;
+use phx_channels_runtime::protocol::{Frame, Outgoing, Payload, Serializer};
+use phx_channels_runtime::pubsub::PubSub;
+use phx_channels_runtime::router::{route, TopicPattern};
 
 struct Counting;
 
@@ -155,5 +158,54 @@ fn broadcast(c: &mut Criterion) {
     bench(c, "broadcast/pubsub_no_subscribers", || pubsub.broadcast("comments:42", "comments:42:new", &comment));
 }
 
-criterion_group!(benches, decode, encode, routing, broadcast);
+/// One broadcast to N V2 subscribers of a PubSub, each outbox then taken
+/// as its writer would: the payload is encoded once and the N outboxes get
+/// the same bytes, so allocations per broadcast are one encode plus one
+/// queue per subscriber (an outbox hands its queue to the writer, so the
+/// next frame allocates a new one), whatever the payload's size.
+fn fanout(c: &mut Criterion) {
+    const UPDATE: usize = 64 * 1024;
+    let binary = Payload::from(Bytes::from((0..UPDATE).map(|i| (i * 31 % 251) as u8).collect::<Vec<u8>>()));
+    // As a handler receives it: a relayed JSON payload is not re-serialized either.
+    let json = Payload::json(&serde_json::json!({"comment": {"content": "a comment of some thirty bytes."}})).unwrap();
+    for n in [1usize, 100, 1000] {
+        let pubsub = PubSub::local();
+        let outboxes: Vec<Arc<Outbox>> = (0..n).map(|_| Arc::new(Outbox::new(1 << 24))).collect();
+        for outbox in &outboxes {
+            pubsub.subscribe_outbox("doc:1", outbox.clone(), Serializer::V2);
+        }
+        let delivered =
+            |outboxes: &[Arc<Outbox>]| outboxes.iter().map(|o| o.take().map_or(0, |q| q.len())).sum::<usize>();
+        for (what, payload) in [("binary_64KiB", &binary), ("json_60B", &json)] {
+            let name = format!("fanout/{what}/{n}_subscribers");
+            let run = || {
+                pubsub.broadcast("doc:1", "update", payload).unwrap();
+                delivered(&outboxes)
+            };
+            assert_eq!(run(), n, "every subscriber gets the broadcast");
+            const ITERS: u64 = 1_000;
+            let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+            let started = Instant::now();
+            for _ in 0..ITERS {
+                black_box(run());
+            }
+            let elapsed = started.elapsed();
+            let (a1, b1) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+            let allocs = (a1 - a0) as f64 / ITERS as f64;
+            let bytes = (b1 - b0) as f64 / ITERS as f64;
+            println!(
+                "allocs/iter {name}: {allocs:.2} allocs ({:.3} per subscriber), {bytes:.0} bytes ({:.0} per subscriber), {:.0} ns per delivery",
+                allocs / n as f64,
+                bytes / n as f64,
+                elapsed.as_nanos() as f64 / (ITERS as usize * n) as f64,
+            );
+            let mut group = c.benchmark_group("fanout");
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_function(format!("{what}/{n}_subscribers"), |b| b.iter(run));
+            group.finish();
+        }
+    }
+}
+
+criterion_group!(benches, decode, encode, routing, broadcast, fanout);
 criterion_main!(benches);

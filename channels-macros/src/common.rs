@@ -46,12 +46,12 @@ impl Errors {
     }
 }
 
-/// The path generated code reaches the runtime through: `::channels` unless
+/// The path generated code reaches the runtime through: `::phx_channels` unless
 /// overridden with `crate = path`.
 pub(crate) fn crate_path(custom: Option<&syn::Path>) -> TokenStream {
     match custom {
         Some(path) => quote!(#path),
-        None => quote!(::channels),
+        None => quote!(::phx_channels),
     }
 }
 
@@ -60,7 +60,7 @@ pub(crate) fn crate_path(custom: Option<&syn::Path>) -> TokenStream {
 pub(crate) fn crate_path_at(custom: Option<&syn::Path>, span: proc_macro2::Span) -> TokenStream {
     match custom {
         Some(path) => quote!(#path),
-        None => quote::quote_spanned!(span=> ::channels),
+        None => quote::quote_spanned!(span=> ::phx_channels),
     }
 }
 

@@ -3,7 +3,7 @@
 //!
 //! A change to an expansion fails these tests (in CI, where `CI=true`, insta
 //! never writes snapshots). To accept an intended change, run
-//! `INSTA_UPDATE=always cargo test -p channels-macros` (or
+//! `INSTA_UPDATE=always cargo test -p phx-channels-macros` (or
 //! `cargo insta review`) and commit the updated `.snap` files; the diff is
 //! what users get.
 

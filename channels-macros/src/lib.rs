@@ -1,11 +1,11 @@
-//! Procedural macros of [`channels`](https://docs.rs/channels): `socket!`,
-//! `#[channel]` and `#[derive(Encode)]`. Use them through the `channels`
+//! Procedural macros of [`phx-channels`](https://docs.rs/phx-channels): `socket!`,
+//! `#[channel]` and `#[derive(Encode)]`. Use them through the `phx-channels`
 //! crate, which re-exports them.
 //!
 //! Each macro runs in three stages, in its own module: parse the input into
 //! a syntax tree, validate it (collecting every independent mistake into one
 //! combined `syn::Error`), and expand it into code that reaches the runtime
-//! only through `::channels::__private` (or `path::__private` with
+//! only through `::phx_channels::__private` (or `path::__private` with
 //! `crate = path`).
 
 #![deny(missing_docs)]
@@ -65,7 +65,7 @@ pub fn channel(args: TokenStream, item: TokenStream) -> TokenStream {
     channel::channel(args.into(), item.into()).into()
 }
 
-/// Derives `channels::Encode` and `serde::Serialize` for a chosen subset of
+/// Derives `phx_channels::Encode` and `serde::Serialize` for a chosen subset of
 /// a struct's fields.
 ///
 /// ```ignore

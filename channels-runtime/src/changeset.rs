@@ -11,8 +11,8 @@
 //! answer.
 //!
 //! ```
-//! use channels_runtime::changeset::{cast, Ecto, Errors};
-//! use channels_runtime::protocol::Payload;
+//! use phx_channels_runtime::changeset::{cast, Ecto, Errors};
+//! use phx_channels_runtime::protocol::Payload;
 //! use serde::Deserialize;
 //! use validator::Validate;
 //!
@@ -88,7 +88,7 @@ use serde_json::{Map, Value};
 ///
 /// An application adds `validator = { version = "0.21", features = ["derive"] }`
 /// to its own `Cargo.toml` (the derive expands to paths under `::validator`),
-/// or points the derive here with `#[validate(crate = "channels_runtime::changeset::validator")]`.
+/// or points the derive here with `#[validate(crate = "phx_channels_runtime::changeset::validator")]`.
 pub use validator;
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
@@ -110,7 +110,7 @@ const BUDGET_SLACK: usize = 4096;
 /// defaults are Ecto's, so an implementation overrides only what it wants:
 ///
 /// ```
-/// use channels_runtime::changeset::Messages;
+/// use phx_channels_runtime::changeset::Messages;
 ///
 /// /// Every unreadable field is "can't be blank", whatever was sent.
 /// struct BlankOnly;
@@ -150,8 +150,8 @@ impl Messages for Ecto {}
 /// messages for unreadable fields ([`Ecto`] by default).
 ///
 /// ```
-/// use channels_runtime::changeset::Valid;
-/// use channels_runtime::protocol::Payload;
+/// use phx_channels_runtime::changeset::Valid;
+/// use phx_channels_runtime::protocol::Payload;
 ///
 /// #[derive(Debug, serde::Deserialize, validator::Validate)]
 /// struct NewComment {
@@ -309,7 +309,7 @@ fn cast_counted<T: DeserializeOwned + Validate, M: Messages>(payload: &Payload) 
 /// `traverse_errors` renders embeds.
 ///
 /// ```
-/// use channels_runtime::changeset::Errors;
+/// use phx_channels_runtime::changeset::Errors;
 ///
 /// let mut errors = Errors::new();
 /// errors.add("content", "can't be blank");

@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::collections::HashSet;
-//! use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+//! use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 //!
 //! struct UserSocket;
 //!
@@ -127,7 +127,7 @@ impl Default for Refuse {
 /// own `token` after the app's).
 ///
 /// ```
-/// use channels_runtime::connect::Params;
+/// use phx_channels_runtime::connect::Params;
 ///
 /// let params = Params::from_query("token=a&user_id=7&token=b&vsn=2.0.0");
 /// assert_eq!(params.get("token"), Some("b"));

@@ -13,10 +13,10 @@ use serde::{Serialize, Serializer};
 
 /// A value with an encoding for channel clients.
 ///
-/// Usually derived; see `#[derive(Encode)]` in the `channels` crate.
+/// Usually derived; see `#[derive(Encode)]` in the `phx-channels` crate.
 ///
 /// ```
-/// use channels_runtime::encode::Encode;
+/// use phx_channels_runtime::encode::Encode;
 /// use serde::Serializer;
 ///
 /// /// Serialized for the REST API with every field; channels only see `content`.

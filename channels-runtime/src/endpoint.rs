@@ -1,7 +1,7 @@
 //! [`Endpoint`]: the sockets of an application, served over HTTP.
 //!
 //! ```no_run
-//! # use channels_runtime::{endpoint::Endpoint, channel::{Routes, Route}, connect::*};
+//! # use phx_channels_runtime::{endpoint::Endpoint, channel::{Routes, Route}, connect::*};
 //! # use std::sync::atomic::{AtomicU64, Ordering};
 //! # struct UserSocket;
 //! /// The application's state: whatever `connect`, the channels and the

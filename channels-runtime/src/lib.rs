@@ -1,7 +1,7 @@
-//! The runtime behind [`channels`](https://docs.rs/channels): the Phoenix
+//! The runtime behind [`phx-channels`](https://docs.rs/phx-channels): the Phoenix
 //! wire protocol, connection and channel tasks, PubSub and transports.
 //!
-//! Most applications use it through the `channels` crate and its macros;
+//! Most applications use it through the `phx-channels` crate and its macros;
 //! the modules here are what those macros expand into, and what a hand
 //! implementation would use.
 

@@ -18,16 +18,28 @@ pub(crate) const CLIP_BYTES: usize = 100;
 /// boundary), quoted and escaped so it cannot forge lines, and its length
 /// when cut. Log it with `?`, like a plain string field.
 pub(crate) fn clip(text: &str) -> Clipped<'_> {
-    Clipped(text)
+    Clipped(text, CLIP_BYTES)
 }
 
-/// A peer-supplied string as a log field (see [`clip`]).
-pub(crate) struct Clipped<'a>(&'a str);
+/// How much of an error's chain a crash line keeps: the chain is what an
+/// operator needs, so it gets more room than a topic, but an error that
+/// quotes a peer's input still cannot make a megabyte line.
+pub(crate) const CLIP_ERROR_BYTES: usize = 2_000;
+
+/// A handler error's chain for a log field: like [`clip`], with room for
+/// the whole chain of any ordinary error.
+pub(crate) fn clip_error(text: &str) -> Clipped<'_> {
+    Clipped(text, CLIP_ERROR_BYTES)
+}
+
+/// A peer-supplied string as a log field (see [`clip`]), and how many
+/// bytes of it to keep.
+pub(crate) struct Clipped<'a>(&'a str, usize);
 
 impl fmt::Debug for Clipped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let text = self.0;
-        let mut end = text.len().min(CLIP_BYTES);
+        let mut end = text.len().min(self.1);
         while !text.is_char_boundary(end) {
             end -= 1;
         }

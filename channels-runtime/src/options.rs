@@ -9,7 +9,7 @@ use crate::origin::CheckOrigin;
 ///
 /// ```
 /// use std::time::Duration;
-/// use channels_runtime::{origin::CheckOrigin, SocketOptions};
+/// use phx_channels_runtime::{origin::CheckOrigin, SocketOptions};
 ///
 /// let options = SocketOptions {
 ///     max_channels: 20,

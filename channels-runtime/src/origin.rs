@@ -8,7 +8,7 @@
 //! Requests without an `Origin` (non-browser clients) are allowed.
 //!
 //! ```
-//! use channels_runtime::origin::CheckOrigin;
+//! use phx_channels_runtime::origin::CheckOrigin;
 //!
 //! let check = CheckOrigin::allow(["https://example.com", "//*.example.net"]).unwrap();
 //! assert!(check.allows(Some("https://example.com"), "api.internal"));

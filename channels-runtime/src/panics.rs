@@ -31,7 +31,7 @@
 //! ```
 //! // At start, before `Endpoint::serve`: handler panics go to the standard
 //! // hook (or the application's own), as in a program without channels.
-//! channels_runtime::panics::leave_hook_alone();
+//! phx_channels_runtime::panics::leave_hook_alone();
 //! ```
 
 use std::any::Any;

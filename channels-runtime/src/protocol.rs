@@ -12,7 +12,7 @@
 //!   `join_ref`.
 //!
 //! ```
-//! use channels_runtime::protocol::{Outgoing, Payload, Serializer};
+//! use phx_channels_runtime::protocol::{Outgoing, Payload, Serializer};
 //!
 //! let v2 = Serializer::negotiate(Some("2.0.0")).unwrap();
 //! let msg = v2.decode_text(br#"["3","3","comments:42","phx_join",{}]"#).unwrap();
@@ -95,7 +95,7 @@ impl Payload {
     /// Deserializes the payload into `T`, naming the offending field on failure.
     ///
     /// ```
-    /// use channels_runtime::protocol::Payload;
+    /// use phx_channels_runtime::protocol::Payload;
     ///
     /// #[derive(Debug, serde::Deserialize)]
     /// struct NewComment { content: String }
@@ -262,7 +262,7 @@ impl From<Vec<u8>> for Payload {
 ///
 /// ```
 /// use bytes::Bytes;
-/// use channels_runtime::protocol::{IntoPayload, Payload};
+/// use phx_channels_runtime::protocol::{IntoPayload, Payload};
 /// use serde_json::json;
 ///
 /// #[derive(serde::Serialize)]

@@ -9,7 +9,7 @@ use crate::protocol::{IntoPayload, Payload, PayloadError};
 /// `{:noreply, ..}` and `{:stop, ..}`.
 ///
 /// ```
-/// use channels_runtime::reply::Reply;
+/// use phx_channels_runtime::reply::Reply;
 /// use serde_json::json;
 ///
 /// #[derive(serde::Serialize)]

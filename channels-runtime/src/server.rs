@@ -207,7 +207,7 @@ where
 /// call this at start.
 ///
 /// ```
-/// let limit = channels_runtime::server::raise_fd_limit().unwrap();
+/// let limit = phx_channels_runtime::server::raise_fd_limit().unwrap();
 /// assert!(limit >= 256);
 /// ```
 #[cfg(unix)]

@@ -42,8 +42,8 @@ impl Connection {
 /// A joined channel's view of its connection, passed to every handler.
 ///
 /// ```no_run
-/// # use channels_runtime::socket::Socket;
-/// # use channels_runtime::connect::Connect;
+/// # use phx_channels_runtime::socket::Socket;
+/// # use phx_channels_runtime::connect::Connect;
 /// # fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error>> {
 /// use serde_json::json;
 /// socket.push("notice", json!({"text": "auto-saved"}))?;

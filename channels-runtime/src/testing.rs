@@ -10,7 +10,7 @@
 //! with what did arrive.
 //!
 //! ```ignore
-//! use channels::testing::TestSocket;
+//! use phx_channels::testing::TestSocket;
 //!
 //! #[tokio::test]
 //! async fn adding_a_comment_broadcasts_it() {

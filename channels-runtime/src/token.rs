@@ -8,7 +8,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use channels_runtime::token::{TokenError, Tokens};
+//! use phx_channels_runtime::token::{TokenError, Tokens};
 //!
 //! let tokens = Tokens::new(b"a secret of at least 32 bytes, from config!", "user socket");
 //! let token = tokens.sign(&42_u64).unwrap();

@@ -18,17 +18,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abuse_helpers::{fds, logs, mb, rss, settle, tasks, Got, Raw, SERIAL};
-use channels_runtime::channel::{Channel, Info, JoinError, Route, Routes, Terminate};
-use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
-use channels_runtime::crash::Crash;
-use channels_runtime::endpoint::Endpoint;
-use channels_runtime::presence::Presence;
-use channels_runtime::protocol::Payload;
-use channels_runtime::reply::Reply;
-use channels_runtime::router::Topic;
-use channels_runtime::socket::Socket;
-use channels_runtime::SocketOptions;
 use futures_util::StreamExt;
+use phx_channels_runtime::channel::{Channel, Info, JoinError, Route, Routes, Terminate};
+use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+use phx_channels_runtime::crash::Crash;
+use phx_channels_runtime::endpoint::Endpoint;
+use phx_channels_runtime::presence::Presence;
+use phx_channels_runtime::protocol::Payload;
+use phx_channels_runtime::reply::Reply;
+use phx_channels_runtime::router::Topic;
+use phx_channels_runtime::socket::Socket;
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve, Server};
 
@@ -793,7 +793,7 @@ async fn a_stalled_consumer_is_disconnected_and_the_others_keep_their_rate() {
 }
 
 /// The long version, by hand:
-/// `cargo test -p channels-runtime --release --test abuse -- --ignored --nocapture slow_consumer_long`
+/// `cargo test -p phx-channels-runtime --release --test abuse -- --ignored --nocapture slow_consumer_long`
 /// (FLOOD_MESSAGES, FLOOD_SIZE to change the flood).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long; run by hand"]

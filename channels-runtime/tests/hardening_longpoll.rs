@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::SocketOptions;
 use support::{http, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -32,7 +32,7 @@ async fn sessions_are_capped_and_the_refusal_makes_phoenix_js_retry() {
 
 #[tokio::test]
 async fn the_connection_cap_refuses_a_longpoll_session_as_phoenix_js_retries() {
-    let endpoint = channels_runtime::endpoint::Endpoint::new().max_connections(1);
+    let endpoint = phx_channels_runtime::endpoint::Endpoint::new().max_connections(1);
     let s = support::serve_with(endpoint, SocketOptions { longpoll: true, ..SocketOptions::default() }).await;
     let opened = s.longpoll("GET", "vsn=2.0.0", "application/json", "").await;
     assert_eq!(opened["status"], 410, "{opened}");
@@ -65,7 +65,8 @@ async fn a_slow_body_is_timed_out_on_any_route() {
     // Not only LongPoll: an application route behind the same server.
     let routes = axum::Router::new().route("/upload", axum::routing::post(|body: String| async move { body }));
     let s =
-        support::serve_with(channels_runtime::endpoint::Endpoint::new().merge(routes), SocketOptions::default()).await;
+        support::serve_with(phx_channels_runtime::endpoint::Endpoint::new().merge(routes), SocketOptions::default())
+            .await;
     let mut stream = TcpStream::connect(s.addr).await.unwrap();
     let head = format!("POST /upload HTTP/1.1\r\nHost: {}\r\nContent-Length: 10\r\n\r\nabc", s.addr);
     stream.write_all(head.as_bytes()).await.unwrap();

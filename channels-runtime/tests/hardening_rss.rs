@@ -64,11 +64,11 @@ async fn a_large_broadcast_leaves_memory_at_its_idle_size() {
     }
     assert_eq!(s.endpoint.pubsub().subscriber_count(TOPIC), SUBSCRIBERS);
     // Every path runs once with small frames before the idle figure.
-    s.endpoint.broadcast(TOPIC, "small", &json!({"body": "warm"})).unwrap();
+    s.endpoint.broadcast(TOPIC, "small", json!({"body": "warm"})).unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let idle = rss();
 
-    s.endpoint.broadcast(TOPIC, "big", &json!({ "body": "x".repeat(BODY) })).unwrap();
+    s.endpoint.broadcast(TOPIC, "big", json!({ "body": "x".repeat(BODY) })).unwrap();
     let sent = Instant::now();
     while done.load(Ordering::SeqCst) < SUBSCRIBERS {
         assert!(sent.elapsed() < Duration::from_secs(30), "the broadcast never reached every subscriber");

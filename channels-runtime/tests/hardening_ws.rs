@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use abuse_helpers::{Got, Raw};
-use channels_runtime::SocketOptions;
 use futures_util::SinkExt;
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve, server};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
@@ -74,7 +74,7 @@ async fn a_slow_consumer_gets_its_1008_close_frame() {
     assert_eq!(c.join("1", "echo:slow").await[4]["status"], "ok");
     let chunk = "x".repeat(64 * 1024);
     for _ in 0..2000 {
-        s.endpoint.broadcast("echo:slow", "big", &json!({ "b": chunk })).unwrap();
+        s.endpoint.broadcast("echo:slow", "big", json!({ "b": chunk })).unwrap();
         if s.endpoint.metrics().slow_consumers > 0 {
             break;
         }

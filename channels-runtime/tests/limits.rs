@@ -4,10 +4,10 @@ mod support;
 
 use std::time::Duration;
 
-use channels_runtime::channel::Terminate;
-use channels_runtime::endpoint::Endpoint;
-use channels_runtime::server::ServerOptions;
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::channel::Terminate;
+use phx_channels_runtime::endpoint::Endpoint;
+use phx_channels_runtime::server::ServerOptions;
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve, serve_with, Received};
 

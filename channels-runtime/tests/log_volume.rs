@@ -10,7 +10,7 @@ mod abuse_helpers;
 mod support;
 
 use abuse_helpers::{Logs, Raw};
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::SocketOptions;
 
 const REFUSALS: usize = 500;
 const TOPIC_BYTES: usize = 50_000;

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::SocketOptions;
 use serde_json::{json, Value};
 use support::{http, serve, Server};
 

@@ -15,7 +15,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use abuse_helpers::Raw;
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 
 const PANICS: usize = 100;

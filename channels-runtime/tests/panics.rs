@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use abuse_helpers::{Logs, Raw};
-use channels_runtime::panics::{BACKTRACES_PER_INTERVAL, REPORTS_PER_INTERVAL, REPORT_INTERVAL};
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::panics::{BACKTRACES_PER_INTERVAL, REPORTS_PER_INTERVAL, REPORT_INTERVAL};
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 
 /// Panics the hook installed before the runtime's was asked to report.

@@ -8,10 +8,10 @@ mod support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use channels_runtime::endpoint::Endpoint;
-use channels_runtime::presence::{Presence, PresenceOptions};
-use channels_runtime::pubsub::{PubSub, Redis, RedisStats};
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::endpoint::Endpoint;
+use phx_channels_runtime::presence::{Presence, PresenceOptions};
+use phx_channels_runtime::pubsub::{PubSub, Redis, RedisStats};
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve_with, Server};
 

@@ -6,7 +6,7 @@
 //! The test run has a short version (300 clients, 4 s warm-up + 16 s). The long one, by hand:
 //!
 //! ```text
-//! SOAK_CLIENTS=2000 SOAK_SECS=240 cargo test -p channels-runtime --release --test soak -- --nocapture
+//! SOAK_CLIENTS=2000 SOAK_SECS=240 cargo test -p phx-channels-runtime --release --test soak -- --nocapture
 //! ```
 //!
 //! Each connection costs two file descriptors here (client and server end).
@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use abuse_helpers::{fds, mb, rss, settle, tasks, Got, Raw};
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::SocketOptions;
 use serde_json::Value;
 use support::serve;
 

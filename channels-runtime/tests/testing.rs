@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use channels_runtime::reply::Status;
-use channels_runtime::testing::TestSocket;
+use phx_channels_runtime::reply::Status;
+use phx_channels_runtime::testing::TestSocket;
 use serde_json::json;
 use support::TestSocket as Sock;
 

@@ -5,8 +5,8 @@ mod support;
 
 use std::time::Duration;
 
-use channels_runtime::channel::Terminate;
-use channels_runtime::SocketOptions;
+use phx_channels_runtime::channel::Terminate;
+use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve, server, Received};
 
@@ -339,6 +339,52 @@ async fn binary_frames_round_trip_on_v2() {
 }
 
 #[tokio::test]
+async fn a_relayed_binary_payload_reaches_v2_subscribers_unchanged_and_skips_v1_ones() {
+    let s = server().await;
+    let topic = "echo:relay";
+    let mut sender = s.v2().await;
+    let mut v2 = s.v2().await;
+    let mut v1 = s.connect("vsn=1.0.0").await;
+    sender.join("1", topic).await;
+    v2.join("2", topic).await;
+    v1.send(json!({"topic": topic, "event": "phx_join", "payload": {}, "ref": "1", "join_ref": "1"})).await;
+    assert_eq!(v1.json().await["payload"]["status"], "ok");
+
+    // not UTF-8, and bigger than one read buffer
+    let bytes: Vec<u8> = (0..70_000u32).map(|i| (i * 31 + 7) as u8).chain([0xff, 0xfe, 0x00]).collect();
+    let mut push = vec![0u8, 1, 1, topic.len() as u8, 5];
+    push.extend_from_slice(format!("19{topic}relay").as_bytes());
+    push.extend_from_slice(&bytes);
+    sender.send_binary(push).await;
+
+    // kind 2 broadcast: topic | event | the payload, byte for byte
+    let mut broadcast = vec![2u8, topic.len() as u8, 7];
+    broadcast.extend_from_slice(format!("{topic}relayed").as_bytes());
+    broadcast.extend_from_slice(&bytes);
+    match v2.recv().await {
+        // compared without printing 70 KB on failure
+        Received::Binary(got) => assert!(got == broadcast, "a different frame of {} bytes", got.len()),
+        other => panic!("expected the binary broadcast, got {other:?}"),
+    }
+    assert_eq!(sender.json().await, json!(["1", "9", topic, "phx_reply", {"status": "ok", "response": {}}]));
+
+    // A JSON broadcast after it: the V1 client's next frame is that one, so
+    // the binary one was skipped (and the sender got nothing of its own).
+    sender.send(json!(["1", "10", topic, "shout", {"after": "binary"}])).await;
+    let shout = json!({"topic": topic, "event": "shout", "payload": {"after": "binary"}, "ref": null});
+    assert_eq!(v1.json().await, shout);
+    assert_eq!(sender.json().await, json!([null, null, topic, "shout", {"after": "binary"}]));
+    assert_eq!(v2.json().await, json!([null, null, topic, "shout", {"after": "binary"}]));
+
+    // and the V1 connection is healthy
+    v1.send(json!({"topic": "phoenix", "event": "heartbeat", "payload": {}, "ref": "h"})).await;
+    assert_eq!(
+        v1.json().await,
+        json!({"topic": "phoenix", "event": "phx_reply", "payload": {"status": "ok", "response": {}}, "ref": "h"})
+    );
+}
+
+#[tokio::test]
 async fn malformed_frames_close_with_1007_and_others_are_unaffected() {
     let s = server().await;
     let mut bystander = s.v2().await;
@@ -504,7 +550,7 @@ async fn foreign_origins_are_refused_by_default() {
 
 #[tokio::test]
 async fn allowed_origins_are_configurable() {
-    let check_origin = channels_runtime::origin::CheckOrigin::allow(["https://app.example"]).unwrap();
+    let check_origin = phx_channels_runtime::origin::CheckOrigin::allow(["https://app.example"]).unwrap();
     let s = serve(SocketOptions { check_origin, ..SocketOptions::default() }).await;
     assert!(s.connect_from("https://app.example").await.is_ok());
     assert_eq!(s.connect_from("http://localhost:5173").await.err(), Some(403));

@@ -1,13 +1,13 @@
 //! The `discuss` app: its socket, channels and model, as a module the
 //! server (`main.rs`) mounts and the channel tests
-//! (`tests/discuss_channels.rs`) drive with `channels::testing`.
+//! (`tests/discuss_channels.rs`) drive with `phx_channels::testing`.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use channels::changeset::Messages;
-use channels::prelude::*;
+use phx_channels::changeset::Messages;
+use phx_channels::prelude::*;
 use serde::Deserialize;
 use validator::{Validate, ValidationError};
 

@@ -32,9 +32,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use channels::prelude::*;
-use channels::pubsub::Redis;
-use channels::{PresenceOptions, SocketOptions};
+use phx_channels::prelude::*;
+use phx_channels::pubsub::Redis;
+use phx_channels::{PresenceOptions, SocketOptions};
 use serde::Deserialize;
 
 use app::{Admin, App, UserSocket};
@@ -156,7 +156,7 @@ fn pubsub() -> anyhow::Result<PubSub> {
             tracing::info!(url, "sharing broadcasts and presence through Redis");
             PubSub::with_options(Redis::new(&url)?, presence)
         }
-        _ => PubSub::with_options(channels::pubsub::Local, presence),
+        _ => PubSub::with_options(phx_channels::pubsub::Local, presence),
     })
 }
 
@@ -190,12 +190,12 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,channels_runtime=info".into()),
+                .unwrap_or_else(|_| "info,phx_channels_runtime=info".into()),
         )
         .init();
     let args = args().map_err(anyhow::Error::msg)?;
     // Every connection is a file descriptor; the default soft limit is low.
-    let fd_limit = channels::server::raise_fd_limit()?;
+    let fd_limit = phx_channels::server::raise_fd_limit()?;
     tracing::debug!(fd_limit, "open-file limit");
 
     let options = SocketOptions { longpoll: true, ..SocketOptions::default() };

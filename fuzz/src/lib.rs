@@ -16,9 +16,9 @@ use std::collections::HashMap;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use channels_runtime::connect::Params;
-use channels_runtime::protocol::{Frame, Message, Outgoing, Payload, Serializer};
-use channels_runtime::router::{route, Topic, TopicPattern};
+use phx_channels_runtime::connect::Params;
+use phx_channels_runtime::protocol::{Frame, Message, Outgoing, Payload, Serializer};
+use phx_channels_runtime::router::{route, Topic, TopicPattern};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::Value;

@@ -1,4 +1,4 @@
-use channels::Encode;
+use phx_channels::Encode;
 
 #[derive(Encode)]
 #[encode(only = [id, id, contnet], except = [], colour = 1)]

@@ -1,5 +1,5 @@
 // Deriving both without `impl_serialize = false`: two `Serialize` impls.
-use channels::Encode;
+use phx_channels::Encode;
 
 #[derive(serde::Serialize, Encode)]
 #[encode(only = [content])]

@@ -1,4 +1,4 @@
-use channels::Encode;
+use phx_channels::Encode;
 
 #[derive(Encode)]
 struct Id(u64);

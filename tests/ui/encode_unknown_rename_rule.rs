@@ -1,4 +1,4 @@
-use channels::Encode;
+use phx_channels::Encode;
 
 #[derive(Encode)]
 #[encode(rename_all = "camelcase")]

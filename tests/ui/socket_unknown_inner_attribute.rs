@@ -1,7 +1,7 @@
-use channels::prelude::*;
+use phx_channels::prelude::*;
 
 socket! {
-    #![krate = channels]
+    #![krate = phx_channels]
     pub UserSocket {}
 }
 

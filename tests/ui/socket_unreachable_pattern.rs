@@ -1,4 +1,4 @@
-use channels::prelude::*;
+use phx_channels::prelude::*;
 
 socket! {
     pub S {

@@ -61,12 +61,15 @@ mod tests {
         ));
         assert!(!out.contains("compile_error"), "{out}");
         assert!(!out.contains("handle_in(\"add\")"), "{out}");
-        assert!(out.contains("impl<T:Send+'static>::channels::__private::ChannelforRoom<T>"), "{out}");
+        assert!(out.contains("impl<T:Send+'static>::phx_channels::__private::ChannelforRoom<T>"), "{out}");
         assert!(out.contains("typeSocket=UserSocket;"), "{out}");
-        assert!(out.contains("<Paramsas::channels::__private::FromPayload>::from_payload"), "{out}");
+        assert!(out.contains("<Paramsas::phx_channels::__private::FromPayload>::from_payload"), "{out}");
         assert!(out.contains("Self::join(__topic,__value)"), "{out}");
-        assert!(out.contains("\"add\"=>match<NewCommentas::channels::__private::FromPayload>"), "{out}");
+        assert!(out.contains("\"add\"=>match<NewCommentas::phx_channels::__private::FromPayload>"), "{out}");
         assert!(out.contains("Self::add(self,__value,__socket)"), "{out}");
-        assert!(out.contains("_=>::core::result::Result::Ok(::channels::__private::Reply::unknown_event())"), "{out}");
+        assert!(
+            out.contains("_=>::core::result::Result::Ok(::phx_channels::__private::Reply::unknown_event())"),
+            "{out}"
+        );
     }
 }

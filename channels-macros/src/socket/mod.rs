@@ -47,12 +47,12 @@ mod tests {
             }
         }));
         assert!(out.contains("#[doc=r\"Docs.\"]pub(crate)structUserSocket;"), "{out}");
-        assert!(out.contains("impl::channels::__private::RoutesforUserSocket"), "{out}");
+        assert!(out.contains("impl::phx_channels::__private::RoutesforUserSocket"), "{out}");
         assert!(
-            out.contains("::channels::__private::Route::<Self>::new::<crate::chans::Comments>(\"comments:*\")"),
+            out.contains("::phx_channels::__private::Route::<Self>::new::<crate::chans::Comments>(\"comments:*\")"),
             "{out}"
         );
-        assert!(out.contains("::channels::__private::Route::<Self>::new::<Lobby>(\"lobby\")"), "{out}");
+        assert!(out.contains("::phx_channels::__private::Route::<Self>::new::<Lobby>(\"lobby\")"), "{out}");
         assert!(!out.contains("compile_error"), "{out}");
     }
 

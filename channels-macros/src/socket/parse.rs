@@ -97,9 +97,10 @@ pub(crate) fn expr_to_path(expr: &syn::Expr) -> syn::Result<syn::Path> {
     match expr {
         syn::Expr::Path(p) if p.qself.is_none() && p.attrs.is_empty() => Ok(p.path.clone()),
         syn::Expr::Lit(syn::ExprLit { lit: syn::Lit::Str(s), .. }) => s.parse_with(syn::Path::parse_mod_style),
-        other => {
-            Err(syn::Error::new_spanned(other, "expected a path to the `channels` crate, e.g. `crate = my_channels`"))
-        }
+        other => Err(syn::Error::new_spanned(
+            other,
+            "expected a path to the `phx-channels` crate, e.g. `crate = my_channels`",
+        )),
     }
 }
 

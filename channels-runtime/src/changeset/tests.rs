@@ -585,7 +585,7 @@ fn wire_names_follow_serde_conventions() {
 #[test]
 fn the_derive_can_use_the_reexported_validator() {
     // What an app without its own `validator` dependency writes, with
-    // `channels_runtime::changeset::validator` for the path.
+    // `phx_channels_runtime::changeset::validator` for the path.
     #[derive(Debug, Deserialize, Validate)]
     #[validate(crate = "crate::changeset::validator")]
     struct Note {

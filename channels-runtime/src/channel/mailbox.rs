@@ -141,7 +141,7 @@ pub(crate) enum Mail {
 /// `handle_info` receives it.
 ///
 /// ```
-/// use channels_runtime::channel::Info;
+/// use phx_channels_runtime::channel::Info;
 ///
 /// struct Tick(u32);
 /// let info = Info::new(Tick(3));

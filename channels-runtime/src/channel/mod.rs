@@ -124,7 +124,7 @@ pub enum Terminate {
 /// error's message>"}`.
 ///
 /// ```
-/// use channels_runtime::channel::{Join, JoinError};
+/// use phx_channels_runtime::channel::{Join, JoinError};
 /// use serde_json::json;
 ///
 /// #[derive(Debug)]
@@ -265,7 +265,8 @@ impl<C, R: IntoPayload> IntoJoin<C> for Result<(R, C), JoinError> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a payload",
     label = "payload arguments must implement `serde::Deserialize`",
-    note = "add `#[derive(serde::Deserialize)]` to `{Self}`, or take `serde_json::Value` or `Payload`"
+    note = "add `#[derive(serde::Deserialize)]` to `{Self}`, or take `serde_json::Value` or `Payload`",
+    note = "a `Valid<T>` argument needs `#[derive(serde::Deserialize, validator::Validate)]` on `T`"
 )]
 pub trait FromPayload: Sized {
     /// Decodes the payload, or says what to answer instead.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Channel, JoinError, JoinFailure, Mail, Start, Terminate};
 use crate::crash::Crash;
-use crate::logging::clip;
+use crate::logging::{clip, clip_error};
 use crate::metrics::Metrics;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
 use crate::pubsub::{Delivery, Subscriber};
@@ -70,7 +70,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             match source {
                 Some(error) => {
                     let error = Crash::from(error).to_string();
-                    tracing::info!(topic = ?clip(&topic), refusal, error = ?clip(&error), "join refused");
+                    tracing::info!(topic = ?clip(&topic), refusal, error = ?clip_error(&error), "join refused");
                 }
                 None => tracing::info!(topic = ?clip(&topic), refusal, "join refused"),
             }
@@ -78,7 +78,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             return refuse_pending(&mut socket, mailbox).await;
         }
         Err(JoinError(JoinFailure::Crashed(error))) => {
-            tracing::error!(topic = ?clip(&topic), error = ?clip(&error.to_string()), "join crashed");
+            tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "join crashed");
             Metrics::incr(&conn.metrics.join_crashes);
             join_reply(Status::Error, &reply::reason("join crashed"));
             return refuse_pending(&mut socket, mailbox).await;
@@ -137,7 +137,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             Ok(reply) if reply.stop => break Terminate::Stopped,
             Ok(_) => {}
             Err(error) => {
-                tracing::error!(topic = ?clip(&topic), event = ?clip(&event), error = ?clip(&error.to_string()), "channel crashed");
+                tracing::error!(topic = ?clip(&topic), event = ?clip(&event), error = ?clip_error(&error.to_string()), "channel crashed");
                 Metrics::incr(&conn.metrics.channel_crashes);
                 break Terminate::Crashed(error);
             }
@@ -154,7 +154,7 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     })
     .await;
     if let Err(error) = terminated {
-        tracing::error!(topic = ?clip(&topic), error = ?clip(&error.to_string()), "terminate crashed");
+        tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "terminate crashed");
     }
     release(&mut socket);
     let control = |event: &str, payload: &Payload| {

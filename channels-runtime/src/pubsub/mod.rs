@@ -11,7 +11,7 @@
 //! broadcasts does not change.
 //!
 //! ```
-//! use channels_runtime::pubsub::PubSub;
+//! use phx_channels_runtime::pubsub::PubSub;
 //! use serde_json::json;
 //!
 //! let pubsub = PubSub::local();
@@ -263,6 +263,36 @@ impl PubSub {
     /// Sends a message to the other nodes only.
     pub(crate) fn publish_remote(&self, message: &BroadcastMessage) {
         self.inner.adapter.publish(message);
+    }
+
+    /// Subscribes `outbox` to `topic` as a connection's channel would, with
+    /// no intercepts: broadcasts are queued on it as `serializer` encodes
+    /// them. For benchmarks and tests that need many subscribers without
+    /// sockets; applications subscribe by joining channels.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use phx_channels_runtime::outbox::Outbox;
+    /// use phx_channels_runtime::protocol::Serializer;
+    /// use phx_channels_runtime::pubsub::PubSub;
+    ///
+    /// let pubsub = PubSub::local();
+    /// let outbox = Arc::new(Outbox::new(1 << 20));
+    /// pubsub.subscribe_outbox("doc:1", outbox.clone(), Serializer::V2);
+    /// pubsub.broadcast("doc:1", "update", vec![1u8, 2, 3]).unwrap();
+    /// assert_eq!(outbox.take().unwrap().len(), 1);
+    /// ```
+    #[doc(hidden)]
+    pub fn subscribe_outbox(&self, topic: &str, outbox: Arc<Outbox>, serializer: Serializer) {
+        let subscriber = Subscriber {
+            outbox,
+            serializer,
+            generation: 0,
+            delivery: Delivery::Fastlane,
+            intercepts: &[],
+            channel: None,
+        };
+        self.subscribe(&Arc::from(topic), subscriber, || {});
     }
 
     /// Subscribes a runtime service to `topic`.

@@ -11,7 +11,7 @@
 //! dropped; both connections come back on their own with backoff.
 //!
 //! ```no_run
-//! use channels_runtime::pubsub::{PubSub, Redis};
+//! use phx_channels_runtime::pubsub::{PubSub, Redis};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let pubsub = PubSub::with_adapter(Redis::new("redis://127.0.0.1:6379")?);

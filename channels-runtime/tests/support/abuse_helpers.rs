@@ -11,9 +11,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use channels_runtime::endpoint::Endpoint;
-use channels_runtime::MetricsSnapshot;
 use futures_util::{SinkExt, StreamExt};
+use phx_channels_runtime::endpoint::Endpoint;
+use phx_channels_runtime::MetricsSnapshot;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;

@@ -8,16 +8,16 @@ use std::time::Duration;
 
 use std::sync::Mutex;
 
-use channels_runtime::channel::{Channel, Info, JoinError, Route, Routes, Terminate};
-use channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
-use channels_runtime::crash::Crash;
-use channels_runtime::endpoint::Endpoint;
-use channels_runtime::protocol::Payload;
-use channels_runtime::reply::Reply;
-use channels_runtime::router::Topic;
-use channels_runtime::socket::Socket;
-use channels_runtime::SocketOptions;
 use futures_util::{SinkExt, StreamExt};
+use phx_channels_runtime::channel::{Channel, Info, JoinError, Route, Routes, Terminate};
+use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+use phx_channels_runtime::crash::Crash;
+use phx_channels_runtime::endpoint::Endpoint;
+use phx_channels_runtime::protocol::Payload;
+use phx_channels_runtime::reply::Reply;
+use phx_channels_runtime::router::Topic;
+use phx_channels_runtime::socket::Socket;
+use phx_channels_runtime::SocketOptions;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -132,6 +132,11 @@ impl Channel for Echo {
                 socket.broadcast("shout", &payload.decode::<Value>()?)?;
                 Ok(Reply::ok(json!({})))
             }
+            "relay" => {
+                // The payload as received, bytes unchanged.
+                socket.broadcast_from("relayed", payload)?;
+                Ok(Reply::ok(json!({})))
+            }
             "shout_from" => {
                 socket.broadcast_from("shout", json!({"from": "other"}))?;
                 Ok(Reply::ok(json!({})))
@@ -163,8 +168,8 @@ impl Channel for Echo {
             },
             "track" => {
                 let key = payload.decode::<String>()?;
-                channels_runtime::presence::Presence::track(socket, &key, json!({"k": key}))?;
-                Ok(Reply::ok(channels_runtime::presence::Presence::list(socket)))
+                phx_channels_runtime::presence::Presence::track(socket, &key, json!({"k": key}))?;
+                Ok(Reply::ok(phx_channels_runtime::presence::Presence::list(socket)))
             }
             "tick" => {
                 socket.send_after(Duration::from_millis(50), Tick(1));

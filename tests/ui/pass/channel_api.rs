@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use channels::prelude::*;
+use phx_channels::prelude::*;
 
-channels::socket! {
+phx_channels::socket! {
     pub UserSocket {
         channel "room:*" => Room;
     }

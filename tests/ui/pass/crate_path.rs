@@ -2,10 +2,10 @@
 #![deny(warnings)]
 
 mod reexport {
-    pub use channels as chans;
+    pub use phx_channels as chans;
 }
 
-use channels::prelude::*;
+use phx_channels::prelude::*;
 
 socket! {
     #![crate = crate::reexport::chans]

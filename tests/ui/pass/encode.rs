@@ -5,7 +5,7 @@
 
 use std::marker::PhantomData;
 
-use channels::{Encode, Encoded};
+use phx_channels::{Encode, Encoded};
 use serde_json::json;
 
 #[derive(Encode)]
@@ -34,7 +34,7 @@ pub(crate) struct Generic<'a, T, U, M> {
 struct Opaque;
 
 #[derive(Encode)]
-#[encode(crate = channels)]
+#[encode(crate = phx_channels)]
 struct Renamed {
     id: u64,
 }
@@ -63,7 +63,7 @@ struct Options {
 /// Its own `Serialize` for REST; `Encode` for channels, without an impl
 /// that would conflict with serde's.
 #[derive(serde::Serialize, Encode)]
-#[encode(only = [content], impl_serialize = false, crate = channels)]
+#[encode(only = [content], impl_serialize = false, crate = phx_channels)]
 struct Both {
     content: String,
     author_email: String,

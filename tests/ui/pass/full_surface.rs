@@ -1,11 +1,11 @@
 //! Every form the macros accept, in one program.
 #![deny(warnings)]
 
-use channels::prelude::*;
+use phx_channels::prelude::*;
 use serde::Deserialize;
 
 mod chans {
-    use channels::prelude::*;
+    use phx_channels::prelude::*;
     use serde::Deserialize;
 
     use super::UserSocket;
