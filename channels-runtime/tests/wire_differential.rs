@@ -12,7 +12,7 @@
 #[allow(dead_code, unreachable_pub)]
 mod ws_frames;
 
-use channels_runtime::__fuzz::{decode, write, Failure, Outcome, Send};
+use phx_channels_runtime::__fuzz::{decode, write, Failure, Outcome, Send};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use tungstenite::protocol::frame::coding::CloseCode;

@@ -37,7 +37,7 @@
 
 use std::io::{self, Read, Write};
 
-use channels_runtime::__fuzz::{decode, Decoded, Failure, Outcome};
+use phx_channels_runtime::__fuzz::{decode, Decoded, Failure, Outcome};
 use tungstenite::error::{Error, ProtocolError};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
