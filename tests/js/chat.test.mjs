@@ -3,16 +3,10 @@
 // asynchronous replies, handle_info timers, Presence updates, kicking a user.
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
-import { freePort, settle, withTimeout } from "./lib/helpers.mjs";
+import { settle, startExample, withTimeout } from "./lib/helpers.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.CHAT_BIN || path.join(ROOT, "target/release/examples/chat");
 const T = { timeout: 10_000 };
 
 let server;
@@ -20,24 +14,9 @@ let base; // http://127.0.0.1:PORT
 const sockets = new Set();
 
 before(async () => {
-  if (!existsSync(BIN)) {
-    throw new Error(`${BIN} is missing: build it with \`cargo build --release --example chat\``);
-  }
-  const port = await freePort();
-  server = spawn(BIN, ["--port", String(port)], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, NO_COLOR: "1" } });
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      let out = "";
-      server.stdout.on("data", (d) => {
-        out += d;
-        if (out.includes(`listening on http://127.0.0.1:${port}`)) resolve();
-      });
-      server.on("exit", (code) => reject(new Error(`chat exited with ${code}`)));
-    }),
-    10_000,
-    "the chat example to listen",
-  );
-  base = `http://127.0.0.1:${port}`;
+  const started = await startExample("chat", "CHAT_BIN");
+  server = started.proc;
+  base = `http://127.0.0.1:${started.port}`;
 });
 
 after(() => server && server.kill());
@@ -144,6 +123,10 @@ test("intercepted messages are rewritten per subscriber and muted senders filter
     ["hi", "bob here"],
     "bob muted ada, so only his own message reached him",
   );
+  // The app's state counted the three messages said in this room, and its
+  // own HTTP route reads that same state.
+  const rooms = await (await fetch(`${base}/api/rooms`)).json();
+  assert.equal(rooms[topic.slice("chat:".length)], 3, JSON.stringify(rooms));
 });
 
 test("an asynchronous reply arrives after later pushes are answered", T, async () => {

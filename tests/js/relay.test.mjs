@@ -5,16 +5,10 @@
 // another doc.
 import { test, before, after, afterEach } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import path from "node:path";
 import { Socket } from "phoenix";
 import WebSocket from "ws";
-import { freePort, settle, withTimeout, waitUntil, sleep, uid } from "./lib/helpers.mjs";
+import { settle, sleep, startExample, uid, waitUntil, withTimeout } from "./lib/helpers.mjs";
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-const BIN = process.env.RELAY_BIN || path.join(ROOT, "target/release/examples/relay");
 const T = { timeout: 15_000 };
 
 let server;
@@ -22,24 +16,9 @@ let base; // ws://127.0.0.1:PORT/socket
 const sockets = new Set();
 
 before(async () => {
-  if (!existsSync(BIN)) {
-    throw new Error(`${BIN} is missing: build it with \`cargo build --release --example relay\``);
-  }
-  const port = await freePort();
-  server = spawn(BIN, ["--port", String(port)], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, NO_COLOR: "1" } });
-  await withTimeout(
-    new Promise((resolve, reject) => {
-      let out = "";
-      server.stdout.on("data", (d) => {
-        out += d;
-        if (out.includes(`listening on http://127.0.0.1:${port}`)) resolve();
-      });
-      server.on("exit", (code) => reject(new Error(`relay exited with ${code}`)));
-    }),
-    10_000,
-    "the relay example to listen",
-  );
-  base = `ws://127.0.0.1:${port}/socket`;
+  const started = await startExample("relay", "RELAY_BIN");
+  server = started.proc;
+  base = `ws://127.0.0.1:${started.port}/socket`;
 });
 
 after(() => server && server.kill());

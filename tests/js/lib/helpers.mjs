@@ -423,3 +423,38 @@ export async function cleanupAll() {
   liveRaw.clear();
   await cleanupSockets();
 }
+
+// ------------------------------------------------------------------ examples
+
+/**
+ * Starts a built example (`target/release/examples/NAME`, or the path in the
+ * env variable `envVar`) on a free port and waits for its
+ * `listening on http://127.0.0.1:PORT` line. Fails loudly when the binary is
+ * missing. Resolves `{ proc, port }`; kill `proc` when done.
+ */
+export async function startExample(name, envVar) {
+  const { spawn } = await import("node:child_process");
+  const { existsSync } = await import("node:fs");
+  const { fileURLToPath } = await import("node:url");
+  const path = (await import("node:path")).default;
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+  const bin = process.env[envVar] || path.join(root, `target/release/examples/${name}`);
+  if (!existsSync(bin)) {
+    throw new Error(`${bin} is missing: build it with \`cargo build --release --example ${name}\``);
+  }
+  const port = await freePort();
+  const proc = spawn(bin, ["--port", String(port)], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, NO_COLOR: "1" } });
+  await withTimeout(
+    new Promise((resolve, reject) => {
+      let out = "";
+      proc.stdout.on("data", (d) => {
+        out += d;
+        if (out.includes(`listening on http://127.0.0.1:${port}`)) resolve();
+      });
+      proc.on("exit", (code) => reject(new Error(`${name} exited with ${code}`)));
+    }),
+    10_000,
+    `the ${name} example to listen`,
+  );
+  return { proc, port };
+}
