@@ -48,7 +48,7 @@ pub(crate) struct Dispatcher<S: Connect + Routes> {
 /// Joins allowed per second on one connection (a fixed one-second window).
 struct JoinRate {
     limit: u32,
-    window: std::time::Instant,
+    window: tokio::time::Instant,
     count: u32,
 }
 
@@ -58,7 +58,7 @@ impl JoinRate {
             return true;
         }
         if self.window.elapsed() >= std::time::Duration::from_secs(1) {
-            self.window = std::time::Instant::now();
+            self.window = tokio::time::Instant::now();
             self.count = 0;
         }
         self.count += 1;
@@ -91,7 +91,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             pubsub.subscribe(id, subscriber, || {});
         }
         let conn = Arc::new(Connection { outbox, serializer, pubsub, id, metrics });
-        let join_rate = JoinRate { limit: options.max_joins_per_second, window: std::time::Instant::now(), count: 0 };
+        let join_rate = JoinRate { limit: options.max_joins_per_second, window: tokio::time::Instant::now(), count: 0 };
         Dispatcher {
             conn,
             assigns,

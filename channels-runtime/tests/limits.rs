@@ -31,7 +31,8 @@ async fn the_connection_cap_answers_503() {
     let _c = s.v2().await;
 }
 
-#[tokio::test]
+// The window is the runtime's own clock: the paused clock steps over it.
+#[tokio::test(start_paused = true)]
 async fn joins_per_second_are_limited() {
     let s = serve(SocketOptions { max_joins_per_second: 5, ..SocketOptions::default() }).await;
     let mut c = s.v2().await;
