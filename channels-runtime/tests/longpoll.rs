@@ -140,7 +140,8 @@ async fn the_session_token_may_come_in_a_header() {
     assert_eq!(body, r#"{"status":200}"#);
 }
 
-#[tokio::test]
+// Session expiry runs on the runtime's clock: the paused clock steps over it.
+#[tokio::test(start_paused = true)]
 async fn sessions_without_polls_expire_and_their_channels_end() {
     let s = longpoll_server(200).await;
     let token = open(&s, "vsn=2.0.0").await;

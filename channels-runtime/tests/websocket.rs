@@ -125,7 +125,9 @@ async fn a_join_that_panics_is_answered_join_crashed() {
     assert_eq!(c.join("2", "echo:fine").await[4]["status"], "ok");
 }
 
-#[tokio::test]
+// The paused clock moves on only once every task is idle: whatever the
+// refused join leaves to clean up has run by then.
+#[tokio::test(start_paused = true)]
 async fn a_refused_join_keeps_its_join_ref_and_leaves_nothing_behind() {
     let s = server().await;
     let mut c = s.v2().await;
@@ -234,13 +236,16 @@ async fn stop_replies_then_closes_the_channel() {
 async fn heartbeats_are_answered_while_a_join_is_slow() {
     let s = server().await;
     let mut c = s.v2().await;
-    c.send(json!(["1", "1", "echo:slow", "phx_join", {}])).await;
+    // The join is held until the test opens its gate.
+    c.send(json!(["1", "1", "echo:gated-heartbeat", "phx_join", {}])).await;
     c.send(json!([null, "2", "phoenix", "heartbeat", {}])).await;
     assert_eq!(c.json().await[1], "2", "the heartbeat ack comes first");
+    support::open_gate("echo:gated-heartbeat");
     assert_eq!(c.json().await[1], "1");
 }
 
-#[tokio::test]
+// The slow join sleeps on the paused clock.
+#[tokio::test(start_paused = true)]
 async fn messages_sent_during_a_join_are_handled_after_it_in_order() {
     let s = server().await;
     let mut c = s.v2().await;
@@ -261,9 +266,11 @@ async fn a_slow_handler_does_not_block_other_channels() {
     let mut c = s.v2().await;
     c.join("1", "echo:busy").await;
     c.join("2", "echo:free").await;
-    c.send(json!(["1", "3", "echo:busy", "sleep", {}])).await;
+    // The handler is held until the test opens its gate.
+    c.send(json!(["1", "3", "echo:busy", "gated", {}])).await;
     c.send(json!(["2", "4", "echo:free", "ping", {}])).await;
     assert_eq!(c.json().await[1], "4");
+    support::open_gate("echo:busy");
     assert_eq!(c.json().await[1], "3");
 }
 
@@ -409,7 +416,8 @@ async fn oversized_frames_close_with_1009() {
     assert_eq!(c.close_code().await, Some(1009));
 }
 
-#[tokio::test]
+// The idle timeout runs on the runtime's clock: the paused clock steps over it.
+#[tokio::test(start_paused = true)]
 async fn idle_connections_are_closed_with_a_code_that_lets_clients_reconnect() {
     let s = serve(SocketOptions { idle_timeout: Duration::from_millis(300), ..SocketOptions::default() }).await;
     let mut chatty = s.v2().await;
@@ -499,7 +507,8 @@ async fn asynchronous_replies_through_a_socket_ref() {
     assert_eq!(frames[1], json!(["1", "4", "echo:async", "phx_reply", {"status": "ok", "response": {}}]).to_string());
 }
 
-#[tokio::test]
+// `send_after` runs on the paused clock.
+#[tokio::test(start_paused = true)]
 async fn handle_info_gets_messages_from_timers_and_other_tasks() {
     let s = server().await;
     let mut c = s.v2().await;
@@ -529,7 +538,10 @@ async fn terminate_is_told_why_the_channel_ended() {
     }
     c.join("6", "echo:t-close").await;
     drop(c);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    support::eventually("the connection's channels terminate", || {
+        !support::terminated("echo:t-close").is_empty() && support::terminated("echo:t-dup").len() == 2
+    })
+    .await;
     assert_eq!(support::terminated("echo:t-leave"), [Terminate::Left]);
     assert_eq!(support::terminated("echo:t-stop"), [Terminate::Stopped]);
     assert_eq!(support::terminated("echo:t-crash"), [Terminate::Crashed("unexpected &str".into())]);
@@ -571,6 +583,5 @@ async fn metrics_count_what_happened() {
     assert_eq!(m.messages_in, 3);
     assert_eq!(m.frames_out, 3);
     drop(c);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(s.endpoint.metrics().connections_open, 0);
+    support::eventually("the connection closes", || s.endpoint.metrics().connections_open == 0).await;
 }

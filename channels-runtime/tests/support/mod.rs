@@ -57,6 +57,25 @@ pub fn terminated(topic: &str) -> Vec<Terminate> {
 /// A message for `handle_info`.
 pub struct Tick(pub u32);
 
+/// Gates that hold a join or a handler until the test opens them, one per
+/// topic: the test decides when the slow work ends, no clock to race.
+static GATES: Mutex<Vec<(String, std::sync::Arc<tokio::sync::Notify>)>> = Mutex::new(Vec::new());
+
+fn gate(topic: &str) -> std::sync::Arc<tokio::sync::Notify> {
+    let mut gates = GATES.lock().unwrap();
+    if let Some((_, gate)) = gates.iter().find(|(t, _)| t == topic) {
+        return gate.clone();
+    }
+    let gate = std::sync::Arc::new(tokio::sync::Notify::new());
+    gates.push((topic.to_owned(), gate.clone()));
+    gate
+}
+
+/// Lets the join of `echo:gated*`, or the `gated` handler, on `topic` finish.
+pub fn open_gate(topic: &str) {
+    gate(topic).notify_one();
+}
+
 /// Lets the pending `later` reply go.
 static RELEASE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
@@ -107,6 +126,10 @@ impl Channel for Echo {
             "refuse" => Err(JoinError::reason("refused")),
             "panic" => panic!("join panics on purpose"),
             "fail" => Err(JoinError::crash("join failed on purpose")),
+            rest if rest.starts_with("gated") => {
+                gate(socket.topic()).notified().await;
+                Ok((Payload::empty(), Echo))
+            }
             "slow" => {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 Ok((Payload::empty(), Echo))
@@ -184,12 +207,22 @@ impl Channel for Echo {
                 socket.channel_ref().send("not a tick")?;
                 Ok(Reply::ok(json!({})))
             }
-            "sleep" => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                Ok(Reply::ok(json!({"slept": true})))
+            "gated" => {
+                gate(socket.topic()).notified().await;
+                Ok(Reply::ok(json!({"gated": true})))
             }
             _ => Ok(Reply::unknown_event()),
         }
+    }
+}
+
+/// Waits until `done` holds, failing the test after 3 s: for what the server
+/// does after a peer goes away, which no frame announces.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !done() {
+        assert!(tokio::time::Instant::now() < deadline, "not within 3 s: {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 
