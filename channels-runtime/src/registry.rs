@@ -6,6 +6,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 use crate::outbox::{CloseReason, ConnId, Outbox};
 
@@ -15,6 +16,9 @@ pub(crate) struct Registry {
     open: Mutex<HashMap<ConnId, Weak<Outbox>>>,
     /// 0 means no cap.
     max: std::sync::atomic::AtomicUsize,
+    /// One token per registration: `drain` waits for them all to be given
+    /// back, without polling the map.
+    tracker: TaskTracker,
 }
 
 /// A connection's place in the registry, given up when dropped.
@@ -22,6 +26,7 @@ pub(crate) struct Registry {
 pub(crate) struct Registration {
     registry: Weak<Registry>,
     id: ConnId,
+    _open: TaskTrackerToken,
 }
 
 impl Drop for Registration {
@@ -45,7 +50,7 @@ impl Registry {
 
     pub(crate) fn register(self: &Arc<Self>, outbox: &Arc<Outbox>) -> Registration {
         self.open.lock().insert(outbox.id(), Arc::downgrade(outbox));
-        Registration { registry: Arc::downgrade(self), id: outbox.id() }
+        Registration { registry: Arc::downgrade(self), id: outbox.id(), _open: self.tracker.token() }
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -67,10 +72,12 @@ impl Registry {
                 outbox.close(CloseReason::Shutdown);
             }
         }
-        // Let the connections write their close frames.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        while self.len() > 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        // Let the connections write their close frames and give up their
+        // places; `wait` ends once the tracker is closed and every token
+        // is back.
+        self.tracker.close();
+        if tokio::time::timeout(Duration::from_secs(2), self.tracker.wait()).await.is_err() {
+            tracing::info!(open = self.len(), "connections still open after 2 s of draining; leaving them");
         }
     }
 }

@@ -26,6 +26,8 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::registry::Registry;
@@ -79,8 +81,13 @@ pub(crate) async fn serve(
     // and its header timeout runs from the connection's first moment.
     let mut builder = http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(options.handshake_timeout);
-    // Tells connections still serving HTTP requests to finish up.
-    let (closing, closed) = tokio::sync::watch::channel(false);
+    // Tells connections still serving HTTP requests to finish up, and
+    // waits for them. (Not hyper-util's `GracefulShutdown`: it only watches
+    // its auto connection, whose HTTP/2 preface sniffing reads the first
+    // bytes before hyper's header timer starts, so a silent client would
+    // never be cut off.)
+    let closing = CancellationToken::new();
+    let connections = TaskTracker::new();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -105,12 +112,12 @@ pub(crate) async fn serve(
             async move { router.call(request.map(|body| axum::body::Body::new(Deadline::new(body, deadline)))).await }
         });
         let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
-        let mut closed = closed.clone();
-        tokio::spawn(async move {
+        let closing = closing.clone();
+        connections.spawn(async move {
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
-                _ = closed.changed() => {
+                () = closing.cancelled() => {
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
@@ -121,15 +128,15 @@ pub(crate) async fn serve(
         });
     }
     drop(listener);
-    drop(closed);
     tracing::info!(open = registry.len(), "shutting down: draining sockets");
     registry.drain(options.drain_batch, options.drain_period).await;
     // In-flight HTTP requests (long polls included) finish; idle
     // keep-alive connections close. Upgraded sockets were drained above.
-    let _ = closing.send(true);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while closing.receiver_count() > 1 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    // (An upgraded connection's task has ended: hyper handed its socket on.)
+    closing.cancel();
+    connections.close();
+    if tokio::time::timeout(Duration::from_secs(2), connections.wait()).await.is_err() {
+        tracing::info!(open = connections.len(), "http connections still open after 2 s of shutdown; leaving them");
     }
     Ok(())
 }
