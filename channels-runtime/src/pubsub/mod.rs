@@ -180,7 +180,11 @@ pub struct PubSub {
 /// error with `?` does not crash its channel: the client's message is
 /// answered `error` with `{"reason": "broadcast too large", "max": N}` or
 /// `{"reason": "too many broadcasts", "max_per_second": N}`, and a `join`
-/// is refused with that response.
+/// is refused with that response. From `handle_info` or `handle_out`
+/// (no client message to answer), the broadcast is dropped with a warning
+/// and the channel keeps running. The limit is found anywhere in the
+/// returned error's source chain, so an application error wrapping a
+/// `BroadcastError` is answered the same way.
 ///
 /// ```
 /// use phx_channels_runtime::pubsub::BroadcastError;
