@@ -38,6 +38,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use phx_channels::prelude::*;
+use phx_channels::SocketOptions;
 
 socket! {
     /// Anyone may connect; documents are named by their topic.
@@ -170,7 +171,10 @@ async fn main() -> anyhow::Result<()> {
             _ => anyhow::bail!("usage: relay [--port N]"),
         }
     }
-    let endpoint = Endpoint::with_state(Relay::default()).socket("/socket", RelaySocket);
+    // Document updates are larger than chat messages: let a channel relay
+    // up to 1 MiB per broadcast (the default is 64 KiB).
+    let options = SocketOptions { max_broadcast_bytes: 1 << 20, ..SocketOptions::default() };
+    let endpoint = Endpoint::with_state(Relay::default()).socket_with("/socket", RelaySocket, options);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("listening on http://{}", listener.local_addr()?);
     endpoint.serve_on(listener).await?;

@@ -178,3 +178,16 @@ fn the_admin_route_needs_the_configured_token() {
     assert_eq!(open.admin(None), Admin::Refused);
     assert_eq!(App::new(PubSub::local(), None).admin(Some("Bearer anything")), Admin::Closed);
 }
+
+#[tokio::test]
+async fn comments_and_names_have_a_length_limit() {
+    let mut socket = on(&app()).connect(&[]).await.unwrap();
+    let (_, channel) = socket.join("comments:9", json!({})).await.unwrap();
+    let long = channel.push("comment:add", json!({"content": "x".repeat(10_001)}));
+    channel
+        .assert_reply(&long, Status::Error, json!({"errors": {"content": ["should be at most 10000 character(s)"]}}))
+        .await;
+    channel.refute_broadcast("comments:9:new", Duration::from_millis(100)).await;
+    let name = "n".repeat(app::MAX_NAME_BYTES + 1);
+    assert_eq!(socket.join("room:t3", json!({"name": name})).await.unwrap_err(), json!({"reason": "name too long"}));
+}

@@ -90,7 +90,8 @@ impl<S: Connect + Routes> Dispatcher<S> {
             };
             pubsub.subscribe(id, subscriber, || {});
         }
-        let conn = Arc::new(Connection { outbox, serializer, pubsub, id, metrics });
+        let limits = crate::fanout::FanoutLimits::new(options);
+        let conn = Arc::new(Connection { outbox, serializer, pubsub, id, metrics, limits });
         let join_rate = JoinRate { limit: options.max_joins_per_second, window: tokio::time::Instant::now(), count: 0 };
         Dispatcher {
             conn,

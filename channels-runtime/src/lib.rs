@@ -14,6 +14,7 @@ pub mod crash;
 mod dispatch;
 pub mod encode;
 pub mod endpoint;
+mod fanout;
 mod logging;
 mod metrics;
 mod options;

@@ -59,6 +59,9 @@ metrics! {
     malformed_frames,
     /// Connections closed for falling too far behind.
     slow_consumers,
+    /// Broadcasts and presence tracks a channel was refused for going over
+    /// a fan-out limit (size or rate).
+    fanout_refused,
 }
 
 impl Metrics {

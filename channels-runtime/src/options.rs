@@ -57,6 +57,44 @@ pub struct SocketOptions {
     /// whose body phoenix.js reads as a lost server: it retries with its
     /// back-off.
     pub max_longpoll_sessions: usize,
+    /// The largest payload, in encoded bytes (JSON text or binary), that a
+    /// channel may broadcast from a [`Socket`](crate::socket::Socket)
+    /// (`broadcast`, `broadcast_from`, `local_broadcast`); 0: unlimited.
+    /// One client's payload goes to every subscriber, so this bounds what
+    /// one message can make the server fan out: without it a sender of
+    /// large messages fills its readers' outbound queues until they are
+    /// closed as slow consumers.
+    ///
+    /// A larger broadcast fails with
+    /// [`BroadcastError::TooLarge`](crate::pubsub::BroadcastError::TooLarge).
+    /// When a `handle_in` returns it (with `?`), the channel does not
+    /// crash: the message is answered `error` with
+    /// `{"reason": "broadcast too large", "max": max_broadcast_bytes}`;
+    /// inside `join`, the join is refused with that response.
+    /// Broadcasts made by the application itself
+    /// ([`Endpoint::broadcast`](crate::endpoint::Endpoint::broadcast),
+    /// [`PubSub::broadcast`](crate::pubsub::PubSub::broadcast)) are not
+    /// limited. Default: 64 KiB.
+    pub max_broadcast_bytes: usize,
+    /// The largest presence meta a channel may track or update, in encoded
+    /// JSON bytes, its key included; 0: unlimited. Every member of the
+    /// topic receives each meta in a `presence_diff`, and every later
+    /// joiner in its `presence_state`.
+    ///
+    /// A larger one fails with
+    /// [`PresenceError::MetaTooLarge`](crate::presence::PresenceError::MetaTooLarge);
+    /// propagated from `handle_in`, the message is answered `error` with
+    /// `{"reason": "presence meta too large", "max": max_presence_meta_bytes}`
+    /// and the channel keeps running. Default: 4 KiB.
+    pub max_presence_meta_bytes: usize,
+    /// Broadcasts the channels of one connection may make per second,
+    /// together (a fixed one-second window); 0: unlimited. Over it,
+    /// broadcasts fail with
+    /// [`BroadcastError::RateLimited`](crate::pubsub::BroadcastError::RateLimited);
+    /// propagated from `handle_in`, the message is answered `error` with
+    /// `{"reason": "too many broadcasts", "max_per_second": max_broadcasts_per_second}`.
+    /// Default: 100.
+    pub max_broadcasts_per_second: u32,
 }
 
 impl Default for SocketOptions {
@@ -71,6 +109,9 @@ impl Default for SocketOptions {
             longpoll: false,
             longpoll_window: Duration::from_secs(10),
             max_longpoll_sessions: 10_000,
+            max_broadcast_bytes: 64 * 1024,
+            max_presence_meta_bytes: 4 * 1024,
+            max_broadcasts_per_second: 100,
         }
     }
 }

@@ -21,6 +21,8 @@ pub(crate) struct Connection {
     pub(crate) pubsub: PubSub,
     pub(crate) id: Option<Arc<str>>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// What its channels may make the server fan out.
+    pub(crate) limits: crate::fanout::FanoutLimits,
 }
 
 impl Connection {
@@ -164,20 +166,34 @@ impl<S: Connect> Socket<S> {
     /// Broadcasts `event` to every subscriber of this channel's topic, this
     /// client included, on every node. The payload (JSON or binary) is
     /// encoded once per serializer, however many subscribers get it.
+    ///
+    /// Bounded by the socket's fan-out limits: a payload over
+    /// `max_broadcast_bytes` or a broadcast over `max_broadcasts_per_second`
+    /// is not sent (see [`BroadcastError`]).
     pub fn broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        let payload = self.admit(payload)?;
         self.conn.pubsub.broadcast(&self.topic, event, payload)
+    }
+
+    /// The payload, if the connection's fan-out limits let it be broadcast.
+    fn admit(&self, payload: impl IntoPayload) -> Result<Payload, BroadcastError> {
+        let payload = payload.into_payload()?;
+        self.conn.limits.admit_broadcast(&payload)?;
+        Ok(payload)
     }
 
     /// Broadcasts to every subscriber of this channel's topic except this
     /// client, on every node. With the [`Payload`] a handler received, the
-    /// bytes go out unchanged (a relay).
+    /// bytes go out unchanged (a relay). Bounded like [`Socket::broadcast`].
     pub fn broadcast_from(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        let payload = self.admit(payload)?;
         self.conn.pubsub.broadcast_from(self.conn.outbox.id(), &self.topic, event, payload)
     }
 
     /// Broadcasts to the subscribers of this channel's topic on this node
-    /// only.
+    /// only. Bounded like [`Socket::broadcast`].
     pub fn local_broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
+        let payload = self.admit(payload)?;
         self.conn.pubsub.local_broadcast(&self.topic, event, payload)
     }
 
@@ -216,6 +232,12 @@ impl<S: Connect> Socket<S> {
             join_ref: self.join_ref.clone(),
             msg_ref: msg_ref.clone(),
         })
+    }
+
+    /// Whether a presence meta of `size` encoded bytes (key included) is
+    /// within the connection's limit.
+    pub(crate) fn admit_presence_meta(&self, size: usize) -> Result<(), crate::presence::PresenceError> {
+        self.conn.limits.admit_presence_meta(size)
     }
 
     pub(crate) fn connection(&self) -> &Arc<Connection> {

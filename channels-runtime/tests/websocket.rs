@@ -347,7 +347,8 @@ async fn binary_frames_round_trip_on_v2() {
 
 #[tokio::test]
 async fn a_relayed_binary_payload_reaches_v2_subscribers_unchanged_and_skips_v1_ones() {
-    let s = server().await;
+    // The payload is larger than the default broadcast limit (64 KiB).
+    let s = serve(SocketOptions { max_broadcast_bytes: 1 << 20, ..SocketOptions::default() }).await;
     let topic = "echo:relay";
     let mut sender = s.v2().await;
     let mut v2 = s.v2().await;

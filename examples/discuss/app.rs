@@ -154,7 +154,9 @@ pub struct CommentsChannel {
 /// and the handler does not run.
 #[derive(Deserialize, Validate)]
 pub struct NewComment {
-    #[validate(custom(function = "not_blank"))]
+    /// At most 10 000 characters: what is kept and broadcast stays well
+    /// under `SocketOptions::max_broadcast_bytes`.
+    #[validate(custom(function = "not_blank"), length(max = 10_000))]
     content: String,
 }
 
@@ -214,6 +216,9 @@ impl CommentsChannel {
     }
 }
 
+/// The longest member name a room accepts, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+
 /// `room:NAME`: who is here, and shouting.
 pub struct RoomChannel {
     name: String,
@@ -240,6 +245,11 @@ impl RoomChannel {
         let Some(name) = params.get("name").and_then(Value::as_str).map(str::to_owned) else {
             return Err(JoinError::reason("name required"));
         };
+        // The name is the presence key every member receives: keep it far
+        // under `SocketOptions::max_presence_meta_bytes`.
+        if name.len() > MAX_NAME_BYTES {
+            return Err(JoinError::reason("name too long"));
+        }
         // The channel is running as long as this is; the send cannot fail.
         let _ = socket.channel_ref().send(AfterJoin);
         Ok((json!({}), RoomChannel { name }))

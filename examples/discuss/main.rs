@@ -13,6 +13,10 @@
 //! in-process PubSub serves one node. `PRESENCE_DOWN_PERIOD_MS` sets how long
 //! a silent node's presences survive (default 30 s, as in Phoenix).
 //!
+//! `POST /api/disconnect?id=SOCKET_ID` (every connection with that socket id
+//! is closed) needs `Authorization: Bearer $DISCUSS_ADMIN_TOKEN`; without
+//! `DISCUSS_ADMIN_TOKEN` in the environment the route is closed (403).
+//!
 //! `GET /` is a demo page (`examples/web`) that uses the socket through the
 //! official phoenix.js client from npm, which the example serves itself so the
 //! page needs no outside network. When `examples/web/node_modules` is missing

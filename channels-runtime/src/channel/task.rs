@@ -11,7 +11,7 @@ use crate::metrics::Metrics;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
 use crate::pubsub::{Delivery, Subscriber};
 use crate::reply::{self, Reply, Status};
-use crate::socket::Socket;
+use crate::socket::{Connection, Socket};
 
 pub(crate) fn spawn<C: Channel>(start: Start<C::Socket>) {
     tokio::spawn(run::<C>(start));
@@ -47,7 +47,8 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     };
 
     let started = std::time::Instant::now();
-    let mut channel = match guarded(C::join(topic.clone(), payload, &mut socket)).await {
+    let joined = guarded(C::join(topic.clone(), payload, &mut socket)).await;
+    let mut channel = match joined.map_err(|error| refuse_over_limit(error, &conn, &topic)) {
         Ok((response, channel)) => {
             let subscriber = Subscriber {
                 outbox: conn.outbox.clone(),
@@ -91,8 +92,13 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             Mail::In { msg_ref, event, payload } => {
                 let started = std::time::Instant::now();
                 socket.set_current_ref(msg_ref);
-                let outcome = guarded(channel.handle_in(&event, payload, &mut socket)).await;
+                let mut outcome = guarded(channel.handle_in(&event, payload, &mut socket)).await;
                 let msg_ref = socket.take_current_ref();
+                if let Some(response) =
+                    outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event))
+                {
+                    outcome = Ok(Reply::error(response));
+                }
                 if let Ok(reply) = &outcome {
                     tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.elapsed(), "handle_in");
                     if let Some((status, response)) = &reply.status {
@@ -110,12 +116,18 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
             Mail::Info(info) => {
                 // The message's type names it in the log, should it crash.
                 let event = info.type_name();
-                let outcome = guarded(channel.handle_info(info, &mut socket)).await;
+                let mut outcome = guarded(channel.handle_info(info, &mut socket)).await;
+                if outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, event)).is_some() {
+                    outcome = Ok(Reply::none());
+                }
                 warn_if_replied(&outcome, "handle_info");
                 (Cow::Borrowed(event), outcome)
             }
             Mail::Out { event, payload } => {
-                let outcome = guarded(channel.handle_out(&event, payload, &mut socket)).await;
+                let mut outcome = guarded(channel.handle_out(&event, payload, &mut socket)).await;
+                if outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)).is_some() {
+                    outcome = Ok(Reply::none());
+                }
                 warn_if_replied(&outcome, "handle_out");
                 (Cow::Owned(event), outcome)
             }
@@ -168,6 +180,44 @@ async fn run<C: Channel>(start: Start<C::Socket>) {
     }
     Metrics::decr(&conn.metrics.channels_open);
     tracing::info!(topic = ?clip(&topic), ?reason, "channel ended");
+}
+
+/// The error response for a handler that failed on a fan-out limit
+/// ([`crate::fanout`]): such a failure is the client's doing, not a bug,
+/// so the channel keeps running and the client's message is answered with
+/// the limit instead. `None` for any other failure, which crashes.
+fn over_limit(crash: &Crash, conn: &Connection, topic: &str, event: &str) -> Option<Payload> {
+    let response = crate::fanout::refusal(crash)?;
+    Metrics::incr(&conn.metrics.fanout_refused);
+    if conn.limits.warnings.allow() {
+        let error = crash.to_string();
+        tracing::warn!(topic = ?clip(topic), event = ?clip(event), error = ?clip_error(&error), "fan-out limit hit; answered with an error");
+    }
+    Some(response)
+}
+
+/// A join that failed on a fan-out limit is refused with the limit's
+/// response, whether `join` used `?` (a refusal with the error's message)
+/// or crashed with it.
+fn refuse_over_limit(error: JoinError, conn: &Connection, topic: &str) -> JoinError {
+    let response = match &error.0 {
+        JoinFailure::Refused { source, .. } => {
+            crate::fanout::refusal_in_chain(source.as_deref().map(|e| e as &(dyn std::error::Error + 'static)))
+        }
+        JoinFailure::Crashed(crash) => crate::fanout::refusal(crash),
+    };
+    let Some(response) = response else { return error };
+    Metrics::incr(&conn.metrics.fanout_refused);
+    let source: crate::crash::BoxError = match error.0 {
+        JoinFailure::Refused { source: Some(source), .. } => source,
+        JoinFailure::Refused { source: None, .. } => "fan-out limit".into(),
+        JoinFailure::Crashed(crash) => crash.to_string().into(),
+    };
+    if conn.limits.warnings.allow() {
+        let error = source.to_string();
+        tracing::warn!(topic = ?clip(topic), error = ?clip_error(&error), "fan-out limit hit in join; refused");
+    }
+    JoinError(JoinFailure::Refused { response, source: Some(source) })
 }
 
 fn warn_if_replied(outcome: &Result<Reply, Crash>, handler: &str) {

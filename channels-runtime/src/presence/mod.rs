@@ -233,6 +233,14 @@ fn meta_object<T: Serialize>(meta: &T) -> Result<Map<String, Value>, PresenceErr
     }
 }
 
+/// Whether the socket's limit lets `meta` under `key` be sent to every
+/// member of the topic.
+fn admit<S: Connect>(socket: &Socket<S>, key: &str, meta: &Map<String, Value>) -> Result<(), PresenceError> {
+    // A map of JSON values always encodes.
+    let size = serde_json::to_vec(meta).map_or(0, |bytes| bytes.len());
+    socket.admit_presence_meta(key.len() + size)
+}
+
 fn phx_ref() -> String {
     // 12 random bytes, URL-safe: 16 characters, like Phoenix's refs.
     random_id(12).unwrap_or_else(|| format!("{:x}", Instant::now().elapsed().as_nanos()))
@@ -248,8 +256,12 @@ impl Presence {
     /// with `meta` (a JSON object; `phx_ref` is added). Everyone on the
     /// topic gets a `presence_diff` with it under `joins`. One channel
     /// tracks a key at most once; use [`Presence::update`] to change it.
+    ///
+    /// A meta larger than the socket's `max_presence_meta_bytes` (its key
+    /// included) is refused with [`PresenceError::MetaTooLarge`].
     pub fn track<S: Connect, T: Serialize>(socket: &Socket<S>, key: &str, meta: T) -> Result<(), PresenceError> {
         let meta = meta_object(&meta)?;
+        admit(socket, key, &meta)?;
         let tracker = socket.pubsub().tracker();
         let change = tracker.replica.lock().track(socket.owner(), socket.topic(), key, meta, phx_ref());
         tracker.apply(change)
@@ -257,8 +269,10 @@ impl Presence {
 
     /// Replaces the meta of a key this channel tracks: one diff with the
     /// new meta joining (`phx_ref_prev` naming the old) and the old leaving.
+    /// Bounded like [`Presence::track`].
     pub fn update<S: Connect, T: Serialize>(socket: &Socket<S>, key: &str, meta: T) -> Result<(), PresenceError> {
         let meta = meta_object(&meta)?;
+        admit(socket, key, &meta)?;
         let tracker = socket.pubsub().tracker();
         let change = tracker.replica.lock().update(socket.owner(), socket.topic(), key, meta, phx_ref());
         tracker.apply(change)

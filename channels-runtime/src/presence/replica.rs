@@ -101,6 +101,17 @@ pub enum PresenceError {
     /// Metas are JSON objects.
     #[error("a presence meta must serialize to a JSON object")]
     MetaNotAnObject,
+    /// The meta (with its key) is larger than the socket's
+    /// `max_presence_meta_bytes`. Propagated from `handle_in`, the message
+    /// is answered `error` with `{"reason": "presence meta too large",
+    /// "max": N}` and the channel keeps running.
+    #[error("presence meta of {size} bytes (key included) is over the limit of {max} bytes")]
+    MetaTooLarge {
+        /// The encoded meta's size plus the key's, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
 }
 
 #[derive(Debug, Default)]

@@ -170,10 +170,50 @@ pub struct PubSub {
     inner: Arc<Inner>,
 }
 
-/// A broadcast payload that could not be encoded.
+/// Why a broadcast was not sent.
+///
+/// [`PubSub`] broadcasts fail only to encode. A channel's broadcasts
+/// (through its [`Socket`](crate::socket::Socket)) are also bounded by the
+/// socket's fan-out limits
+/// ([`SocketOptions`](crate::SocketOptions)`::max_broadcast_bytes` and
+/// `max_broadcasts_per_second`). A `handle_in` that propagates a limit
+/// error with `?` does not crash its channel: the client's message is
+/// answered `error` with `{"reason": "broadcast too large", "max": N}` or
+/// `{"reason": "too many broadcasts", "max_per_second": N}`, and a `join`
+/// is refused with that response. From `handle_info` or `handle_out`
+/// (no client message to answer), the broadcast is dropped with a warning
+/// and the channel keeps running. The limit is found anywhere in the
+/// returned error's source chain, so an application error wrapping a
+/// `BroadcastError` is answered the same way.
+///
+/// ```
+/// use phx_channels_runtime::pubsub::BroadcastError;
+///
+/// let error = BroadcastError::TooLarge { size: 100_000, max: 65_536 };
+/// assert_eq!(error.to_string(), "broadcast payload of 100000 bytes is over the limit of 65536 bytes");
+/// ```
 #[derive(Debug, thiserror::Error)]
-#[error("broadcast payload could not be encoded as JSON: {0}")]
-pub struct BroadcastError(#[from] serde_json::Error);
+#[non_exhaustive]
+pub enum BroadcastError {
+    /// The payload could not be encoded as JSON.
+    #[error("broadcast payload could not be encoded as JSON: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The encoded payload is larger than `max_broadcast_bytes`.
+    #[error("broadcast payload of {size} bytes is over the limit of {max} bytes")]
+    TooLarge {
+        /// The payload's encoded size, in bytes.
+        size: usize,
+        /// The limit, in bytes.
+        max: usize,
+    },
+    /// The connection's channels broadcast more than
+    /// `max_broadcasts_per_second` this second.
+    #[error("more than {max_per_second} broadcasts in one second on this connection")]
+    RateLimited {
+        /// The limit.
+        max_per_second: u32,
+    },
+}
 
 impl PubSub {
     /// A single-node PubSub.

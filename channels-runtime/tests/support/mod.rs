@@ -134,6 +134,11 @@ impl Channel for Echo {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 Ok((Payload::empty(), Echo))
             }
+            "broadcast" => {
+                // A broadcast during join, bounded like any other.
+                socket.broadcast("hello", &payload.decode::<Value>()?)?;
+                Ok((Payload::empty(), Echo))
+            }
             "push" => {
                 // A push during join goes out after the join reply.
                 socket.push("welcome", json!({"early": true}))?;

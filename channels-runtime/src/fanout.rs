@@ -1,0 +1,161 @@
+//! Fan-out limits: what one client can make the server send to everyone
+//! else (a broadcast's size, a presence meta's size, broadcasts per
+//! second), and the error reply a handler that hits one gets instead of a
+//! crash.
+//!
+//! One client's broadcast is copied to every subscriber's outbound queue;
+//! without these, a sender of large or many messages gets its readers
+//! closed as slow consumers, not itself.
+
+use parking_lot::Mutex;
+use serde_json::json;
+use tokio::time::{Duration, Instant};
+
+use crate::crash::Crash;
+use crate::logging::Throttle;
+use crate::options::SocketOptions;
+use crate::presence::PresenceError;
+use crate::protocol::Payload;
+use crate::pubsub::BroadcastError;
+
+/// The fan-out limits of one connection, shared by all its channels.
+pub(crate) struct FanoutLimits {
+    max_broadcast_bytes: usize,
+    max_presence_meta_bytes: usize,
+    rate: Mutex<BroadcastRate>,
+    /// The refusals this connection's client can trigger at will.
+    pub(crate) warnings: Throttle,
+}
+
+/// Broadcasts allowed per second on one connection (a fixed one-second
+/// window, on tokio's clock so tests can pause it).
+struct BroadcastRate {
+    limit: u32,
+    window: Option<Instant>,
+    count: u32,
+}
+
+impl FanoutLimits {
+    pub(crate) fn new(options: &SocketOptions) -> Self {
+        FanoutLimits {
+            max_broadcast_bytes: options.max_broadcast_bytes,
+            max_presence_meta_bytes: options.max_presence_meta_bytes,
+            rate: Mutex::new(BroadcastRate { limit: options.max_broadcasts_per_second, window: None, count: 0 }),
+            warnings: Throttle::new(5, Duration::from_secs(10), "fan-out limit warnings on this connection"),
+        }
+    }
+
+    /// Whether a channel of this connection may broadcast `payload` now;
+    /// an allowed broadcast counts toward the rate.
+    pub(crate) fn admit_broadcast(&self, payload: &Payload) -> Result<(), BroadcastError> {
+        let size = match payload {
+            Payload::Json(raw) => raw.get().len(),
+            Payload::Binary(bytes) => bytes.len(),
+        };
+        let max = self.max_broadcast_bytes;
+        if max != 0 && size > max {
+            return Err(BroadcastError::TooLarge { size, max });
+        }
+        let mut rate = self.rate.lock();
+        if rate.limit == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        if rate.window.is_none_or(|opened| now.duration_since(opened) >= Duration::from_secs(1)) {
+            rate.window = Some(now);
+            rate.count = 0;
+        }
+        if rate.count >= rate.limit {
+            return Err(BroadcastError::RateLimited { max_per_second: rate.limit });
+        }
+        rate.count += 1;
+        Ok(())
+    }
+
+    /// Whether a presence meta of `size` encoded bytes (key included) may
+    /// be tracked.
+    pub(crate) fn admit_presence_meta(&self, size: usize) -> Result<(), PresenceError> {
+        let max = self.max_presence_meta_bytes;
+        if max != 0 && size > max {
+            return Err(PresenceError::MetaTooLarge { size, max });
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for FanoutLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FanoutLimits")
+            .field("max_broadcast_bytes", &self.max_broadcast_bytes)
+            .field("max_presence_meta_bytes", &self.max_presence_meta_bytes)
+            .field("max_broadcasts_per_second", &self.rate.lock().limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error response for a crash that is a fan-out limit being hit
+/// (anywhere in the error's source chain, so an application error that
+/// wraps one counts too); `None` for any other crash.
+pub(crate) fn refusal(crash: &Crash) -> Option<Payload> {
+    refusal_in_chain(crash.error().map(|e| e as &(dyn std::error::Error + 'static)))
+}
+
+/// [`refusal`] for an error outside a [`Crash`] (a refused join's source).
+pub(crate) fn refusal_in_chain(mut error: Option<&(dyn std::error::Error + 'static)>) -> Option<Payload> {
+    while let Some(current) = error {
+        if let Some(refusal) = refusal_of(current) {
+            // Small fixed shapes: they always encode.
+            return Payload::json(&refusal).ok();
+        }
+        error = current.source();
+    }
+    None
+}
+
+fn refusal_of(error: &(dyn std::error::Error + 'static)) -> Option<serde_json::Value> {
+    match error.downcast_ref::<BroadcastError>() {
+        Some(BroadcastError::TooLarge { max, .. }) => {
+            return Some(json!({"reason": "broadcast too large", "max": max}))
+        }
+        Some(BroadcastError::RateLimited { max_per_second }) => {
+            return Some(json!({"reason": "too many broadcasts", "max_per_second": max_per_second}))
+        }
+        _ => {}
+    }
+    match error.downcast_ref::<PresenceError>() {
+        Some(PresenceError::MetaTooLarge { max, .. }) => Some(json!({"reason": "presence meta too large", "max": max})),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_broadcasts_per_second: u32) -> FanoutLimits {
+        FanoutLimits::new(&SocketOptions { max_broadcasts_per_second, ..SocketOptions::default() })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_window_reopens_after_a_second() {
+        let limits = limits(3);
+        let payload = Payload::empty();
+        assert_eq!((0..10).filter(|_| limits.admit_broadcast(&payload).is_ok()).count(), 3);
+        tokio::time::advance(Duration::from_millis(999)).await;
+        assert!(limits.admit_broadcast(&payload).is_err());
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(limits.admit_broadcast(&payload).is_ok());
+    }
+
+    #[test]
+    fn wrapped_limit_errors_are_found_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("saving failed")]
+        struct Wrapper(#[source] BroadcastError);
+        let crash = Crash::from(Wrapper(BroadcastError::TooLarge { size: 10, max: 5 }));
+        let response = refusal(&crash).unwrap();
+        assert_eq!(response.as_json(), Some(r#"{"max":5,"reason":"broadcast too large"}"#));
+        assert!(refusal(&Crash::from("other")).is_none());
+        assert!(refusal(&Crash::panic("boom")).is_none());
+    }
+}

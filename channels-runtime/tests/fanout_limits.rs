@@ -1,0 +1,153 @@
+//! Fan-out limits over real sockets: what one client can make the server
+//! send to everyone else (broadcast size and rate, presence meta size) is
+//! bounded, the sender gets an error reply, and the readers stay connected
+//! and never see what was refused.
+
+mod support;
+
+use std::time::Duration;
+
+use phx_channels_runtime::SocketOptions;
+use serde_json::{json, Value};
+use support::{serve, Client, Received};
+
+/// Readers joined to `topic`, each with its join answered.
+async fn readers(s: &support::Server, topic: &str, n: usize) -> Vec<Client> {
+    let mut readers = Vec::new();
+    for _ in 0..n {
+        let mut r = s.v2().await;
+        assert_eq!(r.join("1", topic).await[4]["status"], "ok");
+        readers.push(r);
+    }
+    readers
+}
+
+/// The reply to message `msg_ref`, skipping the pushes before it (a sender
+/// gets its own broadcasts).
+async fn reply(c: &mut Client, msg_ref: &str) -> Value {
+    loop {
+        let frame = c.json().await;
+        if frame[3] == "phx_reply" && frame[1] == msg_ref {
+            return frame[4].clone();
+        }
+    }
+}
+
+/// The next frame a reader gets, which must be JSON (not a close).
+async fn next_json(r: &mut Client) -> Value {
+    match r.recv().await {
+        Received::Json(frame) => frame,
+        other => panic!("the reader got {other:?} instead of a frame"),
+    }
+}
+
+#[tokio::test]
+async fn a_broadcast_over_the_size_limit_is_answered_and_reaches_no_reader() {
+    let s = serve(SocketOptions::default()).await;
+    let topic = "echo:big";
+    let mut readers = readers(&s, topic, 3).await;
+    let mut sender = s.v2().await;
+    assert_eq!(sender.join("1", topic).await[4]["status"], "ok");
+
+    let big = "x".repeat(100_000);
+    sender.send(json!(["1", "2", topic, "shout", {"text": big}])).await;
+    let refused = reply(&mut sender, "2").await;
+    assert_eq!(refused, json!({"status": "error", "response": {"reason": "broadcast too large", "max": 65536}}));
+
+    // The channel still runs: a 1 KB shout goes out, and it is the first
+    // thing every reader gets, so the large one never reached them.
+    let small = "y".repeat(1_000);
+    sender.send(json!(["1", "3", topic, "shout", {"text": small}])).await;
+    assert_eq!(reply(&mut sender, "3").await["status"], "ok");
+    for r in &mut readers {
+        let frame = next_json(r).await;
+        assert_eq!(
+            (&frame[3], &frame[4]["text"]),
+            (&json!("shout"), &json!(small)),
+            "a reader got the large broadcast"
+        );
+    }
+    assert_eq!(s.endpoint.connections(), 4, "a connection was closed");
+    assert_eq!(s.endpoint.metrics().fanout_refused, 1);
+    assert_eq!(s.endpoint.metrics().channel_crashes, 0, "the limit crashed the channel");
+}
+
+#[tokio::test]
+async fn the_application_s_own_broadcasts_are_not_limited() {
+    let s = serve(SocketOptions::default()).await;
+    let mut r = readers(&s, "echo:app", 1).await.remove(0);
+    let big = "x".repeat(100_000);
+    s.endpoint.broadcast("echo:app", "news", json!({"text": big})).unwrap();
+    assert_eq!(next_json(&mut r).await[4]["text"], json!(big));
+}
+
+#[tokio::test]
+async fn a_join_that_broadcasts_too_much_is_refused_with_the_limit() {
+    let s = serve(SocketOptions::default()).await;
+    let mut c = s.v2().await;
+    let big = "x".repeat(100_000);
+    c.send(json!(["1", "1", "echo:broadcast", "phx_join", {"text": big}])).await;
+    let refused = c.json().await;
+    assert_eq!(refused[4], json!({"status": "error", "response": {"reason": "broadcast too large", "max": 65536}}));
+    // Within the limit the same join succeeds.
+    assert_eq!(c.join("2", "echo:broadcast").await[4]["status"], "ok");
+    assert_eq!(s.endpoint.metrics().join_crashes, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn broadcasts_per_second_are_limited_per_connection() {
+    let s = serve(SocketOptions::default()).await;
+    let topic = "echo:rate";
+    let mut r = readers(&s, topic, 1).await.remove(0);
+    let mut sender = s.v2().await;
+    assert_eq!(sender.join("1", topic).await[4]["status"], "ok");
+
+    // 150 in a burst, with the clock standing still.
+    for n in 0..150 {
+        sender.send(json!(["1", format!("m{n}"), topic, "shout", {"n": n}])).await;
+    }
+    let mut refused = Vec::new();
+    for n in 0..150 {
+        let answer = reply(&mut sender, &format!("m{n}")).await;
+        if answer["status"] != "ok" {
+            assert_eq!(answer["response"], json!({"reason": "too many broadcasts", "max_per_second": 100}));
+            refused.push(n);
+        }
+    }
+    assert_eq!(refused, (100..150).collect::<Vec<_>>(), "not the first 100 out, the rest refused");
+    for n in 0..100 {
+        assert_eq!(next_json(&mut r).await[4]["n"], n);
+    }
+
+    // A second later the window has reopened.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    sender.send(json!(["1", "again", topic, "shout", {"n": "again"}])).await;
+    assert_eq!(reply(&mut sender, "again").await["status"], "ok");
+    assert_eq!(next_json(&mut r).await[4]["n"], "again", "the reader got a refused broadcast");
+    assert_eq!(s.endpoint.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_presence_meta_over_the_limit_is_answered_and_sends_no_diff() {
+    let s = serve(SocketOptions::default()).await;
+    let topic = "echo:presence";
+    let mut r = readers(&s, topic, 1).await.remove(0);
+    let mut sender = s.v2().await;
+    assert_eq!(sender.join("1", topic).await[4]["status"], "ok");
+
+    // The Echo channel tracks the key with `{"k": key}`: 10 KB of key
+    // makes a meta of 20 KB.
+    let big = "x".repeat(10_000);
+    sender.send(json!(["1", "2", topic, "track", big])).await;
+    let refused = reply(&mut sender, "2").await;
+    assert_eq!(refused, json!({"status": "error", "response": {"reason": "presence meta too large", "max": 4096}}));
+
+    // A small one is tracked, and its diff is the first the reader sees.
+    sender.send(json!(["1", "3", topic, "track", "alice"])).await;
+    assert_eq!(reply(&mut sender, "3").await["status"], "ok");
+    let diff = next_json(&mut r).await;
+    assert_eq!(diff[3], "presence_diff");
+    let joins: Vec<&String> = diff[4]["joins"].as_object().unwrap().keys().collect();
+    assert_eq!(joins, ["alice"], "the reader got the refused meta");
+    assert_eq!(s.endpoint.metrics().channel_crashes, 0);
+}
