@@ -124,6 +124,10 @@ async fn disconnect_reaches_sockets_on_every_node() {
     let (a, b) = (node(&redis, "t2").await, node(&redis, "t2").await);
     connected(&a, &b).await;
     let mut on_b = b.server.connect("vsn=2.0.0&user_id=u1").await;
+    // A heartbeat answered: the connection is running and subscribed to its
+    // socket id (the upgrade's 101 can reach the client before that).
+    on_b.send(json!([null, "hb", "phoenix", "heartbeat", {}])).await;
+    assert_eq!(on_b.json().await[1], "hb");
     a.server.endpoint.broadcast("users_socket:u1", "disconnect", json!({})).unwrap();
     assert_eq!(on_b.close_code().await, Some(1001));
 }
