@@ -28,7 +28,7 @@ SCENARIOS=("$@")
 # The generator may hold ~10 000 sockets per process: raise its soft limit.
 ulimit -n "$(ulimit -Hn)"
 
-cargo build --release --example discuss -p channels >&2
+cargo build --release --example discuss -p phx-channels >&2
 cargo build --release -p bench --bins >&2
 T=target/release
 mkdir -p "$(dirname "$OUT")"
