@@ -199,7 +199,8 @@ fn lower_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
 
-fn message(panic: &(dyn Any + Send)) -> &str {
+/// The message a panic was raised with.
+pub(crate) fn message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()

@@ -108,12 +108,8 @@ async fn connect<S: Connect>(
             Err(refusal.status())
         }
         Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("(non-string panic payload)");
-            tracing::error!(panic = message, "connect panicked");
+            let message = crate::panics::message(&*panic);
+            tracing::error!(panic = ?crate::logging::clip(message), "connect panicked");
             Err(StatusCode::INTERNAL_SERVER_ERROR)
         }
     }
