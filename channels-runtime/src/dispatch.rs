@@ -1,43 +1,164 @@
-//! The per-connection dispatcher (Phoenix's socket process): it takes every
-//! decoded client message of one connection, answers heartbeats, starts,
-//! leaves and displaces channels, and hands events to the channel tasks.
+//! The per-connection dispatcher (Phoenix's socket process, and the
+//! scheduler of its channel processes): it takes every decoded client
+//! message of one connection, answers heartbeats, starts, leaves and
+//! displaces channels, and runs their handlers.
 //!
-//! It never waits on a channel, so a slow join or handler cannot delay a
-//! heartbeat ack or another channel. It knows nothing about the transport.
+//! Channels have no task of their own. Each joined channel is a slot here:
+//! its state while it waits for mail, or the one [`Step`] (a handler's
+//! future) that is running, and the mail that waits behind that step.
+//! The connection's task polls the steps ([`Dispatcher::drive`]) beside its
+//! reads and writes, so a ping, a `handle_in` that replies or an
+//! intercepted broadcast runs without waking any other task, while a
+//! handler that awaits holds back only its own channel: per-channel order,
+//! and no channel waits for another. Heartbeats never wait for a channel.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use crate::channel::{mailbox, ChannelRef, Mail, MailSender, Routes, Start};
+use crate::channel::{Joined, Routes, Start, Step};
 use crate::connect::Connect;
+use crate::connection::Connection;
+use crate::fanout::FanoutLimits;
 use crate::logging::{clip, Throttle};
+use crate::mailbox::Mail;
 use crate::metrics::Metrics;
 use crate::options::SocketOptions;
 use crate::outbox::Outbox;
-use crate::protocol::{Message, Outgoing, Payload, HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE};
-use crate::pubsub::{Delivery, PubSub, Subscriber};
+use crate::protocol::{Message, Outgoing, Payload, Serializer, HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE};
+use crate::pubsub::PubSub;
 use crate::reply::{self, Status};
 use crate::router::Topic;
-use crate::socket::Connection;
 
-struct Joined {
+/// One channel instance of the connection.
+struct Slot<S: Connect> {
+    topic: Arc<str>,
+    /// The join_ref it was joined with, to drop stale messages.
     join_ref: Option<String>,
-    mailbox: MailSender,
+    generation: u64,
+    /// Still the channel of its topic: false once left or displaced (it is
+    /// ending, and a new join of the topic is a fresh channel).
+    attached: bool,
+    /// Its join has not answered yet.
+    joining: bool,
+    /// The instance, while no step runs.
+    idle: Option<Box<dyn Joined<S>>>,
+    /// The step that runs, owning the instance.
+    busy: Option<Step<S>>,
+    /// Mail waiting for the running step to finish, in arrival order.
+    queue: VecDeque<Mail>,
 }
 
-impl Joined {
-    /// A channel whose task ended (crash, refusal, stop) is no longer joined.
-    fn is_alive(&self) -> bool {
-        !self.mailbox.is_closed()
+/// What polling a slot came to.
+enum Polled {
+    /// Nothing could move.
+    Waiting,
+    /// Steps finished; the slot goes on.
+    Progressed,
+    /// The channel ended; the slot was removed.
+    Ended,
+}
+
+/// The channels of one connection and the steps they run.
+struct Channels<S: Connect> {
+    conn: Arc<Connection>,
+    slots: Vec<Slot<S>>,
+}
+
+impl<S: Connect> Channels<S> {
+    fn attached(&self, topic: &str) -> Option<usize> {
+        self.slots.iter().position(|s| s.attached && *s.topic == *topic)
+    }
+
+    /// Runs whatever can run: mail from other tasks is handed to its
+    /// channels, and every running step is polled (a connection has few
+    /// channels, and most are idle). `Ready` if anything moved.
+    fn poll_work(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut progress = false;
+        let mut i = 0;
+        while i < self.slots.len() {
+            match self.poll_slot(i, cx) {
+                Polled::Ended => progress = true,
+                Polled::Progressed => {
+                    progress = true;
+                    i += 1;
+                }
+                Polled::Waiting => i += 1,
+            }
+        }
+        // After the steps: a step may have made the mailbox (its first
+        // `ChannelRef`), and must find this task registered with it.
+        if let Some(mailbox) = self.conn.mailbox_if_used() {
+            if let Poll::Ready(letters) = mailbox.poll_take(cx) {
+                for (to, mail) in letters {
+                    // Mail for a channel that ended is dropped, as a message
+                    // to a dead process.
+                    if let Some(slot) = self.slots.iter_mut().find(|s| s.generation == to) {
+                        slot.queue.push_back(mail);
+                    }
+                }
+                progress = true;
+            }
+        }
+        if progress {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    fn poll_slot(&mut self, i: usize, cx: &mut Context<'_>) -> Polled {
+        let mut polled = Polled::Waiting;
+        let slot = &mut self.slots[i];
+        loop {
+            if slot.busy.is_none() {
+                let Some(mail) = slot.queue.pop_front() else { return polled };
+                let Some(instance) = slot.idle.take() else { return polled };
+                slot.busy = Some(instance.step(mail));
+            }
+            let Some(step) = slot.busy.as_mut() else { return polled };
+            match step.as_mut().poll(cx) {
+                Poll::Pending => return polled,
+                Poll::Ready(Some(instance)) => {
+                    slot.busy = None;
+                    slot.idle = Some(instance);
+                    slot.joining = false;
+                    polled = Polled::Progressed;
+                }
+                Poll::Ready(None) => {
+                    let slot = self.slots.swap_remove(i);
+                    if slot.joining {
+                        refuse_queued(&self.conn, &slot);
+                    }
+                    return Polled::Ended;
+                }
+            }
+        }
     }
 }
 
-/// Routes the messages of one connection.
+/// After a refused join, answers what the client sent meanwhile as if the
+/// topic had never been joined.
+fn refuse_queued<S: Connect>(conn: &Connection, slot: &Slot<S>) {
+    for mail in &slot.queue {
+        if let Mail::In { msg_ref, .. } = mail {
+            conn.send(&Outgoing::Reply {
+                join_ref: None,
+                msg_ref: msg_ref.as_deref(),
+                topic: &slot.topic,
+                status: Status::Error.as_str(),
+                response: &reply::reason("unmatched topic"),
+            });
+        }
+    }
+}
+
+/// Routes the messages of one connection and runs its channels.
 pub(crate) struct Dispatcher<S: Connect + Routes> {
-    conn: Arc<Connection>,
+    channels: Channels<S>,
     assigns: S::Assigns,
     state: Arc<S::State>,
-    channels: HashMap<String, Joined>,
     next_generation: u64,
     max_channels: usize,
     join_rate: JoinRate,
@@ -73,31 +194,18 @@ impl<S: Connect + Routes> Dispatcher<S> {
         assigns: S::Assigns,
         state: Arc<S::State>,
         outbox: Arc<Outbox>,
-        serializer: crate::protocol::Serializer,
+        serializer: Serializer,
         pubsub: PubSub,
         options: &SocketOptions,
         metrics: Arc<Metrics>,
     ) -> Self {
         let id: Option<Arc<str>> = S::id(&assigns, &state).map(Arc::from);
-        if let Some(id) = &id {
-            let subscriber = Subscriber {
-                outbox: outbox.clone(),
-                serializer,
-                generation: 0,
-                delivery: Delivery::Disconnect,
-                intercepts: &[],
-                channel: None,
-            };
-            pubsub.subscribe(id, subscriber, || {});
-        }
-        let limits = crate::fanout::FanoutLimits::new(options);
-        let conn = Arc::new(Connection { outbox, serializer, pubsub, id, metrics, limits });
+        let conn = Connection::open(outbox, serializer, pubsub, id, metrics, FanoutLimits::new(options));
         let join_rate = JoinRate { limit: options.max_joins_per_second, window: tokio::time::Instant::now(), count: 0 };
         Dispatcher {
-            conn,
+            channels: Channels { conn, slots: Vec::new() },
             assigns,
             state,
-            channels: HashMap::new(),
             next_generation: 1,
             max_channels: options.max_channels,
             join_rate,
@@ -105,47 +213,37 @@ impl<S: Connect + Routes> Dispatcher<S> {
         }
     }
 
-    /// The connection's outbox.
-    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
-        &self.conn.outbox
+    fn conn(&self) -> &Arc<Connection> {
+        &self.channels.conn
     }
 
-    /// Runs the connection's channel work that is not a client message:
-    /// handlers still in flight, mail from other tasks and timers. The
-    /// transport polls it beside its reads and writes (it is cancel-safe);
-    /// it completes whenever it made progress.
+    /// The connection's outbox.
+    pub(crate) fn outbox(&self) -> &Arc<Outbox> {
+        &self.conn().outbox
+    }
+
+    /// Runs the connection's channel work: steps that are ready (handlers
+    /// of messages already dispatched, or in flight) and mail from other
+    /// tasks and timers. The transport polls it beside its reads and writes
+    /// (it is cancel-safe); it completes whenever it made progress.
     pub(crate) async fn drive(&mut self) {
-        std::future::pending::<()>().await;
+        poll_fn(|cx| self.channels.poll_work(cx)).await;
     }
 
     /// The connection is over: every channel terminates, with
     /// `Terminate::Shutdown` if the endpoint is shutting down, else with
-    /// `Terminate::Closed`. Whatever cannot finish at once (a handler in
-    /// flight, an `async` terminate) finishes in a task of its own.
+    /// `Terminate::Closed`, after the mail it already has. What cannot
+    /// finish at once (a handler in flight, an `async` terminate) finishes
+    /// in a task of its own.
     pub(crate) fn finish(mut self, shutdown: bool) {
-        if shutdown {
-            self.shutdown();
-        }
-        self.close();
+        let channels = std::mem::take(&mut self.channels.slots);
+        finish(Channels { conn: self.conn().clone(), slots: channels }, shutdown);
     }
 
-    /// The endpoint is shutting down: every channel terminates with
-    /// `Terminate::Shutdown` (the connection closes with 1012 after).
-    pub(crate) fn shutdown(&mut self) {
-        for (_, joined) in self.channels.drain() {
-            let _ = joined.mailbox.send(Box::new(Mail::Shutdown));
-        }
-    }
-
-    /// The connection closed: every channel's mailbox closes, and each
-    /// terminates with `Terminate::Closed`.
-    pub(crate) fn close(&mut self) {
-        self.channels.clear();
-    }
-
-    /// Handles one client message.
+    /// Handles one client message. Handlers it starts run on the next
+    /// [`Dispatcher::drive`].
     pub(crate) fn dispatch(&mut self, msg: Message) {
-        Metrics::incr(&self.conn.metrics.messages_in);
+        Metrics::incr(&self.conn().metrics.messages_in);
         if msg.topic == PHOENIX_TOPIC && msg.event == HEARTBEAT {
             return self.reply(None, &msg, Status::Ok, &Payload::empty());
         }
@@ -157,7 +255,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
     }
 
     fn reply(&self, join_ref: Option<&str>, msg: &Message, status: Status, response: &Payload) {
-        self.conn.send(&Outgoing::Reply {
+        self.conn().send(&Outgoing::Reply {
             join_ref,
             msg_ref: msg.msg_ref.as_deref(),
             topic: &msg.topic,
@@ -170,18 +268,17 @@ impl<S: Connect + Routes> Dispatcher<S> {
         self.reply(None, msg, Status::Error, &reply::reason("unmatched topic"));
     }
 
-    /// The live channel on `topic`, forgetting it if its task has ended.
-    fn live(&mut self, topic: &str) -> Option<&Joined> {
-        if self.channels.get(topic).is_some_and(|c| !c.is_alive()) {
-            self.channels.remove(topic);
-        }
-        self.channels.get(topic)
-    }
-
     /// A non-null join_ref that differs from the channel's is stale: the
     /// message belongs to an earlier join (Phoenix ≥ 1.8.3 drops it).
-    fn is_stale(joined: &Joined, msg: &Message) -> bool {
-        msg.join_ref.is_some() && msg.join_ref != joined.join_ref
+    fn is_stale(slot: &Slot<S>, msg: &Message) -> bool {
+        msg.join_ref.is_some() && msg.join_ref != slot.join_ref
+    }
+
+    /// Detaches the channel at `at` from its topic and tells it why.
+    fn detach(&mut self, at: usize, mail: Mail) {
+        let slot = &mut self.channels.slots[at];
+        slot.attached = false;
+        slot.queue.push_back(mail);
     }
 
     fn join(&mut self, msg: Message) {
@@ -191,61 +288,61 @@ impl<S: Connect + Routes> Dispatcher<S> {
             if self.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), limit = self.join_rate.limit, "join refused: too many joins per second");
             }
-            Metrics::incr(&self.conn.metrics.joins_refused);
+            Metrics::incr(&self.conn().metrics.joins_refused);
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many joins"));
         }
-        if let Some(old) = self.live(&msg.topic) {
+        if let Some(old) = self.channels.attached(&msg.topic) {
             // The newest join wins; the old instance sends phx_close.
-            let _ = old.mailbox.send(Box::new(Mail::Displaced));
-            self.channels.remove(&msg.topic);
+            self.detach(old, Mail::Displaced);
         }
         let Some(route) = S::ROUTES.iter().find(|r| r.pattern().matches(&msg.topic)) else {
             if self.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), "join on a topic no route matches");
             }
-            Metrics::incr(&self.conn.metrics.joins_refused);
+            Metrics::incr(&self.conn().metrics.joins_refused);
             return self.unmatched(&msg);
         };
-        self.channels.retain(|_, c| c.is_alive());
-        if self.channels.len() >= self.max_channels {
+        if self.channels.slots.iter().filter(|s| s.attached).count() >= self.max_channels {
             if self.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), limit = self.max_channels, "join refused: too many channels");
             }
-            Metrics::incr(&self.conn.metrics.joins_refused);
+            Metrics::incr(&self.conn().metrics.joins_refused);
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many channels joined"));
         }
-        let (sender, mailbox) = mailbox();
-        let me = sender.downgrade();
         let generation = self.next_generation;
         self.next_generation += 1;
         let Message { join_ref, msg_ref, topic, payload, .. } = msg;
-        self.channels.insert(topic.clone(), Joined { join_ref: join_ref.clone(), mailbox: sender });
-        route.start(Start {
-            topic: Topic::new(topic, route.pattern()),
-            join_ref,
+        let topic = Topic::new(topic, route.pattern());
+        let step = route.join(Start {
+            topic: topic.clone(),
+            join_ref: join_ref.clone(),
             msg_ref,
             payload,
             assigns: self.assigns.clone(),
             state: self.state.clone(),
-            conn: self.conn.clone(),
+            conn: self.conn().clone(),
             generation,
-            mailbox,
-            me: ChannelRef::new(me),
+        });
+        self.channels.slots.push(Slot {
+            topic: topic.shared().clone(),
+            join_ref,
+            generation,
+            attached: true,
+            joining: true,
+            idle: None,
+            busy: Some(step),
+            queue: VecDeque::new(),
         });
     }
 
     fn leave(&mut self, msg: Message) {
-        match self.live(&msg.topic) {
-            Some(joined) if Self::is_stale(joined, &msg) => {
+        match self.channels.attached(&msg.topic) {
+            Some(at) if Self::is_stale(&self.channels.slots[at], &msg) => {
                 tracing::debug!(topic = ?clip(&msg.topic), "leave with a stale join_ref dropped");
             }
-            Some(_) => {
-                if let Some(joined) = self.channels.remove(&msg.topic) {
-                    let _ = joined.mailbox.send(Box::new(Mail::Leave { msg_ref: msg.msg_ref }));
-                }
-            }
+            Some(at) => self.detach(at, Mail::Leave { msg_ref: msg.msg_ref }),
             // Leaving a topic that is not joined is fine: ok, echoing the
             // client's join_ref.
             None => self.reply(msg.join_ref.as_deref(), &msg, Status::Ok, &Payload::empty()),
@@ -253,31 +350,109 @@ impl<S: Connect + Routes> Dispatcher<S> {
     }
 
     fn forward(&mut self, msg: Message) {
-        let Some(joined) = self.live(&msg.topic) else {
+        let Some(at) = self.channels.attached(&msg.topic) else {
             tracing::debug!(topic = ?clip(&msg.topic), event = ?clip(&msg.event), "message for a topic not joined");
             return self.unmatched(&msg);
         };
-        if Self::is_stale(joined, &msg) {
+        let slot = &mut self.channels.slots[at];
+        if Self::is_stale(slot, &msg) {
             tracing::debug!(topic = ?clip(&msg.topic), event = ?clip(&msg.event), "message with a stale join_ref dropped");
             return;
         }
-        let Message { msg_ref, event, payload, topic, .. } = msg;
-        if let Err(mail) = joined.mailbox.send(Box::new(Mail::In { msg_ref, event, payload })) {
-            // The channel ended between the check and the send.
-            self.channels.remove(&topic);
-            if let Mail::In { msg_ref, event, payload } = *mail {
-                self.unmatched(&Message { join_ref: None, msg_ref, topic, event, payload });
-            }
-        }
+        let Message { msg_ref, event, payload, .. } = msg;
+        slot.queue.push_back(Mail::In { msg_ref, event, payload });
     }
+}
+
+/// Ends every channel of a connection that is over, in this task if that
+/// takes no waiting, else in a task of its own.
+fn finish<S: Connect>(mut channels: Channels<S>, shutdown: bool) {
+    channels.conn.close();
+    if channels.slots.is_empty() {
+        return;
+    }
+    for slot in &mut channels.slots {
+        slot.queue.push_back(if shutdown { Mail::Shutdown } else { Mail::Closed });
+    }
+    // One pass with no waker: what it finishes is done here; what is left
+    // is polled again, at once, by its own task.
+    let waker = futures_util::task::noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    while channels.poll_work(&mut cx).is_ready() && !channels.slots.is_empty() {}
+    if channels.slots.is_empty() {
+        return;
+    }
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        // No runtime (a test socket dropped outside one): the channels go
+        // without their terminate, but leave nothing subscribed.
+        for slot in &channels.slots {
+            channels.conn.pubsub.unsubscribe(&slot.topic, channels.conn.outbox.id(), slot.generation);
+        }
+        return;
+    };
+    runtime.spawn(async move {
+        poll_fn(|cx| {
+            let _ = channels.poll_work(cx);
+            if channels.slots.is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+    });
 }
 
 impl<S: Connect + Routes> Drop for Dispatcher<S> {
     fn drop(&mut self) {
-        // Channel tasks end when their mailboxes close (dropped with
-        // `channels`); the socket-id subscription is ours to remove.
-        if let Some(id) = &self.conn.id {
-            self.conn.pubsub.unsubscribe(id, self.conn.outbox.id(), 0);
-        }
+        // A dispatcher dropped without `finish` (a test socket, a LongPoll
+        // session that timed out) still ends its channels properly.
+        let slots = std::mem::take(&mut self.channels.slots);
+        finish(Channels { conn: self.conn().clone(), slots }, false);
+    }
+}
+
+/// What a [`Driven`] dispatcher is told.
+enum Command {
+    Message(Message),
+    Finish { shutdown: bool },
+}
+
+/// A dispatcher in a task of its own, for connections whose transport has
+/// no task to run it in (a LongPoll session lives between HTTP requests; a
+/// test socket lives in the test).
+pub(crate) struct Driven {
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+}
+
+impl Driven {
+    /// Starts the dispatcher's task; it ends once [`Driven::finish`] is
+    /// called or the handle is dropped (its channels terminate `Closed`).
+    pub(crate) fn spawn<S: Connect + Routes>(mut dispatcher: Dispatcher<S>) -> Self {
+        let (commands, mut inbox) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    command = inbox.recv() => match command {
+                        Some(Command::Message(msg)) => dispatcher.dispatch(msg),
+                        Some(Command::Finish { shutdown }) => return dispatcher.finish(shutdown),
+                        None => return dispatcher.finish(false),
+                    },
+                    () = dispatcher.drive() => {}
+                }
+            }
+        });
+        Driven { commands }
+    }
+
+    /// Hands the dispatcher one client message.
+    pub(crate) fn dispatch(&self, msg: Message) {
+        // The task ends only after `finish`; nothing to dispatch to then.
+        let _ = self.commands.send(Command::Message(msg));
+    }
+
+    /// Ends the connection's channels (see [`Dispatcher::finish`]).
+    pub(crate) fn finish(&self, shutdown: bool) {
+        let _ = self.commands.send(Command::Finish { shutdown });
     }
 }

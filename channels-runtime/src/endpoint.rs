@@ -199,6 +199,11 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     /// existing application. Each call builds a fresh router (LongPoll
     /// sessions belong to the router they were opened on).
     pub fn router(&self) -> Router {
+        if self.pubsub.is_multi_node() {
+            // Every node gossips presence, also one that tracks nothing
+            // itself: its clients still see the others' presences.
+            crate::presence::Presence::attach(&self.pubsub);
+        }
         let parts = Parts {
             pubsub: self.pubsub.clone(),
             metrics: self.metrics.clone(),

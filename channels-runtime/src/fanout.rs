@@ -72,14 +72,10 @@ impl FanoutLimits {
         Ok(())
     }
 
-    /// Whether a presence meta of `size` encoded bytes (key included) may
-    /// be tracked.
-    pub(crate) fn admit_presence_meta(&self, size: usize) -> Result<(), PresenceError> {
-        let max = self.max_presence_meta_bytes;
-        if max != 0 && size > max {
-            return Err(PresenceError::MetaTooLarge { size, max });
-        }
-        Ok(())
+    /// The largest presence meta (key included) a channel may track; 0
+    /// for no limit.
+    pub(crate) fn max_presence_meta_bytes(&self) -> usize {
+        self.max_presence_meta_bytes
     }
 }
 

@@ -10,12 +10,14 @@
 pub mod changeset;
 pub mod channel;
 pub mod connect;
+mod connection;
 pub mod crash;
 mod dispatch;
 pub mod encode;
 pub mod endpoint;
 mod fanout;
 mod logging;
+pub mod mailbox;
 mod metrics;
 mod options;
 pub mod origin;

@@ -64,7 +64,10 @@ impl ConnId {
         self.0
     }
 
-    fn next() -> Self {
+    /// A fresh id, never handed out before in this process (a connection
+    /// gets one with its outbox; a service subscribing to a
+    /// [`PubSub`](crate::pubsub::PubSub) takes its own).
+    pub fn unique() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         ConnId(NEXT.fetch_add(1, Ordering::Relaxed))
     }
@@ -92,7 +95,7 @@ pub struct Closed(pub CloseReason);
 impl Outbox {
     /// A new, empty outbox that holds at most `limit` bytes of frames.
     pub fn new(limit: usize) -> Self {
-        Outbox { id: ConnId::next(), limit, queue: Mutex::new(Queue::default()), ready: Notify::new() }
+        Outbox { id: ConnId::unique(), limit, queue: Mutex::new(Queue::default()), ready: Notify::new() }
     }
 
     /// The connection this outbox belongs to.

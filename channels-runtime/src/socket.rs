@@ -5,41 +5,14 @@ use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::channel::ChannelRef;
 use crate::connect::Connect;
-use crate::outbox::Outbox;
+use crate::connection::Connection;
+use crate::mailbox::{Address, ChannelRef};
+use crate::presence::{PresenceScope, Scope};
 use crate::protocol::{IntoPayload, Outgoing, Payload, Serializer};
 use crate::pubsub::{BroadcastError, PubSub};
 use crate::reply::Reply;
 use crate::router::Topic;
-
-/// What every channel of one connection shares.
-#[derive(Debug)]
-pub(crate) struct Connection {
-    pub(crate) outbox: Arc<Outbox>,
-    pub(crate) serializer: Serializer,
-    pub(crate) pubsub: PubSub,
-    pub(crate) id: Option<Arc<str>>,
-    pub(crate) metrics: Arc<crate::metrics::Metrics>,
-    /// What its channels may make the server fan out.
-    pub(crate) limits: crate::fanout::FanoutLimits,
-}
-
-impl Connection {
-    /// Encodes and queues a frame. Failures are logged, never raised: the
-    /// client is gone (the outbox is closed) or the payload cannot travel
-    /// on this serializer (binary on V1).
-    pub(crate) fn send(&self, out: &Outgoing<'_>) {
-        match self.serializer.encode(out) {
-            Ok(frame) => {
-                // A closed outbox means the connection is going away; the
-                // channel learns that when its mailbox closes.
-                let _ = self.outbox.push(frame);
-            }
-            Err(error) => tracing::warn!(%error, "frame not sent"),
-        }
-    }
-}
 
 /// A joined channel's view of its connection, passed to every handler.
 ///
@@ -62,7 +35,9 @@ pub struct Socket<S: Connect> {
     conn: Arc<Connection>,
     /// Pushes made before the join reply went out, sent right after it.
     pending: Option<Vec<(String, Payload)>>,
-    me: ChannelRef,
+    /// Where [`ChannelRef`]s to this channel deliver, once one was taken;
+    /// dropped when the channel ends, which is how they learn it.
+    address: std::sync::OnceLock<Arc<Address>>,
     /// Which channel instance of the connection this is.
     generation: u64,
     /// The ref of the client message being handled, for `socket_ref`.
@@ -77,7 +52,6 @@ impl<S: Connect> Socket<S> {
         assigns: S::Assigns,
         state: Arc<S::State>,
         conn: Arc<Connection>,
-        me: ChannelRef,
         generation: u64,
     ) -> Self {
         Socket {
@@ -87,7 +61,7 @@ impl<S: Connect> Socket<S> {
             state,
             conn,
             pending: Some(Vec::new()),
-            me,
+            address: std::sync::OnceLock::new(),
             generation,
             current_ref: None,
             timers: Vec::new(),
@@ -97,6 +71,11 @@ impl<S: Connect> Socket<S> {
     /// Who owns what this channel tracks (presences).
     pub(crate) fn owner(&self) -> (u64, u64) {
         (self.conn.outbox.id().get(), self.generation)
+    }
+
+    /// Which channel instance of the connection this is.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The topic this channel joined, e.g. `comments:42`.
@@ -200,7 +179,7 @@ impl<S: Connect> Socket<S> {
     /// A handle to this channel, to send it messages (received in
     /// `handle_info`) from any task.
     pub fn channel_ref(&self) -> ChannelRef {
-        self.me.clone()
+        ChannelRef::new(self.address.get_or_init(|| Address::new(self.conn.mailbox().clone(), self.generation)))
     }
 
     /// Sends `message` to this channel's `handle_info` after `delay`
@@ -208,7 +187,7 @@ impl<S: Connect> Socket<S> {
     /// the channel ends.
     pub fn send_after<M: Any + Send>(&mut self, delay: Duration, message: M) -> TimerRef {
         self.timers.retain(|t| !t.is_finished());
-        let me = self.me.clone();
+        let me = self.channel_ref();
         let timer = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             // The channel may have ended meanwhile; nothing to do then.
@@ -234,12 +213,6 @@ impl<S: Connect> Socket<S> {
         })
     }
 
-    /// Whether a presence meta of `size` encoded bytes (key included) is
-    /// within the connection's limit.
-    pub(crate) fn admit_presence_meta(&self, size: usize) -> Result<(), crate::presence::PresenceError> {
-        self.conn.limits.admit_presence_meta(size)
-    }
-
     pub(crate) fn connection(&self) -> &Arc<Connection> {
         &self.conn
     }
@@ -252,16 +225,30 @@ impl<S: Connect> Socket<S> {
         self.current_ref.take()
     }
 
-    pub(crate) fn cancel_timers(&mut self) {
+    /// What the channel holds beyond its state goes with it: its timers,
+    /// and its address (its `ChannelRef`s see it gone).
+    pub(crate) fn release(&mut self) {
         for timer in self.timers.drain(..) {
             timer.abort();
         }
+        self.address = std::sync::OnceLock::new();
     }
 
     /// Sends the pushes held back while joining; later pushes go out at once.
     pub(crate) fn release_pending(&mut self) {
         for (event, payload) in self.pending.take().unwrap_or_default() {
             self.push_frame(&event, payload);
+        }
+    }
+}
+
+impl<S: Connect> PresenceScope for Socket<S> {
+    fn presence_scope(&self) -> Scope<'_> {
+        Scope {
+            pubsub: &self.conn.pubsub,
+            topic: &self.topic,
+            owner: self.owner(),
+            max_meta_bytes: self.conn.limits.max_presence_meta_bytes(),
         }
     }
 }

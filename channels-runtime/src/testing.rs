@@ -1,6 +1,6 @@
 //! Channel tests without a network, in the manner of `Phoenix.ChannelTest`.
 //!
-//! A [`TestSocket`] runs the real dispatcher and channel tasks in-process;
+//! A [`TestSocket`] runs the real dispatcher and channels in-process;
 //! only the transport is replaced by a queue the test reads. Joining a
 //! topic also subscribes the test to it, so [`TestChannel::assert_broadcast`]
 //! sees every broadcast on the topic, including those the channel sent with
@@ -36,12 +36,12 @@ use serde_json::Value;
 
 use crate::channel::Routes;
 use crate::connect::{Connect, ConnectInfo, Params, Refuse};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Driven};
 use crate::metrics::Metrics;
 use crate::options::SocketOptions;
 use crate::outbox::Outbox;
 use crate::protocol::{Frame, Message, Payload, Serializer, PHX_JOIN, PHX_LEAVE, PHX_REPLY};
-use crate::pubsub::{Delivery, PubSub, Subscriber};
+use crate::pubsub::{PubSub, Subscriber};
 use crate::reply::Status;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -149,11 +149,12 @@ impl Inbox {
 }
 
 struct Shared<S: Connect + Routes> {
-    dispatcher: Mutex<Dispatcher<S>>,
+    dispatcher: Driven,
     inbox: Arc<Inbox>,
     pubsub: PubSub,
     next_ref: Mutex<u64>,
     timeout: Mutex<Duration>,
+    socket: std::marker::PhantomData<fn() -> S>,
 }
 
 impl<S: Connect + Routes> Shared<S> {
@@ -164,7 +165,7 @@ impl<S: Connect + Routes> Shared<S> {
     }
 
     fn send(&self, join_ref: Option<&str>, msg_ref: &str, topic: &str, event: &str, payload: Payload) {
-        self.dispatcher.lock().dispatch(Message {
+        self.dispatcher.dispatch(Message {
             join_ref: join_ref.map(str::to_owned),
             msg_ref: Some(msg_ref.to_owned()),
             topic: topic.to_owned(),
@@ -295,11 +296,12 @@ impl<S: Connect + Routes> TestSocket<S> {
             Arc::new(Metrics::default()),
         );
         let shared = Shared {
-            dispatcher: Mutex::new(dispatcher),
+            dispatcher: Driven::spawn(dispatcher),
             inbox,
             pubsub,
             next_ref: Mutex::new(0),
             timeout: Mutex::new(DEFAULT_TIMEOUT),
+            socket: std::marker::PhantomData,
         };
         TestSocket { shared: Arc::new(shared) }
     }
@@ -319,15 +321,8 @@ impl<S: Connect + Routes> TestSocket<S> {
     /// the refusal's response.
     pub async fn join<T: Serialize>(&mut self, topic: &str, payload: T) -> Result<(Value, TestChannel), Value> {
         let observer = Inbox::new();
-        let subscriber = Subscriber {
-            outbox: observer.outbox.clone(),
-            serializer: Serializer::V2,
-            generation: 0,
-            delivery: Delivery::Fastlane,
-            intercepts: &[],
-            channel: None,
-        };
-        self.shared.pubsub.subscribe(&Arc::from(topic), subscriber, || {});
+        let subscriber = Subscriber::new(observer.outbox.id(), Serializer::V2, observer.outbox.clone());
+        self.shared.pubsub.subscribe(topic, subscriber);
         let join_ref = self.shared.next_ref();
         self.shared.send(Some(&join_ref), &join_ref, topic, PHX_JOIN, payload_of(&payload));
         let reply = self.wait_reply(topic, &join_ref).await;
@@ -348,7 +343,7 @@ impl<S: Connect + Routes> TestSocket<S> {
     /// Closes the connection: every channel terminates with `Closed`, as
     /// when a client disconnects (their `TestChannel`s see nothing more).
     pub fn close(self) {
-        self.shared.dispatcher.lock().close();
+        self.shared.dispatcher.finish(false);
         self.shared.inbox.outbox.close(crate::outbox::CloseReason::Gone);
     }
 }

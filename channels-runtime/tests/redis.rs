@@ -66,7 +66,8 @@ async fn node(redis: &RedisServer, channel: &str) -> Node {
     let stats = Box::new(adapter.stats_handle());
     let presence =
         PresenceOptions { heartbeat_interval: Duration::from_millis(100), down_period: Duration::from_secs(2) };
-    let pubsub = PubSub::with_options(adapter, presence);
+    let pubsub = PubSub::with_adapter(adapter);
+    assert!(Presence::start(&pubsub, presence));
     let server = serve_with(Endpoint::new().with_pubsub(pubsub), SocketOptions::default()).await;
     Node { server, stats }
 }

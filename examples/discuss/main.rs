@@ -155,13 +155,15 @@ fn pubsub() -> anyhow::Result<PubSub> {
         presence.down_period = Duration::from_millis(ms.parse()?);
         presence.heartbeat_interval = presence.heartbeat_interval.min(presence.down_period / 4);
     }
-    Ok(match std::env::var("REDIS_URL") {
+    let pubsub = match std::env::var("REDIS_URL") {
         Ok(url) if !url.is_empty() => {
             tracing::info!(url, "sharing broadcasts and presence through Redis");
-            PubSub::with_options(Redis::new(&url)?, presence)
+            PubSub::with_adapter(Redis::new(&url)?)
         }
-        _ => PubSub::with_options(phx_channels::pubsub::Local, presence),
-    })
+        _ => PubSub::local(),
+    };
+    Presence::start(&pubsub, presence);
+    Ok(pubsub)
 }
 
 struct Args {

@@ -1,14 +1,16 @@
-//! Channels: the [`Channel`] trait that `#[channel]` implements, and the
-//! task each joined channel runs in.
+//! Channels: the [`Channel`] trait that `#[channel]` implements, and how a
+//! joined channel runs.
 //!
-//! Every joined topic of every connection is its own tokio task owning the
-//! channel's state, as every joined topic is its own process in Phoenix. A
-//! panic in a handler ends that task alone: the client gets `phx_error` for
-//! the topic and rejoins, while the connection and its other channels carry
-//! on.
+//! Every joined topic of every connection is isolated as its own process
+//! is in Phoenix, without costing a task: its state waits in its
+//! connection between messages, and each message runs as a future of its
+//! own, polled by the connection's task. A panic in a handler ends that
+//! channel alone: the client gets `phx_error` for the topic and rejoins,
+//! while the connection and its other channels carry on. A handler that
+//! awaits (a database, another service) holds back only its own channel's
+//! later messages, as a busy Phoenix channel process does.
 
-mod mailbox;
-mod task;
+mod instance;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,14 +21,15 @@ use serde::Serialize;
 use crate::changeset::validator::Validate;
 use crate::changeset::{Messages, Valid};
 use crate::connect::Connect;
+use crate::connection::Connection;
 use crate::crash::Crash;
 use crate::protocol::{IntoPayload, Payload, PayloadError};
 use crate::reply::{self, Reply};
 use crate::router::{Topic, TopicPattern};
-use crate::socket::{Connection, Socket};
+use crate::socket::Socket;
 
-pub(crate) use mailbox::{mailbox, Mail, MailReceiver, MailSender};
-pub use mailbox::{ChannelGone, ChannelRef, Info};
+pub use crate::mailbox::{ChannelGone, ChannelRef, Info};
+pub(crate) use instance::{Joined, Step};
 
 /// A channel: the state of one joined topic and its handlers.
 ///
@@ -371,13 +374,13 @@ pub trait Routes: Connect {
 /// A route: a topic pattern and the channel it starts.
 pub struct Route<S: Connect> {
     pattern: TopicPattern,
-    start: fn(Start<S>),
+    join: fn(Start<S>) -> Step<S>,
 }
 
 impl<S: Connect> Route<S> {
     /// A route to channel type `C`, for use in [`Routes::ROUTES`].
     pub const fn new<C: Channel<Socket = S>>(pattern: &'static str) -> Self {
-        Route { pattern: TopicPattern::new(pattern), start: task::spawn::<C> }
+        Route { pattern: TopicPattern::new(pattern), join: instance::join::<C> }
     }
 
     /// The topic pattern.
@@ -385,8 +388,9 @@ impl<S: Connect> Route<S> {
         &self.pattern
     }
 
-    pub(crate) fn start(&self, start: Start<S>) {
-        (self.start)(start);
+    /// The step that joins a channel of this route.
+    pub(crate) fn join(&self, start: Start<S>) -> Step<S> {
+        (self.join)(start)
     }
 }
 
@@ -396,7 +400,7 @@ impl<S: Connect> std::fmt::Debug for Route<S> {
     }
 }
 
-/// Everything a channel task needs to start.
+/// Everything a channel needs to join.
 pub(crate) struct Start<S: Connect> {
     pub(crate) topic: Topic,
     /// The join_ref exactly as the client sent it (echoed in the join reply,
@@ -408,6 +412,4 @@ pub(crate) struct Start<S: Connect> {
     pub(crate) state: Arc<S::State>,
     pub(crate) conn: Arc<Connection>,
     pub(crate) generation: u64,
-    pub(crate) mailbox: MailReceiver,
-    pub(crate) me: ChannelRef,
 }

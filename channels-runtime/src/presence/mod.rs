@@ -39,20 +39,20 @@ pub(crate) mod replica;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 pub use replica::PresenceError;
 use replica::{Diffs, Gossip, Owner, Replica, TopicDiff};
 
-use crate::connect::Connect;
-use crate::protocol::Payload;
-use crate::pubsub::{BroadcastMessage, PubSub, WeakPubSub};
-use crate::socket::Socket;
+use crate::outbox::ConnId;
+use crate::protocol::{Frame, Payload, Serializer};
+use crate::pubsub::{PubSub, Sink, Subscriber, WeakPubSub};
 
 /// The internal topic presence gossip travels on between nodes.
 pub(crate) const GOSSIP_TOPIC: &str = "phx_presence:gossip";
@@ -79,27 +79,55 @@ impl Default for PresenceOptions {
     }
 }
 
-/// One node's presence tracker: the replica and the task that gossips.
+/// One node's presence tracker, a service of its PubSub
+/// ([`PubSub::service`]): the replica, and the task that gossips. Made on
+/// first use, or by [`Presence::start`] with options; an endpoint whose
+/// PubSub reaches other nodes starts it when it serves, so a node that
+/// tracks nothing itself still shows its clients the others' presences.
 pub(crate) struct Tracker {
     replica: Mutex<Replica>,
     pubsub: WeakPubSub,
     started: Instant,
 }
 
+/// Gossip from other nodes, handed to the tracker's task (never handled
+/// under the PubSub's lock).
+struct GossipInbox(mpsc::UnboundedSender<Payload>);
+
+impl Sink for GossipInbox {
+    fn frame(&self, _frame: &Frame) {}
+
+    fn raw(&self, _tag: u64, _topic: &str, _event: &str, payload: &Payload) {
+        // The task ended with its PubSub; nothing to do.
+        let _ = self.0.send(payload.clone());
+    }
+}
+
 impl Tracker {
     /// Starts the tracker of `pubsub`: subscribes to the gossip topic and
     /// spawns the task that answers gossip and sends heartbeats.
-    pub(crate) fn start(pubsub: &PubSub, options: PresenceOptions) -> Arc<Tracker> {
+    fn start(pubsub: &PubSub, options: PresenceOptions) -> Arc<Tracker> {
         let me = random_id(12).unwrap_or_else(|| format!("node-{}", std::process::id()));
+        let (sender, inbox) = mpsc::unbounded_channel();
+        let subscriber = Subscriber::new(ConnId::unique(), Serializer::V2, Arc::new(GossipInbox(sender))).raw();
+        pubsub.subscribe(GOSSIP_TOPIC, subscriber);
         let tracker = Arc::new(Tracker {
             replica: Mutex::new(Replica::new(me)),
             pubsub: pubsub.downgrade(),
             started: Instant::now(),
         });
-        let (sender, inbox) = mpsc::unbounded_channel();
-        pubsub.subscribe_internal(GOSSIP_TOPIC, sender);
         tokio::spawn(run(Arc::downgrade(&tracker), inbox, options));
         tracker
+    }
+
+    /// The tracker of `pubsub`, started with default options if it was not.
+    pub(crate) fn of(pubsub: &PubSub) -> Arc<Tracker> {
+        pubsub.service(|pubsub| Tracker::start(pubsub, PresenceOptions::default()))
+    }
+
+    /// The tracker of `pubsub`, if one was started.
+    pub(crate) fn if_started(pubsub: &PubSub) -> Option<Arc<Tracker>> {
+        pubsub.service_if_started::<Tracker>()
     }
 
     fn now(&self) -> u64 {
@@ -109,11 +137,7 @@ impl Tracker {
     /// Sends gossip to the other nodes (never to this one).
     fn gossip(&self, pubsub: &PubSub, gossip: &Gossip) {
         match Payload::json(gossip) {
-            Ok(payload) => pubsub.publish_remote(&BroadcastMessage {
-                topic: GOSSIP_TOPIC.to_owned(),
-                event: GOSSIP_EVENT.to_owned(),
-                payload,
-            }),
+            Ok(payload) => pubsub.publish_remote(GOSSIP_TOPIC, GOSSIP_EVENT, payload),
             Err(error) => tracing::error!(%error, "presence gossip could not be encoded"),
         }
     }
@@ -136,15 +160,16 @@ impl Tracker {
     }
 }
 
-/// Gossip in, heartbeats out, the silent declared down.
-async fn run(tracker: Weak<Tracker>, mut inbox: mpsc::UnboundedReceiver<(String, Payload)>, options: PresenceOptions) {
+/// Gossip in, heartbeats out, the silent declared down; ends with the
+/// PubSub.
+async fn run(tracker: Weak<Tracker>, mut inbox: mpsc::UnboundedReceiver<Payload>, options: PresenceOptions) {
     let mut heartbeat = tokio::time::interval(options.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let down_period = u64::try_from(options.down_period.as_millis()).unwrap_or(u64::MAX);
     loop {
         tokio::select! {
             received = inbox.recv() => {
-                let Some((_event, payload)) = received else { return };
+                let Some(payload) = received else { return };
                 let Some(tracker) = tracker.upgrade() else { return };
                 let Some(pubsub) = tracker.pubsub.upgrade() else { return };
                 let gossip: Gossip = match payload.decode() {
@@ -233,17 +258,41 @@ fn meta_object<T: Serialize>(meta: &T) -> Result<Map<String, Value>, PresenceErr
     }
 }
 
-/// Whether the socket's limit lets `meta` under `key` be sent to every
+/// Whether the channel's limit lets `meta` under `key` be sent to every
 /// member of the topic.
-fn admit<S: Connect>(socket: &Socket<S>, key: &str, meta: &Map<String, Value>) -> Result<(), PresenceError> {
+fn admit(scope: &Scope<'_>, key: &str, meta: &Map<String, Value>) -> Result<(), PresenceError> {
     // A map of JSON values always encodes.
-    let size = serde_json::to_vec(meta).map_or(0, |bytes| bytes.len());
-    socket.admit_presence_meta(key.len() + size)
+    let size = key.len() + serde_json::to_vec(meta).map_or(0, |bytes| bytes.len());
+    let max = scope.max_meta_bytes;
+    if max != 0 && size > max {
+        return Err(PresenceError::MetaTooLarge { size, max });
+    }
+    Ok(())
+}
+
+/// What presence needs of the channel that tracks: its PubSub, its topic,
+/// who owns the entries (they leave when that channel ends) and the
+/// connection's limit on metas. Implemented by
+/// [`Socket`](crate::socket::Socket), which is what handlers pass to
+/// [`Presence::track`] and friends.
+pub trait PresenceScope {
+    #[doc(hidden)]
+    fn presence_scope(&self) -> Scope<'_>;
+}
+
+/// A channel's presence scope (see [`PresenceScope`]).
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Scope<'a> {
+    pub(crate) pubsub: &'a PubSub,
+    pub(crate) topic: &'a str,
+    pub(crate) owner: Owner,
+    pub(crate) max_meta_bytes: usize,
 }
 
 fn phx_ref() -> String {
     // 12 random bytes, URL-safe: 16 characters, like Phoenix's refs.
-    random_id(12).unwrap_or_else(|| format!("{:x}", Instant::now().elapsed().as_nanos()))
+    random_id(12).unwrap_or_else(|| format!("{:x}", std::time::Instant::now().elapsed().as_nanos()))
 }
 
 /// Presence tracking for channels: Phoenix.Presence's `track`, `update`,
@@ -252,6 +301,24 @@ fn phx_ref() -> String {
 pub struct Presence;
 
 impl Presence {
+    /// Starts presence on `pubsub` with `options` (call it before serving;
+    /// without it, presence starts with the defaults on first use). Returns
+    /// `false` if presence had already started on this PubSub, with the
+    /// options it started with.
+    pub fn start(pubsub: &PubSub, options: PresenceOptions) -> bool {
+        let mut started_here = false;
+        pubsub.service(|pubsub| {
+            started_here = true;
+            Tracker::start(pubsub, options)
+        });
+        started_here
+    }
+
+    /// Starts presence on `pubsub` with the defaults unless it runs.
+    pub(crate) fn attach(pubsub: &PubSub) {
+        Tracker::of(pubsub);
+    }
+
     /// Tracks `key` (e.g. the user's name or id) on the channel's topic
     /// with `meta` (a JSON object; `phx_ref` is added). Everyone on the
     /// topic gets a `presence_diff` with it under `joins`. One channel
@@ -259,29 +326,32 @@ impl Presence {
     ///
     /// A meta larger than the socket's `max_presence_meta_bytes` (its key
     /// included) is refused with [`PresenceError::MetaTooLarge`].
-    pub fn track<S: Connect, T: Serialize>(socket: &Socket<S>, key: &str, meta: T) -> Result<(), PresenceError> {
+    pub fn track<T: Serialize>(socket: &impl PresenceScope, key: &str, meta: T) -> Result<(), PresenceError> {
+        let scope = socket.presence_scope();
         let meta = meta_object(&meta)?;
-        admit(socket, key, &meta)?;
-        let tracker = socket.pubsub().tracker();
-        let change = tracker.replica.lock().track(socket.owner(), socket.topic(), key, meta, phx_ref());
+        admit(&scope, key, &meta)?;
+        let tracker = Tracker::of(scope.pubsub);
+        let change = tracker.replica.lock().track(scope.owner, scope.topic, key, meta, phx_ref());
         tracker.apply(change)
     }
 
     /// Replaces the meta of a key this channel tracks: one diff with the
     /// new meta joining (`phx_ref_prev` naming the old) and the old leaving.
     /// Bounded like [`Presence::track`].
-    pub fn update<S: Connect, T: Serialize>(socket: &Socket<S>, key: &str, meta: T) -> Result<(), PresenceError> {
+    pub fn update<T: Serialize>(socket: &impl PresenceScope, key: &str, meta: T) -> Result<(), PresenceError> {
+        let scope = socket.presence_scope();
         let meta = meta_object(&meta)?;
-        admit(socket, key, &meta)?;
-        let tracker = socket.pubsub().tracker();
-        let change = tracker.replica.lock().update(socket.owner(), socket.topic(), key, meta, phx_ref());
+        admit(&scope, key, &meta)?;
+        let tracker = Tracker::of(scope.pubsub);
+        let change = tracker.replica.lock().update(scope.owner, scope.topic, key, meta, phx_ref());
         tracker.apply(change)
     }
 
     /// Stops tracking a key this channel tracks; it leaves for everyone.
-    pub fn untrack<S: Connect>(socket: &Socket<S>, key: &str) {
-        let tracker = socket.pubsub().tracker();
-        let change = tracker.replica.lock().untrack(socket.owner(), socket.topic(), key);
+    pub fn untrack(socket: &impl PresenceScope, key: &str) {
+        let scope = socket.presence_scope();
+        let Some(tracker) = Tracker::if_started(scope.pubsub) else { return };
+        let change = tracker.replica.lock().untrack(scope.owner, scope.topic, key);
         if let Some(change) = change {
             // An untrack cannot fail.
             let _ = tracker.apply(Ok(change));
@@ -290,14 +360,22 @@ impl Presence {
 
     /// Everyone on the channel's topic, on every node:
     /// `{key: {"metas": [..]}}`, ready to push as `presence_state`.
-    pub fn list<S: Connect>(socket: &Socket<S>) -> Value {
-        Self::list_topic(socket.pubsub(), socket.topic())
+    pub fn list(socket: &impl PresenceScope) -> Value {
+        let scope = socket.presence_scope();
+        Self::list_topic(scope.pubsub, scope.topic)
     }
 
     /// Everyone on `topic`, from outside any channel.
     pub fn list_topic(pubsub: &PubSub, topic: &str) -> Value {
-        let entries = pubsub.tracker().replica.lock().list(topic);
+        let entries = Tracker::of(pubsub).replica.lock().list(topic);
         Value::Object(presence_map(entries))
+    }
+
+    /// Everything a channel instance tracked leaves (it ended).
+    pub(crate) fn untrack_owner(pubsub: &PubSub, owner: Owner) {
+        if let Some(tracker) = Tracker::if_started(pubsub) {
+            tracker.untrack_owner(owner);
+        }
     }
 }
 

@@ -19,21 +19,19 @@
 //! assert_eq!(pubsub.subscriber_count("comments:42"), 0);
 //! ```
 
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::Arc;
 
-use parking_lot::RwLock;
-use tokio::sync::mpsc;
+use parking_lot::{Mutex, RwLock};
 
-use crate::channel::{ChannelRef, Mail};
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::{Redis, RedisStats};
 
-use crate::outbox::{CloseReason, ConnId, Outbox};
-use crate::presence::{PresenceOptions, Tracker};
+use crate::outbox::{ConnId, Outbox};
 use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};
 
 /// The event that, broadcast to a socket id, closes every connection with
@@ -53,12 +51,42 @@ pub struct BroadcastMessage {
     pub payload: Payload,
 }
 
-/// Carries broadcasts between nodes.
+/// Carries broadcasts between nodes: the one trait a broker (Redis, NATS,
+/// anything that moves bytes between processes) implements, in this crate
+/// or in another.
 ///
-/// An adapter is told about every broadcast made on this node
-/// ([`Adapter::publish`]) and delivers the ones made on other nodes with
-/// [`PubSub::deliver_local`]. It must never hand a node its own broadcast
-/// back.
+/// - [`Adapter::publish`] is told about every broadcast made on this node
+///   (never about ones that arrived from other nodes), and sends it to the
+///   others. It must not block: queue and return.
+/// - [`Adapter::start`] is called once, when the [`PubSub`] is built, with
+///   the handle through which the adapter hands broadcasts from other
+///   nodes to this one: [`PubSub::deliver_local`]. A node must never be
+///   handed its own broadcast back (the subscribers here already got it).
+/// - [`Adapter::is_multi_node`]: whether other nodes exist at all (asked
+///   once; `false` means `publish` is never called).
+///
+/// Presence replication needs nothing more: it travels as broadcasts on
+/// an internal topic.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use phx_channels_runtime::pubsub::{Adapter, BroadcastMessage, PubSub};
+///
+/// /// Every broadcast made here, kept for a look (a broker would send it on).
+/// #[derive(Clone, Default)]
+/// struct Spy(Arc<Mutex<Vec<BroadcastMessage>>>);
+///
+/// impl Adapter for Spy {
+///     fn publish(&self, message: &BroadcastMessage) {
+///         self.0.lock().unwrap().push(message.clone());
+///     }
+/// }
+///
+/// let spy = Spy::default();
+/// let pubsub = PubSub::with_adapter(spy.clone());
+/// pubsub.broadcast("room:1", "hello", &serde_json::json!({"n": 1})).unwrap();
+/// assert_eq!(spy.0.lock().unwrap()[0].event, "hello");
+/// ```
 pub trait Adapter: Send + Sync + 'static {
     /// Sends a broadcast made on this node to every other node.
     fn publish(&self, message: &BroadcastMessage);
@@ -68,7 +96,7 @@ pub trait Adapter: Send + Sync + 'static {
     fn start(&self, _local: PubSub) {}
 
     /// Whether other nodes exist at all. Presence replication starts with
-    /// the PubSub only where they do.
+    /// the endpoint only where they do.
     fn is_multi_node(&self) -> bool {
         true
     }
@@ -86,31 +114,118 @@ impl Adapter for Local {
     }
 }
 
-/// What a subscription does with a broadcast.
-#[derive(Debug, Clone)]
-pub(crate) enum Delivery {
-    /// Encode (once per serializer) and queue on the connection.
-    Fastlane,
-    /// The socket-id topic: a `disconnect` event closes the connection.
-    Disconnect,
-    /// A runtime service (presence): the raw event and payload, queued for
-    /// its task, never handled under the PubSub's lock.
-    Internal(mpsc::UnboundedSender<(String, Payload)>),
+/// Where a subscription's broadcasts go: a connection, a test, a service.
+///
+/// A sink takes broadcasts as encoded frames (encoded once per serializer
+/// for all the subscribers of a broadcast) or, for the events its
+/// subscription asks to see raw ([`Subscriber::raw_events`],
+/// [`Subscriber::raw`]), as topic, event and payload. Both are called under
+/// the topic's lock: queue, never block.
+pub trait Sink: Send + Sync + 'static {
+    /// Takes one broadcast frame, in this subscriber's serializer.
+    fn frame(&self, frame: &Frame);
+
+    /// Takes one broadcast the subscription asked to see raw; `tag` is the
+    /// one the subscription was made with.
+    fn raw(&self, tag: u64, topic: &str, event: &str, payload: &Payload) {
+        let _ = (tag, topic, event, payload);
+    }
 }
 
-/// One connection's subscription to one topic.
-#[derive(Debug, Clone)]
-pub(crate) struct Subscriber {
-    pub(crate) outbox: Arc<Outbox>,
-    pub(crate) serializer: Serializer,
-    /// Which channel instance of the connection holds the subscription;
-    /// later joins have larger generations and replace earlier ones.
-    pub(crate) generation: u64,
-    pub(crate) delivery: Delivery,
-    /// Events handed to the channel's `handle_out` instead of the fastlane.
-    pub(crate) intercepts: &'static [&'static str],
-    /// The channel holding the subscription, for intercepted events.
-    pub(crate) channel: Option<ChannelRef>,
+/// An outbox takes frames as they are (benchmarks and tests subscribe one
+/// without a connection).
+impl Sink for Outbox {
+    fn frame(&self, frame: &Frame) {
+        // A closed outbox belongs to a connection that is going away.
+        let _ = self.push(frame.clone());
+    }
+}
+
+/// Which events a subscription takes raw instead of as frames.
+#[derive(Debug, Clone, Copy)]
+enum Raw {
+    None,
+    Events(&'static [&'static str]),
+    All,
+}
+
+/// One subscription to one topic: who (a connection id: a connection holds
+/// at most one subscription per topic), how broadcasts are encoded for it,
+/// and where they go.
+///
+/// ```
+/// use std::sync::Arc;
+/// use phx_channels_runtime::outbox::{ConnId, Outbox};
+/// use phx_channels_runtime::protocol::Serializer;
+/// use phx_channels_runtime::pubsub::{PubSub, Subscriber};
+///
+/// let pubsub = PubSub::local();
+/// let outbox = Arc::new(Outbox::new(1 << 20));
+/// pubsub.subscribe("doc:1", Subscriber::new(outbox.id(), Serializer::V2, outbox.clone()));
+/// pubsub.broadcast("doc:1", "update", vec![1u8, 2, 3]).unwrap();
+/// assert_eq!(outbox.take().unwrap().len(), 1);
+/// pubsub.unsubscribe("doc:1", outbox.id(), 0);
+/// assert_eq!(pubsub.subscriber_count("doc:1"), 0);
+/// ```
+#[derive(Clone)]
+pub struct Subscriber {
+    id: ConnId,
+    tag: u64,
+    serializer: Serializer,
+    raw: Raw,
+    sink: Arc<dyn Sink>,
+}
+
+impl Subscriber {
+    /// A subscription of `id` that takes every broadcast as a frame
+    /// encoded by `serializer`.
+    pub fn new(id: ConnId, serializer: Serializer, sink: Arc<dyn Sink>) -> Self {
+        Subscriber { id, tag: 0, serializer, raw: Raw::None, sink }
+    }
+
+    /// Tags the subscription (a connection tags it with the channel
+    /// instance that made it). For the same connection and topic, a
+    /// subscription with a larger tag replaces one with a smaller tag, and
+    /// [`PubSub::unsubscribe`] removes only the tag it names.
+    #[must_use]
+    pub fn tag(mut self, tag: u64) -> Self {
+        self.tag = tag;
+        self
+    }
+
+    /// Takes these events raw ([`Sink::raw`]) instead of as frames
+    /// (Phoenix's `intercept`).
+    #[must_use]
+    pub fn raw_events(mut self, events: &'static [&'static str]) -> Self {
+        self.raw = if events.is_empty() { Raw::None } else { Raw::Events(events) };
+        self
+    }
+
+    /// Takes every event raw (a service, or a socket id's subscription).
+    #[must_use]
+    pub fn raw(mut self) -> Self {
+        self.raw = Raw::All;
+        self
+    }
+
+    fn wants_raw(&self, event: &str) -> bool {
+        match self.raw {
+            Raw::None => false,
+            Raw::Events(events) => events.contains(&event),
+            Raw::All => true,
+        }
+    }
+}
+
+impl std::fmt::Debug for Subscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscriber")
+            .field("id", &self.id)
+            .field("tag", &self.tag)
+            .field("serializer", &self.serializer)
+            .field("raw", &self.raw)
+            .finish_non_exhaustive()
+    }
 }
 
 type Shard = RwLock<HashMap<Arc<str>, Subscribers>>;
@@ -122,7 +237,7 @@ const INDEX_FROM: usize = 32;
 
 /// The subscribers of one topic on this node: a list to iterate when
 /// delivering, and, for large topics, where each connection stands in it.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Subscribers {
     list: Vec<Subscriber>,
     index: Option<HashMap<ConnId, usize>>,
@@ -132,36 +247,40 @@ impl Subscribers {
     fn position(&self, conn: ConnId) -> Option<usize> {
         match &self.index {
             Some(index) => index.get(&conn).copied(),
-            None => self.list.iter().position(|s| s.outbox.id() == conn),
+            None => self.list.iter().position(|s| s.id == conn),
         }
     }
 
     fn push(&mut self, subscriber: Subscriber) {
         if let Some(index) = &mut self.index {
-            index.insert(subscriber.outbox.id(), self.list.len());
+            index.insert(subscriber.id, self.list.len());
         }
         self.list.push(subscriber);
         if self.index.is_none() && self.list.len() > INDEX_FROM {
-            self.index = Some(self.list.iter().enumerate().map(|(i, s)| (s.outbox.id(), i)).collect());
+            self.index = Some(self.list.iter().enumerate().map(|(i, s)| (s.id, i)).collect());
         }
     }
 
     fn remove(&mut self, at: usize) {
         let removed = self.list.swap_remove(at);
         if let Some(index) = &mut self.index {
-            index.remove(&removed.outbox.id());
+            index.remove(&removed.id);
             if let Some(moved) = self.list.get(at) {
-                index.insert(moved.outbox.id(), at);
+                index.insert(moved.id, at);
             }
         }
     }
 }
 
+type Services = Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>;
+
 struct Inner {
     shards: Box<[Shard]>,
     adapter: Box<dyn Adapter>,
-    tracker: OnceLock<Arc<Tracker>>,
-    presence_options: PresenceOptions,
+    /// The adapter's [`Adapter::is_multi_node`], asked once.
+    multi_node: bool,
+    /// Services built on this PubSub (presence), one of each type.
+    services: Services,
 }
 
 /// The publish/subscribe hub of an endpoint. Cheap to clone.
@@ -223,24 +342,20 @@ impl PubSub {
 
     /// A PubSub that also reaches other nodes through `adapter`.
     ///
-    /// With a multi-node adapter this starts background tasks, so call it
-    /// inside a tokio runtime.
+    /// With a multi-node adapter this may start background tasks, so call
+    /// it inside a tokio runtime.
     pub fn with_adapter(adapter: impl Adapter) -> Self {
-        Self::with_options(adapter, PresenceOptions::default())
-    }
-
-    /// Like [`PubSub::with_adapter`], with presence replication tuned.
-    pub fn with_options(adapter: impl Adapter, presence: PresenceOptions) -> Self {
         let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
-        let inner = Inner { shards, adapter: Box::new(adapter), tracker: OnceLock::new(), presence_options: presence };
+        let multi_node = adapter.is_multi_node();
+        let inner = Inner { shards, adapter: Box::new(adapter), multi_node, services: Mutex::default() };
         let pubsub = PubSub { inner: Arc::new(inner) };
         pubsub.inner.adapter.start(pubsub.clone());
-        if pubsub.inner.adapter.is_multi_node() {
-            // Every node gossips, also one that tracks nothing itself:
-            // its clients still see the others' presences.
-            pubsub.tracker();
-        }
         pubsub
+    }
+
+    /// Whether the adapter reaches other nodes.
+    pub fn is_multi_node(&self) -> bool {
+        self.inner.multi_node
     }
 
     fn shard(&self, topic: &str) -> &Shard {
@@ -259,7 +374,7 @@ impl PubSub {
     pub fn broadcast(&self, topic: &str, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
         let payload = payload.into_payload()?;
         self.deliver(topic, event, &payload, None);
-        self.inner.adapter.publish(&BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload });
+        self.publish_remote(topic, event, payload);
         Ok(())
     }
 
@@ -274,7 +389,7 @@ impl PubSub {
     ) -> Result<(), BroadcastError> {
         let payload = payload.into_payload()?;
         self.deliver(topic, event, &payload, Some(from));
-        self.inner.adapter.publish(&BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload });
+        self.publish_remote(topic, event, payload);
         Ok(())
     }
 
@@ -290,66 +405,54 @@ impl PubSub {
         self.deliver(&message.topic, &message.event, &message.payload, None);
     }
 
-    /// This node's presence tracker, started on first use.
-    pub(crate) fn tracker(&self) -> &Arc<Tracker> {
-        self.inner.tracker.get_or_init(|| Tracker::start(self, self.inner.presence_options))
+    /// Sends a broadcast to the other nodes only (a service replicating
+    /// its own state, as presence does).
+    pub fn publish_remote(&self, topic: &str, event: &str, payload: Payload) {
+        // A single node has no one to tell (and pays no copy of the topic
+        // and event for it).
+        if self.inner.multi_node {
+            let message = BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload };
+            self.inner.adapter.publish(&message);
+        }
     }
 
-    /// The tracker, if anything was ever tracked here.
-    pub(crate) fn tracker_if_started(&self) -> Option<&Arc<Tracker>> {
-        self.inner.tracker.get()
+    /// The service of type `T` built on this PubSub, made by `start` on
+    /// first use: one per PubSub, shared by every endpoint using it (this
+    /// is how presence attaches to a PubSub without the PubSub knowing it).
+    /// `start` runs at most once per type, and must not ask this PubSub
+    /// for a service itself.
+    pub fn service<T: Send + Sync + 'static>(&self, start: impl FnOnce(&PubSub) -> Arc<T>) -> Arc<T> {
+        let mut services = self.inner.services.lock();
+        let service = match services.get(&TypeId::of::<T>()) {
+            Some(service) => service.clone(),
+            None => {
+                let made: Arc<dyn Any + Send + Sync> = start(self);
+                services.insert(TypeId::of::<T>(), made.clone());
+                made
+            }
+        };
+        drop(services);
+        service.downcast::<T>().unwrap_or_else(|_| unreachable!("services are keyed by their type"))
     }
 
-    /// Sends a message to the other nodes only.
-    pub(crate) fn publish_remote(&self, message: &BroadcastMessage) {
-        self.inner.adapter.publish(message);
+    /// The service of type `T`, if one was started.
+    pub fn service_if_started<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
+        let service = self.inner.services.lock().get(&TypeId::of::<T>()).cloned()?;
+        service.downcast::<T>().ok()
     }
 
     /// Subscribes `outbox` to `topic` as a connection's channel would, with
     /// no intercepts: broadcasts are queued on it as `serializer` encodes
     /// them. For benchmarks and tests that need many subscribers without
-    /// sockets; applications subscribe by joining channels.
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use phx_channels_runtime::outbox::Outbox;
-    /// use phx_channels_runtime::protocol::Serializer;
-    /// use phx_channels_runtime::pubsub::PubSub;
-    ///
-    /// let pubsub = PubSub::local();
-    /// let outbox = Arc::new(Outbox::new(1 << 20));
-    /// pubsub.subscribe_outbox("doc:1", outbox.clone(), Serializer::V2);
-    /// pubsub.broadcast("doc:1", "update", vec![1u8, 2, 3]).unwrap();
-    /// assert_eq!(outbox.take().unwrap().len(), 1);
-    /// ```
+    /// sockets.
     #[doc(hidden)]
     pub fn subscribe_outbox(&self, topic: &str, outbox: Arc<Outbox>, serializer: Serializer) {
-        let subscriber = Subscriber {
-            outbox,
-            serializer,
-            generation: 0,
-            delivery: Delivery::Fastlane,
-            intercepts: &[],
-            channel: None,
-        };
-        self.subscribe(&Arc::from(topic), subscriber, || {});
+        self.subscribe(topic, Subscriber::new(outbox.id(), serializer, outbox));
     }
 
-    /// Subscribes a runtime service to `topic`.
-    pub(crate) fn subscribe_internal(&self, topic: &str, sender: mpsc::UnboundedSender<(String, Payload)>) {
-        let subscriber = Subscriber {
-            outbox: Arc::new(Outbox::new(0)),
-            serializer: Serializer::V2,
-            generation: 0,
-            delivery: Delivery::Internal(sender),
-            intercepts: &[],
-            channel: None,
-        };
-        self.subscribe(&Arc::from(topic), subscriber, || {});
-    }
-
-    /// A handle that does not keep the PubSub alive.
-    pub(crate) fn downgrade(&self) -> WeakPubSub {
+    /// A handle that does not keep the PubSub alive (for a service's own
+    /// tasks, which should end with it).
+    pub fn downgrade(&self) -> WeakPubSub {
         WeakPubSub(Arc::downgrade(&self.inner))
     }
 
@@ -365,71 +468,60 @@ impl PubSub {
         // every subscriber using that serializer.
         let mut encoded: [Option<Option<Frame>>; 2] = [None, None];
         for sub in &subscribers.list {
-            if Some(sub.outbox.id()) == except {
+            if Some(sub.id) == except {
                 continue;
             }
-            match &sub.delivery {
-                Delivery::Fastlane if sub.intercepts.contains(&event) => {
-                    if let Some(channel) = &sub.channel {
-                        let out = Mail::Out { event: event.to_owned(), payload: payload.clone() };
-                        // A channel that ended is unsubscribing; nothing to deliver.
-                        let _ = channel.send_mail(out);
+            if sub.wants_raw(event) {
+                sub.sink.raw(sub.tag, topic, event, payload);
+                continue;
+            }
+            let frame = encoded[sub.serializer.index()].get_or_insert_with(|| {
+                let out = Outgoing::Broadcast { topic, event, payload };
+                match sub.serializer.encode(&out) {
+                    Ok(frame) => Some(frame),
+                    Err(error) => {
+                        // Once per broadcast, not per subscriber.
+                        tracing::warn!(topic, event, %error, serializer = ?sub.serializer, "broadcast not delivered to the subscribers of this serializer");
+                        None
                     }
                 }
-                Delivery::Fastlane => {
-                    let frame = encoded[sub.serializer.index()].get_or_insert_with(|| {
-                        let out = Outgoing::Broadcast { topic, event, payload };
-                        match sub.serializer.encode(&out) {
-                            Ok(frame) => Some(frame),
-                            Err(error) => {
-                                // Once per broadcast, not per subscriber.
-                                tracing::warn!(topic, event, %error, serializer = ?sub.serializer, "broadcast not delivered to the subscribers of this serializer");
-                                None
-                            }
-                        }
-                    });
-                    if let Some(frame) = frame {
-                        if sub.outbox.push(frame.clone()).is_err() {
-                            tracing::trace!(topic, "subscriber is closing");
-                        }
-                    }
-                }
-                Delivery::Disconnect => {
-                    if event == DISCONNECT_EVENT {
-                        sub.outbox.close(CloseReason::Disconnect);
-                    }
-                }
-                Delivery::Internal(sender) => {
-                    // The service ended with its PubSub; nothing to do.
-                    let _ = sender.send((event.to_owned(), payload.clone()));
-                }
+            });
+            if let Some(frame) = frame {
+                sub.sink.frame(frame);
             }
         }
     }
 
-    /// Subscribes a connection to `topic`, running `then` while no broadcast
-    /// on the topic can be delivered: a join reply queued there reaches the
-    /// client before any broadcast the subscription brings.
-    ///
-    /// A connection holds at most one subscription per topic: a later
-    /// generation replaces an earlier one, an earlier one is ignored.
-    pub(crate) fn subscribe(&self, topic: &Arc<str>, subscriber: Subscriber, then: impl FnOnce()) {
+    /// Subscribes to `topic`. A connection holds at most one subscription
+    /// per topic: one with a larger [tag](Subscriber::tag) replaces it,
+    /// one with a smaller or equal tag is ignored.
+    pub fn subscribe(&self, topic: &str, subscriber: Subscriber) {
+        self.subscribe_then(topic, subscriber, || {});
+    }
+
+    /// Subscribes, running `then` while no broadcast on the topic can be
+    /// delivered: a join reply queued there reaches the client before any
+    /// broadcast the subscription brings.
+    pub(crate) fn subscribe_then(&self, topic: &str, subscriber: Subscriber, then: impl FnOnce()) {
         let mut shard = self.shard(topic).write();
-        let subscribers = shard.entry(topic.clone()).or_default();
-        match subscribers.position(subscriber.outbox.id()) {
-            Some(at) if subscribers.list[at].generation < subscriber.generation => subscribers.list[at] = subscriber,
+        let subscribers = match shard.get_mut(topic) {
+            Some(subscribers) => subscribers,
+            None => shard.entry(Arc::from(topic)).or_default(),
+        };
+        match subscribers.position(subscriber.id) {
+            Some(at) if subscribers.list[at].tag < subscriber.tag => subscribers.list[at] = subscriber,
             Some(_) => {}
             None => subscribers.push(subscriber),
         }
         then();
     }
 
-    /// Removes a connection's subscription to `topic` if it is still the one
-    /// made by `generation`.
-    pub(crate) fn unsubscribe(&self, topic: &str, conn: ConnId, generation: u64) {
+    /// Removes the subscription of `id` to `topic` if it is still the one
+    /// tagged `tag`.
+    pub fn unsubscribe(&self, topic: &str, id: ConnId, tag: u64) {
         let mut shard = self.shard(topic).write();
         let Some(subscribers) = shard.get_mut(topic) else { return };
-        if let Some(at) = subscribers.position(conn).filter(|&at| subscribers.list[at].generation == generation) {
+        if let Some(at) = subscribers.position(id).filter(|&at| subscribers.list[at].tag == tag) {
             subscribers.remove(at);
         }
         if subscribers.list.is_empty() {
@@ -440,11 +532,18 @@ impl PubSub {
 
 /// A [`PubSub`] that may have been dropped.
 #[derive(Clone)]
-pub(crate) struct WeakPubSub(Weak<Inner>);
+pub struct WeakPubSub(std::sync::Weak<Inner>);
 
 impl WeakPubSub {
-    pub(crate) fn upgrade(&self) -> Option<PubSub> {
+    /// The PubSub, if it is still alive.
+    pub fn upgrade(&self) -> Option<PubSub> {
         self.0.upgrade().map(|inner| PubSub { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakPubSub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakPubSub").finish_non_exhaustive()
     }
 }
 
@@ -466,36 +565,27 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn subscriber(serializer: Serializer, generation: u64) -> Subscriber {
-        Subscriber {
-            outbox: Arc::new(Outbox::new(1 << 20)),
-            serializer,
-            generation,
-            delivery: Delivery::Fastlane,
-            intercepts: &[],
-            channel: None,
-        }
+    fn subscriber(serializer: Serializer, tag: u64) -> (Subscriber, Arc<Outbox>) {
+        let outbox = Arc::new(Outbox::new(1 << 20));
+        (Subscriber::new(outbox.id(), serializer, outbox.clone()).tag(tag), outbox)
     }
 
     fn drain(outbox: &Outbox) -> Vec<Frame> {
-        let mut batch = Vec::new();
-        batch.extend(outbox.take().unwrap());
-        batch
+        outbox.take().unwrap().into_iter().collect()
     }
 
     #[test]
     fn encodes_once_per_serializer_and_shares_the_bytes() {
         let pubsub = PubSub::local();
-        let topic: Arc<str> = "t".into();
         let subs: Vec<_> =
             [Serializer::V2, Serializer::V2, Serializer::V1].into_iter().map(|s| subscriber(s, 1)).collect();
-        for s in &subs {
-            pubsub.subscribe(&topic, s.clone(), || {});
+        for (s, _) in &subs {
+            pubsub.subscribe("t", s.clone());
         }
         pubsub.broadcast("t", "e", json!({"a": 1})).unwrap();
-        let a = drain(&subs[0].outbox);
-        let b = drain(&subs[1].outbox);
-        let c = drain(&subs[2].outbox);
+        let a = drain(&subs[0].1);
+        let b = drain(&subs[1].1);
+        let c = drain(&subs[2].1);
         assert_eq!(a[0].as_text(), Some(r#"[null,null,"t","e",{"a":1}]"#));
         // Same allocation, not merely equal bytes.
         assert_eq!(a[0].as_bytes().as_ptr(), b[0].as_bytes().as_ptr());
@@ -505,92 +595,124 @@ mod tests {
     #[test]
     fn broadcast_from_skips_the_sender_and_other_topics_get_nothing() {
         let pubsub = PubSub::local();
-        let (a, b, other) =
+        let ((a, a_out), (b, b_out), (other, other_out)) =
             (subscriber(Serializer::V2, 1), subscriber(Serializer::V2, 1), subscriber(Serializer::V2, 1));
-        pubsub.subscribe(&"t".into(), a.clone(), || {});
-        pubsub.subscribe(&"t".into(), b.clone(), || {});
-        pubsub.subscribe(&"u".into(), other.clone(), || {});
-        pubsub.broadcast_from(a.outbox.id(), "t", "e", Payload::empty()).unwrap();
-        assert!(drain(&a.outbox).is_empty());
-        assert_eq!(drain(&b.outbox).len(), 1);
-        assert!(drain(&other.outbox).is_empty());
+        pubsub.subscribe("t", a.clone());
+        pubsub.subscribe("t", b);
+        pubsub.subscribe("u", other);
+        pubsub.broadcast_from(a.id, "t", "e", Payload::empty()).unwrap();
+        assert!(drain(&a_out).is_empty());
+        assert_eq!(drain(&b_out).len(), 1);
+        assert!(drain(&other_out).is_empty());
     }
 
     #[test]
-    fn one_subscription_per_connection_newest_generation_wins() {
+    fn one_subscription_per_connection_newest_tag_wins() {
         let pubsub = PubSub::local();
-        let topic: Arc<str> = "t".into();
-        let old = subscriber(Serializer::V2, 1);
-        let new = Subscriber { generation: 2, ..old.clone() };
-        pubsub.subscribe(&topic, old.clone(), || {});
-        pubsub.subscribe(&topic, new.clone(), || {});
-        pubsub.subscribe(&topic, old.clone(), || {});
+        let (old, _out) = subscriber(Serializer::V2, 1);
+        let new = old.clone().tag(2);
+        pubsub.subscribe("t", old.clone());
+        pubsub.subscribe("t", new);
+        pubsub.subscribe("t", old.clone());
         assert_eq!(pubsub.subscriber_count("t"), 1);
-        // the stale generation cannot remove the newer subscription
-        pubsub.unsubscribe("t", old.outbox.id(), 1);
+        // the stale tag cannot remove the newer subscription
+        pubsub.unsubscribe("t", old.id, 1);
         assert_eq!(pubsub.subscriber_count("t"), 1);
-        pubsub.unsubscribe("t", old.outbox.id(), 2);
+        pubsub.unsubscribe("t", old.id, 2);
         assert_eq!(pubsub.subscriber_count("t"), 0);
     }
 
     #[test]
     fn large_topics_stay_consistent_through_joins_and_leaves() {
         let pubsub = PubSub::local();
-        let topic: Arc<str> = "big".into();
         let subs: Vec<_> = (0..200).map(|_| subscriber(Serializer::V2, 1)).collect();
-        for s in &subs {
-            pubsub.subscribe(&topic, s.clone(), || {});
+        for (s, _) in &subs {
+            pubsub.subscribe("big", s.clone());
         }
-        // leave every third, rejoin a newer generation of every fifth
-        for (i, s) in subs.iter().enumerate() {
+        // leave every third, resubscribe a newer tag of every fifth
+        for (i, (s, _)) in subs.iter().enumerate() {
             if i % 3 == 0 {
-                pubsub.unsubscribe("big", s.outbox.id(), 1);
+                pubsub.unsubscribe("big", s.id, 1);
             } else if i % 5 == 0 {
-                pubsub.subscribe(&topic, Subscriber { generation: 2, ..s.clone() }, || {});
+                pubsub.subscribe("big", s.clone().tag(2));
             }
         }
         let staying = (0..200).filter(|i| i % 3 != 0).count();
         assert_eq!(pubsub.subscriber_count("big"), staying);
         pubsub.broadcast("big", "e", json!({})).unwrap();
-        for (i, s) in subs.iter().enumerate() {
-            assert_eq!(drain(&s.outbox).len(), usize::from(i % 3 != 0), "subscriber {i}");
+        for (i, (_, out)) in subs.iter().enumerate() {
+            assert_eq!(drain(out).len(), usize::from(i % 3 != 0), "subscriber {i}");
         }
-        for s in &subs {
-            pubsub.unsubscribe("big", s.outbox.id(), 1);
-            pubsub.unsubscribe("big", s.outbox.id(), 2);
+        for (s, _) in &subs {
+            pubsub.unsubscribe("big", s.id, 1);
+            pubsub.unsubscribe("big", s.id, 2);
         }
         assert_eq!(pubsub.subscriber_count("big"), 0);
     }
 
+    /// A sink that records what it is handed raw.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(u64, String, String)>>, Mutex<usize>);
+
+    impl Sink for Recorder {
+        fn frame(&self, _frame: &Frame) {
+            *self.1.lock() += 1;
+        }
+        fn raw(&self, tag: u64, topic: &str, event: &str, _payload: &Payload) {
+            self.0.lock().push((tag, topic.to_owned(), event.to_owned()));
+        }
+    }
+
     #[test]
-    fn disconnect_on_the_socket_id_closes_the_connection() {
+    fn raw_events_reach_the_sink_raw_and_the_rest_as_frames() {
         let pubsub = PubSub::local();
-        let sub = Subscriber { delivery: Delivery::Disconnect, ..subscriber(Serializer::V2, 0) };
-        pubsub.subscribe(&"users_socket:1".into(), sub.clone(), || {});
-        pubsub.broadcast("users_socket:1", "other", json!({})).unwrap();
-        assert!(!sub.outbox.is_closed());
-        pubsub.broadcast("users_socket:1", DISCONNECT_EVENT, json!({})).unwrap();
-        assert_eq!(sub.outbox.take(), Err(CloseReason::Disconnect));
+        let sink = Arc::new(Recorder::default());
+        let id = ConnId::unique();
+        pubsub.subscribe("t", Subscriber::new(id, Serializer::V2, sink.clone()).tag(7).raw_events(&["secret"]));
+        pubsub.broadcast("t", "secret", json!({})).unwrap();
+        pubsub.broadcast("t", "open", json!({})).unwrap();
+        assert_eq!(*sink.0.lock(), vec![(7, "t".to_owned(), "secret".to_owned())]);
+        assert_eq!(*sink.1.lock(), 1);
+
+        let all = Arc::new(Recorder::default());
+        pubsub.subscribe("svc", Subscriber::new(ConnId::unique(), Serializer::V2, all.clone()).raw());
+        pubsub.broadcast("svc", "a", json!({})).unwrap();
+        pubsub.broadcast("svc", "b", json!({})).unwrap();
+        assert_eq!(all.0.lock().len(), 2);
+        assert_eq!(*all.1.lock(), 0);
+    }
+
+    #[test]
+    fn services_are_made_once_per_pubsub() {
+        let pubsub = PubSub::local();
+        assert!(pubsub.service_if_started::<String>().is_none());
+        let a = pubsub.service(|_| Arc::new("first".to_owned()));
+        let b = pubsub.service(|_| Arc::new("second".to_owned()));
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(*b, "first");
+        assert!(PubSub::local().service_if_started::<String>().is_none());
     }
 
     #[tokio::test]
-    async fn adapters_see_every_broadcast() {
-        use std::sync::Mutex;
+    async fn adapters_see_every_broadcast_made_here() {
         #[derive(Default, Clone)]
         struct Spy(Arc<Mutex<Vec<BroadcastMessage>>>);
         impl Adapter for Spy {
             fn publish(&self, message: &BroadcastMessage) {
-                self.0.lock().unwrap().push(message.clone());
+                self.0.lock().push(message.clone());
             }
         }
         let spy = Spy::default();
         let pubsub = PubSub::with_adapter(spy.clone());
         pubsub.broadcast("t", "e", json!({"x": 1})).unwrap();
         pubsub.local_broadcast("t", "local", Payload::empty()).unwrap();
-        let seen = spy.0.lock().unwrap();
-        // (presence gossip travels the adapter too, on its own topic)
-        let ours: Vec<_> = seen.iter().filter(|m| m.topic == "t").collect();
-        assert_eq!(ours.len(), 1);
-        assert_eq!(ours[0].event, "e");
+        pubsub.deliver_local(&BroadcastMessage {
+            topic: "t".into(),
+            event: "remote".into(),
+            payload: Payload::empty(),
+        });
+        let seen = spy.0.lock();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].event, "e");
     }
 }

@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, Params};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Driven};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Serializer};
@@ -43,10 +43,11 @@ const MAX_BODY: usize = 8_000_000;
 /// One LongPoll client.
 struct Session<S: Connect + Routes> {
     _registration: crate::registry::Registration,
-    dispatcher: Mutex<Dispatcher<S>>,
+    dispatcher: Driven,
     outbox: Arc<Outbox>,
     serializer: Serializer,
     last_poll: Mutex<Instant>,
+    socket: std::marker::PhantomData<fn() -> S>,
 }
 
 /// The live sessions of one mounted socket.
@@ -82,10 +83,9 @@ impl<S: Connect + Routes> Sessions<S> {
     fn end(&self, token: &str) {
         if let Some(session) = self.sessions.lock().remove(token) {
             // Channels get no more frames through a session that is over.
-            if session.outbox.close_reason() == Some(CloseReason::Shutdown) {
-                session.dispatcher.lock().shutdown();
-            }
+            let shutdown = session.outbox.close_reason() == Some(CloseReason::Shutdown);
             session.outbox.close(CloseReason::Gone);
+            session.dispatcher.finish(shutdown);
             Metrics::decr(&self.mount.metrics.connections_open);
             tracing::debug!(closed = ?session.outbox.close_reason(), "longpoll session ended");
         }
@@ -203,10 +203,11 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     );
     let session = Arc::new(Session {
         _registration: mount.registry.register(&outbox),
-        dispatcher: Mutex::new(dispatcher),
+        dispatcher: Driven::spawn(dispatcher),
         outbox,
         serializer,
         last_poll: Mutex::new(Instant::now()),
+        socket: std::marker::PhantomData,
     });
     {
         // Checked again where the session is counted: opens run concurrently.
@@ -328,11 +329,9 @@ async fn publish<S: Connect + Routes>(session: &Session<S>, req: Request) -> Res
             }
         }
     }
-    let mut dispatcher = session.dispatcher.lock();
     for msg in messages {
-        dispatcher.dispatch(msg);
+        session.dispatcher.dispatch(msg);
     }
-    drop(dispatcher);
     answer(200, None, None)
 }
 

@@ -1,0 +1,280 @@
+//! A joined channel instance between its handlers, and the futures that
+//! run them.
+//!
+//! A channel has no task of its own: its state and [`Socket`] wait in
+//! their connection's dispatcher, and each piece of mail becomes one
+//! [`Step`], a future the connection's task polls. The step owns the
+//! instance while it runs and gives it back when it is done, or ends the
+//! channel (running `terminate` exactly once) and gives nothing back.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use super::{Channel, JoinError, JoinFailure, Start, Terminate};
+use crate::connect::Connect;
+use crate::connection::Connection;
+use crate::crash::Crash;
+use crate::logging::{clip, clip_error};
+use crate::mailbox::Mail;
+use crate::metrics::Metrics;
+use crate::presence::Presence;
+use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
+use crate::reply::{self, Reply, Status};
+use crate::socket::Socket;
+
+/// One step of a channel's life: a join, or one piece of mail handled.
+/// `Some` gives the instance back; `None` means the channel has ended
+/// (refused, crashed, stopped, left: its frames are sent and its
+/// `terminate` has run).
+pub(crate) type Step<S> = Pin<Box<dyn Future<Output = Option<Box<dyn Joined<S>>>> + Send>>;
+
+/// A joined channel waiting for mail, whatever its type.
+pub(crate) trait Joined<S: Connect>: Send {
+    /// The step that handles `mail`.
+    fn step(self: Box<Self>, mail: Mail) -> Step<S>;
+}
+
+/// A joined channel of type `C`: its state and its socket.
+struct Instance<C: Channel> {
+    channel: C,
+    socket: Socket<C::Socket>,
+    /// The join_ref exactly as the client sent it (echoed in `phx_close`
+    /// and `phx_error`).
+    join_ref: Option<String>,
+}
+
+impl<C: Channel> Joined<C::Socket> for Instance<C> {
+    fn step(self: Box<Self>, mail: Mail) -> Step<C::Socket> {
+        Box::pin(handle(self, mail))
+    }
+}
+
+/// The step that joins: `C::join`, then the join reply (and the
+/// subscription, made before any broadcast can overtake the reply).
+pub(crate) fn join<C: Channel>(start: Start<C::Socket>) -> Step<C::Socket> {
+    Box::pin(run_join::<C>(start))
+}
+
+/// Runs a handler, turning a panic into a [`Crash`] like the errors a
+/// handler returns (reported without stalling the worker: see
+/// [`crate::panics`]).
+async fn guarded<T, E: From<Crash>>(handler: impl Future<Output = Result<T, E>>) -> Result<T, E> {
+    crate::panics::catch(handler).await
+}
+
+async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<C::Socket>>> {
+    let Start { topic, join_ref, msg_ref, payload, assigns, state, conn, generation } = start;
+    // A join without join_ref (hand-written clients) uses its ref for the
+    // channel's later frames, as Phoenix does; the join reply, phx_close and
+    // phx_error echo the join_ref exactly as sent.
+    let channel_ref: Option<Arc<str>> = join_ref.as_deref().or(msg_ref.as_deref()).map(Arc::from);
+    let mut socket = Socket::<C::Socket>::new(topic.clone(), channel_ref, assigns, state, conn.clone(), generation);
+    let join_reply = |status: Status, response: &Payload| {
+        conn.send(&Outgoing::Reply {
+            join_ref: join_ref.as_deref(),
+            msg_ref: msg_ref.as_deref(),
+            topic: &topic,
+            status: status.as_str(),
+            response,
+        });
+    };
+
+    let started = tokio::time::Instant::now();
+    let joined = guarded(C::join(topic.clone(), payload, &mut socket)).await;
+    match joined.map_err(|error| refuse_over_limit(error, &conn, &topic)) {
+        Ok((response, channel)) => {
+            if !C::INTERCEPTS.is_empty() {
+                // Made here, in the connection's task, so that task is
+                // listening to it before the first intercepted event.
+                conn.mailbox();
+            }
+            let subscriber = conn.subscriber(generation).raw_events(C::INTERCEPTS);
+            conn.pubsub.subscribe_then(&topic, subscriber, || join_reply(Status::Ok, &response));
+            socket.release_pending();
+            Metrics::incr(&conn.metrics.joins);
+            Metrics::incr(&conn.metrics.channels_open);
+            tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
+            Some(Box::new(Instance { channel, socket, join_ref }))
+        }
+        Err(JoinError(JoinFailure::Refused { response, source })) => {
+            join_reply(Status::Error, &response);
+            let refusal = response.as_json().map(|json| tracing::field::debug(clip(json)));
+            match source {
+                Some(error) => {
+                    let error = Crash::from(error).to_string();
+                    tracing::info!(topic = ?clip(&topic), refusal, error = ?clip_error(&error), "join refused");
+                }
+                None => tracing::info!(topic = ?clip(&topic), refusal, "join refused"),
+            }
+            Metrics::incr(&conn.metrics.joins_refused);
+            release(&mut socket);
+            None
+        }
+        Err(JoinError(JoinFailure::Crashed(error))) => {
+            tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "join crashed");
+            Metrics::incr(&conn.metrics.join_crashes);
+            join_reply(Status::Error, &reply::reason("join crashed"));
+            release(&mut socket);
+            None
+        }
+    }
+}
+
+/// Handles one piece of mail.
+async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<dyn Joined<C::Socket>>> {
+    let Instance { channel, socket, .. } = &mut *me;
+    let conn = socket.connection().clone();
+    let topic = socket.topic().clone();
+    let (event, outcome) = match mail {
+        Mail::In { msg_ref, event, payload } => {
+            let started = tokio::time::Instant::now();
+            socket.set_current_ref(msg_ref);
+            let mut outcome = guarded(channel.handle_in(&event, payload, socket)).await;
+            let msg_ref = socket.take_current_ref();
+            if let Some(response) = outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)) {
+                outcome = Ok(Reply::error(response));
+            }
+            if let Ok(reply) = &outcome {
+                tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.elapsed(), "handle_in");
+                if let Some((status, response)) = &reply.status {
+                    conn.send(&Outgoing::Reply {
+                        join_ref: socket.join_ref(),
+                        msg_ref: msg_ref.as_deref(),
+                        topic: &topic,
+                        status: status.as_str(),
+                        response,
+                    });
+                }
+            }
+            (Cow::Owned(event), outcome)
+        }
+        Mail::Info(info) => {
+            // The message's type names it in the log, should it crash.
+            let event = info.type_name();
+            let mut outcome = guarded(channel.handle_info(info, socket)).await;
+            if outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, event)).is_some() {
+                outcome = Ok(Reply::none());
+            }
+            warn_if_replied(&outcome, "handle_info");
+            (Cow::Borrowed(event), outcome)
+        }
+        Mail::Out { event, payload } => {
+            let mut outcome = guarded(channel.handle_out(&event, payload, socket)).await;
+            if outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)).is_some() {
+                outcome = Ok(Reply::none());
+            }
+            warn_if_replied(&outcome, "handle_out");
+            (Cow::Owned(event), outcome)
+        }
+        Mail::Leave { msg_ref } => {
+            conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());
+            conn.send(&Outgoing::Reply {
+                join_ref: socket.join_ref(),
+                msg_ref: msg_ref.as_deref(),
+                topic: &topic,
+                status: Status::Ok.as_str(),
+                response: &Payload::empty(),
+            });
+            return end(me, Terminate::Left).await;
+        }
+        Mail::Displaced => return end(me, Terminate::Displaced).await,
+        Mail::Closed => return end(me, Terminate::Closed).await,
+        Mail::Shutdown => return end(me, Terminate::Shutdown).await,
+    };
+    match outcome {
+        Ok(reply) if reply.stop => end(me, Terminate::Stopped).await,
+        Ok(_) => Some(me),
+        Err(error) => {
+            tracing::error!(topic = ?clip(&topic), event = ?clip(&event), error = ?clip_error(&error.to_string()), "channel crashed");
+            Metrics::incr(&conn.metrics.channel_crashes);
+            end(me, Terminate::Crashed(error)).await
+        }
+    }
+}
+
+/// Ends a channel: unsubscribes it, runs `terminate` once, releases what it
+/// held, and tells the client (`phx_error` after a crash, `phx_close`
+/// otherwise, nothing once the connection is gone).
+async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<Box<dyn Joined<C::Socket>>> {
+    let Instance { channel, socket, join_ref } = &mut *me;
+    let conn = socket.connection().clone();
+    let topic = socket.topic().clone();
+    conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());
+    let terminated = guarded(async {
+        channel.terminate(&reason, socket).await;
+        Ok::<(), Crash>(())
+    })
+    .await;
+    if let Err(error) = terminated {
+        tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "terminate crashed");
+    }
+    release(socket);
+    let control = |event: &str, payload: &Payload| {
+        conn.send(&Outgoing::Control { join_ref: join_ref.as_deref(), topic: &topic, event, payload });
+    };
+    match &reason {
+        Terminate::Crashed(_) => control(PHX_ERROR, &reply::reason("channel_crash")),
+        // The connection is closing: no frame can reach the client.
+        Terminate::Closed | Terminate::Shutdown => {}
+        _ => control(PHX_CLOSE, &Payload::empty()),
+    }
+    Metrics::decr(&conn.metrics.channels_open);
+    tracing::info!(topic = ?clip(&topic), ?reason, "channel ended");
+    None
+}
+
+/// The error response for a handler that failed on a fan-out limit
+/// ([`crate::fanout`]): such a failure is the client's doing, not a bug,
+/// so the channel keeps running and the client's message is answered with
+/// the limit instead. `None` for any other failure, which crashes.
+fn over_limit(crash: &Crash, conn: &Connection, topic: &str, event: &str) -> Option<Payload> {
+    let response = crate::fanout::refusal(crash)?;
+    Metrics::incr(&conn.metrics.fanout_refused);
+    if conn.limits.warnings.allow() {
+        let error = crash.to_string();
+        tracing::warn!(topic = ?clip(topic), event = ?clip(event), error = ?clip_error(&error), "fan-out limit hit; answered with an error");
+    }
+    Some(response)
+}
+
+/// A join that failed on a fan-out limit is refused with the limit's
+/// response, whether `join` used `?` (a refusal with the error's message)
+/// or crashed with it.
+fn refuse_over_limit(error: JoinError, conn: &Connection, topic: &str) -> JoinError {
+    let response = match &error.0 {
+        JoinFailure::Refused { source, .. } => {
+            crate::fanout::refusal_in_chain(source.as_deref().map(|e| e as &(dyn std::error::Error + 'static)))
+        }
+        JoinFailure::Crashed(crash) => crate::fanout::refusal(crash),
+    };
+    let Some(response) = response else { return error };
+    Metrics::incr(&conn.metrics.fanout_refused);
+    let source: crate::crash::BoxError = match error.0 {
+        JoinFailure::Refused { source: Some(source), .. } => source,
+        JoinFailure::Refused { source: None, .. } => "fan-out limit".into(),
+        JoinFailure::Crashed(crash) => crash.to_string().into(),
+    };
+    if conn.limits.warnings.allow() {
+        let error = source.to_string();
+        tracing::warn!(topic = ?clip(topic), error = ?clip_error(&error), "fan-out limit hit in join; refused");
+    }
+    JoinError(JoinFailure::Refused { response, source: Some(source) })
+}
+
+fn warn_if_replied(outcome: &Result<Reply, Crash>, handler: &str) {
+    if let Ok(reply) = outcome {
+        if reply.status.is_some() {
+            tracing::warn!(handler, "a reply status outside handle_in has no message to answer; ignored");
+        }
+    }
+}
+
+/// What a channel holds beyond its state: timers, its address and the
+/// presences it tracked. Released when it ends, however it ends (presences
+/// after `terminate`, which may still want to read them).
+fn release<S: Connect>(socket: &mut Socket<S>) {
+    socket.release();
+    Presence::untrack_owner(socket.pubsub(), socket.owner());
+}
