@@ -325,6 +325,9 @@ impl<S: Connect + Routes> Dispatcher<S> {
             conn: self.conn().clone(),
             generation,
         });
+        // Most connections join one or two topics: grow by one rather than
+        // keep room for four idle slots.
+        self.channels.slots.reserve_exact(1);
         self.channels.slots.push(Slot {
             topic: topic.shared().clone(),
             join_ref,

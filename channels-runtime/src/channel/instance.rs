@@ -81,7 +81,8 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
         });
     };
 
-    let started = tokio::time::Instant::now();
+    // The clock is read only for a log line someone will see.
+    let started = tracing::enabled!(tracing::Level::INFO).then(tokio::time::Instant::now);
     let joined = guarded(C::join(topic.clone(), payload, &mut socket)).await;
     match joined.map_err(|error| refuse_over_limit(error, &conn, &topic)) {
         Ok((response, channel)) => {
@@ -95,7 +96,7 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
             socket.release_pending();
             Metrics::incr(&conn.metrics.joins);
             Metrics::incr(&conn.metrics.channels_open);
-            tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
+            tracing::info!(topic = ?clip(&topic), elapsed = ?started.map(|s| s.elapsed()), "joined");
             Some(Box::new(Instance { channel, socket, join_ref }))
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
@@ -129,7 +130,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
     let topic = socket.topic().clone();
     let (event, outcome) = match mail {
         Mail::In { msg_ref, event, payload } => {
-            let started = tokio::time::Instant::now();
+            let started = tracing::enabled!(tracing::Level::DEBUG).then(tokio::time::Instant::now);
             socket.set_current_ref(msg_ref);
             let mut outcome = guarded(channel.handle_in(&event, payload, socket)).await;
             let msg_ref = socket.take_current_ref();
@@ -137,7 +138,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
                 outcome = Ok(Reply::error(response));
             }
             if let Ok(reply) = &outcome {
-                tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.elapsed(), "handle_in");
+                tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.map(|s| s.elapsed()), "handle_in");
                 if let Some((status, response)) = &reply.status {
                     conn.send(&Outgoing::Reply {
                         join_ref: socket.join_ref(),
