@@ -152,8 +152,11 @@ pub async fn write(frames: &[Send], flush_every: usize) -> io::Result<Vec<u8>> {
     let mut writer = crate::transport::wire::Writer::new(&mut out, std::time::Duration::from_secs(5));
     for (i, frame) in frames.iter().enumerate() {
         match frame {
-            Send::Message(binary, payload) => writer.message(*binary, payload).await?,
-            Send::Pong(payload) => writer.pong(payload).await?,
+            Send::Message(binary, payload) => {
+                let opcode = if *binary { crate::protocol::OP_BINARY } else { crate::protocol::OP_TEXT };
+                writer.frame(&crate::protocol::Frame::raw(opcode, payload)).await?;
+            }
+            Send::Pong(payload) => writer.frame(&crate::transport::wire::pong_frame(payload)).await?,
             Send::Close(code, reason) => {
                 writer.close(*code, reason).await?;
                 break;
