@@ -52,6 +52,7 @@ use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Serializer};
+use crate::registry::Registration;
 
 /// How long a closing connection has to take its close frame and answer
 /// it, before the TCP connection is dropped.
@@ -107,13 +108,13 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         return plain(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
     };
 
+    // A short task waits for hyper to hand the connection over, and starts
+    // the connection's own task.
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => return tracing::debug!(%error, "upgrade failed"),
-        };
-        // Boxed so the spawned task stays small while the connection lives.
-        Box::pin(run::<S>(&mount, upgraded, serializer, assigns)).await;
+        match on_upgrade.await {
+            Ok(upgraded) => start::<S>(mount, upgraded, serializer, assigns),
+            Err(error) => tracing::debug!(%error, "upgrade failed"),
+        }
     });
 
     let mut response = Response::new(Body::empty());
@@ -152,19 +153,24 @@ struct Limits {
     max_frame: usize,
 }
 
-/// Runs an upgraded connection to its end: registered, with its dispatcher,
-/// over its TCP stream when hyper gives it back, else over hyper's IO.
-async fn run<S: Connect + Routes>(
-    mount: &Mount,
+/// Starts the task of an upgraded connection: registered, with its
+/// dispatcher, over its TCP stream when hyper gives it back, else over
+/// hyper's IO.
+///
+/// The task's future is the connection's state while it lives, in the
+/// task's own allocation (nothing else is allocated for it): it is made by
+/// plain functions returning `async move` blocks, so that no argument is
+/// stored twice (an `async fn` keeps its arguments beside the locals they
+/// move into), and what only a closing connection needs is boxed then.
+fn start<S: Connect + Routes>(
+    mount: Arc<Mount>,
     upgraded: hyper::upgrade::Upgraded,
     serializer: Serializer,
     assigns: S::Assigns,
 ) {
     let options = &mount.options;
-    let limits = Limits { idle: options.idle_timeout, max_frame: options.max_frame_size };
     let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
     let registration = mount.registry.register(&outbox);
-    let metrics = &mount.metrics;
     let dispatcher = Dispatcher::<S>::new(
         assigns,
         mount.state::<S>(),
@@ -172,10 +178,10 @@ async fn run<S: Connect + Routes>(
         serializer,
         mount.pubsub.clone(),
         options,
-        metrics.clone(),
+        mount.metrics.clone(),
     );
-    Metrics::incr(&metrics.connections_open);
-    let linger = match upgraded.downcast::<TokioIo<TcpStream>>() {
+    Metrics::incr(&mount.metrics.connections_open);
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
             // Bytes the client sent after its request, that hyper read: a
             // copy, so that hyper's read buffer (8 KiB, which `read_buf`
@@ -183,40 +189,38 @@ async fn run<S: Connect + Routes>(
             let early = (!read_buf.is_empty()).then(|| read_buf.to_vec());
             drop(read_buf);
             let (read, write) = io.into_inner().into_split();
-            outbox.attach(write, metrics.clone());
-            let serve = serve_tcp(read, early, dispatcher, serializer, limits, metrics);
-            Corked { outbox: outbox.clone(), inner: Box::pin(serve) }.await.map(Linger::boxed)
+            outbox.attach(write, mount.metrics.clone());
+            let connection = serve_tcp(mount, registration, read, early, dispatcher, serializer);
+            tracing::trace!(bytes = std::mem::size_of_val(&connection), "a TCP connection's state");
+            tokio::spawn(connection);
         }
         Err(upgraded) => {
-            Box::pin(serve_io(TokioIo::new(upgraded), dispatcher, serializer, limits, metrics)).await.map(Linger::boxed)
+            tokio::spawn(serve_generic(mount, registration, TokioIo::new(upgraded), dispatcher, serializer));
         }
-    };
-    Metrics::decr(&metrics.connections_open);
+    }
+}
+
+/// The end of every connection, once its close frame is out: it leaves the
+/// registry, then lingers (if it may) without holding a place there.
+async fn leave<R: AsyncRead + Unpin>(mount: &Mount, registration: Registration, linger: Option<Linger<R>>) {
+    Metrics::decr(&mount.metrics.connections_open);
     drop(registration);
     if let Some(linger) = linger {
         linger.run().await;
     }
 }
 
-/// Polls a connection's future with its outbox corked: what the
-/// connection's own task queues while it runs (replies to a batch of
-/// frames, channel work, pongs) goes out in one write when the poll ends,
-/// and broadcasts that arrive meanwhile queue behind it in order.
-struct Corked<F> {
-    outbox: Arc<Outbox>,
-    inner: Pin<Box<F>>,
-}
-
-impl<F: Future> Future for Corked<F> {
-    type Output = F::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let this = &mut *self;
-        this.outbox.cork();
-        let polled = this.inner.as_mut().poll(cx);
-        this.outbox.uncork();
-        polled
-    }
+/// A connection over another IO type than a plain TCP stream (rare: boxed).
+async fn serve_generic<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'static>(
+    mount: Arc<Mount>,
+    registration: Registration,
+    io: I,
+    dispatcher: Dispatcher<S>,
+    serializer: Serializer,
+) {
+    let limits = Limits { idle: mount.options.idle_timeout, max_frame: mount.options.max_frame_size };
+    let linger = Box::pin(serve_io(io, dispatcher, serializer, limits, &mount.metrics)).await;
+    leave(&mount, registration, linger).await;
 }
 
 /// Bytes read from a socket at a time, into a buffer of the thread's: no
@@ -284,6 +288,10 @@ fn poll_socket(
     }
 }
 
+/// How a connection ended, with the bytes it had read and not decoded
+/// (for [`Linger`]). Boxed: a connection keeps room for it while it lives.
+type Ended = Box<(End, Vec<u8>)>;
+
 /// What a connection does with the messages it reads.
 struct Receiver<'a, S: Connect + Routes> {
     dispatcher: &'a mut Dispatcher<S>,
@@ -294,12 +302,12 @@ struct Receiver<'a, S: Connect + Routes> {
 impl<S: Connect + Routes> Receiver<'_, S> {
     /// Decodes every message in `input` and handles it; `Some` ends the
     /// connection, with what was not decoded yet.
-    fn take(&mut self, decoder: &mut Decoder, mut input: &[u8], outbox: &Outbox) -> Option<(End, Vec<u8>)> {
+    fn take(&mut self, decoder: &mut Decoder, mut input: &[u8], outbox: &Outbox) -> Option<Ended> {
         loop {
             let incoming = match decoder.decode(&mut input) {
                 Ok(Some(incoming)) => incoming,
                 Ok(None) => return None,
-                Err(error) => return Some((read_error(error, self.metrics), input.to_vec())),
+                Err(error) => return Some(Box::new((read_error(error, self.metrics), input.to_vec()))),
             };
             let end = match incoming {
                 // In order with everything else the connection writes. A
@@ -311,115 +319,145 @@ impl<S: Connect + Routes> Receiver<'_, S> {
                 message => receive(message, self.serializer, self.dispatcher, self.metrics),
             };
             if let Some(end) = end {
-                return Some((end, input.to_vec()));
+                return Some(Box::new((end, input.to_vec())));
             }
         }
     }
 }
 
-/// Serves a connection over its TCP stream until it ends; what is left
-/// once its close frame is out is returned, to finish without holding a
-/// place in the registry.
-async fn serve_tcp<S: Connect + Routes>(
+/// Serves a connection over its TCP stream until it ends, then leaves
+/// (see [`leave`]).
+fn serve_tcp<S: Connect + Routes>(
+    mount: Arc<Mount>,
+    registration: Registration,
     mut read: OwnedReadHalf,
     early: Option<Vec<u8>>,
     mut dispatcher: Dispatcher<S>,
     serializer: Serializer,
-    limits: Limits,
-    metrics: &Metrics,
-) -> Option<Linger<OwnedReadHalf>> {
-    let idle = limits.idle;
+) -> impl Future<Output = ()> + Send {
+    let idle = mount.options.idle_timeout;
+    let max_frame = mount.options.max_frame_size;
     let outbox = dispatcher.outbox().clone();
-    let mut decoder = Decoder::new(limits.max_frame);
-    let mut last_seen = Instant::now();
-    // Since when frames wait for a socket that takes nothing.
-    let mut stalled: Option<Instant> = None;
-    let idle_timer = tokio::time::sleep(idle);
-    tokio::pin!(idle_timer);
+    let mut decoder = Decoder::new(max_frame);
+    // Before the task: what it keeps is only what the bytes left unfinished.
     let mut ended = early.and_then(|early| {
+        let metrics = &*mount.metrics;
         Receiver { dispatcher: &mut dispatcher, serializer, metrics }.take(&mut decoder, &early, &outbox)
     });
+    async move {
+        let metrics = &*mount.metrics;
+        let mut last_seen = Instant::now();
+        // Since when frames wait for a socket that takes nothing.
+        let mut stalled: Option<Instant> = None;
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
 
-    let (end, rest) = loop {
-        if let Some(ended) = ended.take() {
-            break ended;
-        }
-        let blocked = outbox.is_blocked();
-        if !blocked {
-            stalled = None;
-        } else if stalled.is_none() {
-            stalled = Some(Instant::now());
-        }
-        tokio::select! {
-            event = std::future::poll_fn(|cx| poll_socket(cx, &mut read, &mut decoder, blocked)) => {
-                let mut receiver = Receiver { dispatcher: &mut dispatcher, serializer, metrics };
-                ended = match event {
-                    Ok(Event::Read(scratch, n)) => {
-                        last_seen = Instant::now();
-                        let ended = receiver.take(&mut decoder, &scratch[..n], &outbox);
-                        SCRATCH.set(Some(scratch));
-                        ended
+        let (end, rest) = {
+            let main = async {
+                loop {
+                    if let Some(ended) = ended.take() {
+                        break *ended;
                     }
-                    Ok(Event::Direct) => {
-                        last_seen = Instant::now();
-                        receiver.take(&mut decoder, &[], &outbox)
+                    let blocked = outbox.is_blocked();
+                    if !blocked {
+                        stalled = None;
+                    } else if stalled.is_none() {
+                        stalled = Some(Instant::now());
                     }
-                    Ok(Event::Eof) => Some((read_error(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()), metrics), Vec::new())),
-                    Ok(Event::Writable) => match outbox.flush() {
-                        Ok(progress) => {
-                            if progress {
-                                stalled = Some(Instant::now());
-                            }
-                            None
+                    tokio::select! {
+                        event = std::future::poll_fn(|cx| poll_socket(cx, &mut read, &mut decoder, blocked)) => {
+                            let mut receiver = Receiver { dispatcher: &mut dispatcher, serializer, metrics };
+                            ended = match event {
+                                Ok(Event::Read(scratch, n)) => {
+                                    last_seen = Instant::now();
+                                    let ended = receiver.take(&mut decoder, &scratch[..n], &outbox);
+                                    SCRATCH.set(Some(scratch));
+                                    ended
+                                }
+                                Ok(Event::Direct) => {
+                                    last_seen = Instant::now();
+                                    receiver.take(&mut decoder, &[], &outbox)
+                                }
+                                Ok(Event::Eof) => Some(Box::new((read_error(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()), metrics), Vec::new()))),
+                                Ok(Event::Writable) => match outbox.flush() {
+                                    Ok(progress) => {
+                                        if progress {
+                                            stalled = Some(Instant::now());
+                                        }
+                                        None
+                                    }
+                                    Err(error) => Some(Box::new((write_failed(&error), Vec::new()))),
+                                },
+                                Err(error) => Some(Box::new((read_error(ReadError::Io(error), metrics), Vec::new()))),
+                            };
                         }
-                        Err(error) => Some((write_failed(&error), Vec::new())),
-                    },
-                    Err(error) => Some((read_error(ReadError::Io(error), metrics), Vec::new())),
-                };
-            }
-            () = outbox.ready() => {
-                if let Some(reason) = outbox.close_reason() {
-                    break (closed_by(reason, metrics), Vec::new());
+                        () = outbox.ready() => {
+                            if let Some(reason) = outbox.close_reason() {
+                                break (closed_by(reason, metrics), Vec::new());
+                            }
+                            // Frames were queued for the task to write.
+                            if let Err(error) = outbox.flush() {
+                                break (write_failed(&error), Vec::new());
+                            }
+                        }
+                        () = dispatcher.drive() => {}
+                        () = &mut idle_timer => {
+                            let now = Instant::now();
+                            if now >= last_seen + idle {
+                                tracing::info!(?idle, "closing an idle connection");
+                                break (End::Close(CloseCode::Away, "idle timeout".to_owned()), Vec::new());
+                            }
+                            if stalled.is_some_and(|since| now >= since + idle) {
+                                break (write_failed(&stalled_error()), Vec::new());
+                            }
+                            let deadline = stalled.map_or(last_seen, |since| since.min(last_seen)) + idle;
+                            idle_timer.as_mut().reset(deadline);
+                        }
+                    }
                 }
-                // Frames were queued for the task to write.
-                if let Err(error) = outbox.flush() {
-                    break (write_failed(&error), Vec::new());
+            };
+            // Polled with the outbox corked: what this task queues while it runs
+            // (replies to a batch of frames, channel work, pongs) goes out in one
+            // write when the poll ends, and broadcasts that arrive meanwhile queue
+            // behind it in order. While the task waits, pushes write through.
+            let mut main = std::pin::pin!(main);
+            std::future::poll_fn(|cx| {
+                outbox.cork();
+                let polled = main.as_mut().poll(cx);
+                outbox.uncork();
+                polled
+            })
+            .await
+        };
+        // Channels get no more frames through a connection that is ending.
+        let shutdown = outbox.close_reason() == Some(CloseReason::Shutdown);
+        outbox.close(CloseReason::Gone);
+        dispatcher.finish(shutdown);
+        let (write, unfinished) = outbox.detach();
+        drop(outbox);
+        // Boxed: only a closing connection needs room for it.
+        Box::pin(async move {
+            let linger = match (write, closing(end)) {
+                (Some(mut write), Some((code, reason, answered))) => {
+                    // The rest of a frame partly on the wire, then the close frame.
+                    let close = async {
+                        if let Some(unfinished) = unfinished {
+                            write.write_all(&unfinished).await?;
+                        }
+                        write.write_all(close_frame(code, &reason).wire()).await?;
+                        write.shutdown().await
+                    };
+                    let deadline = Instant::now() + CLOSE_GRACE;
+                    match tokio::time::timeout_at(deadline, close).await {
+                        Ok(Ok(())) => Some(Linger { reader: Reader::resume(read, decoder, &rest), answered, deadline }),
+                        Ok(Err(_)) | Err(_) => None,
+                    }
                 }
-            }
-            () = dispatcher.drive() => {}
-            () = &mut idle_timer => {
-                let now = Instant::now();
-                if now >= last_seen + idle {
-                    tracing::info!(?idle, "closing an idle connection");
-                    break (End::Close(CloseCode::Away, "idle timeout".to_owned()), Vec::new());
-                }
-                if stalled.is_some_and(|since| now >= since + idle) {
-                    break (write_failed(&stalled_error()), Vec::new());
-                }
-                let deadline = stalled.map_or(last_seen, |since| since.min(last_seen)) + idle;
-                idle_timer.as_mut().reset(deadline);
-            }
-        }
-    };
-    // Channels get no more frames through a connection that is ending.
-    let shutdown = outbox.close_reason() == Some(CloseReason::Shutdown);
-    outbox.close(CloseReason::Gone);
-    dispatcher.finish(shutdown);
-    let (write, unfinished) = outbox.detach();
-    let mut write = write?;
-    let (code, reason, answered) = closing(end)?;
-    // The rest of a frame partly on the wire, then the close frame.
-    let close = async {
-        if let Some(unfinished) = unfinished {
-            write.write_all(&unfinished).await?;
-        }
-        write.write_all(close_frame(code, &reason).wire()).await?;
-        write.shutdown().await
-    };
-    let deadline = Instant::now() + CLOSE_GRACE;
-    match tokio::time::timeout_at(deadline, close).await {
-        Ok(Ok(())) => Some(Linger { reader: Reader::resume(read, decoder, &rest), answered, deadline }),
-        Ok(Err(_)) | Err(_) => None,
+                _ => None,
+            };
+            leave(&mount, registration, linger).await;
+        })
+        .await;
     }
 }
 
@@ -526,13 +564,7 @@ struct Linger<R> {
     deadline: Instant,
 }
 
-impl<R: AsyncRead + Unpin + Send + 'static> Linger<R> {
-    /// Either path's linger, as one type.
-    fn boxed(self) -> Linger<Box<dyn AsyncRead + Unpin + Send>> {
-        let Linger { reader, answered, deadline } = self;
-        Linger { reader: reader.map(|io| Box::new(io) as Box<dyn AsyncRead + Unpin + Send>), answered, deadline }
-    }
-
+impl<R: AsyncRead + Unpin> Linger<R> {
     async fn run(self) {
         let Linger { mut reader, answered, deadline } = self;
         let _ = tokio::time::timeout_at(deadline, async {

@@ -392,11 +392,6 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         self.decoder.in_message()
     }
 
-    /// The same reader over another type of stream (made from this one).
-    pub(crate) fn map<T>(self, f: impl FnOnce(R) -> T) -> Reader<T> {
-        Reader { io: f(self.io), buf: self.buf, decoder: self.decoder }
-    }
-
     /// The stream, for what is left to read once the connection closes.
     pub(crate) fn into_inner(self) -> R {
         self.io
