@@ -922,6 +922,26 @@ mod tests {
         Payload::from(v)
     }
 
+    /// A frame is framed once: its wire bytes are the WebSocket header for
+    /// its payload's length (every length encoding) followed by the payload,
+    /// and the accessors other than `wire` are about the payload.
+    #[test]
+    fn frames_carry_their_websocket_header() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10), (200_000, 10)] {
+            let raw = Frame::raw(OP_BINARY, &vec![7; len]);
+            assert_eq!((raw.len(), raw.wire_len()), (len, len + header), "{len}");
+            assert_eq!(raw.wire()[0], 0x82);
+            assert_eq!(&raw.wire()[header..], raw.as_bytes());
+            assert_eq!(raw.bytes(), raw.as_bytes());
+        }
+        let text = Serializer::V2
+            .encode(&Outgoing::Broadcast { topic: "t", event: "e", payload: &Payload::json(&"x".repeat(200)).unwrap() })
+            .unwrap();
+        let len = text.len();
+        assert_eq!(text.wire()[..4], [0x81, 126, (len >> 8) as u8, len as u8]);
+        assert!(text.as_text().unwrap().starts_with(r#"[null,null,"t","e","xx"#));
+    }
+
     #[test]
     fn negotiates_like_phoenix() {
         assert_eq!(Serializer::negotiate(None), Some(Serializer::V1));
