@@ -100,6 +100,11 @@ struct Queue {
     corked: bool,
     /// Something was queued while corked.
     dirty: bool,
+    /// A frame went straight to the socket while corked: what follows it in
+    /// the same run of the task is queued, to go in one write at its end.
+    /// (The first reply of a run goes at once: most runs have one, and
+    /// queuing it would only cost.)
+    coalescing: bool,
     /// The socket took less than it was given: the connection's task waits
     /// until it is writable, and everything queues behind it until then.
     blocked: bool,
@@ -240,6 +245,31 @@ impl Outbox {
             self.ready.notify_one();
             return Err(Closed(CloseReason::SlowConsumer));
         }
+        if q.frames.is_empty() && !q.blocked && !q.coalescing {
+            if let Some(sink) = &q.sink {
+                // Straight to the socket, queued only if it does not all go.
+                let wrote = sink.socket.try_write(frame.wire());
+                if let Ok(n) = wrote {
+                    if n == len {
+                        Metrics::incr(&sink.metrics.frames_out);
+                        Metrics::add(&sink.metrics.bytes_out, frame.len() as u64);
+                        // While the connection's task runs, what it sends
+                        // after this frame goes out in one write at the end.
+                        q.coalescing = q.corked;
+                        return Ok(());
+                    }
+                }
+                // The kernel took part of it or none (a write error too): the
+                // connection's task waits for the socket, or ends.
+                q.written = *wrote.as_ref().unwrap_or(&0);
+                q.bytes = len - q.written;
+                q.frames.push_back(frame);
+                q.blocked = true;
+                drop(q);
+                self.ready.notify_one();
+                return Ok(());
+            }
+        }
         let was_empty = q.frames.is_empty();
         q.bytes += len;
         q.frames.push_back(frame);
@@ -278,8 +308,8 @@ impl Outbox {
         }
     }
 
-    /// The connection's task starts running: its pushes are queued until
-    /// [`Outbox::uncork`].
+    /// The connection's task starts running: after the first frame it sends
+    /// (written at once), its pushes are queued until [`Outbox::uncork`].
     pub(crate) fn cork(&self) {
         self.queue.lock().corked = true;
     }
@@ -289,6 +319,7 @@ impl Outbox {
     pub(crate) fn uncork(&self) {
         let mut q = self.queue.lock();
         q.corked = false;
+        q.coalescing = false;
         if !std::mem::take(&mut q.dirty) || q.blocked || q.frames.is_empty() {
             return;
         }
@@ -427,6 +458,64 @@ mod tests {
         outbox.close(CloseReason::Shutdown);
         assert_eq!(outbox.take(), Err(CloseReason::Disconnect));
         assert!(outbox.is_closed());
+    }
+
+    /// An outbox over a real loopback socket, and the client end of it.
+    async fn attached(limit: usize) -> (Outbox, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let outbox = Outbox::new(limit);
+        outbox.attach(server.into_split().1, Arc::new(Metrics::default()));
+        (outbox, client)
+    }
+
+    /// With nothing queued, a push is written by the pusher itself: nothing
+    /// is queued, nobody is woken, and the bytes are the frames' own.
+    #[tokio::test]
+    async fn a_push_to_an_idle_socket_is_written_through() {
+        use tokio::io::AsyncReadExt;
+        let (outbox, mut client) = attached(1 << 20).await;
+        let frames = [frame(10), frame(300), frame(70_000)];
+        for f in &frames {
+            outbox.push(f.clone()).unwrap();
+            let q = outbox.queue.lock();
+            assert!(q.frames.is_empty() && q.frames.capacity() == 0 && !q.blocked);
+        }
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.wire().to_vec()).collect();
+        let mut got = vec![0; expected.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+    }
+
+    /// What the socket does not take is queued, the partly written frame
+    /// first with its offset; over the limit the connection closes, and
+    /// only the rest of that frame is kept (to finish before the close
+    /// frame).
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_is_queued_then_bounded() {
+        let big = frame(1 << 20);
+        let (outbox, _client) = attached(8 * big.wire_len()).await;
+        let mut pushed = 0;
+        while !outbox.is_blocked() {
+            outbox.push(big.clone()).unwrap();
+            pushed += 1;
+            assert!(pushed < 64, "a socket nobody reads took {pushed} MiB");
+        }
+        let (written, bytes) = {
+            let q = outbox.queue.lock();
+            (q.written, q.bytes)
+        };
+        assert!(written < big.wire_len());
+        assert_eq!(bytes, big.wire_len() - written);
+        let closed = loop {
+            if let Err(Closed(reason)) = outbox.push(big.clone()) {
+                break reason;
+            }
+        };
+        assert_eq!(closed, CloseReason::SlowConsumer);
+        let (_, rest) = outbox.detach();
+        assert_eq!(rest.map(|r| r.len()), (written > 0).then(|| big.wire_len() - written));
     }
 
     #[tokio::test]
