@@ -1,7 +1,8 @@
 //! Not API: the entry the fuzz targets (`fuzz/fuzz_targets/ws_frames.rs`)
 //! and the differential test against tungstenite
 //! (`tests/wire_differential.rs`) use to reach the private WebSocket frame
-//! reader ([`decode`]) and writer ([`write`]). Names here may change or go
+//! reader ([`decode`], and [`decode_fed`] as the plain-TCP path feeds it)
+//! and writer ([`write`]). Names here may change or go
 //! away in any release.
 
 use std::future::Future;
@@ -11,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 
 use tokio::io::{AsyncRead, ReadBuf};
 
-use crate::transport::wire::{Incoming, ReadError, Reader};
+use crate::transport::wire::{Decoder, Incoming, ReadError, Reader};
 
 /// A message or control frame the reader returned, or its failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,24 +111,68 @@ pub fn decode(stream: &[u8], chunks: &[usize], max_message: usize, cancel: bool)
                 }
             }
         };
-        let outcome = match result {
-            None => continue,
-            Some(Ok(Incoming::Text(b))) => Outcome::Text(b.to_vec()),
-            Some(Ok(Incoming::Binary(b))) => Outcome::Binary(b.to_vec()),
-            Some(Ok(Incoming::Ping(b))) => Outcome::Ping(b.to_vec()),
-            Some(Ok(Incoming::Pong)) => Outcome::Pong,
-            Some(Ok(Incoming::Close(code))) => Outcome::Close(code),
-            Some(Err(ReadError::Protocol(_))) => Outcome::Failed(Failure::Protocol),
-            Some(Err(ReadError::TooBig { .. })) => Outcome::Failed(Failure::TooBig),
-            Some(Err(ReadError::Utf8)) => Outcome::Failed(Failure::Utf8),
-            Some(Err(ReadError::Io(_))) => Outcome::Failed(Failure::Eof),
-        };
-        let end = matches!(outcome, Outcome::Close(_) | Outcome::Failed(_));
-        out.push(outcome);
-        if end {
+        let Some(result) = result else { continue };
+        if push(&mut out, result) {
             return Decoded { outcomes: out, mid_message: reader.in_message() };
         }
     }
+}
+
+/// Records what the reader returned; `true` when reading stops there.
+fn push(out: &mut Vec<Outcome>, result: Result<Incoming, ReadError>) -> bool {
+    let outcome = match result {
+        Ok(Incoming::Text(b)) => Outcome::Text(b.to_vec()),
+        Ok(Incoming::Binary(b)) => Outcome::Binary(b.to_vec()),
+        Ok(Incoming::Ping(b)) => Outcome::Ping(b.to_vec()),
+        Ok(Incoming::Pong) => Outcome::Pong,
+        Ok(Incoming::Close(code)) => Outcome::Close(code),
+        Err(ReadError::Protocol(_)) => Outcome::Failed(Failure::Protocol),
+        Err(ReadError::TooBig { .. }) => Outcome::Failed(Failure::TooBig),
+        Err(ReadError::Utf8) => Outcome::Failed(Failure::Utf8),
+        Err(ReadError::Io(_)) => Outcome::Failed(Failure::Eof),
+    };
+    let end = matches!(outcome, Outcome::Close(_) | Outcome::Failed(_));
+    out.push(outcome);
+    end
+}
+
+/// Decodes `stream` as the plain-TCP path of the WebSocket transport reads
+/// a client: each of `chunks` (the rest in one piece) is what one read
+/// brought, fed to the decoder as it is; but where a large payload
+/// waits for its bytes, they go straight into its buffer
+/// (`Decoder::direct`, up to the payload's end), and the rest of the
+/// chunk is fed after. Must read exactly what [`decode`] reads.
+pub fn decode_fed(stream: &[u8], chunks: &[usize], max_message: usize) -> Decoded {
+    let mut decoder = Decoder::new(max_message);
+    let mut out = Vec::new();
+    let mut rest = stream;
+    let mut chunks = chunks.iter();
+    while !rest.is_empty() {
+        let size = chunks.next().copied().unwrap_or(usize::MAX).clamp(1, rest.len());
+        let (mut input, after) = rest.split_at(size);
+        rest = after;
+        if let Some((data, limit)) = decoder.direct() {
+            let n = limit.min(input.len());
+            data.extend_from_slice(&input[..n]);
+            input = &input[n..];
+        }
+        loop {
+            match decoder.decode(&mut input) {
+                Ok(None) => break,
+                Ok(Some(incoming)) => {
+                    if push(&mut out, Ok(incoming)) {
+                        return Decoded { outcomes: out, mid_message: decoder.in_message() };
+                    }
+                }
+                Err(error) => {
+                    push(&mut out, Err(error));
+                    return Decoded { outcomes: out, mid_message: decoder.in_message() };
+                }
+            }
+        }
+    }
+    push(&mut out, Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into())));
+    Decoded { outcomes: out, mid_message: decoder.in_message() }
 }
 
 /// A frame for [`write`] to send.
@@ -152,8 +197,11 @@ pub async fn write(frames: &[Send], flush_every: usize) -> io::Result<Vec<u8>> {
     let mut writer = crate::transport::wire::Writer::new(&mut out, std::time::Duration::from_secs(5));
     for (i, frame) in frames.iter().enumerate() {
         match frame {
-            Send::Message(binary, payload) => writer.message(*binary, payload).await?,
-            Send::Pong(payload) => writer.pong(payload).await?,
+            Send::Message(binary, payload) => {
+                let opcode = if *binary { crate::protocol::OP_BINARY } else { crate::protocol::OP_TEXT };
+                writer.frame(&crate::protocol::Frame::raw(opcode, payload)).await?;
+            }
+            Send::Pong(payload) => writer.frame(&crate::transport::wire::pong_frame(payload)).await?,
             Send::Close(code, reason) => {
                 writer.close(*code, reason).await?;
                 break;

@@ -1,8 +1,9 @@
 //! A connection's outbound queue.
 //!
-//! Every frame for a client (replies, pushes, fastlaned broadcasts) is
-//! queued here and written by the connection's task, which takes everything
-//! queued at once so frames that piled up go out in one write.
+//! Every frame for a client (replies, pushes, fastlaned broadcasts) goes
+//! through here. Over a plain TCP stream the outbox writes it to the socket
+//! itself when nothing is queued before it (see [`Outbox`]); otherwise it
+//! is queued, and the connection's task writes what piled up in one write.
 //!
 //! The queue is bounded in bytes: a client that does not read fast enough
 //! to keep its backlog under the limit is disconnected rather than allowed
@@ -10,11 +11,16 @@
 //! the struct itself.
 
 use std::collections::VecDeque;
+use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
+use bytes::Bytes;
 use parking_lot::Mutex;
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Notify;
 
+use crate::metrics::Metrics;
 use crate::protocol::Frame;
 
 /// Why a connection is being closed by the server.
@@ -73,14 +79,116 @@ impl ConnId {
     }
 }
 
+/// The socket an outbox writes to itself: the write half of a plain TCP
+/// stream, and the counters its writes go to.
+struct Sink {
+    socket: OwnedWriteHalf,
+    metrics: Arc<Metrics>,
+}
+
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
+    /// Bytes not yet written of the queued frames (whole WebSocket frames:
+    /// what the socket will be given).
     bytes: usize,
+    /// How much of the first frame is already on the wire: the rest must go
+    /// next, before anything else.
+    written: usize,
     closed: Option<CloseReason>,
+    /// Boxed: only WebSocket connections over plain TCP have one.
+    sink: Option<Box<Sink>>,
+    /// The connection's own task is running: what it queues goes out in one
+    /// write when it is done ([`Outbox::uncork`]).
+    corked: bool,
+    /// Something was queued while corked.
+    dirty: bool,
+    /// A frame went straight to the socket while corked: what follows it in
+    /// the same run of the task is queued, to go in one write at its end.
+    /// (The first reply of a run goes at once: most runs have one, and
+    /// queuing it would only cost.)
+    coalescing: bool,
+    /// The socket took less than it was given: the connection's task waits
+    /// until it is writable, and everything queues behind it until then.
+    blocked: bool,
+}
+
+impl Queue {
+    fn close(&mut self, reason: CloseReason) {
+        self.closed = Some(reason);
+        // A frame partly on the wire is finished (so that the close frame
+        // can follow it); nothing else queued is sent.
+        if self.written > 0 {
+            self.frames.truncate(1);
+            self.bytes = self.frames.front().map_or(0, |f| f.wire_len() - self.written);
+        } else {
+            self.frames = VecDeque::new();
+            self.bytes = 0;
+        }
+    }
+
+    /// Writes queued frames until the socket takes no more or none is left.
+    /// `Ok(true)` when something was written.
+    fn write(&mut self) -> io::Result<bool> {
+        /// Frames given to the kernel in one `writev`.
+        const SLICES: usize = 64;
+        let Some(sink) = &self.sink else { return Ok(false) };
+        let mut progress = false;
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); SLICES];
+            let mut count = 0;
+            for (i, frame) in self.frames.iter().take(SLICES).enumerate() {
+                let from = if i == 0 { self.written } else { 0 };
+                slices[i] = IoSlice::new(&frame.wire()[from..]);
+                count += 1;
+            }
+            let result = if count == 1 {
+                sink.socket.try_write(&slices[0])
+            } else {
+                sink.socket.try_write_vectored(&slices[..count])
+            };
+            let mut n = match result {
+                Ok(n) => n,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
+                    self.blocked = true;
+                    return Ok(progress);
+                }
+                Err(error) => return Err(error),
+            };
+            progress |= n > 0;
+            self.bytes -= n;
+            let (mut frames, mut payload) = (0, 0);
+            while let Some(front) = self.frames.front() {
+                let left = front.wire_len() - self.written;
+                if n < left {
+                    self.written += n;
+                    break;
+                }
+                n -= left;
+                frames += 1;
+                payload += front.len();
+                self.written = 0;
+                self.frames.pop_front();
+            }
+            Metrics::add(&sink.metrics.frames_out, frames);
+            Metrics::add(&sink.metrics.bytes_out, payload as u64);
+        }
+        // An idle connection keeps no queue.
+        self.frames = VecDeque::new();
+        self.blocked = false;
+        Ok(progress)
+    }
 }
 
 /// The outbound queue of one connection.
+///
+/// Over a plain TCP stream ([`Outbox::attach`]), a frame pushed while
+/// nothing is queued is written straight to the socket by whoever pushes it
+/// (a broadcaster, a channel handler, on any thread) under the outbox's lock,
+/// so frames never interleave: delivering it wakes no task. Only what the
+/// kernel does not take is queued, and the connection's task is woken to
+/// write it once the socket is writable. Without a socket (LongPoll, other IO
+/// types) frames are queued for the connection to take.
 pub struct Outbox {
     id: ConnId,
     limit: usize,
@@ -103,42 +211,144 @@ impl Outbox {
         self.id
     }
 
-    /// Queues a frame. A frame that would take the backlog over the limit
-    /// closes the connection instead ([`CloseReason::SlowConsumer`]), and so
-    /// does a single frame larger than the limit, even into an empty queue:
-    /// what one connection holds stays within the limit it was given.
+    /// Writes frames to `socket` from now on (see [`Outbox`]), counting
+    /// them in `metrics`.
+    pub(crate) fn attach(&self, socket: OwnedWriteHalf, metrics: Arc<Metrics>) {
+        self.queue.lock().sink = Some(Box::new(Sink { socket, metrics }));
+    }
+
+    /// Gives the socket back, with the rest of a frame partly written (to
+    /// finish before a close frame). Nothing is written by the outbox after.
+    pub(crate) fn detach(&self) -> (Option<OwnedWriteHalf>, Option<Bytes>) {
+        let mut q = self.queue.lock();
+        let rest = match q.frames.front() {
+            Some(front) if q.written > 0 => Some(front.wire().slice(q.written..)),
+            _ => None,
+        };
+        q.frames = VecDeque::new();
+        q.bytes = 0;
+        q.written = 0;
+        (q.sink.take().map(|sink| sink.socket), rest)
+    }
+
+    /// Queues a frame, or writes it when nothing is queued and a socket is
+    /// attached. A frame that would take the unwritten backlog over the
+    /// limit closes the connection instead ([`CloseReason::SlowConsumer`]),
+    /// and so does a single frame larger than the limit, even into an empty
+    /// queue: what one connection holds stays within the limit it was given.
     pub fn push(&self, frame: Frame) -> Result<(), Closed> {
         let mut q = self.queue.lock();
         if let Some(reason) = q.closed {
             return Err(Closed(reason));
         }
-        if q.bytes + frame.len() > self.limit {
-            q.closed = Some(CloseReason::SlowConsumer);
-            q.frames.clear();
-            q.frames.shrink_to_fit();
-            q.bytes = 0;
+        let len = frame.wire_len();
+        if q.bytes + len > self.limit {
+            q.close(CloseReason::SlowConsumer);
             drop(q);
             self.ready.notify_one();
             return Err(Closed(CloseReason::SlowConsumer));
         }
-        let was_empty = q.frames.is_empty();
-        q.bytes += frame.len();
-        q.frames.push_back(frame);
-        drop(q);
-        if was_empty {
-            self.ready.notify_one();
+        if q.frames.is_empty() && !q.blocked && !q.coalescing {
+            if let Some(sink) = &q.sink {
+                // Straight to the socket, queued only if it does not all go.
+                let wrote = sink.socket.try_write(frame.wire());
+                if let Ok(n) = wrote {
+                    if n == len {
+                        Metrics::incr(&sink.metrics.frames_out);
+                        Metrics::add(&sink.metrics.bytes_out, frame.len() as u64);
+                        // While the connection's task runs, what it sends
+                        // after this frame goes out in one write at the end.
+                        q.coalescing = q.corked;
+                        return Ok(());
+                    }
+                }
+                // The kernel took part of it or none (a write error too): the
+                // connection's task waits for the socket, or ends.
+                q.written = *wrote.as_ref().unwrap_or(&0);
+                q.bytes = len - q.written;
+                q.frames.push_back(frame);
+                q.blocked = true;
+                drop(q);
+                self.ready.notify_one();
+                return Ok(());
+            }
         }
+        let was_empty = q.frames.is_empty();
+        q.bytes += len;
+        q.frames.push_back(frame);
+        if q.corked {
+            // The connection's task writes it when it is done.
+            q.dirty = true;
+            return Ok(());
+        }
+        if q.sink.is_none() {
+            drop(q);
+            if was_empty {
+                self.ready.notify_one();
+            }
+            return Ok(());
+        }
+        if q.blocked {
+            // Behind frames the socket did not take: the connection's task
+            // writes them all once it can.
+            return Ok(());
+        }
+        self.write_through(q);
         Ok(())
     }
 
-    /// Closes the connection; frames already queued are dropped. The first
-    /// reason given wins.
+    /// Writes what is queued, from whichever task holds the lock. Whatever
+    /// the kernel does not take (or a write error) is for the connection's
+    /// task, which is woken to wait for the socket (or to end).
+    fn write_through(&self, mut q: parking_lot::MutexGuard<'_, Queue>) {
+        if q.write().is_err() {
+            q.blocked = true;
+        }
+        let left = !q.frames.is_empty();
+        drop(q);
+        if left {
+            self.ready.notify_one();
+        }
+    }
+
+    /// The connection's task starts running: after the first frame it sends
+    /// (written at once), its pushes are queued until [`Outbox::uncork`].
+    pub(crate) fn cork(&self) {
+        self.queue.lock().corked = true;
+    }
+
+    /// The connection's task is done for now: what it queued is written, in
+    /// one write.
+    pub(crate) fn uncork(&self) {
+        let mut q = self.queue.lock();
+        q.corked = false;
+        q.coalescing = false;
+        if !std::mem::take(&mut q.dirty) || q.blocked || q.frames.is_empty() {
+            return;
+        }
+        // The task waits for the socket only once it sees a backlog: the
+        // wake-up in `write_through` makes it look.
+        self.write_through(q);
+    }
+
+    /// Writes what is queued, for the connection's task. `Ok(true)` when
+    /// something was written.
+    pub(crate) fn flush(&self) -> io::Result<bool> {
+        self.queue.lock().write()
+    }
+
+    /// Whether frames wait for the socket to be writable.
+    pub(crate) fn is_blocked(&self) -> bool {
+        let q = self.queue.lock();
+        q.blocked && !q.frames.is_empty()
+    }
+
+    /// Closes the connection; frames already queued are dropped (but for
+    /// the rest of one partly written). The first reason given wins.
     pub fn close(&self, reason: CloseReason) {
         let mut q = self.queue.lock();
         if q.closed.is_none() {
-            q.closed = Some(reason);
-            q.frames = VecDeque::new();
-            q.bytes = 0;
+            q.close(reason);
         }
         drop(q);
         self.ready.notify_one();
@@ -169,7 +379,8 @@ impl Outbox {
         Ok(std::mem::take(&mut q.frames))
     }
 
-    /// Waits until a frame is queued or the connection is closed.
+    /// Waits until a frame is queued or the connection is closed (over a
+    /// socket: until the connection's task has something to write).
     pub async fn ready(&self) {
         self.ready.notified().await;
     }
@@ -223,7 +434,7 @@ mod tests {
 
     #[test]
     fn a_slow_consumer_is_closed_not_buffered() {
-        let one = frame(100).len();
+        let one = frame(100).wire_len();
         let outbox = Outbox::new(one * 3);
         for _ in 0..3 {
             outbox.push(frame(100)).unwrap();
@@ -235,7 +446,7 @@ mod tests {
 
     #[test]
     fn one_frame_over_the_limit_closes_even_an_empty_queue() {
-        let one = frame(1000).len();
+        let one = frame(1000).wire_len();
         let outbox = Outbox::new(one);
         outbox.push(frame(1000)).unwrap();
         outbox.take().unwrap();
@@ -250,6 +461,64 @@ mod tests {
         outbox.close(CloseReason::Shutdown);
         assert_eq!(outbox.take(), Err(CloseReason::Disconnect));
         assert!(outbox.is_closed());
+    }
+
+    /// An outbox over a real loopback socket, and the client end of it.
+    async fn attached(limit: usize) -> (Outbox, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let outbox = Outbox::new(limit);
+        outbox.attach(server.into_split().1, Arc::new(Metrics::default()));
+        (outbox, client)
+    }
+
+    /// With nothing queued, a push is written by the pusher itself: nothing
+    /// is queued, nobody is woken, and the bytes are the frames' own.
+    #[tokio::test]
+    async fn a_push_to_an_idle_socket_is_written_through() {
+        use tokio::io::AsyncReadExt;
+        let (outbox, mut client) = attached(1 << 20).await;
+        let frames = [frame(10), frame(300), frame(70_000)];
+        for f in &frames {
+            outbox.push(f.clone()).unwrap();
+            let q = outbox.queue.lock();
+            assert!(q.frames.is_empty() && q.frames.capacity() == 0 && !q.blocked);
+        }
+        let expected: Vec<u8> = frames.iter().flat_map(|f| f.wire().to_vec()).collect();
+        let mut got = vec![0; expected.len()];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, expected);
+    }
+
+    /// What the socket does not take is queued, the partly written frame
+    /// first with its offset; over the limit the connection closes, and
+    /// only the rest of that frame is kept (to finish before the close
+    /// frame).
+    #[tokio::test]
+    async fn what_the_socket_does_not_take_is_queued_then_bounded() {
+        let big = frame(1 << 20);
+        let (outbox, _client) = attached(8 * big.wire_len()).await;
+        let mut pushed = 0;
+        while !outbox.is_blocked() {
+            outbox.push(big.clone()).unwrap();
+            pushed += 1;
+            assert!(pushed < 64, "a socket nobody reads took {pushed} MiB");
+        }
+        let (written, bytes) = {
+            let q = outbox.queue.lock();
+            (q.written, q.bytes)
+        };
+        assert!(written < big.wire_len());
+        assert_eq!(bytes, big.wire_len() - written);
+        let closed = loop {
+            if let Err(Closed(reason)) = outbox.push(big.clone()) {
+                break reason;
+            }
+        };
+        assert_eq!(closed, CloseReason::SlowConsumer);
+        let (_, rest) = outbox.detach();
+        assert_eq!(rest.map(|r| r.len()), (written > 0).then(|| big.wire_len() - written));
     }
 
     #[tokio::test]

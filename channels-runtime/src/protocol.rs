@@ -363,12 +363,19 @@ pub struct Message {
 
 /// A frame ready to be written to a connection.
 ///
-/// Cloning is cheap (a reference count), which is how a broadcast encoded
-/// once reaches every subscriber.
+/// It holds the whole WebSocket frame (RFC 6455 §5.2: header and payload),
+/// built once when the message is encoded. Server frames are not masked, so
+/// the same bytes are right for every connection: a broadcast is framed once
+/// and written as it is to each subscriber, with no per-subscriber header.
+/// Cloning is cheap (a reference count). [`Frame::as_bytes`], [`Frame::len`]
+/// and the other accessors are about the payload (what LongPoll sends, what a
+/// client decodes); [`Frame::wire`] is the frame as it goes on a WebSocket.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Frame {
     kind: FrameKind,
-    bytes: Bytes,
+    /// How many bytes of `wire` are the WebSocket header (2, 4 or 10).
+    header: u8,
+    wire: Bytes,
 }
 
 /// Whether a [`Frame`] travels as a WebSocket text or binary message.
@@ -380,16 +387,84 @@ pub enum FrameKind {
     Binary,
 }
 
+/// Room kept in front of a payload being encoded for the longest WebSocket
+/// header a server writes (no mask): 1 + 1 + 8 bytes.
+pub(crate) const HEADER_ROOM: usize = 10;
+
+pub(crate) const OP_TEXT: u8 = 0x1;
+pub(crate) const OP_BINARY: u8 = 0x2;
+pub(crate) const OP_CLOSE: u8 = 0x8;
+pub(crate) const OP_PONG: u8 = 0xA;
+
+/// The length of an unmasked header for a payload of `len` bytes.
+fn header_len(len: usize) -> usize {
+    match len {
+        0..=125 => 2,
+        126..=0xFFFF => 4,
+        _ => 10,
+    }
+}
+
+/// Writes the header of a final, unmasked frame into `out` (exactly
+/// [`header_len`] bytes).
+fn put_header(out: &mut [u8], opcode: u8, len: usize) {
+    out[0] = 0x80 | opcode;
+    match len {
+        // The match arms bound `len`, so the casts keep every bit.
+        0..=125 => out[1] = len as u8,
+        126..=0xFFFF => {
+            out[1] = 126;
+            out[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out[1] = 127;
+            out[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+}
+
+/// A buffer to encode a payload into, with [`HEADER_ROOM`] in front of it.
+fn frame_buffer(payload_capacity: usize) -> BytesMut {
+    let mut buf = BytesMut::with_capacity(HEADER_ROOM + payload_capacity);
+    buf.put_bytes(0, HEADER_ROOM);
+    buf
+}
+
+/// Finishes a buffer from [`frame_buffer`]: the header goes right before
+/// the payload, and the room it does not need is skipped (no copy).
+fn seal(mut buf: BytesMut, opcode: u8) -> (u8, Bytes) {
+    let len = buf.len() - HEADER_ROOM;
+    let header = header_len(len);
+    let start = HEADER_ROOM - header;
+    put_header(&mut buf[start..HEADER_ROOM], opcode, len);
+    bytes::Buf::advance(&mut buf, start);
+    // `header` is 2, 4 or 10.
+    (header as u8, buf.freeze())
+}
+
 impl Frame {
     /// Text frames are only ever made here, from JSON that serde_json wrote
     /// or that we assembled from such JSON, so they are always valid UTF-8.
-    fn text(bytes: Bytes) -> Self {
-        debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        Frame { kind: FrameKind::Text, bytes }
+    fn text(buf: BytesMut) -> Self {
+        debug_assert!(std::str::from_utf8(&buf[HEADER_ROOM..]).is_ok());
+        let (header, wire) = seal(buf, OP_TEXT);
+        Frame { kind: FrameKind::Text, header, wire }
     }
 
-    fn binary(bytes: Bytes) -> Self {
-        Frame { kind: FrameKind::Binary, bytes }
+    fn binary(buf: BytesMut) -> Self {
+        let (header, wire) = seal(buf, OP_BINARY);
+        Frame { kind: FrameKind::Binary, header, wire }
+    }
+
+    /// A frame of any opcode: the control frames (pong, close) the
+    /// transport writes in order with the messages, and frames for tests.
+    /// Its kind is `Text` only for a text opcode with a UTF-8 payload.
+    pub(crate) fn raw(opcode: u8, payload: &[u8]) -> Self {
+        let text = opcode == OP_TEXT && std::str::from_utf8(payload).is_ok();
+        let mut buf = frame_buffer(payload.len());
+        buf.put_slice(payload);
+        let (header, wire) = seal(buf, opcode);
+        Frame { kind: if text { FrameKind::Text } else { FrameKind::Binary }, header, wire }
     }
 
     /// Text or binary.
@@ -397,33 +472,45 @@ impl Frame {
         self.kind
     }
 
-    /// The encoded frame.
+    /// The encoded message: the frame's payload.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.wire[usize::from(self.header)..]
     }
 
-    /// The encoded frame, shared.
-    pub fn bytes(&self) -> &Bytes {
-        &self.bytes
+    /// The encoded message (the payload), shared with the frame.
+    pub fn bytes(&self) -> Bytes {
+        self.wire.slice(usize::from(self.header)..)
+    }
+
+    /// The whole WebSocket frame, header and payload, as it is written to a
+    /// socket.
+    pub fn wire(&self) -> &Bytes {
+        &self.wire
     }
 
     /// The frame as text: `Some` exactly for text frames.
     pub fn as_text(&self) -> Option<&str> {
         match self.kind {
             // Invariant of `Frame::text`.
-            FrameKind::Text => std::str::from_utf8(&self.bytes).ok(),
+            FrameKind::Text => std::str::from_utf8(self.as_bytes()).ok(),
             FrameKind::Binary => None,
         }
     }
 
-    /// Length in bytes, counted against outbound limits.
+    /// Length of the payload in bytes.
     pub fn len(&self) -> usize {
-        self.bytes.len()
+        self.wire.len() - usize::from(self.header)
     }
 
-    /// Whether the frame is empty (never true for a frame a serializer made).
+    /// Length of the whole WebSocket frame, counted against outbound limits.
+    pub fn wire_len(&self) -> usize {
+        self.wire.len()
+    }
+
+    /// Whether the payload is empty (never true for a frame a serializer
+    /// made).
     pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
+        self.len() == 0
     }
 }
 
@@ -431,7 +518,7 @@ impl fmt::Debug for Frame {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.as_text() {
             Some(text) => write!(f, "Text({text})"),
-            None => write!(f, "Binary({:?})", &self.bytes[..]),
+            None => write!(f, "Binary({:?})", self.as_bytes()),
         }
     }
 }
@@ -687,7 +774,7 @@ fn frame_capacity(f: &Fields<'_>, json: &RawValue) -> usize {
 
 fn encode_v2(out: &Outgoing<'_>, json: &RawValue) -> Frame {
     let f = fields(out);
-    let mut buf = BytesMut::with_capacity(frame_capacity(&f, json));
+    let mut buf = frame_buffer(frame_capacity(&f, json));
     buf.put_u8(b'[');
     put_json_opt(&mut buf, f.join_ref);
     buf.put_u8(b',');
@@ -699,12 +786,12 @@ fn encode_v2(out: &Outgoing<'_>, json: &RawValue) -> Frame {
     buf.put_u8(b',');
     put_json_payload(&mut buf, out, json);
     buf.put_u8(b']');
-    Frame::text(buf.freeze())
+    Frame::text(buf)
 }
 
 fn encode_v1(out: &Outgoing<'_>, json: &RawValue) -> Frame {
     let f = fields(out);
-    let mut buf = BytesMut::with_capacity(frame_capacity(&f, json));
+    let mut buf = frame_buffer(frame_capacity(&f, json));
     buf.put_slice(b"{\"topic\":");
     put_json_str(&mut buf, f.topic);
     buf.put_slice(b",\"event\":");
@@ -714,7 +801,7 @@ fn encode_v1(out: &Outgoing<'_>, json: &RawValue) -> Frame {
     buf.put_slice(b",\"ref\":");
     put_json_opt(&mut buf, f.msg_ref);
     buf.put_u8(b'}');
-    Frame::text(buf.freeze())
+    Frame::text(buf)
 }
 
 fn len_byte(field: &'static str, s: &str) -> Result<u8, EncodeError> {
@@ -725,7 +812,7 @@ fn encode_binary(out: &Outgoing<'_>, payload: &Bytes) -> Result<Frame, EncodeErr
     let f = fields(out);
     let join_ref = f.join_ref.unwrap_or("");
     let msg_ref = f.msg_ref.unwrap_or("");
-    let mut buf = BytesMut::with_capacity(5 + join_ref.len() + msg_ref.len() + f.topic.len() + 16 + payload.len());
+    let mut buf = frame_buffer(5 + join_ref.len() + msg_ref.len() + f.topic.len() + 16 + payload.len());
     match *out {
         Outgoing::Reply { status, .. } => {
             buf.put_slice(&[
@@ -758,7 +845,7 @@ fn encode_binary(out: &Outgoing<'_>, payload: &Bytes) -> Result<Frame, EncodeErr
         }
     }
     buf.put_slice(payload);
-    Ok(Frame::binary(buf.freeze()))
+    Ok(Frame::binary(buf))
 }
 
 /// A V2 client frame: an array of at least five elements (extra ones are
@@ -833,6 +920,26 @@ mod tests {
 
     fn p(v: serde_json::Value) -> Payload {
         Payload::from(v)
+    }
+
+    /// A frame is framed once: its wire bytes are the WebSocket header for
+    /// its payload's length (every length encoding) followed by the payload,
+    /// and the accessors other than `wire` are about the payload.
+    #[test]
+    fn frames_carry_their_websocket_header() {
+        for (len, header) in [(0, 2), (125, 2), (126, 4), (65_535, 4), (65_536, 10), (200_000, 10)] {
+            let raw = Frame::raw(OP_BINARY, &vec![7; len]);
+            assert_eq!((raw.len(), raw.wire_len()), (len, len + header), "{len}");
+            assert_eq!(raw.wire()[0], 0x82);
+            assert_eq!(&raw.wire()[header..], raw.as_bytes());
+            assert_eq!(raw.bytes(), raw.as_bytes());
+        }
+        let text = Serializer::V2
+            .encode(&Outgoing::Broadcast { topic: "t", event: "e", payload: &Payload::json(&"x".repeat(200)).unwrap() })
+            .unwrap();
+        let len = text.len();
+        assert_eq!(text.wire()[..4], [0x81, 126, (len >> 8) as u8, len as u8]);
+        assert!(text.as_text().unwrap().starts_with(r#"[null,null,"t","e","xx"#));
     }
 
     #[test]

@@ -37,7 +37,7 @@
 
 use std::io::{self, Read, Write};
 
-use phx_channels_runtime::__fuzz::{decode, Decoded, Failure, Outcome};
+use phx_channels_runtime::__fuzz::{decode, decode_fed, Decoded, Failure, Outcome};
 use tungstenite::error::{Error, ProtocolError};
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
@@ -135,6 +135,8 @@ pub fn compare(stream: &[u8], chunks: &[usize], max_message: usize, cancel: bool
     let whole = decode(stream, &[], max_message, false);
     let chunked = decode(stream, chunks, max_message, cancel);
     assert_eq!(whole, chunked, "wire.rs depends on chunking {chunks:?} (cancel: {cancel})");
+    let fed = decode_fed(stream, chunks, max_message);
+    assert_eq!(whole, fed, "the plain-TCP path's feeding reads otherwise, chunks {chunks:?}");
     let reference = reference(stream, chunks, max_message);
     if let Err(why) = agree(&reference, &whole, expect) {
         panic!(

@@ -13,8 +13,16 @@
 //!   through its mpsc channel, then reply ok `{}`.
 //!
 //! WebSocket settings are those a careful user would pick and the same as the
-//! framework's: read buffer 4 KiB, write buffer 0 (every frame is written
-//! straight through), one task per connection.
+//! framework's (`channels-runtime/src/transport/websocket.rs`):
+//!
+//! - reads of 4 KiB at most (`read_buffer_size(4096)`; the framework reads
+//!   4 KiB at a time too, `READ_CHUNK`, into a buffer of the worker thread's
+//!   rather than of the connection, which tungstenite cannot do);
+//! - write buffer 0 (`write_buffer_size(0)`: every frame is written
+//!   straight through, as the framework's outbox writes each frame to the
+//!   socket when nothing is queued before it);
+//! - `TCP_NODELAY` on every accepted socket, as the framework's server sets;
+//! - one task per connection.
 //!
 //! ```text
 //! floor [--port N] [--host ADDR]     # prints `listening on http://ADDR:N`
@@ -131,6 +139,7 @@ fn handle(text: &str, id: u64, tx: &Outbound, joined: &mut Vec<String>) -> Optio
 
 async fn serve(stream: TcpStream) {
     let _ = stream.set_nodelay(true);
+    // The framework's buffer settings: see the doc comment at the top.
     let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
     // The callback's signature is tungstenite's; its error type is large.
     #[allow(clippy::result_large_err)]

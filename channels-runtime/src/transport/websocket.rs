@@ -6,15 +6,31 @@
 //! them to the [`Dispatcher`], and writes whatever its outbox holds in
 //! batches.
 //!
-//! Frames are read and written by [`super::wire`] over hyper's upgraded
-//! connection, with buffers that follow the frames in flight: after a large
-//! frame, a connection is back to its idle size. Every close frame a client
-//! sends is answered with one (RFC 6455 §5.5.1), and a connection the
-//! server closes gets its close frame when the socket can take it, within
-//! a grace period.
+//! Over a plain TCP stream (what [`crate::server`] serves), the upgraded
+//! connection is taken back from hyper as its `TcpStream`:
+//!
+//! - reads wait for readiness and go into a per-thread buffer; only the
+//!   unfinished part of a frame stays with the connection
+//!   ([`super::wire::Decoder`]), so an idle connection holds no read buffer;
+//! - writes go through the [`Outbox`], which writes a frame straight to the
+//!   socket when nothing is queued before it: a broadcast reaches an idle
+//!   subscriber without waking its task. While the connection's own task
+//!   runs (a batch of incoming frames, channel work), what it sends is
+//!   corked and goes out in one write when it is done.
+//!
+//! Other IO types (an app serving the endpoint's router itself, behind TLS)
+//! are read and written by [`super::wire`]'s [`Reader`] and [`Writer`].
+//! Either way, buffers follow the frames in flight: after a large frame, a
+//! connection is back to its idle size. Every close frame a client sends is
+//! answered with one (RFC 6455 §5.5.1), and a connection the server closes
+//! gets its close frame when the socket can take it, within a grace period.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -22,18 +38,21 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use super::wire::{Incoming, ReadError, Reader, Writer};
+use super::wire::{close_frame, pong_frame, Decoder, Incoming, ReadError, Reader, Writer};
 use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, Params};
 use crate::dispatch::Dispatcher;
 use crate::metrics::Metrics;
-use crate::options::SocketOptions;
 use crate::outbox::{CloseReason, Outbox};
-use crate::protocol::{Frame, FrameKind, Serializer};
+use crate::protocol::{Frame, Serializer};
+use crate::registry::Registration;
 
 /// How long a closing connection has to take its close frame and answer
 /// it, before the TCP connection is dropped.
@@ -89,26 +108,12 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         return plain(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
     };
 
-    let options = mount.options.clone();
-    let pubsub = mount.pubsub.clone();
-    let metrics = mount.metrics.clone();
-    let registry = mount.registry.clone();
-    let state = mount.state::<S>();
+    // A short task waits for hyper to hand the connection over, and starts
+    // the connection's own task.
     tokio::spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(error) => return tracing::debug!(%error, "upgrade failed"),
-        };
-        let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
-        let registration = registry.register(&outbox);
-        let dispatcher = Dispatcher::<S>::new(assigns, state, outbox, serializer, pubsub, &options, metrics.clone());
-        Metrics::incr(&metrics.connections_open);
-        // Boxed so the spawned task stays small while the connection lives.
-        let linger = Box::pin(serve(TokioIo::new(upgraded), dispatcher, serializer, &options, &metrics)).await;
-        Metrics::decr(&metrics.connections_open);
-        drop(registration);
-        if let Some(linger) = linger {
-            linger.run().await;
+        match on_upgrade.await {
+            Ok(upgraded) => start::<S>(mount, upgraded, serializer, assigns),
+            Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
     });
 
@@ -139,20 +144,352 @@ enum End {
     Close(CloseCode, String),
 }
 
-type Io = TokioIo<hyper::upgrade::Upgraded>;
+/// What a connection needs of its socket's options while it lives.
+#[derive(Clone, Copy)]
+struct Limits {
+    /// A client silent this long, or a write making no progress this long,
+    /// ends the connection.
+    idle: Duration,
+    max_frame: usize,
+}
 
-/// Serves a connection until it ends; what is left once its close frame
-/// is out is returned, to finish without holding a place in the registry.
-async fn serve<S: Connect + Routes>(
-    io: Io,
+/// Starts the task of an upgraded connection: registered, with its
+/// dispatcher, over its TCP stream when hyper gives it back, else over
+/// hyper's IO.
+///
+/// The task's future is the connection's state while it lives, in the
+/// task's own allocation (nothing else is allocated for it): it is made by
+/// plain functions returning `async move` blocks, so that no argument is
+/// stored twice (an `async fn` keeps its arguments beside the locals they
+/// move into), and what only a closing connection needs is boxed then.
+fn start<S: Connect + Routes>(
+    mount: Arc<Mount>,
+    upgraded: hyper::upgrade::Upgraded,
+    serializer: Serializer,
+    assigns: S::Assigns,
+) {
+    let options = &mount.options;
+    let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
+    let registration = mount.registry.register(&outbox);
+    let dispatcher = Dispatcher::<S>::new(
+        assigns,
+        mount.state::<S>(),
+        outbox.clone(),
+        serializer,
+        mount.pubsub.clone(),
+        options,
+        mount.metrics.clone(),
+    );
+    Metrics::incr(&mount.metrics.connections_open);
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
+            // Bytes the client sent after its request, that hyper read: a
+            // copy, so that hyper's read buffer (8 KiB, which `read_buf`
+            // shares even when empty) is freed now.
+            let early = (!read_buf.is_empty()).then(|| read_buf.to_vec());
+            drop(read_buf);
+            let (read, write) = io.into_inner().into_split();
+            outbox.attach(write, mount.metrics.clone());
+            let connection = serve_tcp(mount, registration, read, early, dispatcher, serializer);
+            tracing::trace!(bytes = std::mem::size_of_val(&connection), "a TCP connection's state");
+            tokio::spawn(connection);
+        }
+        Err(upgraded) => {
+            tokio::spawn(serve_generic(mount, registration, TokioIo::new(upgraded), dispatcher, serializer));
+        }
+    }
+}
+
+/// The end of every connection, once its close frame is out: it leaves the
+/// registry, then lingers (if it may) without holding a place there.
+async fn leave<R: AsyncRead + Unpin>(mount: &Mount, registration: Registration, linger: Option<Linger<R>>) {
+    Metrics::decr(&mount.metrics.connections_open);
+    drop(registration);
+    if let Some(linger) = linger {
+        linger.run().await;
+    }
+}
+
+/// A connection over another IO type than a plain TCP stream (rare: boxed).
+async fn serve_generic<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'static>(
+    mount: Arc<Mount>,
+    registration: Registration,
+    io: I,
+    dispatcher: Dispatcher<S>,
+    serializer: Serializer,
+) {
+    let limits = Limits { idle: mount.options.idle_timeout, max_frame: mount.options.max_frame_size };
+    let linger = Box::pin(serve_io(io, dispatcher, serializer, limits, &mount.metrics)).await;
+    leave(&mount, registration, linger).await;
+}
+
+/// Bytes read from a socket at a time, into a buffer of the thread's: no
+/// connection keeps one (the floor reads in chunks of the same size).
+const READ_CHUNK: usize = 4096;
+
+thread_local! {
+    /// The read buffer of the connections polled on this thread. Taken out
+    /// while in use; a connection polled while another holds it (it never
+    /// happens on one thread) would get a fresh one.
+    static SCRATCH: Cell<Option<Box<[u8; READ_CHUNK]>>> = const { Cell::new(None) };
+}
+
+/// What became of a TCP connection's socket.
+enum Event {
+    /// Bytes arrived, in the thread's read buffer.
+    Read(Box<[u8; READ_CHUNK]>, usize),
+    /// Bytes of a large payload arrived, read straight into its buffer.
+    Direct,
+    /// The client closed its side.
+    Eof,
+    /// The socket can take the frames waiting for it.
+    Writable,
+}
+
+/// Waits for the socket: bytes to read or, with `blocked`, room to write.
+/// Reads go through tokio's `poll_read`, which knows that a read that did
+/// not fill the buffer emptied the socket (no read that only says so).
+fn poll_socket(
+    cx: &mut Context<'_>,
+    read: &mut OwnedReadHalf,
+    decoder: &mut Decoder,
+    blocked: bool,
+) -> Poll<std::io::Result<Event>> {
+    if blocked && read.as_ref().poll_write_ready(cx)?.is_ready() {
+        return Poll::Ready(Ok(Event::Writable));
+    }
+    if let Some((data, limit)) = decoder.direct().filter(|(_, limit)| *limit >= READ_CHUNK) {
+        let mut data = bytes::BufMut::limit(data, limit);
+        return match tokio_util::io::poll_read_buf(Pin::new(read), cx, &mut data)? {
+            Poll::Ready(0) => Poll::Ready(Ok(Event::Eof)),
+            Poll::Ready(_) => Poll::Ready(Ok(Event::Direct)),
+            Poll::Pending => Poll::Pending,
+        };
+    }
+    let mut scratch = SCRATCH.take().unwrap_or_else(|| Box::new([0; READ_CHUNK]));
+    let mut buf = ReadBuf::new(&mut scratch[..]);
+    match Pin::new(read).poll_read(cx, &mut buf) {
+        Poll::Ready(Ok(())) => {
+            let n = buf.filled().len();
+            if n == 0 {
+                SCRATCH.set(Some(scratch));
+                return Poll::Ready(Ok(Event::Eof));
+            }
+            Poll::Ready(Ok(Event::Read(scratch, n)))
+        }
+        Poll::Ready(Err(error)) => {
+            SCRATCH.set(Some(scratch));
+            Poll::Ready(Err(error))
+        }
+        Poll::Pending => {
+            SCRATCH.set(Some(scratch));
+            Poll::Pending
+        }
+    }
+}
+
+/// How a connection ended, with the bytes it had read and not decoded
+/// (for [`Linger`]). Boxed: a connection keeps room for it while it lives.
+type Ended = Box<(End, Vec<u8>)>;
+
+/// What a connection does with the messages it reads.
+struct Receiver<'a, S: Connect + Routes> {
+    dispatcher: &'a mut Dispatcher<S>,
+    serializer: Serializer,
+    metrics: &'a Metrics,
+}
+
+impl<S: Connect + Routes> Receiver<'_, S> {
+    /// Decodes every message in `input` and handles it; `Some` ends the
+    /// connection, with what was not decoded yet.
+    fn take(&mut self, decoder: &mut Decoder, mut input: &[u8], outbox: &Outbox) -> Option<Ended> {
+        loop {
+            let incoming = match decoder.decode(&mut input) {
+                Ok(Some(incoming)) => incoming,
+                Ok(None) => return None,
+                Err(error) => return Some(Box::new((read_error(error, self.metrics), input.to_vec()))),
+            };
+            let end = match incoming {
+                // In order with everything else the connection writes. A
+                // pong the outbox refuses is for a connection that is
+                // closing: the outbox says why, and the loop ends it.
+                Incoming::Ping(payload) => outbox.push(pong_frame(&payload)).err().and(None),
+                Incoming::Pong => None,
+                Incoming::Close(code) => Some(End::Answer(code)),
+                message => receive(message, self.serializer, self.dispatcher, self.metrics),
+            };
+            if let Some(end) = end {
+                return Some(Box::new((end, input.to_vec())));
+            }
+        }
+    }
+}
+
+/// Serves a connection over its TCP stream until it ends, then leaves
+/// (see [`leave`]).
+fn serve_tcp<S: Connect + Routes>(
+    mount: Arc<Mount>,
+    registration: Registration,
+    mut read: OwnedReadHalf,
+    early: Option<Vec<u8>>,
     mut dispatcher: Dispatcher<S>,
     serializer: Serializer,
-    options: &SocketOptions,
+) -> impl Future<Output = ()> + Send {
+    let idle = mount.options.idle_timeout;
+    let max_frame = mount.options.max_frame_size;
+    let outbox = dispatcher.outbox().clone();
+    let mut decoder = Decoder::new(max_frame);
+    // Before the task: what it keeps is only what the bytes left unfinished.
+    let mut ended = early.and_then(|early| {
+        let metrics = &*mount.metrics;
+        Receiver { dispatcher: &mut dispatcher, serializer, metrics }.take(&mut decoder, &early, &outbox)
+    });
+    async move {
+        let metrics = &*mount.metrics;
+        let mut last_seen = Instant::now();
+        // Since when frames wait for a socket that takes nothing.
+        let mut stalled: Option<Instant> = None;
+        let idle_timer = tokio::time::sleep(idle);
+        tokio::pin!(idle_timer);
+
+        let (end, rest) = {
+            let main = async {
+                loop {
+                    if let Some(ended) = ended.take() {
+                        break *ended;
+                    }
+                    let blocked = outbox.is_blocked();
+                    if !blocked {
+                        stalled = None;
+                    } else if stalled.is_none() {
+                        stalled = Some(Instant::now());
+                    }
+                    tokio::select! {
+                        event = std::future::poll_fn(|cx| poll_socket(cx, &mut read, &mut decoder, blocked)) => {
+                            let mut receiver = Receiver { dispatcher: &mut dispatcher, serializer, metrics };
+                            ended = match event {
+                                Ok(Event::Read(scratch, n)) => {
+                                    last_seen = Instant::now();
+                                    let ended = receiver.take(&mut decoder, &scratch[..n], &outbox);
+                                    SCRATCH.set(Some(scratch));
+                                    ended
+                                }
+                                Ok(Event::Direct) => {
+                                    last_seen = Instant::now();
+                                    receiver.take(&mut decoder, &[], &outbox)
+                                }
+                                Ok(Event::Eof) => Some(Box::new((read_error(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()), metrics), Vec::new()))),
+                                Ok(Event::Writable) => match outbox.flush() {
+                                    Ok(progress) => {
+                                        if progress {
+                                            stalled = Some(Instant::now());
+                                        }
+                                        None
+                                    }
+                                    Err(error) => Some(Box::new((write_failed(&error), Vec::new()))),
+                                },
+                                Err(error) => Some(Box::new((read_error(ReadError::Io(error), metrics), Vec::new()))),
+                            };
+                        }
+                        () = outbox.ready() => {
+                            if let Some(reason) = outbox.close_reason() {
+                                break (closed_by(reason, metrics), Vec::new());
+                            }
+                            // Frames were queued for the task to write.
+                            if let Err(error) = outbox.flush() {
+                                break (write_failed(&error), Vec::new());
+                            }
+                        }
+                        () = dispatcher.drive() => {}
+                        () = &mut idle_timer => {
+                            let now = Instant::now();
+                            if now >= last_seen + idle {
+                                tracing::info!(?idle, "closing an idle connection");
+                                break (End::Close(CloseCode::Away, "idle timeout".to_owned()), Vec::new());
+                            }
+                            if stalled.is_some_and(|since| now >= since + idle) {
+                                break (write_failed(&stalled_error()), Vec::new());
+                            }
+                            let deadline = stalled.map_or(last_seen, |since| since.min(last_seen)) + idle;
+                            idle_timer.as_mut().reset(deadline);
+                        }
+                    }
+                }
+            };
+            // Polled with the outbox corked: what this task queues while it runs
+            // (replies to a batch of frames, channel work, pongs) goes out in one
+            // write when the poll ends, and broadcasts that arrive meanwhile queue
+            // behind it in order. While the task waits, pushes write through.
+            let mut main = std::pin::pin!(main);
+            std::future::poll_fn(|cx| {
+                outbox.cork();
+                let polled = main.as_mut().poll(cx);
+                outbox.uncork();
+                polled
+            })
+            .await
+        };
+        // Channels get no more frames through a connection that is ending.
+        let shutdown = outbox.close_reason() == Some(CloseReason::Shutdown);
+        outbox.close(CloseReason::Gone);
+        dispatcher.finish(shutdown);
+        let (write, unfinished) = outbox.detach();
+        drop(outbox);
+        // Boxed: only a closing connection needs room for it.
+        Box::pin(async move {
+            let linger = match (write, closing(end)) {
+                (Some(mut write), Some((code, reason, answered))) => {
+                    // The rest of a frame partly on the wire, then the close frame.
+                    let close = async {
+                        if let Some(unfinished) = unfinished {
+                            write.write_all(&unfinished).await?;
+                        }
+                        write.write_all(close_frame(code, &reason).wire()).await?;
+                        write.shutdown().await
+                    };
+                    let deadline = Instant::now() + CLOSE_GRACE;
+                    match tokio::time::timeout_at(deadline, close).await {
+                        Ok(Ok(())) => Some(Linger { reader: Reader::resume(read, decoder, &rest), answered, deadline }),
+                        Ok(Err(_)) | Err(_) => None,
+                    }
+                }
+                _ => None,
+            };
+            leave(&mount, registration, linger).await;
+        })
+        .await;
+    }
+}
+
+/// The close frame a connection ends with, and whether it answers the
+/// client's; `None` when nothing more can be sent.
+fn closing(end: End) -> Option<(Option<u16>, String, bool)> {
+    match end {
+        End::ClientGone => None,
+        End::Answer(code) => {
+            tracing::debug!(?code, "answering the client's close frame");
+            Some((code, String::new(), true))
+        }
+        End::Close(code, reason) => {
+            tracing::debug!(%code, reason, "closing connection");
+            Some((Some(code.into()), reason, false))
+        }
+    }
+}
+
+/// Serves a connection over any IO type until it ends (the generic path:
+/// the connection's task writes every frame); what is left once its close
+/// frame is out is returned.
+async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'static>(
+    io: I,
+    mut dispatcher: Dispatcher<S>,
+    serializer: Serializer,
+    limits: Limits,
     metrics: &Metrics,
-) -> Option<Linger> {
-    let idle = options.idle_timeout;
+) -> Option<Linger<tokio::io::ReadHalf<I>>> {
+    let idle = limits.idle;
     let (read, write) = tokio::io::split(io);
-    let mut reader = Reader::new(read, options.max_frame_size);
+    let mut reader = Reader::new(read, limits.max_frame);
     // A write that makes no progress for the idle period ends the
     // connection like a client that says nothing for that long.
     let mut writer = Writer::new(write, idle);
@@ -167,7 +504,8 @@ async fn serve<S: Connect + Routes>(
                 last_seen = Instant::now();
                 match incoming {
                     Ok(Incoming::Ping(payload)) => {
-                        if let Err(error) = async { writer.pong(&payload).await?; writer.flush().await }.await {
+                        Metrics::incr(&metrics.frames_out);
+                        if let Err(error) = async { writer.frame(&pong_frame(&payload)).await?; writer.flush().await }.await {
                             break write_failed(&error);
                         }
                     }
@@ -207,17 +545,7 @@ async fn serve<S: Connect + Routes>(
     dispatcher.finish(shutdown);
     let deadline = Instant::now() + CLOSE_GRACE;
     writer.set_stall(CLOSE_GRACE);
-    let (code, reason, answered) = match end {
-        End::ClientGone => return None,
-        End::Answer(code) => {
-            tracing::debug!(?code, "answering the client's close frame");
-            (code, String::new(), true)
-        }
-        End::Close(code, reason) => {
-            tracing::debug!(%code, reason, "closing connection");
-            (Some(code.into()), reason, false)
-        }
-    };
+    let (code, reason, answered) = closing(end)?;
     match tokio::time::timeout_at(deadline, writer.close(code, &reason)).await {
         Ok(Ok(())) => Some(Linger { reader, answered, deadline }),
         Ok(Err(_)) | Err(_) => None,
@@ -228,15 +556,15 @@ async fn serve<S: Connect + Routes>(
 /// client still sends is read (and dropped) until it closes too, within the
 /// grace period. Closing a socket with unread bytes would reset the
 /// connection, and the client could lose the close frame.
-struct Linger {
-    reader: Reader<tokio::io::ReadHalf<Io>>,
+struct Linger<R> {
+    reader: Reader<R>,
     /// The client started the handshake: it only has to close the TCP
     /// connection. Otherwise its close frame is awaited.
     answered: bool,
     deadline: Instant,
 }
 
-impl Linger {
+impl<R: AsyncRead + Unpin> Linger<R> {
     async fn run(self) {
         let Linger { mut reader, answered, deadline } = self;
         let _ = tokio::time::timeout_at(deadline, async {
@@ -248,6 +576,10 @@ impl Linger {
         })
         .await;
     }
+}
+
+fn stalled_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read nothing for the idle period")
 }
 
 fn write_failed(error: &std::io::Error) -> End {
@@ -272,7 +604,7 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
     Metrics::add(&metrics.bytes_out, batch.iter().map(|f| f.len() as u64).sum());
     let write = async {
         for frame in batch {
-            writer.message(frame.kind() == FrameKind::Binary, frame.bytes()).await?;
+            writer.frame(&frame).await?;
             if outbox.is_closed() {
                 break;
             }

@@ -6,13 +6,18 @@
 //! that keeps that size too: one 5 MB broadcast left 5 MB behind on every
 //! subscriber. No setting changes that, so framing is done here:
 //!
-//! - reading uses a small buffer for headers and small frames; a larger
-//!   payload gets a buffer of its own that grows as its bytes arrive
-//!   (a header that announces 10 MB allocates nothing yet) and that is
-//!   handed over with the message;
-//! - writing gathers small frames into one write per batch and sends a
-//!   large frame's payload from the shared buffer it already lives in,
-//!   so a broadcast is never copied per subscriber;
+//! - a [`Decoder`] takes the bytes as they come, from whatever buffer
+//!   they were read into, and keeps only what an unfinished frame needs
+//!   (the start of a header, or a payload that has not all arrived, in a
+//!   buffer of its own that grows as its bytes arrive: a header that
+//!   announces 10 MB allocates nothing yet, and that is handed over with
+//!   the message); the plain-TCP path of [`super::websocket`] reads into a
+//!   per-thread buffer and feeds it, the [`Reader`] here reads any async
+//!   stream;
+//! - server frames come framed ([`Frame::wire`]: header and payload, built
+//!   once when encoded), so a broadcast is never copied or framed per
+//!   subscriber; the [`Writer`] here gathers small frames into one write
+//!   per batch and writes large ones from where they are;
 //! - every write must make progress within a deadline, so a client that
 //!   stops reading cannot hold a write (and its memory) forever.
 //!
@@ -25,6 +30,8 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::protocol::{Frame, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT};
 
 /// What an idle connection's read buffer holds at most: a frame header
 /// and small frames. Idle connections are what a server has most of.
@@ -39,11 +46,7 @@ const GATHER_MAX: usize = 4 * 1024;
 const HIGH_WATER: usize = 64 * 1024;
 
 const OP_CONTINUATION: u8 = 0x0;
-const OP_TEXT: u8 = 0x1;
-const OP_BINARY: u8 = 0x2;
-const OP_CLOSE: u8 = 0x8;
 const OP_PING: u8 = 0x9;
-const OP_PONG: u8 = 0xA;
 
 /// A complete message or control frame from the client.
 #[derive(Debug, PartialEq, Eq)]
@@ -122,115 +125,159 @@ fn parse_header(buf: &[u8]) -> Result<Option<(Header, usize)>, ReadError> {
     Ok(Some((header, at + 4)))
 }
 
+/// XORs `data` with the mask, eight bytes at a time (the mask repeats
+/// every four, so every chunk starts at a multiple of it).
 fn unmask(data: &mut [u8], mask: [u8; 4]) {
-    for (i, byte) in data.iter_mut().enumerate() {
+    let word = u32::from_ne_bytes(mask);
+    let wide = u64::from(word) | (u64::from(word) << 32);
+    let (chunks, rest) = data.as_chunks_mut::<8>();
+    for chunk in chunks {
+        *chunk = (u64::from_ne_bytes(*chunk) ^ wide).to_ne_bytes();
+    }
+    for (i, byte) in rest.iter_mut().enumerate() {
         *byte ^= mask[i & 3];
     }
 }
 
-/// A frame whose payload is longer than what the read buffer holds.
+/// A frame whose payload has not all arrived.
 struct Pending {
     header: Header,
     data: Vec<u8>,
 }
 
-/// Reads client frames. Every await point is a read into state kept here,
-/// so [`Reader::next`] can be cancelled (in a `select!`) and resumed.
-pub(crate) struct Reader<R> {
-    io: R,
-    buf: BytesMut,
-    pending: Option<Pending>,
+impl Pending {
+    fn remaining(&self) -> usize {
+        // `check` refused any length over the message limit, a `usize`.
+        usize::try_from(self.header.len).unwrap_or(usize::MAX) - self.data.len()
+    }
+
+    /// Makes room for more of the payload: it grows with what arrives (a
+    /// header that announces 10 MB allocates nothing yet), never past the
+    /// frame.
+    fn reserve(&mut self) {
+        let remaining = self.remaining();
+        if remaining > 0 && self.data.capacity() == self.data.len() {
+            self.data.reserve_exact(remaining.min(self.data.len().max(GROW)));
+        }
+    }
+}
+
+/// How much a partly arrived payload's buffer grows at least at a time.
+const GROW: usize = 16 * 1024;
+
+/// The longest client frame header: 2 bytes, 8 of length, 4 of mask.
+const MAX_HEADER: usize = 14;
+
+/// Turns the bytes a client sends into messages, whatever pieces they
+/// arrive in. It keeps only what an unfinished frame needs: the start of
+/// a header (inline), or a payload that has not all arrived, and a
+/// fragmented message being gathered; once a frame is done, nothing.
+pub(crate) struct Decoder {
+    /// The start of a header that has not all arrived.
+    head: [u8; MAX_HEADER],
+    head_len: u8,
+    /// Boxed: rare (a frame split across reads), and an idle connection
+    /// should not carry its room.
+    pending: Option<Box<Pending>>,
     /// A fragmented message being gathered: its opcode and bytes so far.
-    fragments: Option<(u8, Vec<u8>)>,
+    fragments: Option<Box<(u8, Vec<u8>)>>,
     max_message: usize,
 }
 
-impl<R: AsyncRead + Unpin> Reader<R> {
-    /// A reader that refuses messages larger than `max_message` bytes.
-    pub(crate) fn new(io: R, max_message: usize) -> Self {
-        Reader { io, buf: BytesMut::new(), pending: None, fragments: None, max_message }
+impl Decoder {
+    /// A decoder that refuses messages larger than `max_message` bytes.
+    pub(crate) fn new(max_message: usize) -> Self {
+        Decoder { head: [0; MAX_HEADER], head_len: 0, pending: None, fragments: None, max_message }
     }
 
-    /// The next message or control frame.
-    pub(crate) async fn next(&mut self) -> Result<Incoming, ReadError> {
+    /// Takes bytes from the front of `input` until they complete a message
+    /// or control frame (returned), or `input` is used up (`Ok(None)`; what
+    /// arrived of an unfinished frame is kept for the next call).
+    pub(crate) fn decode(&mut self, input: &mut &[u8]) -> Result<Option<Incoming>, ReadError> {
         loop {
             if let Some(pending) = &mut self.pending {
-                let remaining = usize::try_from(pending.header.len).unwrap_or(usize::MAX) - pending.data.len();
-                if remaining > 0 {
-                    // Grows with what arrives, never past the frame.
-                    let grow = remaining.min(pending.data.len().max(16 * 1024));
-                    if pending.data.capacity() == pending.data.len() {
-                        pending.data.reserve_exact(grow);
-                    }
-                    let spare = pending.data.capacity() - pending.data.len();
-                    let n = self.io.read_buf(&mut (&mut pending.data).limit(spare.min(remaining))).await?;
-                    if n == 0 {
-                        return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
-                    }
-                    continue;
+                let n = pending.remaining().min(input.len());
+                if n > 0 {
+                    pending.reserve();
+                    pending.data.extend_from_slice(&input[..n]);
+                    *input = &input[n..];
                 }
-                let Some(Pending { header, mut data }) = self.pending.take() else { continue };
+                if pending.remaining() > 0 {
+                    return Ok(None);
+                }
+                let Some(pending) = self.pending.take() else { continue };
+                let Pending { header, mut data } = *pending;
                 unmask(&mut data, header.mask);
                 if let Some(incoming) = self.frame(&header, Bytes::from(data))? {
-                    return Ok(incoming);
+                    return Ok(Some(incoming));
                 }
                 continue;
             }
-            if let Some((header, at)) = parse_header(&self.buf)? {
-                self.check(&header)?;
-                self.buf.advance(at);
-                let len = usize::try_from(header.len).unwrap_or(usize::MAX);
-                if len <= self.buf.len() {
-                    let mut payload = self.buf.split_to(len);
-                    unmask(&mut payload, header.mask);
-                    self.release_idle_buffer();
-                    if let Some(incoming) = self.frame(&header, payload.freeze())? {
-                        return Ok(incoming);
-                    }
-                } else {
-                    let mut data = Vec::with_capacity(len.min(self.buf.len().max(16 * 1024)));
-                    data.extend_from_slice(&self.buf.split());
-                    self.release_idle_buffer();
-                    self.pending = Some(Pending { header, data });
+            let Some(header) = self.header(input)? else { return Ok(None) };
+            self.check(&header)?;
+            let len = usize::try_from(header.len).unwrap_or(usize::MAX);
+            if len <= input.len() {
+                let mut payload = BytesMut::from(&input[..len]);
+                *input = &input[len..];
+                unmask(&mut payload, header.mask);
+                if let Some(incoming) = self.frame(&header, payload.freeze())? {
+                    return Ok(Some(incoming));
                 }
                 continue;
             }
-            if self.buf.capacity() - self.buf.len() == 0 {
-                self.buf.reserve(READ_CHUNK);
+            let mut data = Vec::with_capacity(len.min(input.len().max(GROW)));
+            data.extend_from_slice(input);
+            *input = &[];
+            self.pending = Some(Box::new(Pending { header, data }));
+            return Ok(None);
+        }
+    }
+
+    /// The next header, from what was kept of it and the front of `input`.
+    fn header(&mut self, input: &mut &[u8]) -> Result<Option<Header>, ReadError> {
+        let kept = usize::from(self.head_len);
+        if kept == 0 {
+            if let Some((header, at)) = parse_header(input)? {
+                *input = &input[at..];
+                return Ok(Some(header));
             }
-            let spare = (self.buf.capacity() - self.buf.len()).min(READ_CHUNK);
-            if self.io.read_buf(&mut (&mut self.buf).limit(spare)).await? == 0 {
-                return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
+            // Shorter than the header it starts (at most 13 bytes).
+            self.head[..input.len()].copy_from_slice(input);
+            self.head_len = input.len() as u8;
+            *input = &[];
+            return Ok(None);
+        }
+        let more = input.len().min(MAX_HEADER - kept);
+        self.head[kept..kept + more].copy_from_slice(&input[..more]);
+        match parse_header(&self.head[..kept + more])? {
+            Some((header, at)) => {
+                // What was kept did not hold a whole header: `at > kept`.
+                *input = &input[at - kept..];
+                self.head_len = 0;
+                Ok(Some(header))
+            }
+            None => {
+                // Fewer bytes than a header: `input` was all taken.
+                self.head_len = (kept + more) as u8;
+                *input = &[];
+                Ok(None)
             }
         }
+    }
+
+    /// Where the rest of a large payload can be read straight into, and
+    /// how many bytes of it may be read (the frame's end): no copy through
+    /// a read buffer. `None` when no payload is waiting for its bytes.
+    pub(crate) fn direct(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        let pending = self.pending.as_mut()?;
+        pending.reserve();
+        let limit = pending.remaining();
+        (limit > 0).then_some((&mut pending.data, limit))
     }
 
     /// Whether a fragmented message has begun and not ended.
     pub(crate) fn in_message(&self) -> bool {
         self.fragments.is_some()
-    }
-
-    /// The stream, for what is left to read once the connection closes.
-    pub(crate) fn into_inner(self) -> R {
-        self.io
-    }
-
-    /// Reads and drops frames until the client's close frame, an error or
-    /// the end of the stream: what is left of a connection that is closing.
-    pub(crate) async fn until_closed(&mut self) {
-        while let Ok(incoming) = self.next().await {
-            if matches!(incoming, Incoming::Close(_)) {
-                return;
-            }
-        }
-    }
-
-    /// An empty buffer gives its memory back, so what one large read
-    /// brought in does not stay with the connection.
-    fn release_idle_buffer(&mut self) {
-        if self.buf.is_empty() {
-            self.buf = BytesMut::new();
-        }
     }
 
     /// What can be refused from the header alone.
@@ -244,7 +291,7 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             (OP_TEXT | OP_BINARY, Some(_)) => return Err(ReadError::Protocol("new message before the last one ended")),
             _ => {}
         }
-        let so_far = self.fragments.as_ref().map_or(0, |(_, data)| data.len() as u64);
+        let so_far = self.fragments.as_ref().map_or(0, |f| f.1.len() as u64);
         // A continuation can announce up to 2^64 - 1 bytes: a plain sum
         // overflows (a panic in debug builds, and a wrapped total that
         // passes the limit in release builds).
@@ -262,18 +309,19 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             OP_PONG => return Ok(Some(Incoming::Pong)),
             OP_CLOSE => return close_code(&payload).map(|code| Some(Incoming::Close(code))),
             OP_CONTINUATION => {
-                let Some((_, data)) = &mut self.fragments else {
+                let Some(fragments) = &mut self.fragments else {
                     return Err(ReadError::Protocol("continuation frame without a message"));
                 };
-                data.extend_from_slice(&payload);
+                fragments.1.extend_from_slice(&payload);
                 if !header.fin {
                     return Ok(None);
                 }
-                let Some((opcode, data)) = self.fragments.take() else { return Ok(None) };
+                let Some(fragments) = self.fragments.take() else { return Ok(None) };
+                let (opcode, data) = *fragments;
                 (opcode, Bytes::from(data))
             }
             opcode if !header.fin => {
-                self.fragments = Some((opcode, payload.to_vec()));
+                self.fragments = Some(Box::new((opcode, payload.to_vec())));
                 return Ok(None);
             }
             opcode => (opcode, payload),
@@ -283,6 +331,79 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             Ok(Some(Incoming::Text(message)))
         } else {
             Ok(Some(Incoming::Binary(message)))
+        }
+    }
+}
+
+/// Reads client frames from any async byte stream (the path for IO types
+/// other than a plain TCP stream). Every await point is a read into state
+/// kept here, so [`Reader::next`] can be cancelled (in a `select!`) and
+/// resumed.
+pub(crate) struct Reader<R> {
+    io: R,
+    /// Bytes read and not yet decoded; freed once empty.
+    buf: BytesMut,
+    decoder: Decoder,
+}
+
+impl<R: AsyncRead + Unpin> Reader<R> {
+    /// A reader that refuses messages larger than `max_message` bytes.
+    pub(crate) fn new(io: R, max_message: usize) -> Self {
+        Reader { io, buf: BytesMut::new(), decoder: Decoder::new(max_message) }
+    }
+
+    /// A reader that goes on where `decoder` stopped, with `rest` (bytes
+    /// already read) first.
+    pub(crate) fn resume(io: R, decoder: Decoder, rest: &[u8]) -> Self {
+        Reader { io, buf: BytesMut::from(rest), decoder }
+    }
+
+    /// The next message or control frame.
+    pub(crate) async fn next(&mut self) -> Result<Incoming, ReadError> {
+        loop {
+            let mut input = &self.buf[..];
+            let decoded = self.decoder.decode(&mut input);
+            let used = self.buf.len() - input.len();
+            self.buf.advance(used);
+            if self.buf.is_empty() {
+                // What one large read brought in does not stay with the
+                // connection.
+                self.buf = BytesMut::new();
+            }
+            if let Some(incoming) = decoded? {
+                return Ok(incoming);
+            }
+            // The decoder took all of `buf`: read more.
+            let n = match self.decoder.direct() {
+                Some((data, limit)) => self.io.read_buf(&mut data.limit(limit)).await?,
+                None => {
+                    self.buf.reserve(READ_CHUNK);
+                    self.io.read_buf(&mut (&mut self.buf).limit(READ_CHUNK)).await?
+                }
+            };
+            if n == 0 {
+                return Err(ReadError::Io(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Whether a fragmented message has begun and not ended.
+    pub(crate) fn in_message(&self) -> bool {
+        self.decoder.in_message()
+    }
+
+    /// The stream, for what is left to read once the connection closes.
+    pub(crate) fn into_inner(self) -> R {
+        self.io
+    }
+
+    /// Reads and drops frames until the client's close frame, an error or
+    /// the end of the stream: what is left of a connection that is closing.
+    pub(crate) async fn until_closed(&mut self) {
+        while let Ok(incoming) = self.next().await {
+            if matches!(incoming, Incoming::Close(_)) {
+                return;
+            }
         }
     }
 }
@@ -303,8 +424,10 @@ fn close_code(payload: &[u8]) -> Result<Option<u16>, ReadError> {
     }
 }
 
-/// Writes server frames (unmasked). Small frames are gathered until
-/// [`Writer::flush`]; the buffer that gathers them is freed after each flush.
+/// Writes server frames, which come framed ([`Frame::wire`]): small frames
+/// are gathered until [`Writer::flush`] (the buffer that gathers them is
+/// freed after each flush), larger ones are written from where they are.
+/// The path for IO types other than a plain TCP stream.
 pub(crate) struct Writer<W> {
     io: W,
     buf: Vec<u8>,
@@ -312,19 +435,19 @@ pub(crate) struct Writer<W> {
     stall: Duration,
 }
 
-fn header(opcode: u8, len: usize, out: &mut Vec<u8>) {
-    out.push(0x80 | opcode);
-    match len {
-        0..=125 => out.push(len as u8),
-        126..=0xFFFF => {
-            out.push(126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
+/// The close frame for `code` and `reason` (no payload without a code).
+pub(crate) fn close_frame(code: Option<u16>, reason: &str) -> Frame {
+    let mut payload = Vec::new();
+    if let Some(code) = code {
+        payload.extend_from_slice(&code.to_be_bytes());
+        payload.extend_from_slice(reason.as_bytes());
     }
+    Frame::raw(OP_CLOSE, &payload)
+}
+
+/// The pong answering a ping that carried `payload`.
+pub(crate) fn pong_frame(payload: &[u8]) -> Frame {
+    Frame::raw(OP_PONG, payload)
 }
 
 impl<W: AsyncWrite + Unpin> Writer<W> {
@@ -338,39 +461,25 @@ impl<W: AsyncWrite + Unpin> Writer<W> {
         self.stall = stall;
     }
 
-    /// Queues a text (`binary: false`) or binary message.
-    pub(crate) async fn message(&mut self, binary: bool, payload: &Bytes) -> io::Result<()> {
-        self.frame(if binary { OP_BINARY } else { OP_TEXT }, payload).await
-    }
-
-    /// Queues a pong answering a ping.
-    pub(crate) async fn pong(&mut self, payload: &Bytes) -> io::Result<()> {
-        self.frame(OP_PONG, payload).await
-    }
-
     /// Sends a close frame, flushes, and ends the write side.
     pub(crate) async fn close(&mut self, code: Option<u16>, reason: &str) -> io::Result<()> {
-        let mut payload = Vec::new();
-        if let Some(code) = code {
-            payload.extend_from_slice(&code.to_be_bytes());
-            payload.extend_from_slice(reason.as_bytes());
-        }
-        self.frame(OP_CLOSE, &Bytes::from(payload)).await?;
+        self.frame(&close_frame(code, reason)).await?;
         self.flush().await?;
         self.io.shutdown().await
     }
 
-    async fn frame(&mut self, opcode: u8, payload: &Bytes) -> io::Result<()> {
-        header(opcode, payload.len(), &mut self.buf);
-        if payload.len() <= GATHER_MAX {
-            self.buf.extend_from_slice(payload);
+    /// Queues a frame.
+    pub(crate) async fn frame(&mut self, frame: &Frame) -> io::Result<()> {
+        let wire = frame.wire();
+        if wire.len() <= GATHER_MAX {
+            self.buf.extend_from_slice(wire);
             if self.buf.len() >= HIGH_WATER {
                 self.write_gathered().await?;
             }
             return Ok(());
         }
         self.write_gathered().await?;
-        self.write_all(payload).await
+        self.write_all(wire).await
     }
 
     /// Writes everything queued.
@@ -407,8 +516,8 @@ mod tests {
     /// A client frame, masked with `mask`.
     fn client(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
         let mask = [1, 2, 3, 4];
-        let mut out = Vec::new();
-        header(opcode, payload.len(), &mut out);
+        let server = Frame::raw(opcode, payload);
+        let mut out = server.wire()[..server.wire_len() - payload.len()].to_vec();
         if !fin {
             out[0] &= 0x7F;
         }
@@ -488,15 +597,52 @@ mod tests {
         bytes.truncate(1000);
         let mut reader = Reader::new(&bytes[..], 10_000_000);
         assert!(reader.next().await.is_err());
-        assert!(reader.pending.as_ref().unwrap().data.capacity() < 64 * 1024);
+        assert!(reader.decoder.pending.as_ref().unwrap().data.capacity() < 64 * 1024);
+    }
+
+    /// Every way of cutting a stream into pieces gives the same messages,
+    /// and a finished frame leaves nothing behind in the decoder.
+    #[test]
+    fn the_decoder_takes_any_pieces() {
+        let mut bytes = client(OP_TEXT, true, b"hello");
+        bytes.extend(client(OP_BINARY, true, &[9; 300]));
+        bytes.extend(client(OP_BINARY, false, &[1; 70_000]));
+        bytes.extend(client(OP_CONTINUATION, true, b"!"));
+        for piece in [1, 2, 3, 7, 13, 14, 100, 4096, usize::MAX] {
+            let mut decoder = Decoder::new(1 << 20);
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(piece.min(bytes.len())) {
+                let mut input = chunk;
+                while let Some(incoming) = decoder.decode(&mut input).unwrap() {
+                    got.push(incoming);
+                }
+                assert!(input.is_empty());
+            }
+            assert_eq!(got.len(), 3, "pieces of {piece}");
+            assert_eq!(got[0], Incoming::Text(Bytes::from_static(b"hello")));
+            assert!(matches!(&got[2], Incoming::Binary(b) if b.len() == 70_001));
+            assert!(decoder.pending.is_none() && decoder.fragments.is_none() && decoder.head_len == 0);
+        }
+    }
+
+    #[test]
+    fn unmasking_matches_the_bytewise_rule() {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let data: Vec<u8> = (0..=255).collect();
+        for len in [0, 1, 7, 8, 9, 31, 256] {
+            let mut fast = data[..len].to_vec();
+            unmask(&mut fast, mask);
+            let slow: Vec<u8> = data[..len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+            assert_eq!(fast, slow);
+        }
     }
 
     #[tokio::test]
     async fn large_payloads_are_written_from_where_they_are_and_nothing_stays() {
         let mut out = Vec::new();
         let mut writer = Writer::new(&mut out, Duration::from_secs(1));
-        writer.message(false, &Bytes::from_static(b"hi")).await.unwrap();
-        writer.message(true, &Bytes::from(vec![7; 60_000])).await.unwrap();
+        writer.frame(&Frame::raw(OP_TEXT, b"hi")).await.unwrap();
+        writer.frame(&Frame::raw(OP_BINARY, &[7; 60_000])).await.unwrap();
         writer.flush().await.unwrap();
         assert_eq!(writer.buf.capacity(), 0);
         writer.close(Some(1000), "").await.unwrap();
