@@ -21,7 +21,7 @@ use crate::channel::{Joined, Routes, Start, Step};
 use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::fanout::FanoutLimits;
-use crate::logging::{clip, Throttle};
+use crate::logging::clip;
 use crate::mailbox::Mail;
 use crate::metrics::Metrics;
 use crate::options::SocketOptions;
@@ -35,19 +35,26 @@ use crate::router::Topic;
 struct Slot<S: Connect> {
     topic: Arc<str>,
     /// The join_ref it was joined with, to drop stale messages.
-    join_ref: Option<String>,
+    join_ref: Option<Arc<str>>,
     generation: u64,
     /// Still the channel of its topic: false once left or displaced (it is
     /// ending, and a new join of the topic is a fresh channel).
     attached: bool,
     /// Its join has not answered yet.
     joining: bool,
-    /// The instance, while no step runs.
-    idle: Option<Box<dyn Joined<S>>>,
-    /// The step that runs, owning the instance.
-    busy: Option<Step<S>>,
+    run: Run<S>,
     /// Mail waiting for the running step to finish, in arrival order.
     queue: VecDeque<Mail>,
+}
+
+/// Where a channel is.
+enum Run<S: Connect> {
+    /// Waiting for mail.
+    Idle(Box<dyn Joined<S>>),
+    /// A step runs, owning the instance.
+    Busy(Step<S>),
+    /// Between the two, for an instant.
+    Moving,
 }
 
 /// What polling a slot came to.
@@ -112,17 +119,17 @@ impl<S: Connect> Channels<S> {
         let mut polled = Polled::Waiting;
         let slot = &mut self.slots[i];
         loop {
-            if slot.busy.is_none() {
+            if let Run::Idle(_) = slot.run {
                 let Some(mail) = slot.queue.pop_front() else { return polled };
-                let Some(instance) = slot.idle.take() else { return polled };
-                slot.busy = Some(instance.step(mail));
+                if let Run::Idle(instance) = std::mem::replace(&mut slot.run, Run::Moving) {
+                    slot.run = Run::Busy(instance.step(mail));
+                }
             }
-            let Some(step) = slot.busy.as_mut() else { return polled };
+            let Run::Busy(step) = &mut slot.run else { return polled };
             match step.as_mut().poll(cx) {
                 Poll::Pending => return polled,
                 Poll::Ready(Some(instance)) => {
-                    slot.busy = None;
-                    slot.idle = Some(instance);
+                    slot.run = Run::Idle(instance);
                     slot.joining = false;
                     polled = Polled::Progressed;
                 }
@@ -162,8 +169,6 @@ pub(crate) struct Dispatcher<S: Connect + Routes> {
     next_generation: u64,
     max_channels: usize,
     join_rate: JoinRate,
-    /// The warnings this connection's client can trigger at will.
-    warnings: Throttle,
 }
 
 /// Joins allowed per second on one connection (a fixed one-second window).
@@ -209,7 +214,6 @@ impl<S: Connect + Routes> Dispatcher<S> {
             next_generation: 1,
             max_channels: options.max_channels,
             join_rate,
-            warnings: Throttle::new(5, std::time::Duration::from_secs(10), "warnings on this connection"),
         }
     }
 
@@ -271,7 +275,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
     /// A non-null join_ref that differs from the channel's is stale: the
     /// message belongs to an earlier join (Phoenix ≥ 1.8.3 drops it).
     fn is_stale(slot: &Slot<S>, msg: &Message) -> bool {
-        msg.join_ref.is_some() && msg.join_ref != slot.join_ref
+        msg.join_ref.is_some() && msg.join_ref.as_deref() != slot.join_ref.as_deref()
     }
 
     /// Detaches the channel at `at` from its topic and tells it why.
@@ -285,7 +289,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
         // A join refused for flooding must not cost the client the channel it
         // already has on the topic: checked before the newest join displaces it.
         if !self.join_rate.allow() {
-            if self.warnings.allow() {
+            if self.conn().limits.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), limit = self.join_rate.limit, "join refused: too many joins per second");
             }
             Metrics::incr(&self.conn().metrics.joins_refused);
@@ -297,14 +301,14 @@ impl<S: Connect + Routes> Dispatcher<S> {
             self.detach(old, Mail::Displaced);
         }
         let Some(route) = S::ROUTES.iter().find(|r| r.pattern().matches(&msg.topic)) else {
-            if self.warnings.allow() {
+            if self.conn().limits.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), "join on a topic no route matches");
             }
             Metrics::incr(&self.conn().metrics.joins_refused);
             return self.unmatched(&msg);
         };
         if self.channels.slots.iter().filter(|s| s.attached).count() >= self.max_channels {
-            if self.warnings.allow() {
+            if self.conn().limits.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), limit = self.max_channels, "join refused: too many channels");
             }
             Metrics::incr(&self.conn().metrics.joins_refused);
@@ -314,6 +318,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
         let generation = self.next_generation;
         self.next_generation += 1;
         let Message { join_ref, msg_ref, topic, payload, .. } = msg;
+        let join_ref: Option<Arc<str>> = join_ref.map(Arc::from);
         let topic = Topic::new(topic, route.pattern());
         let step = route.join(Start {
             topic: topic.clone(),
@@ -334,8 +339,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             generation,
             attached: true,
             joining: true,
-            idle: None,
-            busy: Some(step),
+            run: Run::Busy(step),
             queue: VecDeque::new(),
         });
     }

@@ -23,7 +23,8 @@ pub(crate) struct FanoutLimits {
     max_broadcast_bytes: usize,
     max_presence_meta_bytes: usize,
     rate: Mutex<BroadcastRate>,
-    /// The refusals this connection's client can trigger at will.
+    /// The warnings this connection's client can trigger at will (refusals,
+    /// unroutable joins, floods): one budget per connection.
     pub(crate) warnings: Throttle,
 }
 
@@ -41,7 +42,7 @@ impl FanoutLimits {
             max_broadcast_bytes: options.max_broadcast_bytes,
             max_presence_meta_bytes: options.max_presence_meta_bytes,
             rate: Mutex::new(BroadcastRate { limit: options.max_broadcasts_per_second, window: None, count: 0 }),
-            warnings: Throttle::new(5, Duration::from_secs(10), "fan-out limit warnings on this connection"),
+            warnings: Throttle::new(5, Duration::from_secs(10), "warnings on this connection"),
         }
     }
 

@@ -12,13 +12,14 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 use crate::protocol::Frame;
@@ -35,6 +36,11 @@ pub enum CloseReason {
     Shutdown,
     /// The connection already ended; nothing more is sent.
     Gone,
+    /// The client sent nothing for the socket's idle timeout.
+    Idle,
+    /// The client read nothing for the idle timeout while frames waited:
+    /// the connection is dropped without a close frame (none could go).
+    Stalled,
 }
 
 impl CloseReason {
@@ -45,7 +51,7 @@ impl CloseReason {
             CloseReason::Disconnect => 1001,
             CloseReason::SlowConsumer => 1008,
             CloseReason::Shutdown => 1012,
-            CloseReason::Gone => 1001,
+            CloseReason::Gone | CloseReason::Idle | CloseReason::Stalled => 1001,
         }
     }
 
@@ -56,6 +62,8 @@ impl CloseReason {
             CloseReason::SlowConsumer => "outbound queue full",
             CloseReason::Shutdown => "server shutting down",
             CloseReason::Gone => "connection closed",
+            CloseReason::Idle => "idle timeout",
+            CloseReason::Stalled => "the client read nothing for the idle period",
         }
     }
 }
@@ -193,7 +201,62 @@ pub struct Outbox {
     id: ConnId,
     limit: usize,
     queue: Mutex<Queue>,
-    ready: Notify,
+    ready: Signal,
+    clock: Clock,
+}
+
+/// When a connection was last heard from, and since when its writes have
+/// made no progress, for the registry's watchdog: so that an idle
+/// connection waits on no timer of its own. Milliseconds on the runtime's
+/// clock, wrapping (`u32`: compared by difference, fine for timeouts under
+/// 24 days).
+#[derive(Default)]
+struct Clock {
+    /// 0: not watched.
+    idle_ms: AtomicU32,
+    heard: AtomicU32,
+    /// 0: not stalled (a real 0 is taken as 1).
+    stalled: AtomicU32,
+}
+
+/// Now, in wrapping milliseconds on the runtime's clock (paused in tests).
+pub(crate) fn now_ms() -> u32 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    // A real instant: every runtime's clock, paused or not, is at or past it.
+    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
+    let elapsed = tokio::time::Instant::now().into_std().saturating_duration_since(epoch);
+    // Wrapping on purpose: only differences are compared.
+    #[allow(clippy::cast_possible_truncation)]
+    let ms = elapsed.as_millis() as u32;
+    ms
+}
+
+/// Wakes the one task that writes an outbox: a waker and a pending flag
+/// (a signal given while nobody waits is kept for the next wait). Unlike a
+/// `Notify`, waiting on it puts nothing in the waiter's future.
+#[derive(Default)]
+struct Signal {
+    set: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Signal {
+    fn notify_one(&self) {
+        self.set.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.set.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // A signal given between the look and the registration.
+        if self.set.swap(false, Ordering::AcqRel) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
 }
 
 /// The frame was not queued: the connection is closing.
@@ -203,7 +266,13 @@ pub struct Closed(pub CloseReason);
 impl Outbox {
     /// A new, empty outbox that holds at most `limit` bytes of frames.
     pub fn new(limit: usize) -> Self {
-        Outbox { id: ConnId::unique(), limit, queue: Mutex::new(Queue::default()), ready: Notify::new() }
+        Outbox {
+            id: ConnId::unique(),
+            limit,
+            queue: Mutex::new(Queue::default()),
+            ready: Signal::default(),
+            clock: Clock::default(),
+        }
     }
 
     /// The connection this outbox belongs to.
@@ -354,6 +423,47 @@ impl Outbox {
         self.ready.notify_one();
     }
 
+    /// Has the registry's watchdog close this connection once it is idle
+    /// (nothing heard) or stalled (nothing written) for `idle`.
+    pub(crate) fn watch_idle(&self, idle: std::time::Duration) {
+        let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX / 2).clamp(1, u32::MAX / 2);
+        self.heard();
+        self.clock.idle_ms.store(idle_ms, Ordering::Relaxed);
+    }
+
+    /// The client was heard from just now.
+    pub(crate) fn heard(&self) {
+        self.clock.heard.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Frames wait for the socket since `since` (the last write that made
+    /// progress), or not at all.
+    pub(crate) fn set_stalled(&self, since: Option<u32>) {
+        self.clock.stalled.store(since.map_or(0, |ms| ms.max(1)), Ordering::Relaxed);
+    }
+
+    /// Whether frames wait for the socket, as the watchdog last heard.
+    pub(crate) fn is_stalled(&self) -> bool {
+        self.clock.stalled.load(Ordering::Relaxed) != 0
+    }
+
+    /// For the watchdog: closes the connection if it has been idle or
+    /// stalled for its idle timeout at `now` (see [`now_ms`]).
+    pub(crate) fn check_idle(&self, now: u32) {
+        let idle = self.clock.idle_ms.load(Ordering::Relaxed);
+        if idle == 0 {
+            return;
+        }
+        let stalled = self.clock.stalled.load(Ordering::Relaxed);
+        if stalled != 0 && now.wrapping_sub(stalled) >= idle && now.wrapping_sub(stalled) < u32::MAX / 2 {
+            return self.close(CloseReason::Stalled);
+        }
+        let heard = self.clock.heard.load(Ordering::Relaxed);
+        if now.wrapping_sub(heard) >= idle && now.wrapping_sub(heard) < u32::MAX / 2 {
+            self.close(CloseReason::Idle);
+        }
+    }
+
     /// Whether the connection is closing.
     pub fn is_closed(&self) -> bool {
         self.close_reason().is_some()
@@ -381,8 +491,11 @@ impl Outbox {
 
     /// Waits until a frame is queued or the connection is closed (over a
     /// socket: until the connection's task has something to write).
+    ///
+    /// One task waits on an outbox (its connection's writer): a second
+    /// waiter replaces the first.
     pub async fn ready(&self) {
-        self.ready.notified().await;
+        std::future::poll_fn(|cx| self.ready.poll(cx)).await;
     }
 
     /// Waits for frames and takes them all; `Err` once closed.

@@ -19,6 +19,9 @@ pub(crate) struct Registry {
     /// One token per registration: `drain` waits for them all to be given
     /// back, without polling the map.
     tracker: TaskTracker,
+    /// How often the watchdog looks for idle connections, in ms (a quarter
+    /// of the shortest idle timeout watched); 0 until it is started.
+    watch_every_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A connection's place in the registry, given up when dropped.
@@ -37,6 +40,25 @@ impl Drop for Registration {
     }
 }
 
+/// Closes the watched connections that are idle or stalled, until the
+/// registry is gone.
+async fn watchdog(registry: Weak<Registry>) {
+    loop {
+        let every = match registry.upgrade() {
+            Some(registry) => registry.watch_every_ms.load(std::sync::atomic::Ordering::Acquire),
+            None => return,
+        };
+        tokio::time::sleep(Duration::from_millis(every)).await;
+        let Some(registry) = registry.upgrade() else { return };
+        let open: Vec<Weak<Outbox>> = registry.open.lock().values().cloned().collect();
+        drop(registry);
+        let now = crate::outbox::now_ms();
+        for outbox in open.iter().filter_map(Weak::upgrade) {
+            outbox.check_idle(now);
+        }
+    }
+}
+
 impl Registry {
     pub(crate) fn set_max(&self, max: usize) {
         self.max.store(max, std::sync::atomic::Ordering::Relaxed);
@@ -51,6 +73,22 @@ impl Registry {
     pub(crate) fn register(self: &Arc<Self>, outbox: &Arc<Outbox>) -> Registration {
         self.open.lock().insert(outbox.id(), Arc::downgrade(outbox));
         Registration { registry: Arc::downgrade(self), id: outbox.id(), _open: self.tracker.token() }
+    }
+
+    /// Closes `outbox`'s connection once it is idle or stalled for `idle`
+    /// (see [`Outbox::watch_idle`]). One watchdog task per registry looks at
+    /// every watched connection a few times per idle period, instead of a
+    /// timer per connection: an idle connection costs no timer.
+    pub(crate) fn watch_idle(self: &Arc<Self>, outbox: &Outbox, idle: Duration) {
+        use std::sync::atomic::Ordering;
+        outbox.watch_idle(idle);
+        let every = u64::try_from((idle / 4).as_millis()).unwrap_or(u64::MAX).max(10);
+        let before = self.watch_every_ms.fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+            (current == 0 || every < current).then_some(every)
+        });
+        if before == Ok(0) {
+            tokio::spawn(watchdog(Arc::downgrade(self)));
+        }
     }
 
     pub(crate) fn len(&self) -> usize {

@@ -29,12 +29,12 @@ use crate::router::Topic;
 /// ```
 pub struct Socket<S: Connect> {
     topic: Topic,
+    /// The ref the channel's frames carry: the join's join_ref, or its ref
+    /// when the client sent no join_ref (as Phoenix does).
     join_ref: Option<Arc<str>>,
     assigns: S::Assigns,
     state: Arc<S::State>,
     conn: Arc<Connection>,
-    /// Pushes made before the join reply went out, sent right after it.
-    pending: Option<Vec<(String, Payload)>>,
     /// Where [`ChannelRef`]s to this channel deliver, once one was taken;
     /// dropped when the channel ends, which is how they learn it.
     address: std::sync::OnceLock<Arc<Address>>,
@@ -42,6 +42,21 @@ pub struct Socket<S: Connect> {
     generation: u64,
     /// The ref of the client message being handled, for `socket_ref`.
     current_ref: Option<String>,
+    /// What few channels use (timers, pushes made while joining): boxed
+    /// when first needed, so that a joined channel waiting for mail does
+    /// not carry their room.
+    extras: Option<Box<Extras>>,
+    /// The join reply has not gone out yet: pushes wait for it.
+    joining: bool,
+    /// The client sent a join_ref (echoed as sent by `phx_close` and
+    /// `phx_error`, which carry none otherwise).
+    join_ref_sent: bool,
+}
+
+#[derive(Default)]
+struct Extras {
+    /// Pushes made before the join reply went out, sent right after it.
+    pending: Vec<(String, Payload)>,
     timers: Vec<tokio::task::AbortHandle>,
 }
 
@@ -49,6 +64,7 @@ impl<S: Connect> Socket<S> {
     pub(crate) fn new(
         topic: Topic,
         join_ref: Option<Arc<str>>,
+        join_ref_sent: bool,
         assigns: S::Assigns,
         state: Arc<S::State>,
         conn: Arc<Connection>,
@@ -60,12 +76,22 @@ impl<S: Connect> Socket<S> {
             assigns,
             state,
             conn,
-            pending: Some(Vec::new()),
             address: std::sync::OnceLock::new(),
             generation,
             current_ref: None,
-            timers: Vec::new(),
+            extras: None,
+            joining: true,
+            join_ref_sent,
         }
+    }
+
+    /// The join_ref exactly as the client sent it.
+    pub(crate) fn join_ref_as_sent(&self) -> Option<&str> {
+        self.join_ref.as_deref().filter(|_| self.join_ref_sent)
+    }
+
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
     }
 
     /// Who owns what this channel tracks (presences).
@@ -131,15 +157,15 @@ impl<S: Connect> Socket<S> {
     }
 
     pub(crate) fn push_frame(&mut self, event: &str, payload: Payload) {
-        match &mut self.pending {
-            Some(pending) => pending.push((event.to_owned(), payload)),
-            None => self.conn.send(&Outgoing::Push {
-                join_ref: self.join_ref.as_deref(),
-                topic: &self.topic,
-                event,
-                payload: &payload,
-            }),
+        if self.joining {
+            return self.extras().pending.push((event.to_owned(), payload));
         }
+        self.conn.send(&Outgoing::Push {
+            join_ref: self.join_ref.as_deref(),
+            topic: &self.topic,
+            event,
+            payload: &payload,
+        });
     }
 
     /// Broadcasts `event` to every subscriber of this channel's topic, this
@@ -186,7 +212,6 @@ impl<S: Connect> Socket<S> {
     /// (Elixir's `Process.send_after/3`). Pending timers are cancelled when
     /// the channel ends.
     pub fn send_after<M: Any + Send>(&mut self, delay: Duration, message: M) -> TimerRef {
-        self.timers.retain(|t| !t.is_finished());
         let me = self.channel_ref();
         let timer = tokio::spawn(async move {
             tokio::time::sleep(delay).await;
@@ -194,7 +219,9 @@ impl<S: Connect> Socket<S> {
             let _ = me.send(message);
         })
         .abort_handle();
-        self.timers.push(timer.clone());
+        let timers = &mut self.extras().timers;
+        timers.retain(|t| !t.is_finished());
+        timers.push(timer.clone());
         TimerRef(timer)
     }
 
@@ -228,7 +255,7 @@ impl<S: Connect> Socket<S> {
     /// What the channel holds beyond its state goes with it: its timers,
     /// and its address (its `ChannelRef`s see it gone).
     pub(crate) fn release(&mut self) {
-        for timer in self.timers.drain(..) {
+        for timer in self.extras.take().map(|extras| extras.timers).unwrap_or_default() {
             timer.abort();
         }
         self.address = std::sync::OnceLock::new();
@@ -236,7 +263,9 @@ impl<S: Connect> Socket<S> {
 
     /// Sends the pushes held back while joining; later pushes go out at once.
     pub(crate) fn release_pending(&mut self) {
-        for (event, payload) in self.pending.take().unwrap_or_default() {
+        self.joining = false;
+        let pending = self.extras.as_mut().map(|extras| std::mem::take(&mut extras.pending)).unwrap_or_default();
+        for (event, payload) in pending {
             self.push_frame(&event, payload);
         }
     }

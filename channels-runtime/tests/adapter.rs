@@ -16,9 +16,12 @@ use serde_json::json;
 use support::{eventually, serve_with, Server};
 use tokio::sync::mpsc;
 
+/// A node's inbox on the bus.
+type Inbox = mpsc::UnboundedSender<BroadcastMessage>;
+
 /// The broker: every node's inbox.
 #[derive(Clone, Default)]
-struct Bus(Arc<Mutex<Vec<(usize, mpsc::UnboundedSender<BroadcastMessage>)>>>);
+struct Bus(Arc<Mutex<Vec<(usize, Inbox)>>>);
 
 /// One node's side of the bus.
 struct Memory {

@@ -40,9 +40,6 @@ pub(crate) trait Joined<S: Connect>: Send {
 struct Instance<C: Channel> {
     channel: C,
     socket: Socket<C::Socket>,
-    /// The join_ref exactly as the client sent it (echoed in `phx_close`
-    /// and `phx_error`).
-    join_ref: Option<String>,
 }
 
 impl<C: Channel> Joined<C::Socket> for Instance<C> {
@@ -69,8 +66,10 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
     // A join without join_ref (hand-written clients) uses its ref for the
     // channel's later frames, as Phoenix does; the join reply, phx_close and
     // phx_error echo the join_ref exactly as sent.
-    let channel_ref: Option<Arc<str>> = join_ref.as_deref().or(msg_ref.as_deref()).map(Arc::from);
-    let mut socket = Socket::<C::Socket>::new(topic.clone(), channel_ref, assigns, state, conn.clone(), generation);
+    let join_ref_sent = join_ref.is_some();
+    let channel_ref: Option<Arc<str>> = join_ref.clone().or_else(|| msg_ref.as_deref().map(Arc::from));
+    let mut socket =
+        Socket::<C::Socket>::new(topic.clone(), channel_ref, join_ref_sent, assigns, state, conn.clone(), generation);
     let join_reply = |status: Status, response: &Payload| {
         conn.send(&Outgoing::Reply {
             join_ref: join_ref.as_deref(),
@@ -97,7 +96,7 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
             Metrics::incr(&conn.metrics.joins);
             Metrics::incr(&conn.metrics.channels_open);
             tracing::info!(topic = ?clip(&topic), elapsed = ?started.map(|s| s.elapsed()), "joined");
-            Some(Box::new(Instance { channel, socket, join_ref }))
+            Some(Box::new(Instance { channel, socket }))
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
             join_reply(Status::Error, &response);
@@ -199,7 +198,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
 /// held, and tells the client (`phx_error` after a crash, `phx_close`
 /// otherwise, nothing once the connection is gone).
 async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<Box<dyn Joined<C::Socket>>> {
-    let Instance { channel, socket, join_ref } = &mut *me;
+    let Instance { channel, socket } = &mut *me;
     let conn = socket.connection().clone();
     let topic = socket.topic().clone();
     conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());
@@ -212,8 +211,9 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
         tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "terminate crashed");
     }
     release(socket);
+    let join_ref = socket.join_ref_as_sent();
     let control = |event: &str, payload: &Payload| {
-        conn.send(&Outgoing::Control { join_ref: join_ref.as_deref(), topic: &topic, event, payload });
+        conn.send(&Outgoing::Control { join_ref, topic: &topic, event, payload });
     };
     match &reason {
         Terminate::Crashed(_) => control(PHX_ERROR, &reply::reason("channel_crash")),

@@ -405,7 +405,7 @@ pub(crate) struct Start<S: Connect> {
     pub(crate) topic: Topic,
     /// The join_ref exactly as the client sent it (echoed in the join reply,
     /// `phx_close` and `phx_error`).
-    pub(crate) join_ref: Option<String>,
+    pub(crate) join_ref: Option<Arc<str>>,
     pub(crate) msg_ref: Option<String>,
     pub(crate) payload: Payload,
     pub(crate) assigns: S::Assigns,

@@ -141,14 +141,6 @@ impl Sink for Outbox {
     }
 }
 
-/// Which events a subscription takes raw instead of as frames.
-#[derive(Debug, Clone, Copy)]
-enum Raw {
-    None,
-    Events(&'static [&'static str]),
-    All,
-}
-
 /// One subscription to one topic: who (a connection id: a connection holds
 /// at most one subscription per topic), how broadcasts are encoded for it,
 /// and where they go.
@@ -171,16 +163,19 @@ enum Raw {
 pub struct Subscriber {
     id: ConnId,
     tag: u64,
-    serializer: Serializer,
-    raw: Raw,
     sink: Arc<dyn Sink>,
+    /// The events taken raw (a large topic holds one of these per
+    /// subscriber: kept to 48 bytes).
+    raw_events: &'static [&'static str],
+    raw_all: bool,
+    serializer: Serializer,
 }
 
 impl Subscriber {
     /// A subscription of `id` that takes every broadcast as a frame
     /// encoded by `serializer`.
     pub fn new(id: ConnId, serializer: Serializer, sink: Arc<dyn Sink>) -> Self {
-        Subscriber { id, tag: 0, serializer, raw: Raw::None, sink }
+        Subscriber { id, tag: 0, sink, raw_events: &[], raw_all: false, serializer }
     }
 
     /// Tags the subscription (a connection tags it with the channel
@@ -197,23 +192,19 @@ impl Subscriber {
     /// (Phoenix's `intercept`).
     #[must_use]
     pub fn raw_events(mut self, events: &'static [&'static str]) -> Self {
-        self.raw = if events.is_empty() { Raw::None } else { Raw::Events(events) };
+        self.raw_events = events;
         self
     }
 
     /// Takes every event raw (a service, or a socket id's subscription).
     #[must_use]
     pub fn raw(mut self) -> Self {
-        self.raw = Raw::All;
+        self.raw_all = true;
         self
     }
 
     fn wants_raw(&self, event: &str) -> bool {
-        match self.raw {
-            Raw::None => false,
-            Raw::Events(events) => events.contains(&event),
-            Raw::All => true,
-        }
+        self.raw_all || self.raw_events.contains(&event)
     }
 }
 
@@ -223,7 +214,8 @@ impl std::fmt::Debug for Subscriber {
             .field("id", &self.id)
             .field("tag", &self.tag)
             .field("serializer", &self.serializer)
-            .field("raw", &self.raw)
+            .field("raw_events", &self.raw_events)
+            .field("raw_all", &self.raw_all)
             .finish_non_exhaustive()
     }
 }

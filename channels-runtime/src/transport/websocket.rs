@@ -190,6 +190,7 @@ fn start<S: Connect + Routes>(
             drop(read_buf);
             let (read, write) = io.into_inner().into_split();
             outbox.attach(write, mount.metrics.clone());
+            mount.registry.watch_idle(&outbox, mount.options.idle_timeout);
             let connection = serve_tcp(mount, registration, read, early, dispatcher, serializer);
             tracing::trace!(bytes = std::mem::size_of_val(&connection), "a TCP connection's state");
             tokio::spawn(connection);
@@ -325,97 +326,116 @@ impl<S: Connect + Routes> Receiver<'_, S> {
     }
 }
 
+/// A TCP connection's state while it is served, in one place so that the
+/// loop serving it borrows one thing (a future keeps a pointer for every
+/// local it borrows, and this one is alive as long as the connection).
+struct Live<S: Connect + Routes> {
+    mount: Arc<Mount>,
+    read: OwnedReadHalf,
+    decoder: Decoder,
+    dispatcher: Dispatcher<S>,
+    outbox: Arc<Outbox>,
+    /// How the connection ended, once it has.
+    ended: Option<Ended>,
+    serializer: Serializer,
+}
+
+impl<S: Connect + Routes> Live<S> {
+    fn receiver(&mut self) -> (Receiver<'_, S>, &mut Decoder, &Outbox) {
+        let receiver =
+            Receiver { dispatcher: &mut self.dispatcher, serializer: self.serializer, metrics: &self.mount.metrics };
+        (receiver, &mut self.decoder, &self.outbox)
+    }
+
+    /// Handles what the socket did; `Some` ends the connection.
+    fn on_socket(&mut self, event: std::io::Result<Event>) -> Option<Ended> {
+        match event {
+            Ok(Event::Read(scratch, n)) => {
+                self.outbox.heard();
+                let (mut receiver, decoder, outbox) = self.receiver();
+                let ended = receiver.take(decoder, &scratch[..n], outbox);
+                SCRATCH.set(Some(scratch));
+                ended
+            }
+            Ok(Event::Direct) => {
+                self.outbox.heard();
+                let (mut receiver, decoder, outbox) = self.receiver();
+                receiver.take(decoder, &[], outbox)
+            }
+            Ok(Event::Eof) => {
+                let end = read_error(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()), &self.mount.metrics);
+                Some(Box::new((end, Vec::new())))
+            }
+            Ok(Event::Writable) => match self.outbox.flush() {
+                Ok(progress) => {
+                    if progress {
+                        // Writes that move are not stalled, however slowly.
+                        self.outbox.set_stalled(Some(crate::outbox::now_ms()));
+                    }
+                    None
+                }
+                Err(error) => Some(Box::new((write_failed(&error), Vec::new()))),
+            },
+            Err(error) => Some(Box::new((read_error(ReadError::Io(error), &self.mount.metrics), Vec::new()))),
+        }
+    }
+
+    /// Serves the connection until it ends: how, and what it had read and
+    /// not decoded. Idle and stalled connections are closed by the
+    /// registry's watchdog ([`crate::registry::Registry::watch_idle`]),
+    /// through the outbox: no timer waits here.
+    async fn run(&mut self) -> (End, Vec<u8>) {
+        loop {
+            if let Some(ended) = self.ended.take() {
+                break *ended;
+            }
+            let blocked = self.outbox.is_blocked();
+            if !blocked {
+                self.outbox.set_stalled(None);
+            } else if !self.outbox.is_stalled() {
+                self.outbox.set_stalled(Some(crate::outbox::now_ms()));
+            }
+            tokio::select! {
+                event = std::future::poll_fn(|cx| poll_socket(cx, &mut self.read, &mut self.decoder, blocked)) => {
+                    self.ended = self.on_socket(event);
+                }
+                () = self.outbox.ready() => {
+                    if let Some(reason) = self.outbox.close_reason() {
+                        break (closed_by(reason, &self.mount.metrics), Vec::new());
+                    }
+                    // Frames were queued for the task to write.
+                    if let Err(error) = self.outbox.flush() {
+                        break (write_failed(&error), Vec::new());
+                    }
+                }
+                () = self.dispatcher.drive() => {}
+            }
+        }
+    }
+}
+
 /// Serves a connection over its TCP stream until it ends, then leaves
 /// (see [`leave`]).
 fn serve_tcp<S: Connect + Routes>(
     mount: Arc<Mount>,
     registration: Registration,
-    mut read: OwnedReadHalf,
+    read: OwnedReadHalf,
     early: Option<Vec<u8>>,
-    mut dispatcher: Dispatcher<S>,
+    dispatcher: Dispatcher<S>,
     serializer: Serializer,
 ) -> impl Future<Output = ()> + Send {
-    let idle = mount.options.idle_timeout;
-    let max_frame = mount.options.max_frame_size;
     let outbox = dispatcher.outbox().clone();
-    let mut decoder = Decoder::new(max_frame);
+    let decoder = Decoder::new(mount.options.max_frame_size);
+    let mut live = Live { mount, read, decoder, dispatcher, outbox, ended: None, serializer };
     // Before the task: what it keeps is only what the bytes left unfinished.
-    let mut ended = early.and_then(|early| {
-        let metrics = &*mount.metrics;
-        Receiver { dispatcher: &mut dispatcher, serializer, metrics }.take(&mut decoder, &early, &outbox)
-    });
+    if let Some(early) = early {
+        let (mut receiver, decoder, outbox) = live.receiver();
+        live.ended = receiver.take(decoder, &early, outbox);
+    }
     async move {
-        let metrics = &*mount.metrics;
-        let mut last_seen = Instant::now();
-        // Since when frames wait for a socket that takes nothing.
-        let mut stalled: Option<Instant> = None;
-        let idle_timer = tokio::time::sleep(idle);
-        tokio::pin!(idle_timer);
-
         let (end, rest) = {
-            let main = async {
-                loop {
-                    if let Some(ended) = ended.take() {
-                        break *ended;
-                    }
-                    let blocked = outbox.is_blocked();
-                    if !blocked {
-                        stalled = None;
-                    } else if stalled.is_none() {
-                        stalled = Some(Instant::now());
-                    }
-                    tokio::select! {
-                        event = std::future::poll_fn(|cx| poll_socket(cx, &mut read, &mut decoder, blocked)) => {
-                            let mut receiver = Receiver { dispatcher: &mut dispatcher, serializer, metrics };
-                            ended = match event {
-                                Ok(Event::Read(scratch, n)) => {
-                                    last_seen = Instant::now();
-                                    let ended = receiver.take(&mut decoder, &scratch[..n], &outbox);
-                                    SCRATCH.set(Some(scratch));
-                                    ended
-                                }
-                                Ok(Event::Direct) => {
-                                    last_seen = Instant::now();
-                                    receiver.take(&mut decoder, &[], &outbox)
-                                }
-                                Ok(Event::Eof) => Some(Box::new((read_error(ReadError::Io(std::io::ErrorKind::UnexpectedEof.into()), metrics), Vec::new()))),
-                                Ok(Event::Writable) => match outbox.flush() {
-                                    Ok(progress) => {
-                                        if progress {
-                                            stalled = Some(Instant::now());
-                                        }
-                                        None
-                                    }
-                                    Err(error) => Some(Box::new((write_failed(&error), Vec::new()))),
-                                },
-                                Err(error) => Some(Box::new((read_error(ReadError::Io(error), metrics), Vec::new()))),
-                            };
-                        }
-                        () = outbox.ready() => {
-                            if let Some(reason) = outbox.close_reason() {
-                                break (closed_by(reason, metrics), Vec::new());
-                            }
-                            // Frames were queued for the task to write.
-                            if let Err(error) = outbox.flush() {
-                                break (write_failed(&error), Vec::new());
-                            }
-                        }
-                        () = dispatcher.drive() => {}
-                        () = &mut idle_timer => {
-                            let now = Instant::now();
-                            if now >= last_seen + idle {
-                                tracing::info!(?idle, "closing an idle connection");
-                                break (End::Close(CloseCode::Away, "idle timeout".to_owned()), Vec::new());
-                            }
-                            if stalled.is_some_and(|since| now >= since + idle) {
-                                break (write_failed(&stalled_error()), Vec::new());
-                            }
-                            let deadline = stalled.map_or(last_seen, |since| since.min(last_seen)) + idle;
-                            idle_timer.as_mut().reset(deadline);
-                        }
-                    }
-                }
-            };
+            let outbox = live.outbox.clone();
+            let main = live.run();
             // Polled with the outbox corked: what this task queues while it runs
             // (replies to a batch of frames, channel work, pongs) goes out in one
             // write when the poll ends, and broadcasts that arrive meanwhile queue
@@ -429,6 +449,7 @@ fn serve_tcp<S: Connect + Routes>(
             })
             .await
         };
+        let Live { mount, read, decoder, dispatcher, outbox, .. } = live;
         // Channels get no more frames through a connection that is ending.
         let shutdown = outbox.close_reason() == Some(CloseReason::Shutdown);
         outbox.close(CloseReason::Gone);
@@ -634,9 +655,14 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
 }
 
 fn closed_by(reason: CloseReason, metrics: &Metrics) -> End {
-    if reason == CloseReason::SlowConsumer {
-        tracing::warn!("closing a connection that fell too far behind (SocketOptions::max_outbound_bytes)");
-        Metrics::incr(&metrics.slow_consumers);
+    match reason {
+        CloseReason::SlowConsumer => {
+            tracing::warn!("closing a connection that fell too far behind (SocketOptions::max_outbound_bytes)");
+            Metrics::incr(&metrics.slow_consumers);
+        }
+        CloseReason::Idle => tracing::info!("closing an idle connection"),
+        CloseReason::Stalled => return write_failed(&stalled_error()),
+        _ => {}
     }
     End::Close(CloseCode::from(reason.ws_code()), reason.as_str().to_owned())
 }
