@@ -9,7 +9,7 @@
 
 use parking_lot::Mutex;
 use serde_json::json;
-use tokio::time::{Duration, Instant};
+use tokio::time::Duration;
 
 use crate::crash::Crash;
 use crate::logging::Throttle;
@@ -32,7 +32,8 @@ pub(crate) struct FanoutLimits {
 /// window, on tokio's clock so tests can pause it).
 struct BroadcastRate {
     limit: u32,
-    window: Option<Instant>,
+    /// When the window opened ([`crate::clock`]), if one is open.
+    window: Option<u32>,
     count: u32,
 }
 
@@ -61,8 +62,8 @@ impl FanoutLimits {
         if rate.limit == 0 {
             return Ok(());
         }
-        let now = Instant::now();
-        if rate.window.is_none_or(|opened| now.duration_since(opened) >= Duration::from_secs(1)) {
+        let now = crate::clock::now_ms();
+        if rate.window.is_none_or(|opened| crate::clock::elapsed_ms(opened, now) >= 1000) {
             rate.window = Some(now);
             rate.count = 0;
         }

@@ -9,6 +9,7 @@
 
 pub mod changeset;
 pub mod channel;
+mod clock;
 pub mod connect;
 mod connection;
 pub mod crash;

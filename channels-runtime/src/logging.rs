@@ -9,7 +9,6 @@ use std::fmt;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::time::Instant;
 
 /// How much of a peer-supplied string a log line keeps.
 pub(crate) const CLIP_BYTES: usize = 100;
@@ -60,32 +59,37 @@ impl fmt::Display for Clipped<'_> {
 /// Lets the first `limit` lines of each `interval` through; what it holds
 /// back is counted and reported in one line when the next interval opens
 /// (or when the throttle is dropped, with its connection).
+///
+/// Every connection has one: it is kept to 40 bytes (times in 32-bit
+/// milliseconds, see [`crate::clock`]).
 pub(crate) struct Throttle {
     limit: u32,
-    interval: Duration,
+    interval_ms: u32,
     /// Names the lines held back, in the summary.
     what: &'static str,
     state: Mutex<Window>,
 }
 
 struct Window {
-    opened: Option<Instant>,
+    open: bool,
+    opened: u32,
     logged: u32,
-    suppressed: u64,
+    suppressed: u32,
 }
 
 impl Throttle {
     pub(crate) const fn new(limit: u32, interval: Duration, what: &'static str) -> Self {
-        Throttle { limit, interval, what, state: Mutex::new(Window { opened: None, logged: 0, suppressed: 0 }) }
+        let window = Window { open: false, opened: 0, logged: 0, suppressed: 0 };
+        Throttle { limit, interval_ms: crate::clock::ms(interval), what, state: Mutex::new(window) }
     }
 
     /// Whether this line may be logged.
     pub(crate) fn allow(&self) -> bool {
-        let now = Instant::now();
+        let now = crate::clock::now_ms();
         let mut window = self.state.lock();
-        if window.opened.is_none_or(|opened| now.duration_since(opened) >= self.interval) {
+        if !window.open || crate::clock::elapsed_ms(window.opened, now) >= self.interval_ms {
             let suppressed = std::mem::take(&mut window.suppressed);
-            *window = Window { opened: Some(now), logged: 0, suppressed: 0 };
+            *window = Window { open: true, opened: now, logged: 0, suppressed: 0 };
             drop(window);
             self.summarize(suppressed);
             window = self.state.lock();
@@ -94,14 +98,15 @@ impl Throttle {
             window.logged += 1;
             true
         } else {
-            window.suppressed += 1;
+            window.suppressed = window.suppressed.saturating_add(1);
             false
         }
     }
 
-    fn summarize(&self, suppressed: u64) {
+    fn summarize(&self, suppressed: u32) {
         if suppressed > 0 {
-            tracing::warn!(suppressed, interval = ?self.interval, "{}: {suppressed} more suppressed", self.what);
+            let interval = Duration::from_millis(u64::from(self.interval_ms));
+            tracing::warn!(suppressed, ?interval, "{}: {suppressed} more suppressed", self.what);
         }
     }
 }

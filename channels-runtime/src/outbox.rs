@@ -219,17 +219,7 @@ struct Clock {
     stalled: AtomicU32,
 }
 
-/// Now, in wrapping milliseconds on the runtime's clock (paused in tests).
-pub(crate) fn now_ms() -> u32 {
-    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    // A real instant: every runtime's clock, paused or not, is at or past it.
-    let epoch = *EPOCH.get_or_init(std::time::Instant::now);
-    let elapsed = tokio::time::Instant::now().into_std().saturating_duration_since(epoch);
-    // Wrapping on purpose: only differences are compared.
-    #[allow(clippy::cast_possible_truncation)]
-    let ms = elapsed.as_millis() as u32;
-    ms
-}
+pub(crate) use crate::clock::now_ms;
 
 /// Wakes the one task that writes an outbox: a waker and a pending flag
 /// (a signal given while nobody waits is kept for the next wait). Unlike a
@@ -426,7 +416,7 @@ impl Outbox {
     /// Has the registry's watchdog close this connection once it is idle
     /// (nothing heard) or stalled (nothing written) for `idle`.
     pub(crate) fn watch_idle(&self, idle: std::time::Duration) {
-        let idle_ms = u32::try_from(idle.as_millis()).unwrap_or(u32::MAX / 2).clamp(1, u32::MAX / 2);
+        let idle_ms = crate::clock::ms(idle).max(1);
         self.heard();
         self.clock.idle_ms.store(idle_ms, Ordering::Relaxed);
     }
@@ -454,12 +444,13 @@ impl Outbox {
         if idle == 0 {
             return;
         }
+        // A stamp "ahead" of now (a race with its writer) is not a timeout.
+        let over = |since: u32| (idle..u32::MAX / 2).contains(&crate::clock::elapsed_ms(since, now));
         let stalled = self.clock.stalled.load(Ordering::Relaxed);
-        if stalled != 0 && now.wrapping_sub(stalled) >= idle && now.wrapping_sub(stalled) < u32::MAX / 2 {
+        if stalled != 0 && over(stalled) {
             return self.close(CloseReason::Stalled);
         }
-        let heard = self.clock.heard.load(Ordering::Relaxed);
-        if now.wrapping_sub(heard) >= idle && now.wrapping_sub(heard) < u32::MAX / 2 {
+        if over(self.clock.heard.load(Ordering::Relaxed)) {
             self.close(CloseReason::Idle);
         }
     }

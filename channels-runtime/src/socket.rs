@@ -35,17 +35,14 @@ pub struct Socket<S: Connect> {
     assigns: S::Assigns,
     state: Arc<S::State>,
     conn: Arc<Connection>,
-    /// Where [`ChannelRef`]s to this channel deliver, once one was taken;
-    /// dropped when the channel ends, which is how they learn it.
-    address: std::sync::OnceLock<Arc<Address>>,
     /// Which channel instance of the connection this is.
     generation: u64,
     /// The ref of the client message being handled, for `socket_ref`.
-    current_ref: Option<String>,
+    current_ref: Option<Box<str>>,
     /// What few channels use (timers, pushes made while joining): boxed
     /// when first needed, so that a joined channel waiting for mail does
     /// not carry their room.
-    extras: Option<Box<Extras>>,
+    extras: std::sync::OnceLock<Box<Extras>>,
     /// The join reply has not gone out yet: pushes wait for it.
     joining: bool,
     /// The client sent a join_ref (echoed as sent by `phx_close` and
@@ -55,6 +52,9 @@ pub struct Socket<S: Connect> {
 
 #[derive(Default)]
 struct Extras {
+    /// Where [`ChannelRef`]s to this channel deliver, once one was taken;
+    /// dropped when the channel ends, which is how they learn it.
+    address: std::sync::OnceLock<Arc<Address>>,
     /// Pushes made before the join reply went out, sent right after it.
     pending: Vec<(String, Payload)>,
     timers: Vec<tokio::task::AbortHandle>,
@@ -76,10 +76,9 @@ impl<S: Connect> Socket<S> {
             assigns,
             state,
             conn,
-            address: std::sync::OnceLock::new(),
             generation,
             current_ref: None,
-            extras: None,
+            extras: std::sync::OnceLock::new(),
             joining: true,
             join_ref_sent,
         }
@@ -91,7 +90,8 @@ impl<S: Connect> Socket<S> {
     }
 
     fn extras(&mut self) -> &mut Extras {
-        self.extras.get_or_insert_with(Box::default)
+        self.extras.get_or_init(Box::default);
+        self.extras.get_mut().expect("just made")
     }
 
     /// Who owns what this channel tracks (presences).
@@ -205,7 +205,8 @@ impl<S: Connect> Socket<S> {
     /// A handle to this channel, to send it messages (received in
     /// `handle_info`) from any task.
     pub fn channel_ref(&self) -> ChannelRef {
-        ChannelRef::new(self.address.get_or_init(|| Address::new(self.conn.mailbox().clone(), self.generation)))
+        let extras = self.extras.get_or_init(Box::default);
+        ChannelRef::new(extras.address.get_or_init(|| Address::new(self.conn.mailbox().clone(), self.generation)))
     }
 
     /// Sends `message` to this channel's `handle_info` after `delay`
@@ -236,7 +237,7 @@ impl<S: Connect> Socket<S> {
             conn: self.conn.clone(),
             topic: self.topic.shared().clone(),
             join_ref: self.join_ref.clone(),
-            msg_ref: msg_ref.clone(),
+            msg_ref: msg_ref.to_string(),
         })
     }
 
@@ -245,26 +246,26 @@ impl<S: Connect> Socket<S> {
     }
 
     pub(crate) fn set_current_ref(&mut self, msg_ref: Option<String>) {
-        self.current_ref = msg_ref;
+        self.current_ref = msg_ref.map(String::into_boxed_str);
     }
 
     pub(crate) fn take_current_ref(&mut self) -> Option<String> {
-        self.current_ref.take()
+        self.current_ref.take().map(String::from)
     }
 
     /// What the channel holds beyond its state goes with it: its timers,
     /// and its address (its `ChannelRef`s see it gone).
     pub(crate) fn release(&mut self) {
+        // Dropping the extras drops the address.
         for timer in self.extras.take().map(|extras| extras.timers).unwrap_or_default() {
             timer.abort();
         }
-        self.address = std::sync::OnceLock::new();
     }
 
     /// Sends the pushes held back while joining; later pushes go out at once.
     pub(crate) fn release_pending(&mut self) {
         self.joining = false;
-        let pending = self.extras.as_mut().map(|extras| std::mem::take(&mut extras.pending)).unwrap_or_default();
+        let pending = self.extras.get_mut().map(|extras| std::mem::take(&mut extras.pending)).unwrap_or_default();
         for (event, payload) in pending {
             self.push_frame(&event, payload);
         }
