@@ -20,8 +20,9 @@ use crate::pubsub::BroadcastError;
 
 /// The fan-out limits of one connection, shared by all its channels.
 pub(crate) struct FanoutLimits {
-    max_broadcast_bytes: usize,
-    max_presence_meta_bytes: usize,
+    // 32 bits: every connection holds these (limits above 4 GiB saturate).
+    max_broadcast_bytes: u32,
+    max_presence_meta_bytes: u32,
     rate: Mutex<BroadcastRate>,
     /// The warnings this connection's client can trigger at will (refusals,
     /// unroutable joins, floods): one budget per connection.
@@ -40,8 +41,8 @@ struct BroadcastRate {
 impl FanoutLimits {
     pub(crate) fn new(options: &SocketOptions) -> Self {
         FanoutLimits {
-            max_broadcast_bytes: options.max_broadcast_bytes,
-            max_presence_meta_bytes: options.max_presence_meta_bytes,
+            max_broadcast_bytes: u32::try_from(options.max_broadcast_bytes).unwrap_or(u32::MAX),
+            max_presence_meta_bytes: u32::try_from(options.max_presence_meta_bytes).unwrap_or(u32::MAX),
             rate: Mutex::new(BroadcastRate { limit: options.max_broadcasts_per_second, window: None, count: 0 }),
             warnings: Throttle::new(5, Duration::from_secs(10), "warnings on this connection"),
         }
@@ -54,7 +55,7 @@ impl FanoutLimits {
             Payload::Json(raw) => raw.get().len(),
             Payload::Binary(bytes) => bytes.len(),
         };
-        let max = self.max_broadcast_bytes;
+        let max = self.max_broadcast_bytes as usize;
         if max != 0 && size > max {
             return Err(BroadcastError::TooLarge { size, max });
         }
@@ -77,7 +78,7 @@ impl FanoutLimits {
     /// The largest presence meta (key included) a channel may track; 0
     /// for no limit.
     pub(crate) fn max_presence_meta_bytes(&self) -> usize {
-        self.max_presence_meta_bytes
+        self.max_presence_meta_bytes as usize
     }
 }
 
