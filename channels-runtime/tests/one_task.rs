@@ -62,3 +62,24 @@ async fn a_handler_in_flight_at_close_finishes_then_terminates_once() {
     assert_eq!(terminated("echo:t-inflight"), vec![Terminate::Closed]);
     eventually("the channel is closed", || s.endpoint.metrics().channels_open == 0).await;
 }
+
+// The timer sleeps on the paused clock.
+#[tokio::test(start_paused = true)]
+async fn a_timer_dies_with_its_channel_even_when_the_topic_is_joined_again() {
+    let s = server().await;
+    let mut c = s.v2().await;
+    c.join("1", "echo:timer").await;
+    // `tick` sets a 50 ms timer for the channel's handle_info.
+    c.send(json!(["1", "2", "echo:timer", "tick", {}])).await;
+    assert_eq!(c.json().await[1], "2");
+    c.send(json!(["1", "3", "echo:timer", "phx_leave", {}])).await;
+    assert_eq!(c.json().await[1], "3");
+    assert_eq!(c.json().await[3], "phx_close");
+    // A new instance of the same topic gets nothing of the old one's.
+    c.join("4", "echo:timer").await;
+    c.silent(200).await;
+    // While a timer of a live channel still fires.
+    c.send(json!(["4", "5", "echo:timer", "tick", {}])).await;
+    assert_eq!(c.json().await[1], "5");
+    assert_eq!(c.json().await, json!(["4", null, "echo:timer", "tick", {"n": 1}]));
+}
