@@ -69,12 +69,23 @@ async fn a_timer_dies_with_its_channel_even_when_the_topic_is_joined_again() {
     let s = server().await;
     let mut c = s.v2().await;
     c.join("1", "echo:timer").await;
+    let before = alive_tasks();
     // `tick` sets a 50 ms timer for the channel's handle_info.
     c.send(json!(["1", "2", "echo:timer", "tick", {}])).await;
     assert_eq!(c.json().await[1], "2");
+    assert_eq!(alive_tasks(), before + 1, "a pending timer");
     c.send(json!(["1", "3", "echo:timer", "phx_leave", {}])).await;
     assert_eq!(c.json().await[1], "3");
     assert_eq!(c.json().await[3], "phx_close");
+    // Gone with its channel, long before it would have fired (the paused
+    // clock does not move while this task keeps yielding).
+    for _ in 0..100 {
+        if alive_tasks() == before {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(alive_tasks(), before, "the timer's task ended with its channel");
     // A new instance of the same topic gets nothing of the old one's.
     c.join("4", "echo:timer").await;
     c.silent(200).await;
