@@ -119,6 +119,7 @@ fn refusal_of(error: &(dyn std::error::Error + 'static)) -> Option<serde_json::V
         Some(BroadcastError::RateLimited { max_per_second }) => {
             return Some(json!({"reason": "too many broadcasts", "max_per_second": max_per_second}))
         }
+        Some(BroadcastError::BrokerBusy) => return Some(json!({"reason": "broker busy"})),
         _ => {}
     }
     match error.downcast_ref::<PresenceError>() {

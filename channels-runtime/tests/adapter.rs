@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use phx_channels_runtime::endpoint::Endpoint;
 use phx_channels_runtime::presence::{Presence, PresenceOptions};
-use phx_channels_runtime::pubsub::{Adapter, BroadcastMessage, PubSub};
+use phx_channels_runtime::pubsub::{Adapter, BroadcastMessage, PubSub, PublishError};
 use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{eventually, serve_with, Server};
@@ -41,13 +41,14 @@ impl Memory {
 }
 
 impl Adapter for Memory {
-    fn publish(&self, message: &BroadcastMessage) {
+    fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
         // Never back to this node: its subscribers already have it.
         for (node, inbox) in self.bus.0.lock().unwrap().iter() {
             if *node != self.node {
                 let _ = inbox.send(message.clone());
             }
         }
+        Ok(())
     }
 
     fn start(&self, local: PubSub) {

@@ -90,8 +90,13 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
                 // listening to it before the first intercepted event.
                 conn.mailbox();
             }
+            // Several nodes: told "ok", the client gets every broadcast sent
+            // from any node after that, so the broker's subscription comes
+            // first (one round trip, for a topic new to this node).
+            let hold = conn.pubsub.hold(&topic).await;
             let subscriber = conn.subscriber(generation).raw_events(C::INTERCEPTS);
             conn.pubsub.subscribe_then(&topic, subscriber, || join_reply(Status::Ok, &response));
+            drop(hold);
             socket.release_pending();
             Metrics::incr(&conn.metrics.joins);
             Metrics::incr(&conn.metrics.channels_open);

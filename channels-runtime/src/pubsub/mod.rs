@@ -21,15 +21,22 @@
 
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{Hash, Hasher};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use parking_lot::{Mutex, RwLock};
 
+#[cfg(any(feature = "redis", feature = "nats"))]
+mod broker;
+#[cfg(any(feature = "redis", feature = "nats"))]
+pub use self::broker::Routing;
 #[cfg(feature = "redis")]
 mod redis;
 #[cfg(feature = "redis")]
-pub use self::redis::{Redis, RedisStats};
+pub use self::redis::Redis;
 
 use crate::outbox::{ConnId, Outbox};
 use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};
@@ -39,6 +46,10 @@ use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};
 pub const DISCONNECT_EVENT: &str = "disconnect";
 
 const SHARDS: usize = 32;
+
+/// How long a join waits for the broker to confirm its topic's
+/// subscription ([`Adapter::ready`]).
+pub(crate) const READY_WAIT: Duration = Duration::from_secs(3);
 
 /// A broadcast as it travels between nodes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,28 +68,37 @@ pub struct BroadcastMessage {
 ///
 /// - [`Adapter::publish`] is told about every broadcast made on this node
 ///   (never about ones that arrived from other nodes), and sends it to the
-///   others. It must not block: queue and return.
+///   others. It must not block: queue and return. When it cannot queue
+///   (its broker is up but slower than this node), it says so with
+///   [`PublishError::Busy`] and the broadcast is refused as a whole, before
+///   anyone got it: the sender is told, rather than told "ok" and the
+///   broadcast dropped later.
 /// - [`Adapter::start`] is called once, when the [`PubSub`] is built, with
 ///   the handle through which the adapter hands broadcasts from other
 ///   nodes to this one: [`PubSub::deliver_local`]. A node must never be
 ///   handed its own broadcast back (the subscribers here already got it).
+/// - [`Adapter::interest`] tells the adapter which topics this node has
+///   subscribers for, so it can ask its broker for those topics only
+///   (interest-based routing); [`Adapter::ready`] lets a join wait until
+///   the broker has confirmed that subscription.
 /// - [`Adapter::is_multi_node`]: whether other nodes exist at all (asked
-///   once; `false` means `publish` is never called).
+///   once; `false` means `publish` and `interest` are never called).
 ///
 /// Presence replication needs nothing more: it travels as broadcasts on
 /// an internal topic.
 ///
 /// ```
 /// use std::sync::{Arc, Mutex};
-/// use phx_channels_runtime::pubsub::{Adapter, BroadcastMessage, PubSub};
+/// use phx_channels_runtime::pubsub::{Adapter, BroadcastMessage, PubSub, PublishError};
 ///
 /// /// Every broadcast made here, kept for a look (a broker would send it on).
 /// #[derive(Clone, Default)]
 /// struct Spy(Arc<Mutex<Vec<BroadcastMessage>>>);
 ///
 /// impl Adapter for Spy {
-///     fn publish(&self, message: &BroadcastMessage) {
+///     fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
 ///         self.0.lock().unwrap().push(message.clone());
+///         Ok(())
 ///     }
 /// }
 ///
@@ -88,8 +108,9 @@ pub struct BroadcastMessage {
 /// assert_eq!(spy.0.lock().unwrap()[0].event, "hello");
 /// ```
 pub trait Adapter: Send + Sync + 'static {
-    /// Sends a broadcast made on this node to every other node.
-    fn publish(&self, message: &BroadcastMessage);
+    /// Sends a broadcast made on this node to every other node (or every
+    /// other node with subscribers for its topic).
+    fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError>;
 
     /// Called once, when the [`PubSub`] is built, with the handle through
     /// which messages from other nodes are delivered here.
@@ -100,6 +121,75 @@ pub trait Adapter: Send + Sync + 'static {
     fn is_multi_node(&self) -> bool {
         true
     }
+
+    /// This node gained its first subscriber to `topic`, or lost its last.
+    /// Calls for one topic come in order, and every [`Interest::Gained`] is
+    /// followed by one [`Interest::Lost`]; a topic may be counted more than
+    /// once at a time (a join waiting for [`Adapter::ready`] holds it too),
+    /// so keep a count. Called under the topic's lock: queue, never block.
+    /// The default ignores it (every node gets every broadcast).
+    fn interest(&self, topic: &str, change: Interest) {
+        let _ = (topic, change);
+    }
+
+    /// Resolves once broadcasts on `topic` from other nodes reach this node
+    /// (the broker confirmed the subscription [`Adapter::interest`] asked
+    /// for). `None` when they already do, when the adapter does not route
+    /// by interest, or while its broker is away (a join does not wait for a
+    /// broker that is not there). A join waits at most a few seconds.
+    fn ready(&self, topic: &str) -> Option<Ready> {
+        let _ = topic;
+        None
+    }
+
+    /// The adapter's counters, if it keeps any.
+    fn stats(&self) -> Option<BrokerStats> {
+        None
+    }
+}
+
+/// A future that resolves once a topic's broadcasts from other nodes reach
+/// this node ([`Adapter::ready`]).
+pub type Ready = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// A change of this node's interest in a topic ([`Adapter::interest`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interest {
+    /// The topic has (one more reason for) a subscriber here.
+    Gained,
+    /// One reason less.
+    Lost,
+}
+
+/// Why an [`Adapter`] did not take a broadcast.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishError {
+    /// The broker is up but cannot keep up: its publish queue is full.
+    #[error("the broker's publish queue is full")]
+    Busy,
+}
+
+/// What a broker adapter counted ([`PubSub::broker_stats`]): its traffic
+/// and what it could not carry, the same shape for every engine.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BrokerStats {
+    /// Broadcasts handed to the broker.
+    pub published: u64,
+    /// Broadcasts received from other nodes.
+    pub received: u64,
+    /// Broadcasts that could not reach other nodes because the broker was
+    /// away (they were delivered on this node).
+    pub dropped: u64,
+    /// Broadcasts refused because the broker was up but could not keep up
+    /// ([`BroadcastError::BrokerBusy`]; nobody got them).
+    pub refused: u64,
+    /// Times a connection to the broker (publishing or subscribing) came
+    /// back after an outage.
+    pub reconnects: u64,
+    /// Broker subscriptions held now (topics, or topic shards).
+    pub subscriptions: u64,
 }
 
 /// The default adapter: a single node, nothing to send anywhere.
@@ -107,7 +197,9 @@ pub trait Adapter: Send + Sync + 'static {
 pub struct Local;
 
 impl Adapter for Local {
-    fn publish(&self, _message: &BroadcastMessage) {}
+    fn publish(&self, _message: &BroadcastMessage) -> Result<(), PublishError> {
+        Ok(())
+    }
 
     fn is_multi_node(&self) -> bool {
         false
@@ -324,6 +416,12 @@ pub enum BroadcastError {
         /// The limit.
         max_per_second: u32,
     },
+    /// The broker to other nodes is up but cannot keep up with this node:
+    /// nobody, here or elsewhere, got the broadcast. From `handle_in` with
+    /// `?`, the client's message is answered `error` with
+    /// `{"reason": "broker busy"}`.
+    #[error("the broker to other nodes is busy; the broadcast was not sent")]
+    BrokerBusy,
 }
 
 impl PubSub {
@@ -364,10 +462,7 @@ impl PubSub {
     /// payload is encoded once per serializer, however many subscribers
     /// receive it.
     pub fn broadcast(&self, topic: &str, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
-        let payload = payload.into_payload()?;
-        self.deliver(topic, event, &payload, None);
-        self.publish_remote(topic, event, payload);
-        Ok(())
+        self.broadcast_except(None, topic, event, payload.into_payload()?)
     }
 
     /// Broadcasts to every subscriber of `topic` on every node except the
@@ -379,9 +474,25 @@ impl PubSub {
         event: &str,
         payload: impl IntoPayload,
     ) -> Result<(), BroadcastError> {
-        let payload = payload.into_payload()?;
-        self.deliver(topic, event, &payload, Some(from));
-        self.publish_remote(topic, event, payload);
+        self.broadcast_except(Some(from), topic, event, payload.into_payload()?)
+    }
+
+    /// Other nodes first: a broadcast their broker refuses is refused as a
+    /// whole, before anyone here got it.
+    fn broadcast_except(
+        &self,
+        except: Option<ConnId>,
+        topic: &str,
+        event: &str,
+        payload: Payload,
+    ) -> Result<(), BroadcastError> {
+        if !self.inner.multi_node {
+            self.deliver(topic, event, &payload, except);
+            return Ok(());
+        }
+        let message = BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload };
+        self.inner.adapter.publish(&message).map_err(|PublishError::Busy| BroadcastError::BrokerBusy)?;
+        self.deliver(topic, event, &message.payload, except);
         Ok(())
     }
 
@@ -399,13 +510,38 @@ impl PubSub {
 
     /// Sends a broadcast to the other nodes only (a service replicating
     /// its own state, as presence does).
-    pub fn publish_remote(&self, topic: &str, event: &str, payload: Payload) {
+    pub fn publish_remote(&self, topic: &str, event: &str, payload: Payload) -> Result<(), PublishError> {
         // A single node has no one to tell (and pays no copy of the topic
         // and event for it).
-        if self.inner.multi_node {
-            let message = BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload };
-            self.inner.adapter.publish(&message);
+        if !self.inner.multi_node {
+            return Ok(());
         }
+        let message = BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload };
+        self.inner.adapter.publish(&message)
+    }
+
+    /// The broker adapter's counters, if it keeps any.
+    pub fn broker_stats(&self) -> Option<BrokerStats> {
+        self.inner.adapter.stats()
+    }
+
+    /// Holds this node's interest in `topic` and waits (at most
+    /// [`READY_WAIT`]) until broadcasts on it from other nodes reach this
+    /// node. A join calls it before subscribing, so that once its client is
+    /// told "ok", broadcasts from every node reach it. `None` on a single
+    /// node.
+    pub(crate) async fn hold(&self, topic: &str) -> Option<Hold> {
+        if !self.inner.multi_node {
+            return None;
+        }
+        self.inner.adapter.interest(topic, Interest::Gained);
+        let hold = Hold { pubsub: self.clone(), topic: topic.into() };
+        if let Some(ready) = self.inner.adapter.ready(topic) {
+            if tokio::time::timeout(READY_WAIT, ready).await.is_err() {
+                tracing::warn!(topic, "the broker did not confirm the subscription in time; joining anyway");
+            }
+        }
+        Some(hold)
     }
 
     /// The service of type `T` built on this PubSub, made by `start` on
@@ -498,7 +634,12 @@ impl PubSub {
         let mut shard = self.shard(topic).write();
         let subscribers = match shard.get_mut(topic) {
             Some(subscribers) => subscribers,
-            None => shard.entry(Arc::from(topic)).or_default(),
+            None => {
+                if self.inner.multi_node {
+                    self.inner.adapter.interest(topic, Interest::Gained);
+                }
+                shard.entry(Arc::from(topic)).or_default()
+            }
         };
         match subscribers.position(subscriber.id) {
             Some(at) if subscribers.list[at].tag < subscriber.tag => subscribers.list[at] = subscriber,
@@ -518,7 +659,23 @@ impl PubSub {
         }
         if subscribers.list.is_empty() {
             shard.remove(topic);
+            if self.inner.multi_node {
+                self.inner.adapter.interest(topic, Interest::Lost);
+            }
         }
+    }
+}
+
+/// A join's hold on its topic's interest ([`PubSub::hold`]), released when
+/// dropped (by then the join's own subscription holds the topic).
+pub(crate) struct Hold {
+    pubsub: PubSub,
+    topic: Box<str>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.pubsub.inner.adapter.interest(&self.topic, Interest::Lost);
     }
 }
 
@@ -690,8 +847,9 @@ mod tests {
         #[derive(Default, Clone)]
         struct Spy(Arc<Mutex<Vec<BroadcastMessage>>>);
         impl Adapter for Spy {
-            fn publish(&self, message: &BroadcastMessage) {
+            fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
                 self.0.lock().push(message.clone());
+                Ok(())
             }
         }
         let spy = Spy::default();

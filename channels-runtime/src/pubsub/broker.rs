@@ -1,0 +1,748 @@
+//! What every broker adapter shares (Redis, Redis Cluster, NATS), so each
+//! engine only says how to talk to its broker:
+//!
+//! - the **envelope** a broadcast crosses in (binary, versioned, naming the
+//!   sending node so nobody is handed its own broadcast back);
+//! - **names**: how topics map to broker channels ([`Routing`]);
+//! - **interest**: which broker channels this node needs right now, kept
+//!   as counts and reconciled against what the broker has confirmed, so a
+//!   node receives only the topics it has subscribers for, and a join can
+//!   wait for its topic's subscription;
+//! - the bounded **publish queue**, drained in batches (one round trip per
+//!   batch, not per broadcast), which pushes back ([`PublishError::Busy`])
+//!   instead of dropping what it acknowledged;
+//! - **outages**: what could not reach other nodes while the broker was
+//!   away is counted, and logged once when the outage starts and once when
+//!   it ends, never once per message.
+//!
+//! An engine implements [`Publish`] and [`Subscribe`]; [`publisher`] and
+//! [`subscriber`] are the loops around them (connect, back off, reconnect,
+//! resubscribe).
+
+use std::collections::{HashMap, HashSet};
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use super::{BroadcastMessage, BrokerStats, Interest as Change, PubSub, PublishError, Ready, WeakPubSub};
+use crate::protocol::Payload;
+
+/// How topics map to broker channels (Redis channels, NATS subjects).
+///
+/// ```
+/// use phx_channels_runtime::pubsub::Routing;
+///
+/// // the default: a node receives exactly the topics it has subscribers for
+/// assert_eq!(Routing::default(), Routing::Topic);
+/// // at most 256 broker subscriptions per node, whatever the topics
+/// let _bounded = Routing::Shards(256);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Routing {
+    /// One broker channel per topic: a node subscribes to each topic it has
+    /// subscribers for, and receives nothing else.
+    #[default]
+    Topic,
+    /// Topics hashed over this many broker channels: a node subscribes to
+    /// the shards holding its topics (at most this many subscriptions), and
+    /// receives the other topics of those shards too, to drop them.
+    Shards(u16),
+}
+
+/// What a broker channel is named after.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Key<'a> {
+    /// A topic ([`Routing::Topic`]).
+    Topic(&'a str),
+    /// A shard of topics ([`Routing::Shards`]).
+    Shard(u16),
+}
+
+/// Topic → broker channel, for one engine's naming rules.
+pub(crate) struct Names {
+    namespace: String,
+    routing: Routing,
+    /// The engine's name for a key in a namespace.
+    format: fn(&str, Key<'_>) -> String,
+}
+
+impl Names {
+    pub(crate) fn new(namespace: &str, routing: Routing, format: fn(&str, Key<'_>) -> String) -> Self {
+        Names { namespace: namespace.to_owned(), routing, format }
+    }
+
+    pub(crate) fn channel(&self, topic: &str) -> Arc<str> {
+        let key = match self.routing {
+            Routing::Topic => Key::Topic(topic),
+            Routing::Shards(n) => Key::Shard(shard_of(topic, n)),
+        };
+        (self.format)(&self.namespace, key).into()
+    }
+}
+
+/// The shard of a topic: FNV-1a, so every node and every version agrees.
+fn shard_of(topic: &str, shards: u16) -> u16 {
+    let hash = topic.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    // In range by the modulo.
+    #[allow(clippy::cast_possible_truncation)]
+    let shard = (hash % u64::from(shards.max(1))) as u16;
+    shard
+}
+
+// ---------------------------------------------------------------- envelope
+
+const ENVELOPE_V1: u8 = 1;
+const JSON: u8 = 0;
+const BINARY: u8 = 1;
+
+/// A node's id on the broker: random at every start.
+pub(crate) type NodeId = [u8; 16];
+
+fn node_id() -> NodeId {
+    let mut id = [0u8; 16];
+    if getrandom::fill(&mut id).is_err() {
+        // No OS randomness: the pid and the time still tell nodes apart.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        id[..4].copy_from_slice(&std::process::id().to_le_bytes());
+        id[4..].copy_from_slice(&nanos.to_le_bytes()[..12]);
+    }
+    id
+}
+
+/// `[1][node: 16][kind: 1][topic len: u32 LE][topic][event len: u32 LE][event][payload]`:
+/// no escaping, and a binary payload crosses as it is.
+pub(crate) fn encode(node: &NodeId, message: &BroadcastMessage) -> Bytes {
+    let (kind, payload): (u8, &[u8]) = match &message.payload {
+        Payload::Json(raw) => (JSON, raw.get().as_bytes()),
+        Payload::Binary(bytes) => (BINARY, bytes),
+    };
+    let (topic, event) = (message.topic.as_bytes(), message.event.as_bytes());
+    let mut out = BytesMut::with_capacity(26 + topic.len() + event.len() + payload.len());
+    out.put_u8(ENVELOPE_V1);
+    out.put_slice(node);
+    out.put_u8(kind);
+    put_field(&mut out, topic);
+    put_field(&mut out, event);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+fn put_field(out: &mut BytesMut, field: &[u8]) {
+    // Topics and events are far below 4 GiB (frames are bounded long before).
+    #[allow(clippy::cast_possible_truncation)]
+    out.put_u32_le(field.len() as u32);
+    out.put_slice(field);
+}
+
+/// Why a message on a broker channel was not a broadcast.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum EnvelopeError {
+    #[error("unknown envelope version {0}")]
+    Version(u8),
+    #[error("truncated envelope")]
+    Truncated,
+    #[error("topic or event is not UTF-8")]
+    NotUtf8,
+    #[error("unknown payload kind {0}")]
+    Kind(u8),
+    #[error("JSON payload is not valid JSON: {0}")]
+    Json(String),
+}
+
+/// Decodes an envelope; `None` for this node's own broadcasts.
+pub(crate) fn decode(bytes: &[u8], me: &NodeId) -> Result<Option<BroadcastMessage>, EnvelopeError> {
+    let (&version, rest) = bytes.split_first().ok_or(EnvelopeError::Truncated)?;
+    if version != ENVELOPE_V1 {
+        return Err(EnvelopeError::Version(version));
+    }
+    let (node, rest) = rest.split_at_checked(16).ok_or(EnvelopeError::Truncated)?;
+    if node == me {
+        return Ok(None);
+    }
+    let (&kind, rest) = rest.split_first().ok_or(EnvelopeError::Truncated)?;
+    let (topic, rest) = field(rest)?;
+    let (event, payload) = field(rest)?;
+    let payload = match kind {
+        JSON => {
+            let text = std::str::from_utf8(payload).map_err(|_| EnvelopeError::NotUtf8)?;
+            // Checked: whatever is on the broker reaches clients as JSON.
+            let raw: Box<serde_json::value::RawValue> =
+                serde_json::from_str(text).map_err(|e| EnvelopeError::Json(e.to_string()))?;
+            Payload::Json(raw)
+        }
+        BINARY => Payload::Binary(Bytes::copy_from_slice(payload)),
+        other => return Err(EnvelopeError::Kind(other)),
+    };
+    Ok(Some(BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload }))
+}
+
+fn field(bytes: &[u8]) -> Result<(&str, &[u8]), EnvelopeError> {
+    let (len, rest) = bytes.split_at_checked(4).ok_or(EnvelopeError::Truncated)?;
+    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    let (text, rest) = rest.split_at_checked(len).ok_or(EnvelopeError::Truncated)?;
+    Ok((std::str::from_utf8(text).map_err(|_| EnvelopeError::NotUtf8)?, rest))
+}
+
+// ---------------------------------------------------------------- interest
+
+/// Which broker channels this node needs (counts of topics and waiting
+/// joins per channel), and which the broker has confirmed.
+pub(crate) struct Interest {
+    state: Mutex<InterestState>,
+    /// Wakes the subscriber task: wanted channels changed.
+    changed: Notify,
+    /// Wakes joins waiting in [`Interest::ready`].
+    confirmed: Notify,
+}
+
+#[derive(Default)]
+struct InterestState {
+    wanted: HashMap<Arc<str>, u32>,
+    /// Channels whose wanted-ness flipped since the subscriber last looked.
+    dirty: HashSet<Arc<str>>,
+    /// Subscribed at the broker, as far as the subscriber task knows.
+    subscribed: HashSet<Arc<str>>,
+    /// Whether the subscriber task is connected and caught up.
+    up: bool,
+}
+
+impl Interest {
+    fn new() -> Self {
+        Interest { state: Mutex::default(), changed: Notify::new(), confirmed: Notify::new() }
+    }
+
+    fn change(&self, channel: Arc<str>, change: Change) {
+        let mut state = self.state.lock();
+        let flipped = match change {
+            Change::Gained => {
+                let count = state.wanted.entry(channel.clone()).or_insert(0);
+                *count += 1;
+                *count == 1
+            }
+            Change::Lost => match state.wanted.get_mut(&channel) {
+                Some(count) if *count > 1 => {
+                    *count -= 1;
+                    false
+                }
+                Some(_) => {
+                    state.wanted.remove(&channel);
+                    true
+                }
+                None => false,
+            },
+        };
+        if flipped {
+            state.dirty.insert(channel);
+            drop(state);
+            self.changed.notify_one();
+        }
+    }
+
+    fn settled(&self, channel: &str) -> bool {
+        let state = self.state.lock();
+        !state.up || state.subscribed.contains(channel) || !state.wanted.contains_key(channel)
+    }
+
+    fn ready(self: &Arc<Self>, channel: Arc<str>) -> Option<Ready> {
+        if self.settled(&channel) {
+            return None;
+        }
+        let me = self.clone();
+        Some(Box::pin(async move {
+            loop {
+                let confirmed = me.confirmed.notified();
+                tokio::pin!(confirmed);
+                confirmed.as_mut().enable();
+                if me.settled(&channel) {
+                    return;
+                }
+                confirmed.await;
+            }
+        }))
+    }
+
+    /// (Re)connected: everything wanted is to be subscribed afresh.
+    pub(crate) fn resubscribe_all(&self) -> Vec<Arc<str>> {
+        let mut state = self.state.lock();
+        state.dirty.clear();
+        state.subscribed.clear();
+        state.wanted.keys().cloned().collect()
+    }
+
+    /// Waits for changes: channels to subscribe, and to unsubscribe.
+    pub(crate) async fn changes(&self) -> (Vec<Arc<str>>, Vec<Arc<str>>) {
+        loop {
+            {
+                let mut state = self.state.lock();
+                if !state.dirty.is_empty() {
+                    let dirty = std::mem::take(&mut state.dirty);
+                    let (add, remove) = dirty.into_iter().partition(|c| state.wanted.contains_key(c));
+                    return (add, remove);
+                }
+            }
+            self.changed.notified().await;
+        }
+    }
+
+    /// The broker confirmed these subscriptions and unsubscriptions; the
+    /// subscriber is caught up.
+    pub(crate) fn confirm(&self, added: &[Arc<str>], removed: &[Arc<str>]) {
+        let mut state = self.state.lock();
+        for channel in removed {
+            state.subscribed.remove(channel);
+        }
+        state.subscribed.extend(added.iter().cloned());
+        state.up = true;
+        drop(state);
+        self.confirmed.notify_waiters();
+    }
+
+    /// The subscriber lost its broker: nothing is confirmed, and joins do
+    /// not wait for a broker that is away.
+    pub(crate) fn down(&self) {
+        let mut state = self.state.lock();
+        state.up = false;
+        state.subscribed.clear();
+        drop(state);
+        self.confirmed.notify_waiters();
+    }
+
+    fn subscriptions(&self) -> usize {
+        self.state.lock().subscribed.len()
+    }
+}
+
+// ---------------------------------------------------------------- outages
+
+/// One side of an engine (publishing or subscribing): logs an outage once
+/// when it starts and once when it ends.
+pub(crate) struct Outage {
+    what: &'static str,
+    engine: &'static str,
+    since: Mutex<Option<Instant>>,
+    ever_up: AtomicBool,
+}
+
+impl Outage {
+    fn new(engine: &'static str, what: &'static str) -> Self {
+        Outage { what, engine, since: Mutex::new(None), ever_up: AtomicBool::new(false) }
+    }
+
+    /// Starts an outage, unless one is going on; `true` if it started.
+    fn fail(&self, error: &dyn Display) -> bool {
+        let mut since = self.since.lock();
+        if since.is_some() {
+            return false;
+        }
+        *since = Some(Instant::now());
+        let (engine, what) = (self.engine, self.what);
+        tracing::warn!(%error, "{engine} unavailable for {what}; retrying with backoff (logged once per outage)");
+        true
+    }
+
+    /// Ends an outage; how long it lasted, if one was going on after the
+    /// broker had been reached before (a comeback, not the first connect).
+    fn recover(&self) -> Option<Duration> {
+        let started = self.since.lock().take();
+        let was_up = self.ever_up.swap(true, Ordering::Relaxed);
+        started.filter(|_| was_up).map(|since| since.elapsed())
+    }
+
+    fn is_on(&self) -> bool {
+        self.since.lock().is_some()
+    }
+}
+
+// ---------------------------------------------------------------- shared
+
+/// Broadcasts waiting to be published; past this, broadcasts are refused
+/// ([`PublishError::Busy`]) while the broker is up.
+pub(crate) const QUEUE: usize = 16_384;
+
+/// Publishes sent to the broker in one round trip, at most.
+pub(crate) const BATCH: usize = 1024;
+
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// One broadcast on its way to the broker.
+#[derive(Debug, Clone)]
+pub(crate) struct Outbound {
+    pub(crate) channel: Arc<str>,
+    pub(crate) bytes: Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    refused: AtomicU64,
+    reconnects: AtomicU64,
+}
+
+/// The engine-independent half of a broker adapter: an engine's
+/// [`Adapter`](super::Adapter) methods delegate here.
+pub(crate) struct Broker {
+    engine: &'static str,
+    node: NodeId,
+    names: Names,
+    interest: Arc<Interest>,
+    counters: Counters,
+    publishing: Outage,
+    subscribing: Outage,
+    /// Broadcasts dropped so far when the current publish outage started.
+    dropped_at_outage: AtomicU64,
+    busy: AtomicBool,
+    queue: mpsc::Sender<Outbound>,
+    queued: Mutex<Option<mpsc::Receiver<Outbound>>>,
+}
+
+impl Broker {
+    pub(crate) fn new(engine: &'static str, names: Names) -> Arc<Self> {
+        let (queue, queued) = mpsc::channel(QUEUE);
+        Arc::new(Broker {
+            engine,
+            node: node_id(),
+            names,
+            interest: Arc::new(Interest::new()),
+            counters: Counters::default(),
+            publishing: Outage::new(engine, "publishing"),
+            subscribing: Outage::new(engine, "subscribing"),
+            dropped_at_outage: AtomicU64::new(0),
+            busy: AtomicBool::new(false),
+            queue,
+            queued: Mutex::new(Some(queued)),
+        })
+    }
+
+    /// [`Adapter::publish`](super::Adapter::publish).
+    pub(crate) fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
+        if self.publishing.is_on() {
+            // At most once across nodes: while the broker is away, a
+            // broadcast reaches this node's subscribers only.
+            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
+        let outbound = Outbound { channel: self.names.channel(&message.topic), bytes: encode(&self.node, message) };
+        match self.queue.try_send(outbound) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                if !self.busy.swap(true, Ordering::Relaxed) {
+                    let engine = self.engine;
+                    tracing::warn!(queued = QUEUE, "{engine} cannot keep up: broadcasts are refused until its queue drains (logged once per episode)");
+                }
+                Err(PublishError::Busy)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+        }
+    }
+
+    /// [`Adapter::interest`](super::Adapter::interest).
+    pub(crate) fn interest(&self, topic: &str, change: Change) {
+        self.interest.change(self.names.channel(topic), change);
+    }
+
+    /// [`Adapter::ready`](super::Adapter::ready).
+    pub(crate) fn ready(&self, topic: &str) -> Option<Ready> {
+        self.interest.ready(self.names.channel(topic))
+    }
+
+    /// [`Adapter::stats`](super::Adapter::stats).
+    pub(crate) fn stats(&self) -> BrokerStats {
+        let c = &self.counters;
+        BrokerStats {
+            published: c.published.load(Ordering::Relaxed),
+            received: c.received.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            refused: c.refused.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            subscriptions: self.interest.subscriptions() as u64,
+        }
+    }
+
+    /// Starts the engine's publisher and subscriber loops, once.
+    pub(crate) fn start(self: &Arc<Self>, local: &PubSub, publish: impl Publish, subscribe: impl Subscribe) {
+        let Some(queued) = self.queued.lock().take() else { return };
+        tokio::spawn(publisher(self.clone(), publish, queued));
+        tokio::spawn(subscriber(self.clone(), subscribe, local.downgrade()));
+    }
+
+    /// Hands a message from the broker to this node's subscribers.
+    pub(crate) fn deliver(&self, local: &PubSub, bytes: &[u8]) {
+        match decode(bytes, &self.node) {
+            Ok(Some(message)) => {
+                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                local.deliver_local(&message);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                let engine = self.engine;
+                tracing::warn!(%error, "malformed message from {engine} ignored");
+            }
+        }
+    }
+
+    fn lost(&self, n: usize) {
+        self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    fn publish_failed(&self, error: &dyn Display) {
+        if self.publishing.fail(error) {
+            self.dropped_at_outage.store(self.counters.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    fn publish_recovered(&self) {
+        if let Some(lasted) = self.publishing.recover() {
+            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            let dropped =
+                self.counters.dropped.load(Ordering::Relaxed) - self.dropped_at_outage.load(Ordering::Relaxed);
+            let engine = self.engine;
+            tracing::warn!(
+                ?lasted,
+                dropped,
+                "{engine} back for publishing; broadcasts made meanwhile reached this node only"
+            );
+        }
+    }
+}
+
+/// How an engine publishes.
+pub(crate) trait Publish: Send + Sync + 'static {
+    /// A connection to publish on.
+    type Conn: Send;
+    /// What goes wrong.
+    type Error: Display + Send;
+    /// Connects (or reconnects).
+    fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
+    /// Publishes a batch in one round trip, in order; `Ok` once the broker
+    /// took all of it.
+    fn send(&self, conn: &mut Self::Conn, batch: &[Outbound]) -> impl Future<Output = Result<(), Self::Error>> + Send;
+}
+
+/// How an engine subscribes: a control half and a stream of messages, so
+/// both can be used at once.
+pub(crate) trait Subscribe: Send + Sync + 'static {
+    /// Subscribes and unsubscribes.
+    type Control: Send;
+    /// Yields messages.
+    type Messages: Send;
+    /// What goes wrong.
+    type Error: Display + Send;
+    /// Connects (or reconnects), with no subscriptions.
+    fn connect(&self) -> impl Future<Output = Result<(Self::Control, Self::Messages), Self::Error>> + Send;
+    /// Subscribes to channels; `Ok` once the broker confirmed them.
+    fn subscribe<'a>(
+        &'a self,
+        control: &'a mut Self::Control,
+        channels: &'a [Arc<str>],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a;
+    /// Unsubscribes from channels.
+    fn unsubscribe<'a>(
+        &'a self,
+        control: &'a mut Self::Control,
+        channels: &'a [Arc<str>],
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'a;
+    /// The next message's bytes; `None` when the connection is lost.
+    fn next<'a>(&'a self, messages: &'a mut Self::Messages) -> impl Future<Output = Option<Bytes>> + Send + 'a;
+}
+
+/// Publishes queued broadcasts in batches; while the broker is away,
+/// counts what arrives as dropped.
+async fn publisher<P: Publish>(broker: Arc<Broker>, engine: P, mut queued: mpsc::Receiver<Outbound>) {
+    let mut backoff = BACKOFF_START;
+    let mut batch = Vec::with_capacity(BATCH);
+    loop {
+        let mut conn = match engine.connect().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                broker.publish_failed(&error);
+                broker.lost(drain(&mut queued));
+                if queued.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        broker.publish_recovered();
+        backoff = BACKOFF_START;
+        loop {
+            batch.clear();
+            if queued.recv_many(&mut batch, BATCH).await == 0 {
+                return;
+            }
+            match engine.send(&mut conn, &batch).await {
+                Ok(()) => {
+                    broker.counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    broker.busy.store(false, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    // The batch in flight may or may not have reached the
+                    // broker: count it as not.
+                    broker.publish_failed(&error);
+                    broker.lost(batch.len());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Drops everything queued, returning how much.
+fn drain(queued: &mut mpsc::Receiver<Outbound>) -> usize {
+    let mut n = 0;
+    while queued.try_recv().is_ok() {
+        n += 1;
+    }
+    n
+}
+
+/// Keeps this node subscribed to the channels it needs and delivers what
+/// arrives; resubscribes everything after a reconnect.
+async fn subscriber<S: Subscribe>(broker: Arc<Broker>, engine: S, local: WeakPubSub) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        if local.upgrade().is_none() {
+            return;
+        }
+        let (mut control, mut messages) = match engine.connect().await {
+            Ok(session) => session,
+            Err(error) => {
+                broker.subscribing.fail(&error);
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let all = broker.interest.resubscribe_all();
+        if let Err(error) = engine.subscribe(&mut control, &all).await {
+            broker.subscribing.fail(&error);
+            tokio::time::sleep(backoff).await;
+            continue;
+        }
+        broker.interest.confirm(&all, &[]);
+        if let Some(lasted) = broker.subscribing.recover() {
+            broker.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            let engine = broker.engine;
+            tracing::warn!(
+                ?lasted,
+                channels = all.len(),
+                "{engine} back for subscribing; broadcasts from other nodes flow again"
+            );
+        }
+        backoff = BACKOFF_START;
+        let lost: String = loop {
+            tokio::select! {
+                message = engine.next(&mut messages) => {
+                    let Some(bytes) = message else { break "the subscription connection closed".to_owned() };
+                    let Some(local) = local.upgrade() else { return };
+                    broker.deliver(&local, &bytes);
+                }
+                (add, remove) = broker.interest.changes() => {
+                    if !remove.is_empty() {
+                        if let Err(error) = engine.unsubscribe(&mut control, &remove).await {
+                            break error.to_string();
+                        }
+                    }
+                    if !add.is_empty() {
+                        if let Err(error) = engine.subscribe(&mut control, &add).await {
+                            break error.to_string();
+                        }
+                    }
+                    broker.interest.confirm(&add, &remove);
+                }
+            }
+        };
+        broker.interest.down();
+        broker.subscribing.fail(&lost);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn envelopes_round_trip_and_skip_our_own() {
+        let (me, other) = ([1u8; 16], [2u8; 16]);
+        for payload in [Payload::from(json!({"a": [1, "b"]})), Payload::Binary(vec![0, 255, 7].into())] {
+            let message = BroadcastMessage { topic: "t:ü".into(), event: "e".into(), payload };
+            let bytes = encode(&me, &message);
+            assert_eq!(decode(&bytes, &other).unwrap(), Some(message));
+            assert_eq!(decode(&bytes, &me).unwrap(), None);
+            for cut in 0..bytes.len().min(30) {
+                assert!(decode(&bytes[..cut], &other).is_err() || cut >= 26, "cut at {cut}");
+            }
+        }
+        assert_eq!(decode(b"", &me), Err(EnvelopeError::Truncated));
+        assert_eq!(decode(b"{\"json\":1}", &me), Err(EnvelopeError::Version(b'{')));
+        let mut bad =
+            encode(&other, &BroadcastMessage { topic: "t".into(), event: "e".into(), payload: json!(1).into() })
+                .to_vec();
+        *bad.last_mut().unwrap() = b'x';
+        assert!(matches!(decode(&bad, &me), Err(EnvelopeError::Json(_))));
+    }
+
+    #[test]
+    fn shards_are_stable_and_in_range() {
+        assert_eq!(shard_of("comments:1", 64), shard_of("comments:1", 64));
+        assert!((0..1000).all(|i| shard_of(&format!("t{i}"), 7) < 7));
+        let used: HashSet<u16> = (0..1000).map(|i| shard_of(&format!("t{i}"), 16)).collect();
+        assert_eq!(used.len(), 16, "1000 topics spread over every shard");
+        let names = Names::new("ns", Routing::Shards(4), |ns, key| match key {
+            Key::Topic(t) => format!("{ns}:t:{t}"),
+            Key::Shard(s) => format!("{ns}:s:{s}"),
+        });
+        assert!(names.channel("x").starts_with("ns:s:"));
+    }
+
+    #[tokio::test]
+    async fn interest_is_counted_and_joins_wait_for_confirmation() {
+        let interest = Arc::new(Interest::new());
+        let a: Arc<str> = "a".into();
+        // broker away: nobody waits
+        interest.change(a.clone(), Change::Gained);
+        assert!(interest.ready(a.clone()).is_none());
+        assert_eq!(interest.resubscribe_all(), vec![a.clone()]);
+        interest.confirm(std::slice::from_ref(&a), &[]);
+        assert!(interest.ready(a.clone()).is_none());
+
+        // a second reason for `a` flips nothing; a new channel waits
+        interest.change(a.clone(), Change::Gained);
+        let b: Arc<str> = "b".into();
+        interest.change(b.clone(), Change::Gained);
+        let ready = interest.ready(b.clone()).expect("b is not confirmed yet");
+        let waiting = tokio::spawn(ready);
+        let (add, remove) = interest.changes().await;
+        assert_eq!((add.clone(), remove), (vec![b.clone()], vec![]));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        interest.confirm(&add, &[]);
+        waiting.await.unwrap();
+
+        // `a` is dropped only when its last reason goes
+        interest.change(a.clone(), Change::Lost);
+        interest.change(b.clone(), Change::Lost);
+        let (add, remove) = interest.changes().await;
+        assert_eq!((add, remove), (vec![], vec![b.clone()]));
+        interest.change(a.clone(), Change::Lost);
+        let (_, remove) = interest.changes().await;
+        assert_eq!(remove, vec![a]);
+    }
+}
