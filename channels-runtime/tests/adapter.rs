@@ -66,8 +66,11 @@ impl Adapter for Memory {
 
 async fn node(bus: &Bus) -> Server {
     let pubsub = PubSub::with_adapter(Memory::join(bus));
-    let presence =
-        PresenceOptions { heartbeat_interval: Duration::from_millis(100), down_period: Duration::from_secs(2) };
+    let presence = PresenceOptions {
+        heartbeat_interval: Duration::from_millis(100),
+        down_period: Duration::from_secs(2),
+        ..PresenceOptions::default()
+    };
     assert!(Presence::start(&pubsub, presence));
     serve_with(Endpoint::new().with_pubsub(pubsub), SocketOptions::default()).await
 }
