@@ -29,11 +29,13 @@
 //! channel leaves, crashes or its connection drops, its presences leave.
 //!
 //! Across nodes, each node replicates its presences over the PubSub's
-//! adapter the way Phoenix.Tracker does: changes are
-//! gossiped as deltas, heartbeats carry each node's clock so gaps are
-//! repaired by a state transfer, and a node that stops sending heartbeats
-//! for [`PresenceOptions::down_period`] is declared down, its presences
-//! leaving everywhere.
+//! adapter the way Phoenix.Tracker does: changes are gossiped as deltas
+//! batched over [`PresenceOptions::broadcast_period`], heartbeats carry
+//! each node's clock so gaps are repaired by a state transfer, and a node
+//! that stops sending heartbeats for [`PresenceOptions::down_period`] is
+//! declared down, its presences leaving everywhere (within 3.5 s by
+//! default). A node restarted under the same [name](PresenceOptions::node_name)
+//! replaces its previous life at once.
 
 pub(crate) mod replica;
 
@@ -68,7 +70,19 @@ pub const PRESENCE_DIFF: &str = "presence_diff";
 /// The defaults declare a dead node down within 3 s, its presences leaving
 /// every other node by 3.5 s (Phoenix: 30 s), for a heartbeat of a few
 /// dozen bytes per node every 500 ms, whatever the number of presences.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// ```
+/// use std::time::Duration;
+/// use phx_channels_runtime::presence::PresenceOptions;
+///
+/// let options = PresenceOptions {
+///     node_name: Some("web-1".into()),
+///     down_period: Duration::from_secs(10),
+///     ..PresenceOptions::default()
+/// };
+/// assert_eq!(options.heartbeat_interval, Duration::from_millis(500));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceOptions {
     /// How often a node gossips its heartbeat (its clock, a few dozen
     /// bytes). Default 500 ms (Phoenix: 1.5 s).
@@ -81,6 +95,12 @@ pub struct PresenceOptions {
     /// (Phoenix's `broadcast_period`). Clients on this node see them at
     /// once. Default 100 ms; zero sends every change on its own.
     pub broadcast_period: Duration,
+    /// This node's name among the nodes (its host or pod name), unique
+    /// among live nodes. A node restarted under the same name replaces its
+    /// previous life at once: the presences it held before the crash leave
+    /// with its first heartbeat, not after the down period. Default: a
+    /// random name at every start.
+    pub node_name: Option<String>,
 }
 
 impl Default for PresenceOptions {
@@ -89,6 +109,7 @@ impl Default for PresenceOptions {
             heartbeat_interval: Duration::from_millis(500),
             down_period: Duration::from_secs(3),
             broadcast_period: Duration::from_millis(100),
+            node_name: None,
         }
     }
 }
@@ -102,6 +123,16 @@ pub(crate) struct Tracker {
     replica: Mutex<Replica>,
     pubsub: WeakPubSub,
     started: Instant,
+    /// Whether deltas wait for the broadcast period (else each change goes
+    /// out at once).
+    batched: bool,
+}
+
+/// This life of the node: when it started, in microseconds since the epoch
+/// (a restarted node's is larger).
+fn incarnation() -> replica::Vsn {
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Gossip from other nodes, handed to the tracker's task (never handled
@@ -121,14 +152,18 @@ impl Tracker {
     /// Starts the tracker of `pubsub`: subscribes to the gossip topic and
     /// spawns the task that answers gossip and sends heartbeats.
     fn start(pubsub: &PubSub, options: PresenceOptions) -> Arc<Tracker> {
-        let me = random_id(12).unwrap_or_else(|| format!("node-{}", std::process::id()));
+        let me = match &options.node_name {
+            Some(name) => name.clone(),
+            None => random_id(12).unwrap_or_else(|| format!("node-{}", std::process::id())),
+        };
         let (sender, inbox) = mpsc::unbounded_channel();
         let subscriber = Subscriber::new(ConnId::unique(), Serializer::V2, Arc::new(GossipInbox(sender))).raw();
         pubsub.subscribe(GOSSIP_TOPIC, subscriber);
         let tracker = Arc::new(Tracker {
-            replica: Mutex::new(Replica::new(me)),
+            replica: Mutex::new(Replica::new(me, incarnation())),
             pubsub: pubsub.downgrade(),
             started: Instant::now(),
+            batched: !options.broadcast_period.is_zero(),
         });
         tokio::spawn(run(Arc::downgrade(&tracker), inbox, options));
         tracker
@@ -160,21 +195,32 @@ impl Tracker {
         }
     }
 
-    fn apply(&self, change: Result<replica::Change, PresenceError>) -> Result<(), PresenceError> {
-        let change = change?;
+    /// A change made here: clients here see it at once; other nodes with
+    /// the next delta (at once when unbatched, or when the delta is full).
+    fn apply(
+        &self,
+        change: impl FnOnce(&mut Replica) -> Result<Option<replica::Change>, PresenceError>,
+    ) -> Result<(), PresenceError> {
+        let (change, delta) = {
+            let mut replica = self.replica.lock();
+            let change = change(&mut replica)?;
+            let flush = !self.batched || replica.pending() >= replica::DELTA_MAX;
+            (change, if flush { replica.flush() } else { None })
+        };
         if let Some(pubsub) = self.pubsub.upgrade() {
-            self.gossip(&pubsub, &change.gossip);
-            broadcast_diffs(&pubsub, change.diffs);
+            if let Some(delta) = &delta {
+                self.gossip(&pubsub, delta);
+            }
+            if let Some(change) = change {
+                broadcast_diffs(&pubsub, change.diffs);
+            }
         }
         Ok(())
     }
 
     pub(crate) fn untrack_owner(&self, owner: Owner) {
-        let change = self.replica.lock().untrack_owner(owner);
-        if let Some(change) = change {
-            // An untrack cannot fail.
-            let _ = self.apply(Ok(change));
-        }
+        // An untrack cannot fail.
+        let _ = self.apply(|replica| Ok(replica.untrack_owner(owner)));
     }
 }
 
@@ -183,6 +229,10 @@ impl Tracker {
 async fn run(tracker: Weak<Tracker>, mut inbox: mpsc::UnboundedReceiver<Payload>, options: PresenceOptions) {
     let mut heartbeat = tokio::time::interval(options.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Unbatched, the deltas go out with their changes: this never fires.
+    let period = if options.broadcast_period.is_zero() { Duration::from_secs(3600) } else { options.broadcast_period };
+    let mut broadcast = tokio::time::interval(period);
+    broadcast.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let down_period = u64::try_from(options.down_period.as_millis()).unwrap_or(u64::MAX);
     loop {
         tokio::select! {
@@ -204,14 +254,25 @@ async fn run(tracker: Weak<Tracker>, mut inbox: mpsc::UnboundedReceiver<Payload>
                 }
                 broadcast_diffs(&pubsub, diffs);
             }
+            _ = broadcast.tick() => {
+                let Some(tracker) = tracker.upgrade() else { return };
+                let Some(pubsub) = tracker.pubsub.upgrade() else { return };
+                let delta = tracker.replica.lock().flush();
+                if let Some(delta) = delta {
+                    tracker.gossip(&pubsub, &delta);
+                }
+            }
             _ = heartbeat.tick() => {
                 let Some(tracker) = tracker.upgrade() else { return };
                 let Some(pubsub) = tracker.pubsub.upgrade() else { return };
                 let now = tracker.now();
-                let (beat, diffs) = {
+                let (delta, beat, diffs) = {
                     let mut replica = tracker.replica.lock();
-                    (replica.heartbeat(), replica.reap(now, down_period))
+                    (replica.flush(), replica.heartbeat(), replica.reap(now, down_period))
                 };
+                if let Some(delta) = delta {
+                    tracker.gossip(&pubsub, &delta);
+                }
                 if !diffs.is_empty() {
                     tracing::info!(topics = diffs.len(), "presences of a node declared down leave");
                 }
@@ -348,9 +409,8 @@ impl Presence {
         let scope = socket.presence_scope();
         let meta = meta_object(&meta)?;
         admit(&scope, key, &meta)?;
-        let tracker = Tracker::of(scope.pubsub);
-        let change = tracker.replica.lock().track(scope.owner, scope.topic, key, meta, phx_ref());
-        tracker.apply(change)
+        Tracker::of(scope.pubsub)
+            .apply(|replica| replica.track(scope.owner, scope.topic, key, meta, phx_ref()).map(Some))
     }
 
     /// Replaces the meta of a key this channel tracks: one diff with the
@@ -360,20 +420,16 @@ impl Presence {
         let scope = socket.presence_scope();
         let meta = meta_object(&meta)?;
         admit(&scope, key, &meta)?;
-        let tracker = Tracker::of(scope.pubsub);
-        let change = tracker.replica.lock().update(scope.owner, scope.topic, key, meta, phx_ref());
-        tracker.apply(change)
+        Tracker::of(scope.pubsub)
+            .apply(|replica| replica.update(scope.owner, scope.topic, key, meta, phx_ref()).map(Some))
     }
 
     /// Stops tracking a key this channel tracks; it leaves for everyone.
     pub fn untrack(socket: &impl PresenceScope, key: &str) {
         let scope = socket.presence_scope();
         let Some(tracker) = Tracker::if_started(scope.pubsub) else { return };
-        let change = tracker.replica.lock().untrack(scope.owner, scope.topic, key);
-        if let Some(change) = change {
-            // An untrack cannot fail.
-            let _ = tracker.apply(Ok(change));
-        }
+        // An untrack cannot fail.
+        let _ = tracker.apply(|replica| Ok(replica.untrack(scope.owner, scope.topic, key)));
     }
 
     /// Everyone on the channel's topic, on every node:

@@ -6,13 +6,21 @@
 //! heard of", and merging two views keeps the newer one: a state-based CRDT
 //! whose merge is a max by clock. Replication follows Phoenix.Tracker:
 //!
-//! - a change is gossiped at once as a **delta** from clock *n* to *n + 1*;
-//! - every node gossips a **heartbeat** with its clock at a fixed interval;
+//! - changes are gossiped as **deltas** from clock *n* to *m*, batched:
+//!   every change since the last delta goes out in the next one (Phoenix's
+//!   `broadcast_period`), so a burst of joins is a few messages, not one
+//!   per join;
+//! - every node gossips a **heartbeat** with the clock of its last delta at
+//!   a fixed interval (a few dozen bytes, whatever the number of presences);
 //! - a receiver that finds a gap (a delta that does not start at the clock
 //!   it knows, or a heartbeat ahead of it) asks for a **transfer** of the
 //!   owner's whole state, which replaces its view of that node;
 //! - a node not heard from for the down period is declared down and its
-//!   entries leave everywhere.
+//!   entries leave everywhere;
+//! - a node carries its name and the time it started (its *incarnation*):
+//!   a node restarted under the same name replaces its previous life at
+//!   once, whose entries leave, and gossip still in flight from that
+//!   previous life is ignored.
 //!
 //! Messages may be lost, duplicated, delayed and reordered; views converge
 //! once they flow again (see the property test below).
@@ -25,8 +33,20 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// A node, named at random when it starts.
+/// A node's name: given, or random when it starts.
 pub(crate) type ReplicaId = String;
+
+/// When a node started (microseconds since the epoch): tells a node's
+/// lives apart when it restarts under the same name.
+pub(crate) type Vsn = u64;
+
+/// Entries per transfer message: a node with many presences sends its
+/// state in parts, each well under a broker's message limit (NATS: 1 MB).
+pub(crate) const TRANSFER_PART: usize = 1000;
+
+/// A delta holding this many changes goes out at once, before the period
+/// ends, for the same reason.
+pub(crate) const DELTA_MAX: usize = 1000;
 
 /// Who tracked an entry on this node: a connection and its channel
 /// instance, so the entry leaves when that channel ends.
@@ -52,13 +72,13 @@ impl Entry {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Gossip {
     /// `replica` moved from clock `from` to `to` by these changes.
-    Delta { replica: ReplicaId, from: u64, to: u64, joins: Vec<Entry>, leaves: Vec<String> },
-    /// `replica` is alive at `clock`.
-    Heartbeat { replica: ReplicaId, clock: u64 },
+    Delta { replica: ReplicaId, vsn: Vsn, from: u64, to: u64, joins: Vec<Entry>, leaves: Vec<String> },
+    /// `replica` is alive, its last delta at `clock`.
+    Heartbeat { replica: ReplicaId, vsn: Vsn, clock: u64 },
     /// `from` asks `replica` for its whole state.
     TransferRequest { replica: ReplicaId, from: ReplicaId },
-    /// The whole state of `replica` at `clock`.
-    Transfer { replica: ReplicaId, clock: u64, entries: Vec<Entry> },
+    /// Part `part` (of `parts`) of the whole state of `replica` at `clock`.
+    Transfer { replica: ReplicaId, vsn: Vsn, clock: u64, part: u32, parts: u32, entries: Vec<Entry> },
 }
 
 /// Presence changes on one topic, as `presence_diff` carries them.
@@ -116,29 +136,77 @@ pub enum PresenceError {
 
 #[derive(Debug, Default)]
 struct Remote {
+    vsn: Vsn,
     clock: u64,
     entries: HashMap<String, Entry>,
     last_heard: u64,
+    /// Parts of a transfer being received: its clock and entries so far.
+    incoming: Option<Incoming>,
+}
+
+#[derive(Debug)]
+struct Incoming {
+    clock: u64,
+    parts: u32,
+    received: Vec<bool>,
+    entries: Vec<Entry>,
+}
+
+/// Changes not yet gossiped: everything since the clock of the last delta.
+#[derive(Debug, Default)]
+struct Pending {
+    joins: Vec<Entry>,
+    leaves: Vec<String>,
 }
 
 /// One node's replica.
 #[derive(Debug)]
 pub(crate) struct Replica {
     me: ReplicaId,
+    vsn: Vsn,
     clock: u64,
+    /// The clock of the last delta sent.
+    sent: u64,
+    pending: Pending,
     local: HashMap<String, (Owner, Entry)>,
     remotes: HashMap<ReplicaId, Remote>,
+    /// Whether another live node was seen using this node's name.
+    warned_duplicate: bool,
 }
 
-/// The result of a local change: what to gossip and what to broadcast.
+/// The result of a local change: the diffs to broadcast here (the change
+/// reaches other nodes with the next [`Replica::flush`]).
 pub(crate) struct Change {
-    pub(crate) gossip: Gossip,
     pub(crate) diffs: Diffs,
 }
 
 impl Replica {
-    pub(crate) fn new(me: ReplicaId) -> Self {
-        Replica { me, clock: 0, local: HashMap::new(), remotes: HashMap::new() }
+    pub(crate) fn new(me: ReplicaId, vsn: Vsn) -> Self {
+        Replica {
+            me,
+            vsn,
+            clock: 0,
+            sent: 0,
+            pending: Pending::default(),
+            local: HashMap::new(),
+            remotes: HashMap::new(),
+            warned_duplicate: false,
+        }
+    }
+
+    /// The delta of every change since the last one, if any.
+    pub(crate) fn flush(&mut self) -> Option<Gossip> {
+        if self.clock == self.sent {
+            return None;
+        }
+        let Pending { joins, leaves } = std::mem::take(&mut self.pending);
+        let from = std::mem::replace(&mut self.sent, self.clock);
+        Some(Gossip::Delta { replica: self.me.clone(), vsn: self.vsn, from, to: self.clock, joins, leaves })
+    }
+
+    /// Changes waiting for the next delta.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.joins.len() + self.pending.leaves.len()
     }
 
     fn find_local(&self, owner: Owner, topic: &str, key: &str) -> Option<String> {
@@ -146,17 +214,23 @@ impl Replica {
     }
 
     fn change(&mut self, joins: Vec<Entry>, leaves: Vec<Entry>) -> Change {
-        let from = self.clock;
         self.clock += 1;
         let mut diffs = Diffs::new();
-        for e in &joins {
-            add_join(&mut diffs, e);
-        }
         for e in &leaves {
             add_leave(&mut diffs, e);
+            // Joined and left within one delta: it never needs to cross.
+            match self.pending.joins.iter().position(|j| j.phx_ref() == e.phx_ref()) {
+                Some(at) => {
+                    self.pending.joins.swap_remove(at);
+                }
+                None => self.pending.leaves.push(e.phx_ref().to_owned()),
+            }
         }
-        let leaves = leaves.iter().map(|e| e.phx_ref().to_owned()).collect();
-        Change { gossip: Gossip::Delta { replica: self.me.clone(), from, to: self.clock, joins, leaves }, diffs }
+        for e in joins {
+            add_join(&mut diffs, &e);
+            self.pending.joins.push(e);
+        }
+        Change { diffs }
     }
 
     /// Tracks `key` on `topic` for `owner`, with a fresh `phx_ref`.
@@ -215,22 +289,52 @@ impl Replica {
         Some(self.change(Vec::new(), leaves))
     }
 
-    /// This node's heartbeat.
+    /// This node's heartbeat: the clock of its last delta (changes not
+    /// sent yet are no gap for anyone).
     pub(crate) fn heartbeat(&self) -> Gossip {
-        Gossip::Heartbeat { replica: self.me.clone(), clock: self.clock }
+        Gossip::Heartbeat { replica: self.me.clone(), vsn: self.vsn, clock: self.sent }
+    }
+
+    /// The remote `name` as of incarnation `vsn`, heard from `now`; `None`
+    /// for gossip of an earlier life (or of this node). A later life
+    /// replaces the earlier one, whose entries leave.
+    fn heard(&mut self, name: &str, vsn: Vsn, now: u64, diffs: &mut Diffs) -> Option<&mut Remote> {
+        if name == self.me {
+            // An earlier life's gossip still in flight is no concern.
+            if vsn > self.vsn && !self.warned_duplicate {
+                self.warned_duplicate = true;
+                tracing::warn!(
+                    node = name,
+                    "another node gossips presence under this node's name; node names must be unique"
+                );
+            }
+            return None;
+        }
+        let remote = self.remotes.entry(name.to_owned()).or_insert_with(|| Remote { vsn, ..Remote::default() });
+        if vsn < remote.vsn {
+            return None;
+        }
+        if vsn > remote.vsn {
+            tracing::info!(node = name, "a node came back under the same name; its previous presences leave");
+            for e in remote.entries.values() {
+                add_leave(diffs, e);
+            }
+            *remote = Remote { vsn, ..Remote::default() };
+        }
+        remote.last_heard = now;
+        Some(remote)
     }
 
     /// Applies gossip from another node. Returns gossip to send back (a
-    /// transfer request or a transfer) and the diffs to broadcast locally.
+    /// transfer request, or this node's last delta and its state) and the
+    /// diffs to broadcast locally.
     pub(crate) fn receive(&mut self, gossip: Gossip, now: u64) -> (Vec<Gossip>, Diffs) {
         let mut diffs = Diffs::new();
         let mut replies = Vec::new();
+        let me = self.me.clone();
         match gossip {
-            Gossip::Delta { replica, .. } | Gossip::Heartbeat { replica, .. } | Gossip::Transfer { replica, .. }
-                if replica == self.me => {}
-            Gossip::Delta { replica, from, to, joins, leaves } => {
-                let remote = self.remotes.entry(replica.clone()).or_default();
-                remote.last_heard = now;
+            Gossip::Delta { replica, vsn, from, to, joins, leaves } => {
+                let Some(remote) = self.heard(&replica, vsn, now, &mut diffs) else { return (replies, diffs) };
                 if from == remote.clock {
                     for r in &leaves {
                         if let Some(e) = remote.entries.remove(r) {
@@ -243,48 +347,56 @@ impl Replica {
                     }
                     remote.clock = to;
                 } else if from > remote.clock {
-                    replies.push(Gossip::TransferRequest { replica, from: self.me.clone() });
+                    replies.push(Gossip::TransferRequest { replica, from: me });
                 }
             }
-            Gossip::Heartbeat { replica, clock } => {
-                let remote = self.remotes.entry(replica.clone()).or_default();
-                remote.last_heard = now;
+            Gossip::Heartbeat { replica, vsn, clock } => {
+                let Some(remote) = self.heard(&replica, vsn, now, &mut diffs) else { return (replies, diffs) };
                 if clock > remote.clock {
-                    replies.push(Gossip::TransferRequest { replica, from: self.me.clone() });
+                    replies.push(Gossip::TransferRequest { replica, from: me });
                 }
             }
             Gossip::TransferRequest { replica, .. } => {
                 if replica == self.me {
-                    replies.push(self.transfer());
+                    // The state is sent at the clock of a delta: changes
+                    // still pending go first, in their own delta.
+                    replies.extend(self.flush());
+                    replies.extend(self.transfer());
                 }
             }
-            Gossip::Transfer { replica, clock, entries } => {
-                let remote = self.remotes.entry(replica).or_default();
-                remote.last_heard = now;
+            Gossip::Transfer { replica, vsn, clock, part, parts, entries } => {
+                let Some(remote) = self.heard(&replica, vsn, now, &mut diffs) else { return (replies, diffs) };
                 if clock > remote.clock {
-                    let new: HashMap<String, Entry> =
-                        entries.into_iter().map(|e| (e.phx_ref().to_owned(), e)).collect();
-                    for (r, e) in &remote.entries {
-                        if !new.contains_key(r) {
-                            add_leave(&mut diffs, e);
-                        }
+                    if let Some(whole) = collect(remote, clock, part, parts, entries) {
+                        replace(remote, clock, whole, &mut diffs);
                     }
-                    for (r, e) in &new {
-                        if !remote.entries.contains_key(r) {
-                            add_join(&mut diffs, e);
-                        }
-                    }
-                    remote.entries = new;
-                    remote.clock = clock;
                 }
             }
         }
         (replies, diffs)
     }
 
-    fn transfer(&self) -> Gossip {
-        let entries = self.local.values().map(|(_, e)| e.clone()).collect();
-        Gossip::Transfer { replica: self.me.clone(), clock: self.clock, entries }
+    /// This node's whole state, in parts.
+    fn transfer(&self) -> Vec<Gossip> {
+        let entries: Vec<Entry> = self.local.values().map(|(_, e)| e.clone()).collect();
+        let chunks: Vec<Vec<Entry>> = if entries.is_empty() {
+            vec![Vec::new()]
+        } else {
+            entries.chunks(TRANSFER_PART).map(<[Entry]>::to_vec).collect()
+        };
+        let parts = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+        chunks
+            .into_iter()
+            .zip(0..)
+            .map(|(entries, part)| Gossip::Transfer {
+                replica: self.me.clone(),
+                vsn: self.vsn,
+                clock: self.sent,
+                part,
+                parts,
+                entries,
+            })
+            .collect()
     }
 
     /// Declares down every node not heard from since `now - down_period`:
@@ -330,6 +442,41 @@ impl Replica {
     }
 }
 
+/// Adds a part of a transfer; the whole state once every part is in.
+fn collect(remote: &mut Remote, clock: u64, part: u32, parts: u32, entries: Vec<Entry>) -> Option<Vec<Entry>> {
+    let parts = parts.max(1);
+    if remote.incoming.as_ref().is_none_or(|i| i.clock != clock || i.parts != parts) {
+        remote.incoming = Some(Incoming { clock, parts, received: vec![false; parts as usize], entries: Vec::new() });
+    }
+    let incoming = remote.incoming.as_mut()?;
+    let seen = incoming.received.get_mut(part as usize)?;
+    if std::mem::replace(seen, true) {
+        return None;
+    }
+    incoming.entries.extend(entries);
+    if incoming.received.iter().all(|r| *r) {
+        return remote.incoming.take().map(|i| i.entries);
+    }
+    None
+}
+
+/// Replaces the view of a remote with its whole state at `clock`.
+fn replace(remote: &mut Remote, clock: u64, entries: Vec<Entry>, diffs: &mut Diffs) {
+    let new: HashMap<String, Entry> = entries.into_iter().map(|e| (e.phx_ref().to_owned(), e)).collect();
+    for (r, e) in &remote.entries {
+        if !new.contains_key(r) {
+            add_leave(diffs, e);
+        }
+    }
+    for (r, e) in &new {
+        if !remote.entries.contains_key(r) {
+            add_join(diffs, e);
+        }
+    }
+    remote.entries = new;
+    remote.clock = clock;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,7 +492,7 @@ mod tests {
 
     #[test]
     fn track_update_untrack_produce_phoenix_diffs() {
-        let mut r = Replica::new("a".into());
+        let mut r = Replica::new("a".into(), 1);
         let c = r.track((1, 1), "room:x", "ada", meta(json!({"online_at": "1"})), "R1".into()).unwrap();
         assert_eq!(c.diffs["room:x"].joins, vec![("ada".to_owned(), meta(json!({"online_at": "1", "phx_ref": "R1"})))]);
         assert!(r.track((1, 1), "room:x", "ada", Map::new(), "R9".into()).is_err());
@@ -366,27 +513,94 @@ mod tests {
 
     #[test]
     fn deltas_replicate_and_gaps_ask_for_a_transfer() {
-        let (mut a, mut b) = (Replica::new("a".into()), Replica::new("b".into()));
-        let c1 = a.track((1, 1), "t", "k1", Map::new(), "A1".into()).unwrap();
-        let c2 = a.track((1, 1), "t", "k2", Map::new(), "A2".into()).unwrap();
+        let (mut a, mut b) = (Replica::new("a".into(), 1), Replica::new("b".into(), 1));
+        a.track((1, 1), "t", "k1", Map::new(), "A1".into()).unwrap();
+        let d1 = a.flush().unwrap();
+        a.track((1, 1), "t", "k2", Map::new(), "A2".into()).unwrap();
+        let d2 = a.flush().unwrap();
+        assert!(a.flush().is_none(), "nothing new, no delta");
         // b misses the first delta: it asks for a transfer
-        let (replies, diffs) = b.receive(c2.gossip, 0);
+        let (replies, diffs) = b.receive(d2, 0);
         assert!(diffs.is_empty());
         assert_eq!(replies, vec![Gossip::TransferRequest { replica: "a".into(), from: "b".into() }]);
         let (transfer, _) = a.receive(replies[0].clone(), 0);
         let (_, diffs) = b.receive(transfer[0].clone(), 0);
         assert_eq!(diffs["t"].joins.len(), 2);
         // the late first delta is ignored
-        let (_, diffs) = b.receive(c1.gossip, 0);
+        let (_, diffs) = b.receive(d1, 0);
         assert!(diffs.is_empty());
         assert_eq!(a.all(), b.all());
     }
 
     #[test]
+    fn changes_are_batched_into_one_delta() {
+        let (mut a, mut b) = (Replica::new("a".into(), 1), Replica::new("b".into(), 1));
+        for i in 0..100 {
+            a.track((1, i), "t", &format!("k{i}"), Map::new(), format!("A{i}")).unwrap();
+        }
+        // joined and left before the delta went out: never crosses
+        a.untrack((1, 7), "t", "k7").unwrap();
+        a.track((1, 200), "t", "late", Map::new(), "L".into()).unwrap();
+        a.update((1, 200), "t", "late", Map::new(), "L2".into()).unwrap();
+        // a heartbeat before the delta shows no gap
+        let (replies, _) = b.receive(a.heartbeat(), 0);
+        assert!(replies.is_empty());
+        let delta = a.flush().unwrap();
+        let Gossip::Delta { joins, leaves, .. } = &delta else { unreachable!() };
+        assert_eq!((joins.len(), leaves.len()), (100, 0));
+        let (replies, diffs) = b.receive(delta, 0);
+        assert!(replies.is_empty());
+        assert_eq!(diffs["t"].joins.len(), 100);
+        assert_eq!(a.all(), b.all());
+        assert!(b.receive(a.heartbeat(), 0).0.is_empty(), "caught up");
+    }
+
+    #[test]
+    fn large_states_transfer_in_parts() {
+        let (mut a, mut b) = (Replica::new("a".into(), 1), Replica::new("b".into(), 1));
+        let n = TRANSFER_PART * 2 + 10;
+        for i in 0..n {
+            a.track((1, i as u64), "t", &format!("k{i}"), Map::new(), format!("A{i}")).unwrap();
+        }
+        a.flush();
+        let (request, _) = b.receive(a.heartbeat(), 0);
+        let (parts, _) = a.receive(request[0].clone(), 0);
+        assert_eq!(parts.len(), 3);
+        // out of order, one duplicated: applied once, when whole
+        let mut joined = 0;
+        for part in [&parts[2], &parts[0], &parts[0], &parts[1]] {
+            let (_, diffs) = b.receive(part.clone(), 0);
+            joined += diffs.get("t").map_or(0, |d| d.joins.len());
+        }
+        assert_eq!(joined, n);
+        assert_eq!(a.all(), b.all());
+    }
+
+    #[test]
+    fn a_node_restarted_under_its_name_replaces_its_previous_life() {
+        let (mut old, mut b) = (Replica::new("a".into(), 1), Replica::new("b".into(), 1));
+        old.track((1, 1), "t", "ghost", Map::new(), "G".into()).unwrap();
+        let stale = old.flush().unwrap();
+        b.receive(stale.clone(), 0);
+        assert_eq!(b.list("t").len(), 1);
+        // "a" crashes and comes back: its first heartbeat ends the old life
+        let mut new = Replica::new("a".into(), 2);
+        let (replies, diffs) = b.receive(new.heartbeat(), 10);
+        assert_eq!(diffs["t"].leaves.len(), 1, "the ghost leaves at once");
+        assert!(replies.is_empty(), "the new life has nothing yet");
+        assert!(b.list("t").is_empty());
+        // gossip of the old life still in flight is ignored
+        assert!(b.receive(stale, 20).1.is_empty());
+        new.track((2, 1), "t", "fresh", Map::new(), "F".into()).unwrap();
+        b.receive(new.flush().unwrap(), 30);
+        assert_eq!(b.list("t").keys().collect::<Vec<_>>(), vec!["fresh"]);
+    }
+
+    #[test]
     fn silent_nodes_are_declared_down_and_their_presences_leave() {
-        let (mut a, mut b) = (Replica::new("a".into()), Replica::new("b".into()));
-        let c = a.track((1, 1), "t", "k", Map::new(), "A1".into()).unwrap();
-        b.receive(c.gossip, 1_000);
+        let (mut a, mut b) = (Replica::new("a".into(), 1), Replica::new("b".into(), 1));
+        a.track((1, 1), "t", "k", Map::new(), "A1".into()).unwrap();
+        b.receive(a.flush().unwrap(), 1_000);
         assert!(b.reap(20_000, 30_000).is_empty());
         let diffs = b.reap(31_000, 30_000);
         assert_eq!(diffs["t"].leaves.len(), 1);
@@ -400,6 +614,8 @@ mod tests {
         Untrack { node: usize, channel: u64, topic: u8, key: u8 },
         Leave { node: usize, channel: u64 },
         Crash { node: usize },
+        Restart { node: usize },
+        Flush { node: usize },
         Heartbeat { node: usize },
         Deliver { message: usize, to: usize },
         Duplicate { message: usize },
@@ -413,6 +629,8 @@ mod tests {
             2 => (n.clone(), 0..3u64, 0..2u8, 0..3u8).prop_map(|(node, channel, topic, key)| Op::Untrack { node, channel, topic, key }),
             1 => (n.clone(), 0..3u64).prop_map(|(node, channel)| Op::Leave { node, channel }),
             1 => n.clone().prop_map(|node| Op::Crash { node }),
+            1 => n.clone().prop_map(|node| Op::Restart { node }),
+            3 => n.clone().prop_map(|node| Op::Flush { node }),
             2 => n.clone().prop_map(|node| Op::Heartbeat { node }),
             8 => (any::<usize>(), n.clone()).prop_map(|(message, to)| Op::Deliver { message, to }),
             1 => any::<usize>().prop_map(|message| Op::Duplicate { message }),
@@ -433,7 +651,7 @@ mod tests {
 
     impl Net {
         fn new(n: usize) -> Self {
-            let nodes = (0..n).map(|i| Replica::new(format!("n{i}"))).collect();
+            let nodes = (0..n).map(|i| Replica::new(format!("n{i}"), 1)).collect();
             Net { nodes, alive: vec![true; n], pool: Vec::new(), now: 0, refs: 0 }
         }
 
@@ -469,21 +687,25 @@ mod tests {
                 Op::Track { node, channel, topic, key } if self.alive[node] => {
                     self.refs += 1;
                     let r = format!("ref{}", self.refs);
-                    if let Ok(c) =
-                        self.nodes[node].track((channel, 0), &format!("t{topic}"), &format!("k{key}"), Map::new(), r)
-                    {
-                        self.gossip(node, c.gossip);
-                    }
+                    let _ =
+                        self.nodes[node].track((channel, 0), &format!("t{topic}"), &format!("k{key}"), Map::new(), r);
                 }
                 Op::Untrack { node, channel, topic, key } if self.alive[node] => {
-                    if let Some(c) = self.nodes[node].untrack((channel, 0), &format!("t{topic}"), &format!("k{key}")) {
-                        self.gossip(node, c.gossip);
-                    }
+                    self.nodes[node].untrack((channel, 0), &format!("t{topic}"), &format!("k{key}"));
                 }
                 Op::Leave { node, channel } if self.alive[node] => {
-                    if let Some(c) = self.nodes[node].untrack_owner((channel, 0)) {
-                        self.gossip(node, c.gossip);
+                    self.nodes[node].untrack_owner((channel, 0));
+                }
+                Op::Flush { node } if self.alive[node] => {
+                    if let Some(delta) = self.nodes[node].flush() {
+                        self.gossip(node, delta);
                     }
+                }
+                // a crashed node comes back under its name, empty, as a new life
+                Op::Restart { node } if !self.alive[node] => {
+                    let vsn = self.nodes[node].vsn + 1;
+                    self.nodes[node] = Replica::new(format!("n{node}"), vsn);
+                    self.alive[node] = true;
                 }
                 // keep at least one node alive
                 Op::Crash { node } if self.alive.iter().filter(|a| **a).count() > 1 => self.alive[node] = false,
@@ -511,6 +733,9 @@ mod tests {
             for _round in 0..4 {
                 for i in 0..self.nodes.len() {
                     if self.alive[i] {
+                        if let Some(delta) = self.nodes[i].flush() {
+                            self.gossip(i, delta);
+                        }
                         let hb = self.nodes[i].heartbeat();
                         self.gossip(i, hb);
                     }
