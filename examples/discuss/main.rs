@@ -8,14 +8,24 @@
 //! cargo run --release --example discuss -- --port 4100 --host 127.0.0.1
 //! ```
 //!
-//! With `REDIS_URL` (e.g. `redis://127.0.0.1:6379`) it shares broadcasts and
-//! presence with every other node using the same Redis; without it, the
-//! in-process PubSub serves one node. `PRESENCE_DOWN_PERIOD_MS` sets how long
-//! a silent node's presences survive (default 30 s, as in Phoenix).
+//! Several nodes share broadcasts and presence through the broker named in
+//! the environment (one of them; without any, the in-process PubSub serves
+//! one node):
+//!
+//! ```text
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example discuss
+//! REDIS_CLUSTER_URLS=redis://127.0.0.1:7000,redis://127.0.0.1:7001 cargo run --release --example discuss
+//! NATS_URL=nats://127.0.0.1:4222 cargo run --release --example discuss
+//! ```
+//!
+//! `NODE_NAME` names the node among the others (a node restarted under the
+//! same name replaces its previous life at once); `PRESENCE_DOWN_PERIOD_MS`
+//! sets how long a silent node's presences survive (default 3 s).
 //!
 //! `POST /api/disconnect?id=SOCKET_ID` (every connection with that socket id
-//! is closed) needs `Authorization: Bearer $DISCUSS_ADMIN_TOKEN`; without
-//! `DISCUSS_ADMIN_TOKEN` in the environment the route is closed (403).
+//! is closed) and `GET /api/stats` (the broker's counters) need
+//! `Authorization: Bearer $DISCUSS_ADMIN_TOKEN`; without
+//! `DISCUSS_ADMIN_TOKEN` in the environment those routes are closed (403).
 //!
 //! `GET /` is a demo page (`examples/web`) that uses the socket through the
 //! official phoenix.js client from npm, which the example serves itself so the
@@ -53,17 +63,32 @@ struct DisconnectQuery {
 /// outside any channel. The app's own route, beside the sockets, reading the
 /// same state they do.
 async fn disconnect(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Query<DisconnectQuery>) -> StatusCode {
-    match app.admin(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
-        Admin::Allowed => {}
-        Admin::Closed => {
-            tracing::warn!("POST /api/disconnect refused: set DISCUSS_ADMIN_TOKEN to enable it");
-            return StatusCode::FORBIDDEN;
-        }
-        Admin::Refused => return StatusCode::UNAUTHORIZED,
+    if let Err(status) = admin(&app, &headers, "POST /api/disconnect") {
+        return status;
     }
     match app.pubsub.broadcast(&q.id, "disconnect", json!({})) {
         Ok(()) => StatusCode::NO_CONTENT,
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// `GET /api/stats` with the admin token: this node's broker counters
+/// (`null` on a single node), for the multi-node tests and benchmarks.
+async fn stats(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Err(status) = admin(&app, &headers, "GET /api/stats") {
+        return status.into_response();
+    }
+    axum::Json(json!({"broker": app.pubsub.broker_stats()})).into_response()
+}
+
+fn admin(app: &App, headers: &HeaderMap, route: &str) -> Result<(), StatusCode> {
+    match app.admin(headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok())) {
+        Admin::Allowed => Ok(()),
+        Admin::Closed => {
+            tracing::warn!("{route} refused: set DISCUSS_ADMIN_TOKEN to enable it");
+            Err(StatusCode::FORBIDDEN)
+        }
+        Admin::Refused => Err(StatusCode::UNAUTHORIZED),
     }
 }
 
@@ -148,22 +173,29 @@ fn web_routes() -> Router<Arc<App>> {
         .route("/assets/phoenix.mjs", get(|| async { web_file(&phoenix_mjs(), "text/javascript; charset=utf-8") }))
 }
 
-/// The in-process PubSub, or Redis when `REDIS_URL` is set.
+/// The in-process PubSub, or the broker the environment names.
 fn pubsub() -> anyhow::Result<PubSub> {
-    let mut presence = PresenceOptions::default();
-    if let Ok(ms) = std::env::var("PRESENCE_DOWN_PERIOD_MS") {
+    let mut presence = PresenceOptions { node_name: env("NODE_NAME"), ..PresenceOptions::default() };
+    if let Some(ms) = env("PRESENCE_DOWN_PERIOD_MS") {
         presence.down_period = Duration::from_millis(ms.parse()?);
         presence.heartbeat_interval = presence.heartbeat_interval.min(presence.down_period / 4);
     }
-    let pubsub = match std::env::var("REDIS_URL") {
-        Ok(url) if !url.is_empty() => {
+    let engines = [env("REDIS_URL"), env("REDIS_CLUSTER_URLS"), env("NATS_URL")];
+    let pubsub = match engines {
+        [None, None, None] => PubSub::local(),
+        [Some(url), None, None] => {
             tracing::info!(url, "sharing broadcasts and presence through Redis");
             PubSub::with_adapter(Redis::new(&url)?)
         }
-        _ => PubSub::local(),
+        _ => anyhow::bail!("set one of REDIS_URL, REDIS_CLUSTER_URLS and NATS_URL, not several"),
     };
     Presence::start(&pubsub, presence);
     Ok(pubsub)
+}
+
+/// A variable of the environment, unless unset or empty.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 struct Args {
@@ -205,12 +237,12 @@ async fn main() -> anyhow::Result<()> {
     tracing::debug!(fd_limit, "open-file limit");
 
     let options = SocketOptions { longpoll: true, ..SocketOptions::default() };
-    let admin_token = std::env::var("DISCUSS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+    let admin_token = env("DISCUSS_ADMIN_TOKEN");
     let pubsub = pubsub()?;
     let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))
         .with_pubsub(pubsub)
         .socket_with("/socket", UserSocket, options)
-        .merge(Router::new().route("/api/disconnect", post(disconnect)))
+        .merge(Router::new().route("/api/disconnect", post(disconnect)).route("/api/stats", get(stats)))
         .merge(web_routes());
     install_phoenix_js();
 
