@@ -37,6 +37,10 @@ pub use self::broker::Routing;
 mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::Redis;
+#[cfg(feature = "redis")]
+mod redis_cluster;
+#[cfg(feature = "redis")]
+pub use self::redis_cluster::RedisCluster;
 
 use crate::outbox::{ConnId, Outbox};
 use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};
