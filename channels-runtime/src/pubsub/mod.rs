@@ -37,6 +37,10 @@ pub use self::broker::Routing;
 mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::Redis;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub use self::nats::Nats;
 
 use crate::outbox::{ConnId, Outbox};
 use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};
