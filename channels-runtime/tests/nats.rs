@@ -151,6 +151,8 @@ async fn an_account_allowed_only_its_namespace_is_enough() {
     )
     .unwrap();
     let nats = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    // read at startup: no longer needed
+    let _ = std::fs::remove_file(&config);
     let url = format!("nats://app:secret@127.0.0.1:{}", nats.port);
     let make: Make = Arc::new(move || PubSub::with_adapter(Nats::new(&url).unwrap().namespace("t9")));
     multinode::broadcasts_cross_nodes_once(make).await;
@@ -206,6 +208,8 @@ async fn a_broadcast_over_max_payload_is_dropped_not_fatal() {
     let config = std::env::temp_dir().join(format!("nats-max-payload-{}.conf", std::process::id()));
     std::fs::write(&config, "max_payload: 4096\n").unwrap();
     let nats = NatsServer::start_with(&["-c", config.to_str().unwrap()]);
+    // read at startup: no longer needed
+    let _ = std::fs::remove_file(&config);
     let make = nats.make("t7", Routing::Topic);
     let (a, b) = (node(&make).await, node(&make).await);
     connected(&a, &b).await;
