@@ -318,6 +318,10 @@ impl Interest {
     fn subscriptions(&self) -> usize {
         self.state.lock().subscribed.len()
     }
+
+    fn is_up(&self) -> bool {
+        self.state.lock().up
+    }
 }
 
 // ---------------------------------------------------------------- outages
@@ -458,6 +462,11 @@ impl Broker {
     /// [`Adapter::ready`](super::Adapter::ready).
     pub(crate) fn ready(&self, topic: &str) -> Option<Ready> {
         self.interest.ready(self.names.channel(topic))
+    }
+
+    /// [`Adapter::is_receiving`](super::Adapter::is_receiving).
+    pub(crate) fn is_receiving(&self) -> bool {
+        self.interest.is_up()
     }
 
     /// [`Adapter::stats`](super::Adapter::stats).

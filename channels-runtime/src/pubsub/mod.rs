@@ -154,6 +154,13 @@ pub trait Adapter: Send + Sync + 'static {
     fn stats(&self) -> Option<BrokerStats> {
         None
     }
+
+    /// Whether broadcasts from other nodes reach this node right now (its
+    /// subscription to the broker is up). While they do not, presence does
+    /// not take the other nodes' silence for their death.
+    fn is_receiving(&self) -> bool {
+        true
+    }
 }
 
 /// A future that resolves once a topic's broadcasts from other nodes reach
@@ -531,6 +538,12 @@ impl PubSub {
     /// The broker adapter's counters, if it keeps any.
     pub fn broker_stats(&self) -> Option<BrokerStats> {
         self.inner.adapter.stats()
+    }
+
+    /// Whether broadcasts from other nodes reach this node right now
+    /// ([`Adapter::is_receiving`]).
+    pub fn is_receiving(&self) -> bool {
+        self.inner.adapter.is_receiving()
     }
 
     /// Holds this node's interest in `topic` and waits (at most

@@ -178,6 +178,10 @@ impl Adapter for Nats {
     fn stats(&self) -> Option<BrokerStats> {
         Some(self.broker.stats())
     }
+
+    fn is_receiving(&self) -> bool {
+        self.broker.is_receiving()
+    }
 }
 
 // ---------------------------------------------------------------- subjects

@@ -117,6 +117,10 @@ impl Adapter for Redis {
     fn stats(&self) -> Option<BrokerStats> {
         Some(self.broker.stats())
     }
+
+    fn is_receiving(&self) -> bool {
+        self.broker.is_receiving()
+    }
 }
 
 struct Publisher(redis::Client);

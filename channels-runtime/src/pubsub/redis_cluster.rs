@@ -144,6 +144,10 @@ impl Adapter for RedisCluster {
     fn stats(&self) -> Option<BrokerStats> {
         Some(self.broker.stats())
     }
+
+    fn is_receiving(&self) -> bool {
+        self.broker.is_receiving()
+    }
 }
 
 fn builder(seeds: &[ConnectionInfo]) -> ClusterClientBuilder {
