@@ -14,7 +14,8 @@
 //
 // Processes (brokers and the tests' own, via spawnReady) are tracked here:
 // killAll() kills whatever is still running, and so does the exit of the
-// test process, so a failing test leaves nothing behind.
+// test process (SIGINT and SIGTERM included), so a failing or interrupted
+// run leaves nothing behind.
 import { spawn, execFile, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, createWriteStream, mkdirSync } from "node:fs";
 import { createServer } from "node:net";
@@ -35,7 +36,7 @@ const live = new Set();
 // Each run starts afresh (the names hold ports, so runs would pile up).
 rmSync(LOG_DIR, { recursive: true, force: true });
 
-process.on("exit", () => {
+function killLiveNow() {
   for (const proc of live) {
     try {
       proc.kill("SIGKILL");
@@ -43,7 +44,15 @@ process.on("exit", () => {
       /* gone */
     }
   }
-});
+}
+process.on("exit", killLiveNow);
+// A run interrupted (Ctrl-C, a CI timeout) does not reach "exit" by itself.
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]]) {
+  process.once(signal, () => {
+    killLiveNow();
+    process.exit(code);
+  });
+}
 
 /** Throws with an install hint unless `bin --version` runs. */
 export function requireBinary(bin, hint) {
