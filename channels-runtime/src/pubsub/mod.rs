@@ -37,6 +37,14 @@ pub use self::broker::Routing;
 mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::Redis;
+#[cfg(feature = "redis")]
+mod redis_cluster;
+#[cfg(feature = "redis")]
+pub use self::redis_cluster::RedisCluster;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub use self::nats::Nats;
 
 use crate::outbox::{ConnId, Outbox};
 use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};

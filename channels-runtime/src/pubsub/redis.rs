@@ -129,12 +129,13 @@ impl Publish for Publisher {
         self.0.get_multiplexed_async_connection().await
     }
 
-    async fn send(&self, conn: &mut Self::Conn, batch: &[Outbound]) -> Result<(), Self::Error> {
+    async fn send(&self, conn: &mut Self::Conn, batch: &[Outbound]) -> Result<usize, Self::Error> {
         let mut pipe = redis::pipe();
         for outbound in batch {
             pipe.cmd("PUBLISH").arg(&*outbound.channel).arg(&outbound.bytes[..]).ignore();
         }
-        pipe.query_async::<()>(conn).await
+        // Redis takes all of a batch or fails it whole.
+        pipe.query_async::<()>(conn).await.map(|()| 0)
     }
 }
 

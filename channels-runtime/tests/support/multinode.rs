@@ -59,13 +59,18 @@ pub async fn until(what: &str, within: Duration, mut ready: impl FnMut() -> bool
 
 /// Both nodes' subscriptions are up once a broadcast crosses from `a` to `b`.
 pub async fn connected(a: &Node, b: &Node) {
-    let probe = format!("echo:probe-{}", rand_suffix());
+    connected_through(a, b, &format!("echo:probe-{}", rand_suffix())).await;
+}
+
+/// [`connected`] through a given probe topic (one no client has joined),
+/// for brokers where a topic's place matters (a cluster's shards).
+pub async fn connected_through(a: &Node, b: &Node, probe: &str) {
     let mut on_b = b.server.v2().await;
-    on_b.join("1", &probe).await;
+    on_b.join("1", probe).await;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         // Busy or away: try again.
-        let _ = a.server.endpoint.broadcast(&probe, "probe", json!({}));
+        let _ = a.server.endpoint.broadcast(probe, "probe", json!({}));
         if on_b.recv_within(Duration::from_millis(100)).await.is_some() {
             return;
         }
