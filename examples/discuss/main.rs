@@ -237,7 +237,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,phx_channels_runtime=info".into()),
+                .unwrap_or_else(|_| "info,phx_channels_runtime=info,async_nats=warn".into()),
         )
         .init();
     let args = args().map_err(anyhow::Error::msg)?;
