@@ -146,7 +146,6 @@ for (const engine of ENGINES) {
           ...broker.env,
           ...env,
           DISCUSS_ADMIN_TOKEN: ADMIN_TOKEN,
-          RUST_LOG: process.env.RUST_LOG || "info",
           NO_COLOR: "1",
         },
         ready: `listening on http://127.0.0.1:${port}`,
