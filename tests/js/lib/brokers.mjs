@@ -32,6 +32,8 @@ export const LOG_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.url))
 // ------------------------------------------------------------------ processes
 
 const live = new Set();
+/** The brokers' folders not removed yet. */
+const dirs = new Set();
 
 // Each run starts afresh (the names hold ports, so runs would pile up).
 rmSync(LOG_DIR, { recursive: true, force: true });
@@ -45,7 +47,10 @@ function killLiveNow() {
     }
   }
 }
-process.on("exit", killLiveNow);
+process.on("exit", () => {
+  killLiveNow();
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
 // A run interrupted (Ctrl-C, a CI timeout) does not reach "exit" by itself.
 for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]]) {
   process.once(signal, () => {
@@ -272,11 +277,13 @@ export async function startBroker(engine) {
   const starter = STARTERS[engine];
   if (!starter) throw new Error(`unknown broker engine ${engine} (known: ${ENGINES.join(", ")})`);
   const dir = mkdtempSync(path.join(tmpdir(), `multinode-${engine}-`));
+  dirs.add(dir);
   let broker;
   try {
     broker = await starter(dir, engine);
   } catch (e) {
     rmSync(dir, { recursive: true, force: true });
+    dirs.delete(dir);
     throw e;
   }
   return {
@@ -286,6 +293,7 @@ export async function startBroker(engine) {
     async stop() {
       await broker.stop();
       rmSync(dir, { recursive: true, force: true });
+      dirs.delete(dir);
     },
   };
 }
