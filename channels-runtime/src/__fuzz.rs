@@ -214,3 +214,31 @@ pub async fn write(frames: &[Send], flush_every: usize) -> io::Result<Vec<u8>> {
     writer.flush().await?;
     Ok(out)
 }
+
+/// Decodes bytes as a broadcast envelope from another node (what anyone
+/// who can publish on the broker sends): never panics, and what decodes
+/// encodes back into an envelope that decodes to the same broadcast.
+pub fn broker_envelope(data: &[u8]) {
+    use crate::pubsub::envelope::{decode, encode};
+    let me = [0u8; 16];
+    if let Ok(Some(message)) = decode(data, &me) {
+        let mut sender = [0u8; 16];
+        sender.copy_from_slice(&data[1..17]);
+        let again = encode(&sender, &message);
+        assert_eq!(decode(&again, &me), Ok(Some(message)));
+        assert_eq!(decode(&again, &sender), Ok(None), "a node's own envelope is never handed back");
+    }
+}
+
+/// Feeds bytes, as presence gossip from another node, to a replica twice
+/// (gossip may be duplicated), then reaps: never panics, and allocates
+/// nothing in proportion to a number the sender chose.
+pub fn presence_gossip(data: &[u8]) {
+    use crate::presence::replica::{Gossip, Replica};
+    let Ok(gossip) = serde_json::from_slice::<Gossip>(data) else { return };
+    let mut replica = Replica::new("fuzz".to_owned(), 1);
+    let _ = replica.receive(gossip.clone(), 0);
+    let _ = replica.receive(gossip, 1);
+    let _ = replica.heartbeat();
+    let _ = replica.reap(10_000, 3_000);
+}

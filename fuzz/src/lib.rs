@@ -40,7 +40,19 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("payload_decode", payload_decode),
     ("longpoll_body", longpoll_body),
     ("ws_frames", ws_frames),
+    ("broker_envelope", broker_envelope),
+    ("presence_gossip", presence_gossip),
 ];
+
+/// A broadcast envelope from another node, as the broker hands it over.
+pub fn broker_envelope(data: &[u8]) {
+    phx_channels_runtime::__fuzz::broker_envelope(data);
+}
+
+/// Presence gossip from another node.
+pub fn presence_gossip(data: &[u8]) {
+    phx_channels_runtime::__fuzz::presence_gossip(data);
+}
 
 fn text(frame: &Frame) -> &str {
     frame.as_text().expect("a JSON payload encodes to a text frame")

@@ -48,6 +48,11 @@ pub(crate) const TRANSFER_PART: usize = 1000;
 /// ends, for the same reason.
 pub(crate) const DELTA_MAX: usize = 1000;
 
+/// Parts of one transfer, at most (a hundred million presences): a
+/// transfer announcing more is not from a node of ours, and is ignored
+/// before anything is allocated for it.
+const MAX_PARTS: u32 = 100_000;
+
 /// Who tracked an entry on this node: a connection and its channel
 /// instance, so the entry leaves when that channel ends.
 pub(crate) type Owner = (u64, u64);
@@ -454,6 +459,9 @@ impl Replica {
 /// Adds a part of a transfer; the whole state once every part is in.
 fn collect(remote: &mut Remote, clock: u64, part: u32, parts: u32, entries: Vec<Entry>) -> Option<Vec<Entry>> {
     let parts = parts.max(1);
+    if parts > MAX_PARTS || part >= parts {
+        return None;
+    }
     if remote.incoming.as_ref().is_none_or(|i| i.clock != clock || i.parts != parts) {
         remote.incoming = Some(Incoming { clock, parts, received: vec![false; parts as usize], entries: Vec::new() });
     }
@@ -583,6 +591,18 @@ mod tests {
         }
         assert_eq!(joined, n);
         assert_eq!(a.all(), b.all());
+    }
+
+    #[test]
+    fn a_transfer_announcing_absurd_parts_is_ignored() {
+        let mut b = Replica::new("b".into(), 1);
+        for (part, parts) in [(0, u32::MAX), (5, 2)] {
+            let entries = vec![Entry { topic: "t".into(), key: "k".into(), meta: Map::new() }];
+            let transfer = Gossip::Transfer { replica: "a".into(), vsn: 1, clock: 1, part, parts, entries };
+            let (_, diffs) = b.receive(transfer, 0);
+            assert!(diffs.is_empty());
+        }
+        assert!(b.remotes["a"].incoming.is_none(), "nothing allocated for it");
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! What every broker adapter shares (Redis, Redis Cluster, NATS), so each
 //! engine only says how to talk to its broker:
 //!
-//! - the **envelope** a broadcast crosses in (binary, versioned, naming the
-//!   sending node so nobody is handed its own broadcast back);
+//! - the **envelope** a broadcast crosses in ([`envelope`](super::envelope));
 //! - **names**: how topics map to broker channels ([`Routing`]);
 //! - **interest**: which broker channels this node needs right now, kept
 //!   as counts and reconciled against what the broker has confirmed, so a
@@ -26,13 +25,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
+use super::envelope::{decode, encode, node_id, NodeId};
 use super::{BroadcastMessage, BrokerStats, Interest as Change, PubSub, PublishError, Ready, WeakPubSub};
-use crate::protocol::Payload;
 
 /// How topics map to broker channels (Redis channels, NATS subjects).
 ///
@@ -95,100 +94,6 @@ fn shard_of(topic: &str, shards: u16) -> u16 {
     #[allow(clippy::cast_possible_truncation)]
     let shard = (hash % u64::from(shards.max(1))) as u16;
     shard
-}
-
-// ---------------------------------------------------------------- envelope
-
-const ENVELOPE_V1: u8 = 1;
-const JSON: u8 = 0;
-const BINARY: u8 = 1;
-
-/// A node's id on the broker: random at every start.
-pub(crate) type NodeId = [u8; 16];
-
-fn node_id() -> NodeId {
-    let mut id = [0u8; 16];
-    if getrandom::fill(&mut id).is_err() {
-        // No OS randomness: the pid and the time still tell nodes apart.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-        id[..4].copy_from_slice(&std::process::id().to_le_bytes());
-        id[4..].copy_from_slice(&nanos.to_le_bytes()[..12]);
-    }
-    id
-}
-
-/// `[1][node: 16][kind: 1][topic len: u32 LE][topic][event len: u32 LE][event][payload]`:
-/// no escaping, and a binary payload crosses as it is.
-pub(crate) fn encode(node: &NodeId, message: &BroadcastMessage) -> Bytes {
-    let (kind, payload): (u8, &[u8]) = match &message.payload {
-        Payload::Json(raw) => (JSON, raw.get().as_bytes()),
-        Payload::Binary(bytes) => (BINARY, bytes),
-    };
-    let (topic, event) = (message.topic.as_bytes(), message.event.as_bytes());
-    let mut out = BytesMut::with_capacity(26 + topic.len() + event.len() + payload.len());
-    out.put_u8(ENVELOPE_V1);
-    out.put_slice(node);
-    out.put_u8(kind);
-    put_field(&mut out, topic);
-    put_field(&mut out, event);
-    out.put_slice(payload);
-    out.freeze()
-}
-
-fn put_field(out: &mut BytesMut, field: &[u8]) {
-    // Topics and events are far below 4 GiB (frames are bounded long before).
-    #[allow(clippy::cast_possible_truncation)]
-    out.put_u32_le(field.len() as u32);
-    out.put_slice(field);
-}
-
-/// Why a message on a broker channel was not a broadcast.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum EnvelopeError {
-    #[error("unknown envelope version {0}")]
-    Version(u8),
-    #[error("truncated envelope")]
-    Truncated,
-    #[error("topic or event is not UTF-8")]
-    NotUtf8,
-    #[error("unknown payload kind {0}")]
-    Kind(u8),
-    #[error("JSON payload is not valid JSON: {0}")]
-    Json(String),
-}
-
-/// Decodes an envelope; `None` for this node's own broadcasts.
-pub(crate) fn decode(bytes: &[u8], me: &NodeId) -> Result<Option<BroadcastMessage>, EnvelopeError> {
-    let (&version, rest) = bytes.split_first().ok_or(EnvelopeError::Truncated)?;
-    if version != ENVELOPE_V1 {
-        return Err(EnvelopeError::Version(version));
-    }
-    let (node, rest) = rest.split_at_checked(16).ok_or(EnvelopeError::Truncated)?;
-    if node == me {
-        return Ok(None);
-    }
-    let (&kind, rest) = rest.split_first().ok_or(EnvelopeError::Truncated)?;
-    let (topic, rest) = field(rest)?;
-    let (event, payload) = field(rest)?;
-    let payload = match kind {
-        JSON => {
-            let text = std::str::from_utf8(payload).map_err(|_| EnvelopeError::NotUtf8)?;
-            // Checked: whatever is on the broker reaches clients as JSON.
-            let raw: Box<serde_json::value::RawValue> =
-                serde_json::from_str(text).map_err(|e| EnvelopeError::Json(e.to_string()))?;
-            Payload::Json(raw)
-        }
-        BINARY => Payload::Binary(Bytes::copy_from_slice(payload)),
-        other => return Err(EnvelopeError::Kind(other)),
-    };
-    Ok(Some(BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload }))
-}
-
-fn field(bytes: &[u8]) -> Result<(&str, &[u8]), EnvelopeError> {
-    let (len, rest) = bytes.split_at_checked(4).ok_or(EnvelopeError::Truncated)?;
-    let len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    let (text, rest) = rest.split_at_checked(len).ok_or(EnvelopeError::Truncated)?;
-    Ok((std::str::from_utf8(text).map_err(|_| EnvelopeError::NotUtf8)?, rest))
 }
 
 // ---------------------------------------------------------------- interest
@@ -693,28 +598,6 @@ async fn subscriber<S: Subscribe>(broker: Arc<Broker>, engine: S, local: WeakPub
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn envelopes_round_trip_and_skip_our_own() {
-        let (me, other) = ([1u8; 16], [2u8; 16]);
-        for payload in [Payload::from(json!({"a": [1, "b"]})), Payload::Binary(vec![0, 255, 7].into())] {
-            let message = BroadcastMessage { topic: "t:ü".into(), event: "e".into(), payload };
-            let bytes = encode(&me, &message);
-            assert_eq!(decode(&bytes, &other).unwrap(), Some(message));
-            assert_eq!(decode(&bytes, &me).unwrap(), None);
-            for cut in 0..bytes.len().min(30) {
-                assert!(decode(&bytes[..cut], &other).is_err() || cut >= 26, "cut at {cut}");
-            }
-        }
-        assert_eq!(decode(b"", &me), Err(EnvelopeError::Truncated));
-        assert_eq!(decode(b"{\"json\":1}", &me), Err(EnvelopeError::Version(b'{')));
-        let mut bad =
-            encode(&other, &BroadcastMessage { topic: "t".into(), event: "e".into(), payload: json!(1).into() })
-                .to_vec();
-        *bad.last_mut().unwrap() = b'x';
-        assert!(matches!(decode(&bad, &me), Err(EnvelopeError::Json(_))));
-    }
 
     #[test]
     fn shards_are_stable_and_in_range() {

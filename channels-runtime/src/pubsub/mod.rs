@@ -31,6 +31,7 @@ use parking_lot::{Mutex, RwLock};
 
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod broker;
+pub(crate) mod envelope;
 #[cfg(any(feature = "redis", feature = "nats"))]
 pub use self::broker::Routing;
 #[cfg(feature = "redis")]
