@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use multinode::{connected, node, until, Make};
 use phx_channels_runtime::presence::Presence;
-use phx_channels_runtime::pubsub::{PubSub, Redis, Routing};
+use phx_channels_runtime::pubsub::{BroadcastError, PubSub, Redis, Routing};
 use serde_json::json;
 
 struct RedisServer {
@@ -158,4 +158,48 @@ async fn presences_outlive_a_broker_outage_longer_than_the_down_period() {
     let _redis = RedisServer::start_on(port);
     connected(&a, &b).await;
     assert!(listed());
+}
+
+/// Redis paused (a slow disk, a fork, a debugger) but not gone: broadcasts
+/// are pushed back while the queue is full, and nothing acknowledged is
+/// lost once it answers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_redis_pushes_back_and_loses_nothing() {
+    let redis = RedisServer::start();
+    let make = redis.make("t8", Routing::Topic);
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let mut listener = b.server.v2().await;
+    listener.join("1", "echo:stall").await;
+    let pid = redis.child.id().to_string();
+    let signal = |sig: &str| {
+        let status = Command::new("kill").args([sig, &pid]).status().expect("kill runs");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    const N: u64 = 30_000;
+    let (mut i, mut refused) = (0, 0u64);
+    let mut paused_at = None;
+    while i < N {
+        if i == 1_000 && paused_at.is_none() {
+            signal("-STOP");
+            paused_at = Some(Instant::now());
+        }
+        if paused_at.is_some_and(|at| at.elapsed() > Duration::from_secs(2)) {
+            signal("-CONT");
+            paused_at = Some(Instant::now() + Duration::from_secs(3600));
+        }
+        match a.server.endpoint.broadcast("echo:stall", "n", json!({"i": i})) {
+            Ok(()) => i += 1,
+            Err(BroadcastError::BrokerBusy) => {
+                refused += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    for i in 0..N {
+        assert_eq!(listener.json().await[4]["i"], i, "broadcast {i} ({refused} pushed back)");
+    }
+    assert!(refused > 0, "the full queue pushed back while Redis was paused");
+    assert_eq!(a.stats().dropped, 0);
 }

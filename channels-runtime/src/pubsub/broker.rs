@@ -9,7 +9,9 @@
 //!   wait for its topic's subscription;
 //! - the bounded **publish queue**, drained in batches (one round trip per
 //!   batch, not per broadcast), which pushes back ([`PublishError::Busy`])
-//!   instead of dropping what it acknowledged;
+//!   instead of dropping what it acknowledged, and keeps what it holds
+//!   through a short outage ([`RETAIN`]); a broker that stalls but answers
+//!   within [`STALL`] is slow, not away;
 //! - **outages**: what could not reach other nodes while the broker was
 //!   away is counted, and logged once when the outage starts and once when
 //!   it ends, never once per message.
@@ -268,6 +270,11 @@ impl Outage {
     fn is_on(&self) -> bool {
         self.since.lock().is_some()
     }
+
+    /// How long the current outage has lasted, if one is going on.
+    fn lasted(&self) -> Option<Duration> {
+        self.since.lock().map(|since| since.elapsed())
+    }
 }
 
 // ---------------------------------------------------------------- shared
@@ -278,6 +285,15 @@ pub(crate) const QUEUE: usize = 16_384;
 
 /// Publishes sent to the broker in one round trip, at most.
 pub(crate) const BATCH: usize = 1024;
+
+/// How long broadcasts queued when the broker went away wait for it to
+/// come back, before they are dropped (and counted).
+pub(crate) const RETAIN: Duration = Duration::from_secs(10);
+
+/// How long a broker may take to answer before it counts as away: a broker
+/// that stalls (a slow disk, a pause) but answers within this is up, and
+/// broadcasts are pushed back meanwhile rather than dropped.
+pub(crate) const STALL: Duration = Duration::from_secs(5);
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -490,7 +506,11 @@ async fn publisher<P: Publish>(broker: Arc<Broker>, engine: P, mut queued: mpsc:
             Ok(conn) => conn,
             Err(error) => {
                 broker.publish_failed(&error);
-                broker.lost(drain(&mut queued));
+                // What was acknowledged before the broker went away waits for
+                // it a while (a restart, a failover); past that it is stale.
+                if broker.publishing.lasted().is_some_and(|lasted| lasted > RETAIN) {
+                    broker.lost(drain(&mut queued));
+                }
                 if queued.is_closed() {
                     return;
                 }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::broker::{Broker, Key, Names, Outbound, Publish, Subscribe};
+use super::broker::{Broker, Key, Names, Outbound, Publish, Subscribe, STALL};
 use super::{Adapter, BroadcastMessage, BrokerStats, Interest, PubSub, PublishError, Ready, Routing};
 
 /// The namespace used unless another is given.
@@ -130,7 +130,10 @@ impl Publish for Publisher {
     type Error = redis::RedisError;
 
     async fn connect(&self) -> Result<Self::Conn, Self::Error> {
-        self.0.get_multiplexed_async_connection().await
+        // The crate's default (500 ms) would take a pause of Redis for an
+        // outage, and drop the batch in flight.
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(STALL));
+        self.0.get_multiplexed_async_connection_with_config(&config).await
     }
 
     async fn send(&self, conn: &mut Self::Conn, batch: &[Outbound]) -> Result<usize, Self::Error> {

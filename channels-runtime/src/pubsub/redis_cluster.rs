@@ -55,7 +55,7 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{ConnectionInfo, ErrorKind, IntoConnectionInfo, PushInfo, PushKind, RedisError, ServerErrorKind, Value};
 use tokio::sync::mpsc;
 
-use super::broker::{Broker, Names, Outbound, Publish, Subscribe};
+use super::broker::{Broker, Names, Outbound, Publish, Subscribe, STALL};
 use super::redis::{channel_name, DEFAULT_NAMESPACE};
 use super::{Adapter, BroadcastMessage, BrokerStats, Interest, PubSub, PublishError, Ready, Routing};
 
@@ -64,7 +64,7 @@ const CONCURRENT: usize = 64;
 
 /// How long one node may take to accept a connection, or to answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+const RESPONSE_TIMEOUT: Duration = STALL;
 
 /// Retries inside the client (after a `MOVED`, a lost node): enough to
 /// follow a slot that moved, few enough that a master that is gone turns
