@@ -97,6 +97,8 @@ trap 'exit 130' INT TERM
 #   "command-to-check:debian-package".
 SYSTEM_PACKAGES=(
   "redis-server:redis-server"
+  # channels-runtime/tests/nats.rs starts its own nats-server
+  "nats-server:nats-server"
   # tests/js/browser.test.mjs drives /usr/bin/chromium with playwright-core
   "chromium:chromium"
   # "chromedriver:chromium-driver"

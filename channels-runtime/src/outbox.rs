@@ -190,7 +190,7 @@ impl Queue {
 
 /// The outbound queue of one connection.
 ///
-/// Over a plain TCP stream ([`Outbox::attach`]), a frame pushed while
+/// Over a plain TCP stream (`Outbox::attach`), a frame pushed while
 /// nothing is queued is written straight to the socket by whoever pushes it
 /// (a broadcaster, a channel handler, on any thread) under the outbox's lock,
 /// so frames never interleave: delivering it wakes no task. Only what the

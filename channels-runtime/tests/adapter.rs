@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use phx_channels_runtime::endpoint::Endpoint;
 use phx_channels_runtime::presence::{Presence, PresenceOptions};
-use phx_channels_runtime::pubsub::{Adapter, BroadcastMessage, PubSub, PublishError};
+use phx_channels_runtime::pubsub::{Adapter, BroadcastError, BroadcastMessage, PubSub, PublishError};
 use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{eventually, serve_with, Server};
@@ -117,4 +117,33 @@ async fn presence_replicates_through_the_adapter_and_leaves_with_its_channel() {
     eventually("ada listed on b", || Presence::list_topic(&pubsub_b, "echo:room")["ada"].is_object()).await;
     on_a.send(json!(["1", "3", "echo:room", "phx_leave", {}])).await;
     eventually("ada gone from b", || Presence::list_topic(&pubsub_b, "echo:room").get("ada").is_none()).await;
+}
+
+/// A broker that is up but cannot keep up: it refuses every broadcast.
+struct Saturated;
+
+impl Adapter for Saturated {
+    fn publish(&self, _message: &BroadcastMessage) -> Result<(), PublishError> {
+        Err(PublishError::Busy)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_broker_pushes_back_before_anyone_gets_the_broadcast() {
+    let pubsub = PubSub::with_adapter(Saturated);
+    let server = serve_with(Endpoint::new().with_pubsub(pubsub), SocketOptions::default()).await;
+    let (mut sender, mut listener) = (server.v2().await, server.v2().await);
+    sender.join("1", "echo:busy").await;
+    listener.join("1", "echo:busy").await;
+    sender.send(json!(["1", "2", "echo:busy", "shout", {"n": 1}])).await;
+    // The sender is told, and nobody (here or elsewhere) got it.
+    assert_eq!(
+        sender.json().await,
+        json!(["1", "2", "echo:busy", "phx_reply", {"status": "error", "response": {"reason": "broker busy"}}])
+    );
+    listener.silent(200).await;
+    assert!(matches!(server.endpoint.broadcast("echo:busy", "e", json!({})), Err(BroadcastError::BrokerBusy)));
+    // The channel keeps running.
+    sender.send(json!(["1", "3", "echo:busy", "push", {}])).await;
+    assert_eq!(sender.json().await[3], "pushed");
 }

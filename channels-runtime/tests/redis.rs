@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use multinode::{connected, node, until, Make};
+use phx_channels_runtime::presence::Presence;
 use phx_channels_runtime::pubsub::{PubSub, Redis, Routing};
 use serde_json::json;
 
@@ -129,4 +130,32 @@ async fn a_redis_restart_is_survived_and_counted() {
     for i in 0..20 {
         assert_eq!(remote.json().await[4]["i"], i);
     }
+}
+
+/// While Redis is away no node hears any other: that silence is no death,
+/// and presences outlive an outage longer than the down period.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presences_outlive_a_broker_outage_longer_than_the_down_period() {
+    let mut redis = RedisServer::start();
+    let port = redis.port;
+    let make = redis.make("t7", Routing::Topic);
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let mut on_a = a.server.v2().await;
+    on_a.join("1", "echo:outage").await;
+    on_a.send(json!(["1", "2", "echo:outage", "track", "ada"])).await;
+    let pubsub_b = b.pubsub();
+    let listed = move || Presence::list_topic(&pubsub_b, "echo:outage")["ada"].is_object();
+    until("ada listed on b", Duration::from_secs(3), &listed).await;
+
+    redis.stop();
+    // twice the down period of these nodes (2 s)
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(4) {
+        assert!(listed(), "ada left b while b could hear nobody");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _redis = RedisServer::start_on(port);
+    connected(&a, &b).await;
+    assert!(listed());
 }

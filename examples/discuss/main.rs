@@ -50,7 +50,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use phx_channels::prelude::*;
-use phx_channels::pubsub::Redis;
+use phx_channels::pubsub::{Nats, Redis, RedisCluster};
 use phx_channels::{PresenceOptions, SocketOptions};
 use serde::Deserialize;
 
@@ -190,6 +190,15 @@ fn pubsub() -> anyhow::Result<PubSub> {
             tracing::info!(url, "sharing broadcasts and presence through Redis");
             PubSub::with_adapter(Redis::new(&url)?)
         }
+        [None, Some(urls), None] => {
+            let seeds: Vec<&str> = urls.split(',').map(str::trim).filter(|u| !u.is_empty()).collect();
+            tracing::info!(?seeds, "sharing broadcasts and presence through Redis Cluster");
+            PubSub::with_adapter(RedisCluster::new(&seeds)?)
+        }
+        [None, None, Some(url)] => {
+            tracing::info!(url, "sharing broadcasts and presence through NATS");
+            PubSub::with_adapter(Nats::new(&url)?)
+        }
         _ => anyhow::bail!("set one of REDIS_URL, REDIS_CLUSTER_URLS and NATS_URL, not several"),
     };
     Presence::start(&pubsub, presence);
@@ -231,7 +240,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,phx_channels_runtime=info".into()),
+                .unwrap_or_else(|_| "info,phx_channels_runtime=info,async_nats=warn".into()),
         )
         .init();
     let args = args().map_err(anyhow::Error::msg)?;

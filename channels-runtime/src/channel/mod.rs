@@ -264,7 +264,7 @@ impl<C, R: IntoPayload> IntoJoin<C> for Result<(R, C), JoinError> {
 
 /// Turns a payload into a handler's argument type: any `DeserializeOwned`
 /// type, [`Payload`] itself for handlers that want the raw payload, or
-/// [`Valid`](crate::changeset::Valid) for one checked against its rules.
+/// [`Valid`] for one checked against its rules.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a payload",
     label = "payload arguments must implement `serde::Deserialize`",

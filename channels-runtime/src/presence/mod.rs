@@ -266,8 +266,12 @@ async fn run(tracker: Weak<Tracker>, mut inbox: mpsc::UnboundedReceiver<Payload>
                 let Some(tracker) = tracker.upgrade() else { return };
                 let Some(pubsub) = tracker.pubsub.upgrade() else { return };
                 let now = tracker.now();
+                let receiving = pubsub.is_receiving();
                 let (delta, beat, diffs) = {
                     let mut replica = tracker.replica.lock();
+                    if !receiving {
+                        replica.hear_all(now);
+                    }
                     (replica.flush(), replica.heartbeat(), replica.reap(now, down_period))
                 };
                 if let Some(delta) = delta {

@@ -399,6 +399,15 @@ impl Replica {
             .collect()
     }
 
+    /// Counts every known node as heard from `now`: while this node hears
+    /// nobody (its broker subscription is down), silence says nothing of
+    /// the others.
+    pub(crate) fn hear_all(&mut self, now: u64) {
+        for remote in self.remotes.values_mut() {
+            remote.last_heard = now;
+        }
+    }
+
     /// Declares down every node not heard from since `now - down_period`:
     /// its entries leave.
     pub(crate) fn reap(&mut self, now: u64, down_period: u64) -> Diffs {

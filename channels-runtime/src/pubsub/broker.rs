@@ -318,6 +318,10 @@ impl Interest {
     fn subscriptions(&self) -> usize {
         self.state.lock().subscribed.len()
     }
+
+    fn is_up(&self) -> bool {
+        self.state.lock().up
+    }
 }
 
 // ---------------------------------------------------------------- outages
@@ -460,6 +464,11 @@ impl Broker {
         self.interest.ready(self.names.channel(topic))
     }
 
+    /// [`Adapter::is_receiving`](super::Adapter::is_receiving).
+    pub(crate) fn is_receiving(&self) -> bool {
+        self.interest.is_up()
+    }
+
     /// [`Adapter::stats`](super::Adapter::stats).
     pub(crate) fn stats(&self) -> BrokerStats {
         let c = &self.counters;
@@ -529,8 +538,14 @@ pub(crate) trait Publish: Send + Sync + 'static {
     /// Connects (or reconnects).
     fn connect(&self) -> impl Future<Output = Result<Self::Conn, Self::Error>> + Send;
     /// Publishes a batch in one round trip, in order; `Ok` once the broker
-    /// took all of it.
-    fn send(&self, conn: &mut Self::Conn, batch: &[Outbound]) -> impl Future<Output = Result<(), Self::Error>> + Send;
+    /// took all of it, but for the broadcasts it refuses one by one while
+    /// staying connected (over its size limit, say): `Ok(refused)`, those
+    /// counted as dropped, the rest as published.
+    fn send(
+        &self,
+        conn: &mut Self::Conn,
+        batch: &[Outbound],
+    ) -> impl Future<Output = Result<usize, Self::Error>> + Send;
 }
 
 /// How an engine subscribes: a control half and a stream of messages, so
@@ -587,8 +602,10 @@ async fn publisher<P: Publish>(broker: Arc<Broker>, engine: P, mut queued: mpsc:
                 return;
             }
             match engine.send(&mut conn, &batch).await {
-                Ok(()) => {
-                    broker.counters.published.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                Ok(refused) => {
+                    let refused = refused.min(batch.len());
+                    broker.lost(refused);
+                    broker.counters.published.fetch_add((batch.len() - refused) as u64, Ordering::Relaxed);
                     broker.busy.store(false, Ordering::Relaxed);
                 }
                 Err(error) => {

@@ -37,6 +37,14 @@ pub use self::broker::Routing;
 mod redis;
 #[cfg(feature = "redis")]
 pub use self::redis::Redis;
+#[cfg(feature = "redis")]
+mod redis_cluster;
+#[cfg(feature = "redis")]
+pub use self::redis_cluster::RedisCluster;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub use self::nats::Nats;
 
 use crate::outbox::{ConnId, Outbox};
 use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};
@@ -145,6 +153,13 @@ pub trait Adapter: Send + Sync + 'static {
     /// The adapter's counters, if it keeps any.
     fn stats(&self) -> Option<BrokerStats> {
         None
+    }
+
+    /// Whether broadcasts from other nodes reach this node right now (its
+    /// subscription to the broker is up). While they do not, presence does
+    /// not take the other nodes' silence for their death.
+    fn is_receiving(&self) -> bool {
+        true
     }
 }
 
@@ -523,6 +538,12 @@ impl PubSub {
     /// The broker adapter's counters, if it keeps any.
     pub fn broker_stats(&self) -> Option<BrokerStats> {
         self.inner.adapter.stats()
+    }
+
+    /// Whether broadcasts from other nodes reach this node right now
+    /// ([`Adapter::is_receiving`]).
+    pub fn is_receiving(&self) -> bool {
+        self.inner.adapter.is_receiving()
     }
 
     /// Holds this node's interest in `topic` and waits (at most

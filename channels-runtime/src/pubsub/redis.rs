@@ -117,6 +117,10 @@ impl Adapter for Redis {
     fn stats(&self) -> Option<BrokerStats> {
         Some(self.broker.stats())
     }
+
+    fn is_receiving(&self) -> bool {
+        self.broker.is_receiving()
+    }
 }
 
 struct Publisher(redis::Client);
@@ -129,12 +133,13 @@ impl Publish for Publisher {
         self.0.get_multiplexed_async_connection().await
     }
 
-    async fn send(&self, conn: &mut Self::Conn, batch: &[Outbound]) -> Result<(), Self::Error> {
+    async fn send(&self, conn: &mut Self::Conn, batch: &[Outbound]) -> Result<usize, Self::Error> {
         let mut pipe = redis::pipe();
         for outbound in batch {
             pipe.cmd("PUBLISH").arg(&*outbound.channel).arg(&outbound.bytes[..]).ignore();
         }
-        pipe.query_async::<()>(conn).await
+        // Redis takes all of a batch or fails it whole.
+        pipe.query_async::<()>(conn).await.map(|()| 0)
     }
 }
 

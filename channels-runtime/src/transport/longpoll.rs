@@ -191,6 +191,7 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         tracing::error!("no randomness for a session token");
         return answer(500, None, None);
     };
+    let hold = mount.hold_socket_id::<S>(&assigns).await;
     let outbox = Arc::new(Outbox::new(mount.options.max_outbound_bytes));
     let dispatcher = Dispatcher::<S>::new(
         assigns,
@@ -201,6 +202,8 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         &mount.options,
         mount.metrics.clone(),
     );
+    // The dispatcher subscribed the socket id itself.
+    drop(hold);
     let session = Arc::new(Session {
         _registration: mount.registry.register(&outbox),
         dispatcher: Driven::spawn(dispatcher),

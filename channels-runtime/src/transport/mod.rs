@@ -37,6 +37,18 @@ pub(crate) struct Mount {
 
 impl Mount {
     /// The mounted socket's state.
+    /// Several nodes: holds the broker's subscription to the socket's id
+    /// (waiting for it, as a join does) until the connection subscribes it
+    /// itself, so a `disconnect` sent from any node once the client sees
+    /// its socket open reaches it. `None` on one node or without an id.
+    pub(crate) async fn hold_socket_id<S: Connect>(&self, assigns: &S::Assigns) -> Option<crate::pubsub::Hold> {
+        if !self.pubsub.is_multi_node() {
+            return None;
+        }
+        let id = S::id(assigns, &self.state::<S>())?;
+        self.pubsub.hold(&id).await
+    }
+
     pub(crate) fn state<S: Connect>(&self) -> Arc<S::State> {
         // `Endpoint::socket` mounts a socket only with its own state type.
         Arc::clone(&self.state)

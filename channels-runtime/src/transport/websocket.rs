@@ -107,6 +107,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
         return plain(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
     };
+    let hold = mount.hold_socket_id::<S>(&assigns).await;
 
     // A short task waits for hyper to hand the connection over, and starts
     // the connection's own task.
@@ -115,6 +116,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
             Ok(upgraded) => start::<S>(mount, upgraded, serializer, assigns),
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
+        drop(hold);
     });
 
     let mut response = Response::new(Body::empty());
