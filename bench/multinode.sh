@@ -18,7 +18,7 @@
 # observer on Redis (PSUBSCRIBE *), as the new code's is too.
 #
 # Sizes (environment): ROUTING_SUBS=50 ROUTING_TOPICS=10 ROUTING_RATE=500
-# ROUTING_SECS=10 BURST_SUBS=100 BURST_MESSAGES=20000 BURST_WINDOW=100
+# ROUTING_SECS=10 ROUTING_IDLE=0 (nodes 0..N push nothing) BURST_SUBS=100 BURST_MESSAGES=20000 BURST_WINDOW=100
 # PRESENCE_USERS=1000,10000 PRESENCE_ROOMS=100 PRESENCE_BURST=1000
 # PRESENCE_STEADY=10. OUT=path keeps the JSON lines (default
 # target/bench/multinode.jsonl). NO_BUILD=1 skips the build.
@@ -33,6 +33,7 @@ ROUTING_SUBS=${ROUTING_SUBS:-50}
 ROUTING_TOPICS=${ROUTING_TOPICS:-10}
 ROUTING_RATE=${ROUTING_RATE:-500}
 ROUTING_SECS=${ROUTING_SECS:-10}
+ROUTING_IDLE=${ROUTING_IDLE:-0}
 BURST_SUBS=${BURST_SUBS:-100}
 BURST_MESSAGES=${BURST_MESSAGES:-20000}
 BURST_WINDOW=${BURST_WINDOW:-100}
@@ -86,7 +87,7 @@ if [ -z "${NO_BUILD:-}" ]; then
 fi
 mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
-WORK=$(mktemp -d)
+WORK=$(mktemp -d "$ROOT/target/bench/multinode.XXXXXX")
 
 PIDS=()
 # Kills every process started so far (one by one, by pid).
@@ -191,6 +192,9 @@ start_nodes() {
     NODE_PIDS=()
     for i in $(seq 0 $((n - 1))); do
         log=$WORK/node-$engine-$i-$RANDOM.log
+        # Made before the node starts: the redirection below runs in the
+        # background job, maybe after the first read of the log.
+        : >"$log"
         env "${BROKER_ENV[@]}" NODE_NAME="n$i" DISCUSS_ADMIN_TOKEN="$TOKEN" \
             DISCUSS_MAX_BROADCASTS_PER_SECOND=0 RUST_LOG="${RUST_LOG:-warn}" \
             "$bin" --port 0 >"$log" 2>&1 &
@@ -233,7 +237,7 @@ for s in "${SCENARIOS[@]}"; do
     for engine in $ENGINES; do
         case $s in
             routing) run "$engine" routing 3 --subscribers "$ROUTING_SUBS" --topics "$ROUTING_TOPICS" \
-                --rate "$ROUTING_RATE" --duration "$ROUTING_SECS" ;;
+                --rate "$ROUTING_RATE" --duration "$ROUTING_SECS" --idle-nodes "$ROUTING_IDLE" ;;
             burst) run "$engine" burst 2 --subscribers "$BURST_SUBS" --messages "$BURST_MESSAGES" \
                 --window "$BURST_WINDOW" ;;
             presence)

@@ -5,7 +5,7 @@
 //! ```text
 //! multinode --scenario routing|burst|presence --nodes IP:PORT,IP:PORT,.. --pids PID,PID,..
 //!           [--label NAME] [--token ADMIN_TOKEN] [--redis IP:PORT] [--broker-pids PID,..]
-//!   routing:  [--subscribers 50] [--topics 10] [--rate 500] [--duration 10]
+//!   routing:  [--subscribers 50] [--topics 10] [--rate 500] [--duration 10] [--idle-nodes 0]
 //!   burst:    [--subscribers 100] [--messages 20000] [--window 100]
 //!   presence: [--users 1000,10000] [--rooms 100] [--burst 1000] [--steady 10] [--kill 2]
 //! ```
@@ -13,7 +13,8 @@
 //! `routing`: node i has `--subscribers` sockets on its own topics
 //! `comments:{1000(i+1)+k}` (k < `--topics`; the contract wants digits), and
 //! one pusher per topic sends `comment:add` there, `--rate` per node in all,
-//! for `--duration` s. Per node: broker messages received and published,
+//! for `--duration` s (nodes below `--idle-nodes` push nothing: their
+//! cost is then the other nodes' traffic alone). Per node: broker messages received and published,
 //! CPU seconds, deliveries missing. With `--redis`, an observer
 //! (`PSUBSCRIBE *`) counts every message on the broker by the topic it
 //! carries, for a node (the old code) that has no `/api/stats`.
@@ -76,6 +77,8 @@ struct Args {
     concurrency: usize,
     /// The broker's processes, for their CPU time.
     broker_pids: Vec<u32>,
+    /// Routing: nodes 0..idle_nodes push nothing (their subscribers only wait).
+    idle_nodes: usize,
 }
 
 fn usage() -> ! {
@@ -113,6 +116,7 @@ fn parse_args() -> Args {
         kill: None,
         concurrency: 64,
         broker_pids: Vec::new(),
+        idle_nodes: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -138,6 +142,7 @@ fn parse_args() -> Args {
             "--kill" => a.kill = Some(num(val()) as usize),
             "--concurrency" => a.concurrency = num(val()) as usize,
             "--broker-pids" => a.broker_pids = list(&val()),
+            "--idle-nodes" => a.idle_nodes = num(val()) as usize,
             _ => usage(),
         }
     }
@@ -568,7 +573,12 @@ async fn routing(args: Arc<Args>) -> Result<Value, AnyError> {
     let stop = tokio::time::Instant::from_std(start + Duration::from_secs_f64(args.duration));
     let sent: Vec<Arc<AtomicU64>> = (0..nodes).map(|_| Arc::new(AtomicU64::new(0))).collect();
     let mut tasks = Vec::new();
+    let mut sinks_idle = Vec::new();
     for (n, (i, topic, mut sink)) in pushers.into_iter().enumerate() {
+        if i < args.idle_nodes {
+            sinks_idle.push(sink);
+            continue;
+        }
         let sent = sent[i].clone();
         let offset = period.mul_f64((n % topics) as f64 / topics as f64);
         tasks.push(tokio::spawn(async move {
@@ -590,7 +600,7 @@ async fn routing(args: Arc<Args>) -> Result<Value, AnyError> {
             sink
         }));
     }
-    let mut sinks = Vec::new();
+    let mut sinks = sinks_idle;
     for t in tasks {
         sinks.push(t.await?);
     }
@@ -678,6 +688,7 @@ async fn routing(args: Arc<Args>) -> Result<Value, AnyError> {
         "subscribers_per_node": subs,
         "topics_per_node": topics,
         "rate_per_node": args.rate,
+        "idle_nodes": args.idle_nodes,
         "duration_s": args.duration,
         "wall_s": round(wall, 3),
         "per_node": per_node,
