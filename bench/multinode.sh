@@ -18,7 +18,9 @@
 # observer on Redis (PSUBSCRIBE *), as the new code's is too.
 #
 # Sizes (environment): ROUTING_SUBS=50 ROUTING_TOPICS=10 ROUTING_RATE=500
-# ROUTING_SECS=10 ROUTING_IDLE=0 (nodes 0..N push nothing) BURST_SUBS=100 BURST_MESSAGES=20000 BURST_WINDOW=100
+# ROUTING_SECS=10 ROUTING_IDLE=0 (nodes 0..N push nothing) BURST_SUBS=100
+# BURST_MESSAGES=20000 BURST_WINDOW=100 BURST_STALL_MS=0 (the broker stopped
+# that long mid-burst, so publishes back up while it is up)
 # PRESENCE_USERS=1000,10000 PRESENCE_ROOMS=100 PRESENCE_BURST=1000
 # PRESENCE_STEADY=10. OUT=path keeps the JSON lines (default
 # target/bench/multinode.jsonl). NO_BUILD=1 skips the build.
@@ -37,6 +39,7 @@ ROUTING_IDLE=${ROUTING_IDLE:-0}
 BURST_SUBS=${BURST_SUBS:-100}
 BURST_MESSAGES=${BURST_MESSAGES:-20000}
 BURST_WINDOW=${BURST_WINDOW:-100}
+BURST_STALL_MS=${BURST_STALL_MS:-0}
 PRESENCE_USERS=${PRESENCE_USERS:-1000,10000}
 PRESENCE_ROOMS=${PRESENCE_ROOMS:-100}
 PRESENCE_BURST=${PRESENCE_BURST:-1000}
@@ -239,7 +242,7 @@ for s in "${SCENARIOS[@]}"; do
             routing) run "$engine" routing 3 --subscribers "$ROUTING_SUBS" --topics "$ROUTING_TOPICS" \
                 --rate "$ROUTING_RATE" --duration "$ROUTING_SECS" --idle-nodes "$ROUTING_IDLE" ;;
             burst) run "$engine" burst 2 --subscribers "$BURST_SUBS" --messages "$BURST_MESSAGES" \
-                --window "$BURST_WINDOW" ;;
+                --window "$BURST_WINDOW" --stall-broker-ms "$BURST_STALL_MS" ;;
             presence)
                 if [ "$engine" = before ]; then
                     echo "== presence: skipped for before (the old presence has no batched deltas)" >&2

@@ -6,7 +6,7 @@
 //! multinode --scenario routing|burst|presence --nodes IP:PORT,IP:PORT,.. --pids PID,PID,..
 //!           [--label NAME] [--token ADMIN_TOKEN] [--redis IP:PORT] [--broker-pids PID,..]
 //!   routing:  [--subscribers 50] [--topics 10] [--rate 500] [--duration 10] [--idle-nodes 0]
-//!   burst:    [--subscribers 100] [--messages 20000] [--window 100]
+//!   burst:    [--subscribers 100] [--messages 20000] [--window 100] [--stall-broker-ms 0]
 //!   presence: [--users 1000,10000] [--rooms 100] [--burst 1000] [--steady 10] [--kill 2]
 //! ```
 //!
@@ -22,7 +22,10 @@
 //! `burst`: `--subscribers` sockets on node B (the second) on one topic;
 //! one client on node A (the first) pushes `--messages` `comment:add`
 //! there with `--window` in flight, and counts `ok` and `error` replies;
-//! then waits for quiet and counts what B's subscribers got.
+//! then waits for quiet and counts what B's subscribers got. With
+//! `--stall-broker-ms`, the broker's processes are stopped (SIGSTOP) that
+//! long once a tenth of the pushes are acked: the broker stays up (its
+//! connections open) but takes nothing, so publishes back up.
 //!
 //! `presence`: users join `room:bench-{u mod rooms}` on node `u mod nodes`
 //! with a unique name; two watcher sockets per node join every room and
@@ -79,6 +82,9 @@ struct Args {
     broker_pids: Vec<u32>,
     /// Routing: nodes 0..idle_nodes push nothing (their subscribers only wait).
     idle_nodes: usize,
+    /// Burst: stop the broker's processes (SIGSTOP) for this long once a
+    /// tenth of the pushes are acked, so publishes back up while it is up.
+    stall_ms: u64,
 }
 
 fn usage() -> ! {
@@ -117,6 +123,7 @@ fn parse_args() -> Args {
         concurrency: 64,
         broker_pids: Vec::new(),
         idle_nodes: 0,
+        stall_ms: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -143,6 +150,7 @@ fn parse_args() -> Args {
             "--concurrency" => a.concurrency = num(val()) as usize,
             "--broker-pids" => a.broker_pids = list(&val()),
             "--idle-nodes" => a.idle_nodes = num(val()) as usize,
+            "--stall-broker-ms" => a.stall_ms = num(val()) as u64,
             _ => usage(),
         }
     }
@@ -734,6 +742,25 @@ async fn burst(args: Arc<Args>) -> Result<Value, AnyError> {
     let before = read_nodes(&args).await;
     let gen_before = gen_cpu();
     let start = Instant::now();
+    let stall = (args.stall_ms > 0 && !args.broker_pids.is_empty()).then(|| {
+        let (replies, args) = (replies.clone(), args.clone());
+        tokio::spawn(async move {
+            while replies.ok.load(Ordering::Relaxed) < (args.messages / 10) as u64 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let signal = |sig| {
+                for pid in &args.broker_pids {
+                    // SAFETY: kill(2) with the broker pids we were given.
+                    unsafe { libc::kill(*pid as i32, sig) };
+                }
+            };
+            let at = start.elapsed().as_secs_f64();
+            signal(libc::SIGSTOP);
+            tokio::time::sleep(Duration::from_millis(args.stall_ms)).await;
+            signal(libc::SIGCONT);
+            at
+        })
+    });
     for seq in 0..m {
         window.acquire().await?.forget();
         let payload = format!("{{\"content\":\"{seq}\"}}");
@@ -769,12 +796,18 @@ async fn burst(args: Arc<Args>) -> Result<Value, AnyError> {
     let gen = gen_cpu() - gen_before;
     let got = received.load(Ordering::Relaxed);
     drop(sink);
+    let stalled_at = match stall {
+        Some(t) => t.await.ok().map(|s| round(s, 3)),
+        None => None,
+    };
     Ok(json!({
         "scenario": "burst",
         "server": args.label,
         "subscribers_on_b": subs,
         "messages": m,
         "window": args.window,
+        "broker_stalled_ms": args.stall_ms,
+        "broker_stalled_at_s": stalled_at,
         "replied": replied(),
         "acked": acked,
         "errors": replies.errors(),
