@@ -21,6 +21,9 @@
 //! `NODE_NAME` names the node among the others (a node restarted under the
 //! same name replaces its previous life at once); `PRESENCE_DOWN_PERIOD_MS`
 //! sets how long a silent node's presences survive (default 3 s).
+//! `DISCUSS_MAX_BROADCASTS_PER_SECOND` sets the broadcasts one connection
+//! may make per second (default 100; 0: unlimited), for benchmarks that
+//! push from one client faster than that.
 //!
 //! `POST /api/disconnect?id=SOCKET_ID` (every connection with that socket id
 //! is closed) and `GET /api/stats` (the broker's counters) need
@@ -245,7 +248,10 @@ async fn main() -> anyhow::Result<()> {
     let fd_limit = phx_channels::server::raise_fd_limit()?;
     tracing::debug!(fd_limit, "open-file limit");
 
-    let options = SocketOptions { longpoll: true, ..SocketOptions::default() };
+    let mut options = SocketOptions { longpoll: true, ..SocketOptions::default() };
+    if let Some(n) = env("DISCUSS_MAX_BROADCASTS_PER_SECOND") {
+        options.max_broadcasts_per_second = n.parse()?;
+    }
     let admin_token = env("DISCUSS_ADMIN_TOKEN");
     let pubsub = pubsub()?;
     let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Runs the multi-node scenarios (bench/src/bin/multinode.rs) against several
+# `discuss` nodes sharing a broker, per engine, and prints the JSON lines.
+# Every scenario gets a fresh broker and fresh nodes on free ports; all of
+# them are killed at the end, even on failure.
+#
+#   bench/multinode.sh                           # routing burst presence, every engine
+#   ENGINES=redis bench/multinode.sh routing     # one engine, one scenario
+#   ENGINES="before redis" bench/multinode.sh routing burst
+#
+# Engines: redis (redis-server), cluster (3 masters, redis-server
+# --cluster-enabled yes; ports P and P+10000 must be free), nats
+# (nats-server), and before: standalone Redis with the code of commit
+# 867e640 (one shared Redis channel), built in the git worktree BEFORE_DIR
+# (default ../wt-before; made and built on first use, with the one-line
+# DISCUSS_MAX_BROADCASTS_PER_SECOND knob of the current example applied).
+# The old code has no /api/stats: its inbound traffic is counted by an
+# observer on Redis (PSUBSCRIBE *), as the new code's is too.
+#
+# Sizes (environment): ROUTING_SUBS=50 ROUTING_TOPICS=10 ROUTING_RATE=500
+# ROUTING_SECS=10 ROUTING_IDLE=0 (nodes 0..N push nothing) BURST_SUBS=100
+# BURST_MESSAGES=20000 BURST_WINDOW=100 BURST_STALL_MS=0 (the broker stopped
+# that long mid-burst, so publishes back up while it is up)
+# PRESENCE_USERS=1000,10000 PRESENCE_ROOMS=100 PRESENCE_BURST=1000
+# PRESENCE_STEADY=10. OUT=path keeps the JSON lines (default
+# target/bench/multinode.jsonl). NO_BUILD=1 skips the build.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+ENGINES=${ENGINES:-redis cluster nats}
+BEFORE_DIR=${BEFORE_DIR:-$ROOT/../wt-before}
+BEFORE_COMMIT=867e640
+ROUTING_SUBS=${ROUTING_SUBS:-50}
+ROUTING_TOPICS=${ROUTING_TOPICS:-10}
+ROUTING_RATE=${ROUTING_RATE:-500}
+ROUTING_SECS=${ROUTING_SECS:-10}
+ROUTING_IDLE=${ROUTING_IDLE:-0}
+BURST_SUBS=${BURST_SUBS:-100}
+BURST_MESSAGES=${BURST_MESSAGES:-20000}
+BURST_WINDOW=${BURST_WINDOW:-100}
+BURST_STALL_MS=${BURST_STALL_MS:-0}
+PRESENCE_USERS=${PRESENCE_USERS:-1000,10000}
+PRESENCE_ROOMS=${PRESENCE_ROOMS:-100}
+PRESENCE_BURST=${PRESENCE_BURST:-1000}
+PRESENCE_STEADY=${PRESENCE_STEADY:-10}
+OUT=${OUT:-target/bench/multinode.jsonl}
+TOKEN=bench-$$
+SCENARIOS=("$@")
+[ ${#SCENARIOS[@]} -eq 0 ] && SCENARIOS=(routing burst presence)
+
+# The generator holds ~11 000 sockets in the presence scenario.
+ulimit -n "$(ulimit -Hn)"
+
+T=target/release
+build_before() {
+    local bin=$BEFORE_DIR/target/release/examples/discuss
+    [ -x "$bin" ] && return 0
+    if [ ! -d "$BEFORE_DIR" ]; then
+        git worktree add --detach "$BEFORE_DIR" "$BEFORE_COMMIT" >&2
+    fi
+    if ! grep -q DISCUSS_MAX_BROADCASTS_PER_SECOND "$BEFORE_DIR/examples/discuss/main.rs"; then
+        # The knob the burst scenario needs (one client pushing faster than
+        # the default 100 broadcasts/s per connection); the runtime is untouched.
+        git -C "$BEFORE_DIR" apply <<'PATCH'
+--- a/examples/discuss/main.rs
++++ b/examples/discuss/main.rs
+@@ -204,7 +204,11 @@ async fn main() -> anyhow::Result<()> {
+     let fd_limit = phx_channels::server::raise_fd_limit()?;
+     tracing::debug!(fd_limit, "open-file limit");
+ 
+-    let options = SocketOptions { longpoll: true, ..SocketOptions::default() };
++    let mut options = SocketOptions { longpoll: true, ..SocketOptions::default() };
++    // Benchmark knob, the same as on the branch multinode-bench (not part of 867e640).
++    if let Ok(n) = std::env::var("DISCUSS_MAX_BROADCASTS_PER_SECOND") {
++        options.max_broadcasts_per_second = n.parse()?;
++    }
+     let admin_token = std::env::var("DISCUSS_ADMIN_TOKEN").ok().filter(|t| !t.is_empty());
+     let pubsub = pubsub()?;
+     let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))
+PATCH
+    fi
+    (cd "$BEFORE_DIR" && cargo build --release --example discuss >&2)
+}
+
+if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release --example discuss -p phx-channels >&2
+    cargo build --release -p bench --bin multinode >&2
+    case " $ENGINES " in *" before "*) build_before ;; esac
+fi
+mkdir -p "$(dirname "$OUT")"
+: >"$OUT"
+WORK=$(mktemp -d "$ROOT/target/bench/multinode.XXXXXX")
+
+PIDS=()
+# Kills every process started so far (one by one, by pid).
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+cleanup() {
+    stop_all
+    rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+listening() { [ -n "$(ss -Htln "sport = :$1")" ]; }
+
+# A port P with P and P+10000 free (the cluster bus needs both).
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 20000))
+        if ! listening "$p" && ! listening $((p + 10000)); then
+            echo "$p"
+            return 0
+        fi
+    done
+    echo "no free port" >&2
+    exit 1
+}
+
+wait_listening() {
+    for _ in $(seq 100); do
+        listening "$1" && return 0
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    exit 1
+}
+
+# start_broker ENGINE: starts it; sets BROKER_ENV (for the nodes),
+# BROKER_PIDS, REDIS_ADDR (an observer's, for Redis) and BROKER_DESC.
+start_broker() {
+    local engine=$1 p
+    REDIS_ADDR=
+    BROKER_PIDS=()
+    case $engine in
+        redis | before)
+            p=$(free_port)
+            redis-server --port "$p" --bind 127.0.0.1 --save '' --appendonly no --dir "$WORK" \
+                >"$WORK/redis-$p.log" 2>&1 &
+            PIDS+=($!)
+            BROKER_PIDS+=($!)
+            wait_listening "$p"
+            BROKER_ENV=("REDIS_URL=redis://127.0.0.1:$p")
+            REDIS_ADDR=127.0.0.1:$p
+            BROKER_DESC="redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') :$p"
+            ;;
+        cluster)
+            local ports=() urls=() seeds=()
+            for _ in 1 2 3; do
+                p=$(free_port)
+                while [[ " ${ports[*]} " == *" $p "* ]]; do p=$(free_port); done
+                mkdir -p "$WORK/cluster-$p"
+                redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
+                    --cluster-config-file "$WORK/cluster-$p/nodes.conf" --dir "$WORK/cluster-$p" \
+                    --save '' --appendonly no >"$WORK/cluster-$p.log" 2>&1 &
+                PIDS+=($!)
+                BROKER_PIDS+=($!)
+                ports+=("$p")
+                urls+=("redis://127.0.0.1:$p")
+                seeds+=("127.0.0.1:$p")
+            done
+            for p in "${ports[@]}"; do wait_listening "$p"; done
+            redis-cli --cluster create "${seeds[@]}" --cluster-yes >"$WORK/cluster-create.log" 2>&1
+            for p in "${ports[@]}"; do
+                for _ in $(seq 100); do
+                    redis-cli -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' && break
+                    sleep 0.1
+                done
+            done
+            BROKER_ENV=("REDIS_CLUSTER_URLS=$(IFS=,; echo "${urls[*]}")")
+            BROKER_DESC="redis cluster, 3 masters :${ports[*]}"
+            ;;
+        nats)
+            p=$(free_port)
+            nats-server -a 127.0.0.1 -p "$p" >"$WORK/nats-$p.log" 2>&1 &
+            PIDS+=($!)
+            BROKER_PIDS+=($!)
+            wait_listening "$p"
+            BROKER_ENV=("NATS_URL=nats://127.0.0.1:$p")
+            BROKER_DESC="nats-server $(nats-server --version 2>&1 | head -1) :$p"
+            ;;
+        *) echo "unknown engine $engine (redis cluster nats before)" >&2; exit 2 ;;
+    esac
+}
+
+# start_nodes ENGINE N: N discuss nodes on the broker; sets NODES, NODE_PIDS.
+start_nodes() {
+    local engine=$1 n=$2 bin=$T/examples/discuss i log port
+    [ "$engine" = before ] && bin=$BEFORE_DIR/target/release/examples/discuss
+    NODES=()
+    NODE_PIDS=()
+    for i in $(seq 0 $((n - 1))); do
+        log=$WORK/node-$engine-$i-$RANDOM.log
+        # Made before the node starts: the redirection below runs in the
+        # background job, maybe after the first read of the log.
+        : >"$log"
+        env "${BROKER_ENV[@]}" NODE_NAME="n$i" DISCUSS_ADMIN_TOKEN="$TOKEN" \
+            DISCUSS_MAX_BROADCASTS_PER_SECOND=0 RUST_LOG="${RUST_LOG:-warn}" \
+            "$bin" --port 0 >"$log" 2>&1 &
+        PIDS+=($!)
+        NODE_PIDS+=($!)
+        port=
+        for _ in $(seq 100); do
+            port=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -1)
+            [ -n "$port" ] && break
+            sleep 0.1
+        done
+        if [ -z "$port" ]; then
+            echo "node $i ($engine) did not start; its log:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        NODES+=("127.0.0.1:$port")
+    done
+    # Let the nodes find each other (first heartbeats).
+    sleep 1
+}
+
+# run ENGINE SCENARIO NODES ARGS...
+run() {
+    local engine=$1 scenario=$2 n=$3
+    shift 3
+    start_broker "$engine"
+    start_nodes "$engine" "$n"
+    local observer=()
+    [ -n "$REDIS_ADDR" ] && [ "$scenario" = routing ] && observer=(--redis "$REDIS_ADDR")
+    echo "== $scenario on $engine ($BROKER_DESC; nodes ${NODES[*]}, pids ${NODE_PIDS[*]}; load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+    "$T/multinode" --scenario "$scenario" --label "$engine" --token "$TOKEN" \
+        --nodes "$(IFS=,; echo "${NODES[*]}")" --pids "$(IFS=,; echo "${NODE_PIDS[*]}")" \
+        --broker-pids "$(IFS=,; echo "${BROKER_PIDS[*]}")" "${observer[@]}" "$@" | tee -a "$OUT"
+    stop_all
+    sleep 1
+}
+
+for s in "${SCENARIOS[@]}"; do
+    for engine in $ENGINES; do
+        case $s in
+            routing) run "$engine" routing 3 --subscribers "$ROUTING_SUBS" --topics "$ROUTING_TOPICS" \
+                --rate "$ROUTING_RATE" --duration "$ROUTING_SECS" --idle-nodes "$ROUTING_IDLE" ;;
+            burst) run "$engine" burst 2 --subscribers "$BURST_SUBS" --messages "$BURST_MESSAGES" \
+                --window "$BURST_WINDOW" --stall-broker-ms "$BURST_STALL_MS" ;;
+            presence)
+                if [ "$engine" = before ]; then
+                    echo "== presence: skipped for before (the old presence has no batched deltas)" >&2
+                    continue
+                fi
+                run "$engine" presence 3 --users "$PRESENCE_USERS" --rooms "$PRESENCE_ROOMS" \
+                    --burst "$PRESENCE_BURST" --steady "$PRESENCE_STEADY" ;;
+            *) echo "unknown scenario $s (routing burst presence)" >&2; exit 2 ;;
+        esac
+    done
+done
