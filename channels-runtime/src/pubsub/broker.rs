@@ -450,6 +450,51 @@ impl Broker {
     }
 }
 
+/// The [`Adapter`](super::Adapter) and `Debug` of an engine built on
+/// [`Broker`] (a struct with `broker`, `namespace` and `routing` fields):
+/// each engine says only how it starts its publisher and subscriber, the
+/// rest is the broker core's.
+macro_rules! engine_adapter {
+    ($engine:ident, |$me:ident, $local:ident| $start:expr) => {
+        impl $crate::pubsub::Adapter for $engine {
+            fn publish(&self, message: &$crate::pubsub::BroadcastMessage) -> Result<(), $crate::pubsub::PublishError> {
+                self.broker.publish(message)
+            }
+
+            fn start(&self, $local: $crate::pubsub::PubSub) {
+                let $me = self;
+                $start
+            }
+
+            fn interest(&self, topic: &str, change: $crate::pubsub::Interest) {
+                self.broker.interest(topic, change);
+            }
+
+            fn ready(&self, topic: &str) -> Option<$crate::pubsub::Ready> {
+                self.broker.ready(topic)
+            }
+
+            fn stats(&self) -> Option<$crate::pubsub::BrokerStats> {
+                Some(self.broker.stats())
+            }
+
+            fn is_receiving(&self) -> bool {
+                self.broker.is_receiving()
+            }
+        }
+
+        impl std::fmt::Debug for $engine {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($engine))
+                    .field("namespace", &self.namespace)
+                    .field("routing", &self.routing)
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+pub(crate) use engine_adapter;
+
 /// How an engine publishes.
 pub(crate) trait Publish: Send + Sync + 'static {
     /// A connection to publish on.

@@ -48,8 +48,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::broker::{Broker, Key, Names, Outbound, Publish, Subscribe};
-use super::{Adapter, BroadcastMessage, BrokerStats, Interest, PubSub, PublishError, Ready, Routing};
+use super::broker::{engine_adapter, Broker, Key, Names, Outbound, Publish, Subscribe};
+use super::Routing;
 
 /// The namespace used unless another is given.
 const DEFAULT_NAMESPACE: &str = "channels";
@@ -87,7 +87,7 @@ pub enum NatsError {
     NoServer,
 }
 
-/// The NATS adapter for [`PubSub`]: one NATS server, or a cluster through
+/// The NATS adapter for [`PubSub`](super::PubSub): one NATS server, or a cluster through
 /// any of its servers.
 pub struct Nats {
     servers: Arc<Servers>,
@@ -147,42 +147,11 @@ impl Nats {
     }
 }
 
-impl std::fmt::Debug for Nats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Nats")
-            .field("namespace", &self.namespace)
-            .field("routing", &self.routing)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Adapter for Nats {
-    fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
-        self.broker.publish(message)
-    }
-
-    fn start(&self, local: PubSub) {
-        let target = || Target::new(&self.servers, &self.namespace);
-        let publisher = Publisher { target: target(), oversized: AtomicBool::new(false) };
-        self.broker.start(&local, publisher, Subscriber(target()));
-    }
-
-    fn interest(&self, topic: &str, change: Interest) {
-        self.broker.interest(topic, change);
-    }
-
-    fn ready(&self, topic: &str) -> Option<Ready> {
-        self.broker.ready(topic)
-    }
-
-    fn stats(&self) -> Option<BrokerStats> {
-        Some(self.broker.stats())
-    }
-
-    fn is_receiving(&self) -> bool {
-        self.broker.is_receiving()
-    }
-}
+engine_adapter!(Nats, |me, local| {
+    let target = || Target::new(&me.servers, &me.namespace);
+    let publisher = Publisher { target: target(), oversized: AtomicBool::new(false) };
+    me.broker.start(&local, publisher, Subscriber(target()));
+});
 
 // ---------------------------------------------------------------- subjects
 

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::broker::{Broker, Key, Names, Outbound, Publish, Subscribe, STALL};
-use super::{Adapter, BroadcastMessage, BrokerStats, Interest, PubSub, PublishError, Ready, Routing};
+use super::broker::{engine_adapter, Broker, Key, Names, Outbound, Publish, Subscribe, STALL};
+use super::Routing;
 
 /// The namespace used unless another is given.
 pub(crate) const DEFAULT_NAMESPACE: &str = "channels";
@@ -41,7 +41,7 @@ pub(crate) const DEFAULT_NAMESPACE: &str = "channels";
 /// Channels per SUBSCRIBE command when many are (re)subscribed at once.
 const SUBSCRIBE_CHUNK: usize = 1000;
 
-/// The Redis adapter for [`PubSub`]: one standalone Redis server (or a
+/// The Redis adapter for [`PubSub`](super::PubSub): one standalone Redis server (or a
 /// primary with replicas behind one address).
 pub struct Redis {
     client: redis::Client,
@@ -88,40 +88,11 @@ pub(crate) fn channel_name(namespace: &str, key: Key<'_>) -> String {
     }
 }
 
-impl std::fmt::Debug for Redis {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Redis")
-            .field("namespace", &self.namespace)
-            .field("routing", &self.routing)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Adapter for Redis {
-    fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
-        self.broker.publish(message)
-    }
-
-    fn start(&self, local: PubSub) {
-        self.broker.start(&local, Publisher(self.client.clone()), Subscriber(self.client.clone()));
-    }
-
-    fn interest(&self, topic: &str, change: Interest) {
-        self.broker.interest(topic, change);
-    }
-
-    fn ready(&self, topic: &str) -> Option<Ready> {
-        self.broker.ready(topic)
-    }
-
-    fn stats(&self) -> Option<BrokerStats> {
-        Some(self.broker.stats())
-    }
-
-    fn is_receiving(&self) -> bool {
-        self.broker.is_receiving()
-    }
-}
+engine_adapter!(Redis, |me, local| me.broker.start(
+    &local,
+    Publisher(me.client.clone()),
+    Subscriber(me.client.clone())
+));
 
 struct Publisher(redis::Client);
 

@@ -55,9 +55,9 @@ use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr
 use redis::{ConnectionInfo, ErrorKind, IntoConnectionInfo, PushInfo, PushKind, RedisError, ServerErrorKind, Value};
 use tokio::sync::mpsc;
 
-use super::broker::{Broker, Names, Outbound, Publish, Subscribe, STALL};
+use super::broker::{engine_adapter, Broker, Names, Outbound, Publish, Subscribe, STALL};
 use super::redis::{channel_name, DEFAULT_NAMESPACE};
-use super::{Adapter, BroadcastMessage, BrokerStats, Interest, PubSub, PublishError, Ready, Routing};
+use super::Routing;
 
 /// Commands in flight at once: a slot's (un)subscribe, a master's publishes.
 const CONCURRENT: usize = 64;
@@ -73,7 +73,7 @@ const RESPONSE_TIMEOUT: Duration = STALL;
 const RETRIES: u32 = 2;
 const RETRY_WAIT_MS: (u64, u64) = (20, 200);
 
-/// The Redis Cluster adapter for [`PubSub`], on sharded pub/sub
+/// The Redis Cluster adapter for [`PubSub`](super::PubSub), on sharded pub/sub
 /// (Redis ≥ 7).
 pub struct RedisCluster {
     seeds: Arc<[ConnectionInfo]>,
@@ -115,40 +115,11 @@ impl RedisCluster {
     }
 }
 
-impl std::fmt::Debug for RedisCluster {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisCluster")
-            .field("namespace", &self.namespace)
-            .field("routing", &self.routing)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Adapter for RedisCluster {
-    fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
-        self.broker.publish(message)
-    }
-
-    fn start(&self, local: PubSub) {
-        self.broker.start(&local, Publisher(self.seeds.clone()), Subscriber(self.seeds.clone()));
-    }
-
-    fn interest(&self, topic: &str, change: Interest) {
-        self.broker.interest(topic, change);
-    }
-
-    fn ready(&self, topic: &str) -> Option<Ready> {
-        self.broker.ready(topic)
-    }
-
-    fn stats(&self) -> Option<BrokerStats> {
-        Some(self.broker.stats())
-    }
-
-    fn is_receiving(&self) -> bool {
-        self.broker.is_receiving()
-    }
-}
+engine_adapter!(RedisCluster, |me, local| me.broker.start(
+    &local,
+    Publisher(me.seeds.clone()),
+    Subscriber(me.seeds.clone())
+));
 
 fn builder(seeds: &[ConnectionInfo]) -> ClusterClientBuilder {
     ClusterClientBuilder::new(seeds.iter().cloned())
