@@ -133,8 +133,7 @@ impl Subscribe for Subscriber {
         control: &'a mut Self::Control,
         channels: &'a [Arc<str>],
     ) -> Result<(), Self::Error> {
-        for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
-            let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
+        for names in chunked(channels) {
             control.subscribe(&names).await?;
         }
         Ok(())
@@ -145,8 +144,7 @@ impl Subscribe for Subscriber {
         control: &'a mut Self::Control,
         channels: &'a [Arc<str>],
     ) -> Result<(), Self::Error> {
-        for chunk in channels.chunks(SUBSCRIBE_CHUNK) {
-            let names: Vec<&str> = chunk.iter().map(|c| &**c).collect();
+        for names in chunked(channels) {
             control.unsubscribe(&names).await?;
         }
         Ok(())
@@ -156,4 +154,9 @@ impl Subscribe for Subscriber {
         let message = messages.next().await?;
         Some(Bytes::copy_from_slice(message.get_payload_bytes()))
     }
+}
+
+/// Channel names, [`SUBSCRIBE_CHUNK`] per command.
+fn chunked(channels: &[Arc<str>]) -> impl Iterator<Item = Vec<&str>> {
+    channels.chunks(SUBSCRIBE_CHUNK).map(|chunk| chunk.iter().map(|c| &**c).collect())
 }
