@@ -247,7 +247,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
     /// Handles one client message. Handlers it starts run on the next
     /// [`Dispatcher::drive`].
     pub(crate) fn dispatch(&mut self, msg: Message) {
-        Metrics::incr(&self.conn().metrics.messages_in);
+        self.conn().metrics.messages_in.incr();
         if msg.topic == PHOENIX_TOPIC && msg.event == HEARTBEAT {
             return self.reply(None, &msg, Status::Ok, &Payload::empty());
         }
@@ -285,6 +285,13 @@ impl<S: Connect + Routes> Dispatcher<S> {
         slot.queue.push_back(mail);
     }
 
+    /// A join refused before it reached a channel (its rate, the channel
+    /// cap, no route): exported as channel `none`.
+    fn refused_before_routing(&self) {
+        self.conn().metrics.joins_refused.incr();
+        crate::metrics::channel::joined("none", crate::metrics::channel::Outcome::Refused, std::time::Instant::now());
+    }
+
     fn join(&mut self, msg: Message) {
         // A join refused for flooding must not cost the client the channel it
         // already has on the topic: checked before the newest join displaces it.
@@ -292,7 +299,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             if self.conn().limits.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), limit = self.join_rate.limit, "join refused: too many joins per second");
             }
-            Metrics::incr(&self.conn().metrics.joins_refused);
+            self.refused_before_routing();
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many joins"));
         }
@@ -304,14 +311,14 @@ impl<S: Connect + Routes> Dispatcher<S> {
             if self.conn().limits.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), "join on a topic no route matches");
             }
-            Metrics::incr(&self.conn().metrics.joins_refused);
+            self.refused_before_routing();
             return self.unmatched(&msg);
         };
         if self.channels.slots.iter().filter(|s| s.attached).count() >= self.max_channels {
             if self.conn().limits.warnings.allow() {
                 tracing::warn!(topic = ?clip(&msg.topic), limit = self.max_channels, "join refused: too many channels");
             }
-            Metrics::incr(&self.conn().metrics.joins_refused);
+            self.refused_before_routing();
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many channels joined"));
         }

@@ -199,6 +199,9 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     /// existing application. Each call builds a fresh router (LongPoll
     /// sessions belong to the router they were opened on).
     pub fn router(&self) -> Router {
+        // Exported from the start, at 0, to the recorder installed by now.
+        self.metrics.export();
+        self.pubsub.fanout().export();
         if self.pubsub.is_multi_node() {
             // Every node gossips presence, also one that tracks nothing
             // itself: its clients still see the others' presences.
@@ -231,9 +234,23 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         self.pubsub.local_broadcast(topic, event, payload)
     }
 
-    /// The endpoint's counters, for a metrics exporter.
+    /// The endpoint's counters at this moment, without any recorder.
+    ///
+    /// The same figures (and durations, by channel and event) also go to
+    /// the [`metrics`](https://docs.rs/metrics) facade's recorder, when the
+    /// application installs one before the endpoint serves: see
+    /// `docs/observability.md` for the names, and for serving them to
+    /// Prometheus.
+    ///
+    /// ```
+    /// use phx_channels_runtime::endpoint::Endpoint;
+    ///
+    /// let endpoint = Endpoint::new();
+    /// let now = endpoint.metrics();
+    /// assert_eq!((now.connections_open, now.joins, now.broadcasts), (0, 0, 0));
+    /// ```
     pub fn metrics(&self) -> MetricsSnapshot {
-        self.metrics.snapshot()
+        self.metrics.snapshot(self.pubsub.fanout())
     }
 
     /// Caps the connections (WebSocket and LongPoll) open at once across

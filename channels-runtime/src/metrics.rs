@@ -1,32 +1,281 @@
-//! Counters a metrics exporter can read: [`Endpoint::metrics`] returns a
-//! [`MetricsSnapshot`] (serializable), to publish with whatever exporter the
-//! application uses.
+//! An endpoint's figures, kept two ways.
 //!
-//! [`Endpoint::metrics`]: crate::endpoint::Endpoint::metrics
+//! - Through the [`metrics`] facade, the Rust ecosystem's standard: every
+//!   figure goes to whatever recorder the application installs
+//!   (`metrics-exporter-prometheus`, StatsD, OpenTelemetry…). With no
+//!   recorder installed nothing is recorded, and a figure costs one relaxed
+//!   atomic add. Install the recorder before the endpoint serves: each
+//!   figure takes its handle from the recorder on first use.
+//! - As a [`MetricsSnapshot`] of the same counters
+//!   ([`Endpoint::metrics`](crate::endpoint::Endpoint::metrics)), which
+//!   needs no recorder (tests, the dashboard, an app's own stats route).
+//!
+//! What is exported, all prefixed `channels_` (`_total` for counters):
+//!
+//! | name | kind | labels |
+//! |---|---|---|
+//! | `connections_accepted_total` | counter | |
+//! | `connections_refused_total` | counter | `reason`: `origin`, `vsn`, `limit`, `connect`, `crash` |
+//! | `connections_open` | gauge | |
+//! | `longpoll_sessions` | gauge | |
+//! | `joins_total` | counter | `channel`, `outcome`: `ok`, `refused`, `crashed` |
+//! | `join_duration_seconds` | histogram | `channel` |
+//! | `channels_open` | gauge | |
+//! | `handle_in_duration_seconds` | histogram | `channel`, `event` (`other` for an event the channel does not declare) |
+//! | `crashes_total` | counter | `channel`, `callback`: `join`, `handle_in`, `handle_out`, `handle_info`, `terminate` |
+//! | `messages_in_total` | counter | |
+//! | `frames_out_total`, `bytes_out_total` | counter | |
+//! | `outbound_queued_bytes` | gauge | |
+//! | `broadcasts_total`, `deliveries_total` | counter | |
+//! | `malformed_frames_total`, `slow_consumers_total`, `fanout_refused_total` | counter | |
+//! | `broker_messages_total` | counter | `direction`: `out`, `in` |
+//! | `broker_dropped_total`, `broker_refused_total`, `broker_reconnects_total` | counter | |
+//! | `broker_subscriptions` | gauge | |
+//!
+//! Labels come only from the application's code (channel type names, the
+//! events a channel declares), never from what a client sends, so a client
+//! cannot make the number of series grow.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::Instant;
 
 use serde::Serialize;
 
+/// A label set of an exported figure.
+type Labels = &'static [(&'static str, &'static str)];
+
+/// A counter: an atomic for the snapshot, and the recorder's handle.
+pub(crate) struct Count {
+    value: AtomicU64,
+    name: &'static str,
+    labels: Labels,
+    help: &'static str,
+    exported: OnceLock<metrics::Counter>,
+}
+
+impl Count {
+    const fn new(name: &'static str, labels: Labels, help: &'static str) -> Self {
+        Count { value: AtomicU64::new(0), name, labels, help, exported: OnceLock::new() }
+    }
+
+    fn define(name: &'static str, help: &'static str) -> Self {
+        Count::new(name, &[], help)
+    }
+
+    pub(crate) fn incr(&self) {
+        self.add(1);
+    }
+
+    fn exported(&self) -> &metrics::Counter {
+        self.exported.get_or_init(|| {
+            metrics::describe_counter!(self.name, self.help);
+            metrics::counter!(self.name, self.labels)
+        })
+    }
+
+    /// Registers the figure with the recorder now, so that it is exported
+    /// (as 0) before anything is counted.
+    pub(crate) fn export(&self) {
+        self.exported();
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        self.exported().increment(n);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A gauge: a current value that goes up and down.
+pub(crate) struct Level {
+    value: AtomicU64,
+    name: &'static str,
+    help: &'static str,
+    exported: OnceLock<metrics::Gauge>,
+}
+
+impl Level {
+    const fn new(name: &'static str, help: &'static str) -> Self {
+        Level { value: AtomicU64::new(0), name, help, exported: OnceLock::new() }
+    }
+
+    fn define(name: &'static str, help: &'static str) -> Self {
+        Level::new(name, help)
+    }
+
+    fn exported(&self) -> &metrics::Gauge {
+        self.exported.get_or_init(|| {
+            metrics::describe_gauge!(self.name, self.help);
+            metrics::gauge!(self.name)
+        })
+    }
+
+    pub(crate) fn export(&self) {
+        self.exported();
+    }
+
+    pub(crate) fn incr(&self) {
+        self.add(1);
+    }
+
+    pub(crate) fn decr(&self) {
+        self.sub(1);
+    }
+
+    pub(crate) fn add(&self, n: u64) {
+        self.value.fetch_add(n, Ordering::Relaxed);
+        // Precision is lost only past 2^53, far beyond any queue or count.
+        #[allow(clippy::cast_precision_loss)]
+        self.exported().increment(n as f64);
+    }
+
+    pub(crate) fn set(&self, n: u64) {
+        self.value.store(n, Ordering::Relaxed);
+        #[allow(clippy::cast_precision_loss)]
+        self.exported().set(n as f64);
+    }
+
+    pub(crate) fn sub(&self, n: u64) {
+        self.value.fetch_sub(n, Ordering::Relaxed);
+        #[allow(clippy::cast_precision_loss)]
+        self.exported().decrement(n as f64);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.value.load(Ordering::Relaxed)
+    }
+}
+
+/// A figure of the snapshot only: exported labelled by channel, through
+/// [`channel`].
+pub(crate) struct Tally(AtomicU64);
+
+impl Tally {
+    /// Exported elsewhere, under `_name`, with labels.
+    fn define(_name: &'static str, _help: &'static str) -> Self {
+        Tally(AtomicU64::new(0))
+    }
+
+    fn export(&self) {}
+
+    pub(crate) fn incr(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a connection was refused: the `reason` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// The `Origin` header is not allowed.
+    Origin,
+    /// The `vsn` parameter names no serializer.
+    Vsn,
+    /// The endpoint is at its connection cap.
+    Limit,
+    /// The application's `connect` refused.
+    Connect,
+    /// The application's `connect` panicked.
+    Crash,
+}
+
+/// Refused connections, by reason.
+pub(crate) struct Refusals([Count; 5]);
+
+impl Default for Refusals {
+    fn default() -> Self {
+        const NAME: &str = "channels_connections_refused_total";
+        const HELP: &str = "Connections refused, by reason";
+        Refusals([
+            Count::new(NAME, &[("reason", "origin")], HELP),
+            Count::new(NAME, &[("reason", "vsn")], HELP),
+            Count::new(NAME, &[("reason", "limit")], HELP),
+            Count::new(NAME, &[("reason", "connect")], HELP),
+            Count::new(NAME, &[("reason", "crash")], HELP),
+        ])
+    }
+}
+
+impl Refusals {
+    pub(crate) fn incr(&self, reason: Refusal) {
+        self.0[reason as usize].incr();
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().map(Count::get).sum()
+    }
+
+    fn export(&self) {
+        self.0.iter().for_each(Count::export);
+    }
+}
+
 macro_rules! metrics {
-    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
-        /// The live counters of one endpoint.
-        #[derive(Debug, Default)]
+    ($( $(#[doc = $doc:literal])* $kind:ident $name:ident = $exported:literal, )*) => {
+        /// The live figures of one endpoint.
         pub(crate) struct Metrics {
-            $( pub(crate) $name: AtomicU64, )*
+            $( pub(crate) $name: $kind, )*
+            pub(crate) connections_refused: Refusals,
+        }
+
+        impl Default for Metrics {
+            fn default() -> Self {
+                Metrics {
+                    $( $name: $kind::define($exported, concat!($($doc),*).trim_ascii()), )*
+                    connections_refused: Refusals::default(),
+                }
+            }
         }
 
         /// The counters of an endpoint at one moment. Totals only grow;
-        /// `*_open` figures are current values.
+        /// `*_open`, `longpoll_sessions` and `outbound_queued_bytes` are
+        /// current values.
         #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
         #[non_exhaustive]
         pub struct MetricsSnapshot {
-            $( $(#[$doc])* pub $name: u64, )*
+            $( $(#[doc = $doc])* pub $name: u64, )*
+            /// Connections refused (origin, `vsn`, the connection cap, or
+            /// `connect`).
+            pub connections_refused: u64,
+            /// Broadcasts delivered on this node (from here or from other
+            /// nodes), counted once each however many subscribers got them.
+            pub broadcasts: u64,
+            /// Broadcast frames handed to subscribers on this node.
+            pub deliveries: u64,
         }
 
         impl Metrics {
-            pub(crate) fn snapshot(&self) -> MetricsSnapshot {
-                MetricsSnapshot { $( $name: self.$name.load(Ordering::Relaxed), )* }
+            /// Registers every figure with the application's recorder (the
+            /// endpoint does, as it starts serving), so that all are
+            /// exported from the start, at 0.
+            pub(crate) fn export(&self) {
+                $( self.$name.export(); )*
+                self.connections_refused.export();
+            }
+
+            pub(crate) fn snapshot(&self, fanout: &Fanout) -> MetricsSnapshot {
+                MetricsSnapshot {
+                    $( $name: self.$name.get(), )*
+                    connections_refused: self.connections_refused.total(),
+                    broadcasts: fanout.broadcasts.get(),
+                    deliveries: fanout.deliveries.get(),
+                }
+            }
+        }
+
+        impl std::fmt::Debug for Metrics {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct("Metrics")
+                    $( .field(stringify!($name), &self.$name.get()) )*
+                    .field("connections_refused", &self.connections_refused.total())
+                    .finish()
             }
         }
     };
@@ -34,46 +283,157 @@ macro_rules! metrics {
 
 metrics! {
     /// Connections accepted by `connect`.
-    connections_accepted,
-    /// Connections refused (origin, `vsn` or `connect`).
-    connections_refused,
+    Count connections_accepted = "channels_connections_accepted_total",
     /// Connections open now.
-    connections_open,
+    Level connections_open = "channels_connections_open",
+    /// LongPoll sessions open now (also counted in `connections_open`).
+    Level longpoll_sessions = "channels_longpoll_sessions",
     /// Channels joined.
-    joins,
+    Tally joins = "channels_joins_total",
     /// Joins refused by the channel, the channel cap or no route.
-    joins_refused,
+    Tally joins_refused = "channels_joins_total",
     /// Joins whose `join` panicked or failed.
-    join_crashes,
+    Tally join_crashes = "channels_joins_total",
     /// Channels joined now.
-    channels_open,
+    Level channels_open = "channels_channels_open",
     /// Channels that crashed after joining.
-    channel_crashes,
+    Tally channel_crashes = "channels_crashes_total",
     /// Client messages received (heartbeats included).
-    messages_in,
+    Count messages_in = "channels_messages_in_total",
     /// Frames written to clients.
-    frames_out,
+    Count frames_out = "channels_frames_out_total",
     /// Bytes of frames written to clients.
-    bytes_out,
+    Count bytes_out = "channels_bytes_out_total",
+    /// Bytes of frames queued for clients, not yet written.
+    Level outbound_queued_bytes = "channels_outbound_queued_bytes",
     /// Connections closed for sending a malformed or oversized frame.
-    malformed_frames,
+    Count malformed_frames = "channels_malformed_frames_total",
     /// Connections closed for falling too far behind.
-    slow_consumers,
+    Count slow_consumers = "channels_slow_consumers_total",
     /// Broadcasts and presence tracks a channel was refused for going over
     /// a fan-out limit (size or rate).
-    fanout_refused,
+    Count fanout_refused = "channels_fanout_refused_total",
 }
 
-impl Metrics {
-    pub(crate) fn incr(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+/// What a PubSub counts, whichever endpoints share it.
+pub(crate) struct Fanout {
+    pub(crate) broadcasts: Count,
+    pub(crate) deliveries: Count,
+}
+
+impl Fanout {
+    pub(crate) fn export(&self) {
+        self.broadcasts.export();
+        self.deliveries.export();
+    }
+}
+
+impl Default for Fanout {
+    fn default() -> Self {
+        Fanout {
+            broadcasts: Count::new(
+                "channels_broadcasts_total",
+                &[],
+                "Broadcasts delivered on this node, once each however many subscribers got them",
+            ),
+            deliveries: Count::new(
+                "channels_deliveries_total",
+                &[],
+                "Broadcast frames handed to subscribers on this node",
+            ),
+        }
+    }
+}
+
+/// What a broker adapter counts, mirrored to the recorder as it counts.
+pub(crate) struct Broker {
+    pub(crate) published: Count,
+    pub(crate) received: Count,
+    pub(crate) dropped: Count,
+    pub(crate) refused: Count,
+    pub(crate) reconnects: Count,
+    pub(crate) subscriptions: Level,
+}
+
+impl Default for Broker {
+    fn default() -> Self {
+        const MESSAGES: &str = "channels_broker_messages_total";
+        const MESSAGES_HELP: &str = "Broadcasts carried by the broker, by direction";
+        Broker {
+            published: Count::new(MESSAGES, &[("direction", "out")], MESSAGES_HELP),
+            received: Count::new(MESSAGES, &[("direction", "in")], MESSAGES_HELP),
+            dropped: Count::new(
+                "channels_broker_dropped_total",
+                &[],
+                "Broadcasts that stayed on this node while the broker was away",
+            ),
+            refused: Count::new(
+                "channels_broker_refused_total",
+                &[],
+                "Broadcasts refused because the broker could not keep up",
+            ),
+            reconnects: Count::new(
+                "channels_broker_reconnects_total",
+                &[],
+                "Broker connections that came back after an outage",
+            ),
+            subscriptions: Level::new("channels_broker_subscriptions", "Broker subscriptions held now"),
+        }
+    }
+}
+
+/// The channel-level figures, labelled by channel type (and event): through
+/// the recorder only, which keeps one series per label set.
+pub(crate) mod channel {
+    use super::Instant;
+
+    /// How a join ended: the `outcome` label.
+    #[derive(Debug, Clone, Copy)]
+    pub(crate) enum Outcome {
+        Ok,
+        Refused,
+        Crashed,
     }
 
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+    /// A join of a `channel` ended after starting at `started`.
+    pub(crate) fn joined(channel: &'static str, outcome: Outcome, started: Instant) {
+        describe();
+        let outcome = match outcome {
+            Outcome::Ok => "ok",
+            Outcome::Refused => "refused",
+            Outcome::Crashed => "crashed",
+        };
+        metrics::counter!("channels_joins_total", "channel" => channel, "outcome" => outcome).increment(1);
+        metrics::histogram!("channels_join_duration_seconds", "channel" => channel).record(started.elapsed());
     }
 
-    pub(crate) fn decr(counter: &AtomicU64) {
-        counter.fetch_sub(1, Ordering::Relaxed);
+    /// A `handle_in` of `event` on `channel` ran from `started` until now.
+    pub(crate) fn handled(channel: &'static str, event: &'static str, started: Instant) {
+        metrics::histogram!("channels_handle_in_duration_seconds", "channel" => channel, "event" => event)
+            .record(started.elapsed());
+    }
+
+    /// A callback of `channel` crashed.
+    pub(crate) fn crashed(channel: &'static str, callback: &'static str) {
+        metrics::counter!("channels_crashes_total", "channel" => channel, "callback" => callback).increment(1);
+    }
+
+    /// Describes the channel-level figures to the recorder, once.
+    fn describe() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            metrics::describe_counter!("channels_joins_total", "Joins, by channel and outcome");
+            metrics::describe_histogram!(
+                "channels_join_duration_seconds",
+                metrics::Unit::Seconds,
+                "Time from a join's arrival to its reply"
+            );
+            metrics::describe_histogram!(
+                "channels_handle_in_duration_seconds",
+                metrics::Unit::Seconds,
+                "Time a handle_in took, by channel and event"
+            );
+            metrics::describe_counter!("channels_crashes_total", "Channel callbacks that panicked or failed");
+        });
     }
 }

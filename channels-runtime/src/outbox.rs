@@ -94,6 +94,9 @@ struct Sink {
     metrics: Arc<Metrics>,
 }
 
+/// The figures a queue's backlog is counted in (`outbound_queued_bytes`).
+type Counted = Option<Arc<Metrics>>;
+
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
@@ -106,6 +109,8 @@ struct Queue {
     closed: Option<CloseReason>,
     /// Boxed: only WebSocket connections over plain TCP have one.
     sink: Option<Box<Sink>>,
+    /// Where `bytes` is counted, once the connection is counted anywhere.
+    counted: Counted,
     /// The connection's own task is running: what it queues goes out in one
     /// write when it is done ([`Outbox::uncork`]).
     corked: bool,
@@ -121,17 +126,38 @@ struct Queue {
     blocked: bool,
 }
 
+/// Sets a queue's backlog to `bytes`, keeping the endpoint's gauge of every
+/// backlog in step (a field apart from the queue's socket, which a write
+/// holds meanwhile).
+fn set_backlog(counted: &Counted, backlog: &mut usize, bytes: usize) {
+    if let Some(metrics) = counted {
+        match bytes.cmp(backlog) {
+            std::cmp::Ordering::Greater => metrics.outbound_queued_bytes.add((bytes - *backlog) as u64),
+            std::cmp::Ordering::Less => metrics.outbound_queued_bytes.sub((*backlog - bytes) as u64),
+            std::cmp::Ordering::Equal => {}
+        }
+    }
+    *backlog = bytes;
+}
+
 impl Queue {
+    /// Sets the backlog, keeping the endpoint's gauge of every backlog in
+    /// step. A frame that goes straight to the socket never comes here.
+    fn set_bytes(&mut self, bytes: usize) {
+        set_backlog(&self.counted, &mut self.bytes, bytes);
+    }
+
     fn close(&mut self, reason: CloseReason) {
         self.closed = Some(reason);
         // A frame partly on the wire is finished (so that the close frame
         // can follow it); nothing else queued is sent.
         if self.written > 0 {
             self.frames.truncate(1);
-            self.bytes = self.frames.front().map_or(0, |f| f.wire_len() - self.written);
+            let left = self.frames.front().map_or(0, |f| f.wire_len() - self.written);
+            self.set_bytes(left);
         } else {
             self.frames = VecDeque::new();
-            self.bytes = 0;
+            self.set_bytes(0);
         }
     }
 
@@ -164,7 +190,8 @@ impl Queue {
                 Err(error) => return Err(error),
             };
             progress |= n > 0;
-            self.bytes -= n;
+            let left = self.bytes - n;
+            set_backlog(&self.counted, &mut self.bytes, left);
             let (mut frames, mut payload) = (0, 0);
             while let Some(front) = self.frames.front() {
                 let left = front.wire_len() - self.written;
@@ -178,8 +205,8 @@ impl Queue {
                 self.written = 0;
                 self.frames.pop_front();
             }
-            Metrics::add(&sink.metrics.frames_out, frames);
-            Metrics::add(&sink.metrics.bytes_out, payload as u64);
+            sink.metrics.frames_out.add(frames);
+            sink.metrics.bytes_out.add(payload as u64);
         }
         // An idle connection keeps no queue.
         self.frames = VecDeque::new();
@@ -273,7 +300,15 @@ impl Outbox {
     /// Writes frames to `socket` from now on (see [`Outbox`]), counting
     /// them in `metrics`.
     pub(crate) fn attach(&self, socket: OwnedWriteHalf, metrics: Arc<Metrics>) {
-        self.queue.lock().sink = Some(Box::new(Sink { socket, metrics }));
+        let mut q = self.queue.lock();
+        q.counted = Some(metrics.clone());
+        q.sink = Some(Box::new(Sink { socket, metrics }));
+    }
+
+    /// Counts this outbox's backlog in `metrics` (for an outbox with no
+    /// socket attached: LongPoll, other IO types).
+    pub(crate) fn count_in(&self, metrics: Arc<Metrics>) {
+        self.queue.lock().counted = Some(metrics);
     }
 
     /// Gives the socket back, with the rest of a frame partly written (to
@@ -285,7 +320,7 @@ impl Outbox {
             _ => None,
         };
         q.frames = VecDeque::new();
-        q.bytes = 0;
+        q.set_bytes(0);
         q.written = 0;
         (q.sink.take().map(|sink| sink.socket), rest)
     }
@@ -313,8 +348,8 @@ impl Outbox {
                 let wrote = sink.socket.try_write(frame.wire());
                 if let Ok(n) = wrote {
                     if n == len {
-                        Metrics::incr(&sink.metrics.frames_out);
-                        Metrics::add(&sink.metrics.bytes_out, frame.len() as u64);
+                        sink.metrics.frames_out.incr();
+                        sink.metrics.bytes_out.add(frame.len() as u64);
                         // While the connection's task runs, what it sends
                         // after this frame goes out in one write at the end.
                         q.coalescing = q.corked;
@@ -324,7 +359,8 @@ impl Outbox {
                 // The kernel took part of it or none (a write error too): the
                 // connection's task waits for the socket, or ends.
                 q.written = *wrote.as_ref().unwrap_or(&0);
-                q.bytes = len - q.written;
+                let left = len - q.written;
+                q.set_bytes(left);
                 q.frames.push_back(frame);
                 q.blocked = true;
                 drop(q);
@@ -333,7 +369,8 @@ impl Outbox {
             }
         }
         let was_empty = q.frames.is_empty();
-        q.bytes += len;
+        let backlog = q.bytes + len;
+        q.set_bytes(backlog);
         q.frames.push_back(frame);
         if q.corked {
             // The connection's task writes it when it is done.
@@ -476,7 +513,7 @@ impl Outbox {
         if let Some(reason) = q.closed {
             return Err(reason);
         }
-        q.bytes = 0;
+        q.set_bytes(0);
         Ok(std::mem::take(&mut q.frames))
     }
 
@@ -498,6 +535,12 @@ impl Outbox {
             }
             self.ready().await;
         }
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.set_bytes(0);
     }
 }
 

@@ -26,7 +26,9 @@
 //! push from one client faster than that.
 //!
 //! `POST /api/disconnect?id=SOCKET_ID` (every connection with that socket id
-//! is closed) and `GET /api/stats` (the broker's counters) need
+//! is closed), `GET /api/stats` (the broker's counters)
+//! and `GET /metrics` (every figure of the runtime, in Prometheus's text
+//! format, through `metrics-exporter-prometheus`) need
 //! `Authorization: Bearer $DISCUSS_ADMIN_TOKEN`; without
 //! `DISCUSS_ADMIN_TOKEN` in the environment those routes are closed (403).
 //!
@@ -49,6 +51,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use phx_channels::prelude::*;
 use phx_channels::pubsub::{Nats, Redis, RedisCluster};
 use phx_channels::{PresenceOptions, SocketOptions};
@@ -82,6 +85,42 @@ async fn stats(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
         return status.into_response();
     }
     axum::Json(json!({"broker": app.pubsub.broker_stats()})).into_response()
+}
+
+/// The runtime's figures for Prometheus: the recorder is installed before
+/// the endpoint serves, so every figure finds it.
+fn prometheus() -> anyhow::Result<PrometheusHandle> {
+    /// Seconds, from 100 µs (a `handle_in` that only replies) to 10 s.
+    const DURATION_BUCKETS: [f64; 14] =
+        [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0];
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".into()), &DURATION_BUCKETS)?
+        .install_recorder()?;
+    // Without the exporter's own HTTP listener, its upkeep (bounding the
+    // histograms' memory between scrapes) is ours to run.
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
+}
+
+/// `GET /metrics` with the admin token (a Prometheus scrape config sends
+/// it as `authorization: {credentials: ...}`).
+fn metrics_route(handle: PrometheusHandle) -> Router<Arc<App>> {
+    Router::new().route(
+        "/metrics",
+        get(move |State(app): State<Arc<App>>, headers: HeaderMap| async move {
+            if let Err(status) = admin(&app, &headers, "GET /metrics") {
+                return status.into_response();
+            }
+            ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], handle.render()).into_response()
+        }),
+    )
 }
 
 fn admin(app: &App, headers: &HeaderMap, route: &str) -> Result<(), StatusCode> {
@@ -253,11 +292,13 @@ async fn main() -> anyhow::Result<()> {
         options.max_broadcasts_per_second = n.parse()?;
     }
     let admin_token = env("DISCUSS_ADMIN_TOKEN");
+    let prometheus = prometheus()?;
     let pubsub = pubsub()?;
     let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))
         .with_pubsub(pubsub)
         .socket_with("/socket", UserSocket, options)
         .merge(Router::new().route("/api/disconnect", post(disconnect)).route("/api/stats", get(stats)))
+        .merge(metrics_route(prometheus))
         .merge(web_routes());
     install_phoenix_js();
 

@@ -170,6 +170,16 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
         let events = &channel.intercepts;
         quote!(const INTERCEPTS: &'static [&'static str] = &[#(#events),*];)
     });
+    // The events `handle_in` answers: the metrics' `event` label.
+    let handled: Vec<&syn::LitStr> = channel
+        .handlers
+        .iter()
+        .filter_map(|h| match &h.kind {
+            Kind::In(event) => Some(event),
+            _ => None,
+        })
+        .collect();
+    let events = (!handled.is_empty()).then(|| quote!(const EVENTS: &'static [&'static str] = &[#(#handled),*];));
 
     let info_arms: Vec<TokenStream> = channel
         .handlers
@@ -243,6 +253,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             }
 
             #intercepts
+            #events
             #handle_out
             #handle_info
             #terminate

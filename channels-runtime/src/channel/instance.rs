@@ -11,6 +11,7 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::{Channel, JoinError, JoinFailure, Start, Terminate};
 use crate::connect::Connect;
@@ -18,7 +19,7 @@ use crate::connection::Connection;
 use crate::crash::Crash;
 use crate::logging::{clip, clip_error};
 use crate::mailbox::Mail;
-use crate::metrics::Metrics;
+use crate::metrics::channel::{self as exported, Outcome};
 use crate::presence::Presence;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
 use crate::reply::{self, Reply, Status};
@@ -80,8 +81,7 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
         });
     };
 
-    // The clock is read only for a log line someone will see.
-    let started = tracing::enabled!(tracing::Level::INFO).then(tokio::time::Instant::now);
+    let started = Instant::now();
     let joined = guarded(C::join(topic.clone(), payload, &mut socket)).await;
     match joined.map_err(|error| refuse_over_limit(error, &conn, &topic)) {
         Ok((response, channel)) => {
@@ -98,9 +98,10 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
             conn.pubsub.subscribe_then(&topic, subscriber, || join_reply(Status::Ok, &response));
             drop(hold);
             socket.release_pending();
-            Metrics::incr(&conn.metrics.joins);
-            Metrics::incr(&conn.metrics.channels_open);
-            tracing::info!(topic = ?clip(&topic), elapsed = ?started.map(|s| s.elapsed()), "joined");
+            conn.metrics.joins.incr();
+            conn.metrics.channels_open.incr();
+            exported::joined(C::name(), Outcome::Ok, started);
+            tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
             Some(Box::new(Instance { channel, socket }))
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
@@ -113,13 +114,16 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
                 }
                 None => tracing::info!(topic = ?clip(&topic), refusal, "join refused"),
             }
-            Metrics::incr(&conn.metrics.joins_refused);
+            conn.metrics.joins_refused.incr();
+            exported::joined(C::name(), Outcome::Refused, started);
             release(&mut socket);
             None
         }
         Err(JoinError(JoinFailure::Crashed(error))) => {
             tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "join crashed");
-            Metrics::incr(&conn.metrics.join_crashes);
+            conn.metrics.join_crashes.incr();
+            exported::joined(C::name(), Outcome::Crashed, started);
+            exported::crashed(C::name(), "join");
             join_reply(Status::Error, &reply::reason("join crashed"));
             release(&mut socket);
             None
@@ -132,17 +136,19 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
     let Instance { channel, socket, .. } = &mut *me;
     let conn = socket.connection().clone();
     let topic = socket.topic().clone();
-    let (event, outcome) = match mail {
+    let (callback, event, outcome) = match mail {
         Mail::In { msg_ref, event, payload } => {
-            let started = tracing::enabled!(tracing::Level::DEBUG).then(tokio::time::Instant::now);
+            let started = Instant::now();
             socket.set_current_ref(msg_ref);
             let mut outcome = guarded(channel.handle_in(&event, payload, socket)).await;
             let msg_ref = socket.take_current_ref();
             if let Some(response) = outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)) {
                 outcome = Ok(Reply::error(response));
             }
+            let declared = C::EVENTS.iter().find(|declared| **declared == event);
+            exported::handled(C::name(), declared.copied().unwrap_or("other"), started);
             if let Ok(reply) = &outcome {
-                tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.map(|s| s.elapsed()), "handle_in");
+                tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.elapsed(), "handle_in");
                 if let Some((status, response)) = &reply.status {
                     conn.send(&Outgoing::Reply {
                         join_ref: socket.join_ref(),
@@ -153,7 +159,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
                     });
                 }
             }
-            (Cow::Owned(event), outcome)
+            ("handle_in", Cow::Owned(event), outcome)
         }
         Mail::Info(info) => {
             // The message's type names it in the log, should it crash.
@@ -163,7 +169,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
                 outcome = Ok(Reply::none());
             }
             warn_if_replied(&outcome, "handle_info");
-            (Cow::Borrowed(event), outcome)
+            ("handle_info", Cow::Borrowed(event), outcome)
         }
         Mail::Out { event, payload } => {
             let mut outcome = guarded(channel.handle_out(&event, payload, socket)).await;
@@ -171,7 +177,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
                 outcome = Ok(Reply::none());
             }
             warn_if_replied(&outcome, "handle_out");
-            (Cow::Owned(event), outcome)
+            ("handle_out", Cow::Owned(event), outcome)
         }
         Mail::Leave { msg_ref } => {
             conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());
@@ -193,7 +199,8 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
         Ok(_) => Some(me),
         Err(error) => {
             tracing::error!(topic = ?clip(&topic), event = ?clip(&event), error = ?clip_error(&error.to_string()), "channel crashed");
-            Metrics::incr(&conn.metrics.channel_crashes);
+            conn.metrics.channel_crashes.incr();
+            exported::crashed(C::name(), callback);
             end(me, Terminate::Crashed(error)).await
         }
     }
@@ -214,6 +221,7 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
     .await;
     if let Err(error) = terminated {
         tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "terminate crashed");
+        exported::crashed(C::name(), "terminate");
     }
     release(socket);
     let join_ref = socket.join_ref_as_sent();
@@ -226,7 +234,7 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
         Terminate::Closed | Terminate::Shutdown => {}
         _ => control(PHX_CLOSE, &Payload::empty()),
     }
-    Metrics::decr(&conn.metrics.channels_open);
+    conn.metrics.channels_open.decr();
     tracing::info!(topic = ?clip(&topic), ?reason, "channel ended");
     None
 }
@@ -237,7 +245,7 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
 /// the limit instead. `None` for any other failure, which crashes.
 fn over_limit(crash: &Crash, conn: &Connection, topic: &str, event: &str) -> Option<Payload> {
     let response = crate::fanout::refusal(crash)?;
-    Metrics::incr(&conn.metrics.fanout_refused);
+    conn.metrics.fanout_refused.incr();
     if conn.limits.warnings.allow() {
         let error = crash.to_string();
         tracing::warn!(topic = ?clip(topic), event = ?clip(event), error = ?clip_error(&error), "fan-out limit hit; answered with an error");
@@ -256,7 +264,7 @@ fn refuse_over_limit(error: JoinError, conn: &Connection, topic: &str) -> JoinEr
         JoinFailure::Crashed(crash) => crate::fanout::refusal(crash),
     };
     let Some(response) = response else { return error };
-    Metrics::incr(&conn.metrics.fanout_refused);
+    conn.metrics.fanout_refused.incr();
     let source: crate::crash::BoxError = match error.0 {
         JoinFailure::Refused { source: Some(source), .. } => source,
         JoinFailure::Refused { source: None, .. } => "fan-out limit".into(),

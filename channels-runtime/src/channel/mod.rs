@@ -62,6 +62,20 @@ pub trait Channel: Sized + Send + 'static {
         socket: &mut Socket<Self::Socket>,
     ) -> impl Future<Output = Result<Reply, Crash>> + Send;
 
+    /// The events [`Channel::handle_in`] answers, as the `event` label of
+    /// its duration in the exported metrics (`#[channel]` lists its
+    /// `#[handle_in]` events here). Any other event is counted as `other`,
+    /// so a client cannot make the number of series grow.
+    const EVENTS: &'static [&'static str] = &[];
+
+    /// The channel's name in the exported metrics and logs: its type's
+    /// name without the module path.
+    fn name() -> &'static str {
+        let full = std::any::type_name::<Self>();
+        let plain = full.split('<').next().unwrap_or(full);
+        plain.rsplit("::").next().unwrap_or(plain)
+    }
+
     /// Broadcast events this channel wants to see in
     /// [`Channel::handle_out`] instead of having them sent straight to its
     /// client (Phoenix's `intercept`). Every other event stays on the

@@ -305,15 +305,6 @@ pub(crate) struct Outbound {
     pub(crate) bytes: Bytes,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    published: AtomicU64,
-    received: AtomicU64,
-    dropped: AtomicU64,
-    refused: AtomicU64,
-    reconnects: AtomicU64,
-}
-
 /// The engine-independent half of a broker adapter: an engine's
 /// [`Adapter`](super::Adapter) methods delegate here.
 pub(crate) struct Broker {
@@ -321,7 +312,8 @@ pub(crate) struct Broker {
     node: NodeId,
     names: Names,
     interest: Arc<Interest>,
-    counters: Counters,
+    /// Counted here and in the application's `metrics` recorder.
+    counters: crate::metrics::Broker,
     publishing: Outage,
     subscribing: Outage,
     /// Broadcasts dropped so far when the current publish outage started.
@@ -339,7 +331,7 @@ impl Broker {
             node: node_id(),
             names,
             interest: Arc::new(Interest::new()),
-            counters: Counters::default(),
+            counters: crate::metrics::Broker::default(),
             publishing: Outage::new(engine, "publishing"),
             subscribing: Outage::new(engine, "subscribing"),
             dropped_at_outage: AtomicU64::new(0),
@@ -354,14 +346,14 @@ impl Broker {
         if self.publishing.is_on() {
             // At most once across nodes: while the broker is away, a
             // broadcast reaches this node's subscribers only.
-            self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+            self.counters.dropped.add(1);
             return Ok(());
         }
         let outbound = Outbound { channel: self.names.channel(&message.topic), bytes: encode(&self.node, message) };
         match self.queue.try_send(outbound) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                self.counters.refused.add(1);
                 if !self.busy.swap(true, Ordering::Relaxed) {
                     let engine = self.engine;
                     tracing::warn!(queued = QUEUE, "{engine} cannot keep up: broadcasts are refused until its queue drains (logged once per episode)");
@@ -369,7 +361,7 @@ impl Broker {
                 Err(PublishError::Busy)
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {
-                self.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                self.counters.dropped.add(1);
                 Ok(())
             }
         }
@@ -394,13 +386,18 @@ impl Broker {
     pub(crate) fn stats(&self) -> BrokerStats {
         let c = &self.counters;
         BrokerStats {
-            published: c.published.load(Ordering::Relaxed),
-            received: c.received.load(Ordering::Relaxed),
-            dropped: c.dropped.load(Ordering::Relaxed),
-            refused: c.refused.load(Ordering::Relaxed),
-            reconnects: c.reconnects.load(Ordering::Relaxed),
+            published: c.published.get(),
+            received: c.received.get(),
+            dropped: c.dropped.get(),
+            refused: c.refused.get(),
+            reconnects: c.reconnects.get(),
             subscriptions: self.interest.subscriptions() as u64,
         }
+    }
+
+    /// Exports how many subscriptions the broker confirmed, after a change.
+    fn count_subscriptions(&self) {
+        self.counters.subscriptions.set(self.interest.subscriptions() as u64);
     }
 
     /// Starts the engine's publisher and subscriber loops, once.
@@ -414,7 +411,7 @@ impl Broker {
     pub(crate) fn deliver(&self, local: &PubSub, bytes: &[u8]) {
         match decode(bytes, &self.node) {
             Ok(Some(message)) => {
-                self.counters.received.fetch_add(1, Ordering::Relaxed);
+                self.counters.received.add(1);
                 local.deliver_local(&message);
             }
             Ok(None) => {}
@@ -426,20 +423,19 @@ impl Broker {
     }
 
     fn lost(&self, n: usize) {
-        self.counters.dropped.fetch_add(n as u64, Ordering::Relaxed);
+        self.counters.dropped.add(n as u64);
     }
 
     fn publish_failed(&self, error: &dyn Display) {
         if self.publishing.fail(error) {
-            self.dropped_at_outage.store(self.counters.dropped.load(Ordering::Relaxed), Ordering::Relaxed);
+            self.dropped_at_outage.store(self.counters.dropped.get(), Ordering::Relaxed);
         }
     }
 
     fn publish_recovered(&self) {
         if let Some(lasted) = self.publishing.recover() {
-            self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-            let dropped =
-                self.counters.dropped.load(Ordering::Relaxed) - self.dropped_at_outage.load(Ordering::Relaxed);
+            self.counters.reconnects.add(1);
+            let dropped = self.counters.dropped.get() - self.dropped_at_outage.load(Ordering::Relaxed);
             let engine = self.engine;
             tracing::warn!(
                 ?lasted,
@@ -575,7 +571,7 @@ async fn publisher<P: Publish>(broker: Arc<Broker>, engine: P, mut queued: mpsc:
                 Ok(refused) => {
                     let refused = refused.min(batch.len());
                     broker.lost(refused);
-                    broker.counters.published.fetch_add((batch.len() - refused) as u64, Ordering::Relaxed);
+                    broker.counters.published.add((batch.len() - refused) as u64);
                     broker.busy.store(false, Ordering::Relaxed);
                 }
                 Err(error) => {
@@ -623,8 +619,9 @@ async fn subscriber<S: Subscribe>(broker: Arc<Broker>, engine: S, local: WeakPub
             continue;
         }
         broker.interest.confirm(&all, &[]);
+        broker.count_subscriptions();
         if let Some(lasted) = broker.subscribing.recover() {
-            broker.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            broker.counters.reconnects.add(1);
             let engine = broker.engine;
             tracing::warn!(
                 ?lasted,
@@ -652,10 +649,12 @@ async fn subscriber<S: Subscribe>(broker: Arc<Broker>, engine: S, local: WeakPub
                         }
                     }
                     broker.interest.confirm(&add, &remove);
+                    broker.count_subscriptions();
                 }
             }
         };
         broker.interest.down();
+        broker.count_subscriptions();
         broker.subscribing.fail(&lost);
     }
 }

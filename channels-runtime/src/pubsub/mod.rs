@@ -381,6 +381,8 @@ struct Inner {
     multi_node: bool,
     /// Services built on this PubSub (presence), one of each type.
     services: Services,
+    /// Broadcasts and deliveries on this node.
+    fanout: crate::metrics::Fanout,
 }
 
 /// The publish/subscribe hub of an endpoint. Cheap to clone.
@@ -453,7 +455,13 @@ impl PubSub {
     pub fn with_adapter(adapter: impl Adapter) -> Self {
         let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
         let multi_node = adapter.is_multi_node();
-        let inner = Inner { shards, adapter: Box::new(adapter), multi_node, services: Mutex::default() };
+        let inner = Inner {
+            shards,
+            adapter: Box::new(adapter),
+            multi_node,
+            services: Mutex::default(),
+            fanout: crate::metrics::Fanout::default(),
+        };
         let pubsub = PubSub { inner: Arc::new(inner) };
         pubsub.inner.adapter.start(pubsub.clone());
         pubsub
@@ -617,10 +625,12 @@ impl PubSub {
         // One encoding per serializer, made on first need and shared by
         // every subscriber using that serializer.
         let mut encoded: [Option<Option<Frame>>; 2] = [None, None];
+        let mut delivered = 0;
         for sub in &subscribers.list {
             if Some(sub.id) == except {
                 continue;
             }
+            delivered += 1;
             if sub.wants_raw(event) {
                 sub.sink.raw(sub.tag, topic, event, payload);
                 continue;
@@ -640,6 +650,14 @@ impl PubSub {
                 sub.sink.frame(frame);
             }
         }
+        drop(shard);
+        self.inner.fanout.broadcasts.incr();
+        self.inner.fanout.deliveries.add(delivered);
+    }
+
+    /// What this PubSub counted (in every endpoint's snapshot).
+    pub(crate) fn fanout(&self) -> &crate::metrics::Fanout {
+        &self.inner.fanout
     }
 
     /// Subscribes to `topic`. A connection holds at most one subscription

@@ -29,7 +29,7 @@ use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, Params};
 use crate::dispatch::{Dispatcher, Driven};
-use crate::metrics::Metrics;
+use crate::metrics::Refusal;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Serializer};
 
@@ -86,7 +86,8 @@ impl<S: Connect + Routes> Sessions<S> {
             let shutdown = session.outbox.close_reason() == Some(CloseReason::Shutdown);
             session.outbox.close(CloseReason::Gone);
             session.dispatcher.finish(shutdown);
-            Metrics::decr(&self.mount.metrics.connections_open);
+            self.mount.metrics.connections_open.decr();
+            self.mount.metrics.longpoll_sessions.decr();
             tracing::debug!(closed = ?session.outbox.close_reason(), "longpoll session ended");
         }
     }
@@ -176,7 +177,7 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     // phoenix.js always speaks V2 over LongPoll; V1 frames may still arrive
     // from legacy clients that ask for it.
     if sessions.full() {
-        Metrics::incr(&mount.metrics.connections_refused);
+        mount.metrics.connections_refused.incr(Refusal::Limit);
         return at_capacity();
     }
     let (serializer, assigns) = match super::admit::<S>(mount, &params, super::connect_info(&req)).await {
@@ -193,6 +194,7 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     };
     let hold = mount.hold_socket_id::<S>(&assigns).await;
     let outbox = Arc::new(Outbox::new(mount.options.max_outbound_bytes));
+    outbox.count_in(mount.metrics.clone());
     let dispatcher = Dispatcher::<S>::new(
         assigns,
         mount.state::<S>(),
@@ -217,12 +219,13 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         let mut open = sessions.sessions.lock();
         if open.len() >= mount.options.max_longpoll_sessions {
             drop(open);
-            Metrics::incr(&mount.metrics.connections_refused);
+            mount.metrics.connections_refused.incr(Refusal::Limit);
             return at_capacity();
         }
         open.insert(token.clone(), session.clone());
     }
-    Metrics::incr(&mount.metrics.connections_open);
+    mount.metrics.connections_open.incr();
+    mount.metrics.longpoll_sessions.incr();
     reap_when_idle(sessions.clone(), token.clone(), session, mount.options.longpoll_window * 3 / 2);
     answer(410, Some(&token), Some(Vec::new()))
 }
@@ -263,8 +266,8 @@ async fn poll<S: Connect + Routes>(sessions: &Sessions<S>, token: &str, session:
             answer(410, None, None)
         }
         Ok(Ok(batch)) => {
-            Metrics::add(&sessions.mount.metrics.frames_out, batch.len() as u64);
-            Metrics::add(&sessions.mount.metrics.bytes_out, batch.iter().map(|f| f.len() as u64).sum());
+            sessions.mount.metrics.frames_out.add(batch.len() as u64);
+            sessions.mount.metrics.bytes_out.add(batch.iter().map(|f| f.len() as u64).sum());
             let messages: Vec<&str> = batch.iter().filter_map(text_only).collect();
             answer(200, Some(token), Some(messages))
         }

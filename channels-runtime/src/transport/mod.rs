@@ -13,7 +13,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use futures_util::FutureExt;
 
 use crate::connect::{Connect, Params};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refusal};
 use crate::options::SocketOptions;
 use crate::protocol::Serializer;
 use crate::pubsub::PubSub;
@@ -65,7 +65,7 @@ pub(crate) fn origin_allowed(mount: &Mount, headers: &HeaderMap) -> bool {
     let allowed = mount.options.check_origin.allows(origin, host);
     if !allowed {
         tracing::warn!(origin, host, "connect refused: origin not allowed (see SocketOptions::check_origin)");
-        Metrics::incr(&mount.metrics.connections_refused);
+        mount.metrics.connections_refused.incr(Refusal::Origin);
     }
     allowed
 }
@@ -82,21 +82,26 @@ pub(crate) async fn admit<S: Connect>(
     let admitted = async {
         let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
             tracing::info!(vsn = params.get("vsn"), "connect refused: unsupported vsn");
-            return Err(StatusCode::FORBIDDEN);
+            return Err((Refusal::Vsn, StatusCode::FORBIDDEN));
         };
         if !mount.registry.has_room() {
             tracing::warn!("connect refused: the endpoint is at its connection limit");
-            return Err(StatusCode::SERVICE_UNAVAILABLE);
+            return Err((Refusal::Limit, StatusCode::SERVICE_UNAVAILABLE));
         }
         let assigns = connect::<S>(params, &info, &mount.state::<S>()).await?;
         Ok((serializer, assigns))
     }
     .await;
-    match &admitted {
-        Ok(_) => Metrics::incr(&mount.metrics.connections_accepted),
-        Err(_) => Metrics::incr(&mount.metrics.connections_refused),
+    match admitted {
+        Ok(admitted) => {
+            mount.metrics.connections_accepted.incr();
+            Ok(admitted)
+        }
+        Err((reason, status)) => {
+            mount.metrics.connections_refused.incr(reason);
+            Err(status)
+        }
     }
-    admitted
 }
 
 /// What `connect` gets to know about a request (taken before any await:
@@ -112,17 +117,17 @@ async fn connect<S: Connect>(
     params: &Params,
     info: &crate::connect::ConnectInfo,
     state: &S::State,
-) -> Result<S::Assigns, StatusCode> {
+) -> Result<S::Assigns, (Refusal, StatusCode)> {
     match std::panic::AssertUnwindSafe(S::connect(params, info, state)).catch_unwind().await {
         Ok(Ok(assigns)) => Ok(assigns),
         Ok(Err(refusal)) => {
             tracing::info!(status = refusal.status().as_u16(), reason = refusal.log_reason(), "connect refused");
-            Err(refusal.status())
+            Err((Refusal::Connect, refusal.status()))
         }
         Err(panic) => {
             let message = crate::panics::message(&*panic);
             tracing::error!(panic = ?crate::logging::clip(message), "connect panicked");
-            Err(StatusCode::INTERNAL_SERVER_ERROR)
+            Err((Refusal::Crash, StatusCode::INTERNAL_SERVER_ERROR))
         }
     }
 }

@@ -182,7 +182,7 @@ fn start<S: Connect + Routes>(
         options,
         mount.metrics.clone(),
     );
-    Metrics::incr(&mount.metrics.connections_open);
+    mount.metrics.connections_open.incr();
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
             // Bytes the client sent after its request, that hyper read: a
@@ -198,6 +198,7 @@ fn start<S: Connect + Routes>(
             tokio::spawn(connection);
         }
         Err(upgraded) => {
+            outbox.count_in(mount.metrics.clone());
             tokio::spawn(serve_generic(mount, registration, TokioIo::new(upgraded), dispatcher, serializer));
         }
     }
@@ -206,7 +207,7 @@ fn start<S: Connect + Routes>(
 /// The end of every connection, once its close frame is out: it leaves the
 /// registry, then lingers (if it may) without holding a place there.
 async fn leave<R: AsyncRead + Unpin>(mount: &Mount, registration: Registration, linger: Option<Linger<R>>) {
-    Metrics::decr(&mount.metrics.connections_open);
+    mount.metrics.connections_open.decr();
     drop(registration);
     if let Some(linger) = linger {
         linger.run().await;
@@ -527,7 +528,7 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
                 last_seen = Instant::now();
                 match incoming {
                     Ok(Incoming::Ping(payload)) => {
-                        Metrics::incr(&metrics.frames_out);
+                        metrics.frames_out.incr();
                         if let Err(error) = async { writer.frame(&pong_frame(&payload)).await?; writer.flush().await }.await {
                             break write_failed(&error);
                         }
@@ -623,8 +624,8 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
     outbox: &Outbox,
     metrics: &Metrics,
 ) -> Result<(), End> {
-    Metrics::add(&metrics.frames_out, batch.len() as u64);
-    Metrics::add(&metrics.bytes_out, batch.iter().map(|f| f.len() as u64).sum());
+    metrics.frames_out.add(batch.len() as u64);
+    metrics.bytes_out.add(batch.iter().map(|f| f.len() as u64).sum());
     let write = async {
         for frame in batch {
             writer.frame(&frame).await?;
@@ -660,7 +661,7 @@ fn closed_by(reason: CloseReason, metrics: &Metrics) -> End {
     match reason {
         CloseReason::SlowConsumer => {
             tracing::warn!("closing a connection that fell too far behind (SocketOptions::max_outbound_bytes)");
-            Metrics::incr(&metrics.slow_consumers);
+            metrics.slow_consumers.incr();
         }
         CloseReason::Idle => tracing::info!("closing an idle connection"),
         CloseReason::Stalled => return write_failed(&stalled_error()),
@@ -688,7 +689,7 @@ fn receive<S: Connect + Routes>(
         }
         Err(error) => {
             tracing::warn!(%error, frame = %preview(bytes), "closing a connection that sent a malformed frame");
-            Metrics::incr(&metrics.malformed_frames);
+            metrics.malformed_frames.incr();
             let code = if binary && serializer == Serializer::V1 { CloseCode::Unsupported } else { CloseCode::Invalid };
             Some(End::Close(code, truncate(error.to_string(), 120)))
         }
@@ -704,17 +705,17 @@ fn read_error(error: ReadError, metrics: &Metrics) -> End {
             End::ClientGone
         }
         ReadError::TooBig { size, max } => {
-            Metrics::incr(&metrics.malformed_frames);
+            metrics.malformed_frames.incr();
             tracing::warn!(size, max, "closing a connection that sent an oversized message");
             End::Close(CloseCode::Size, format!("message of {size} bytes exceeds the limit of {max}"))
         }
         ReadError::Utf8 => {
-            Metrics::incr(&metrics.malformed_frames);
+            metrics.malformed_frames.incr();
             tracing::warn!("closing a connection that sent a text frame that is not UTF-8");
             End::Close(CloseCode::Invalid, "text frame is not valid UTF-8".to_owned())
         }
         ReadError::Protocol(error) => {
-            Metrics::incr(&metrics.malformed_frames);
+            metrics.malformed_frames.incr();
             tracing::warn!(error, "closing a connection that broke the WebSocket protocol");
             End::Close(CloseCode::Protocol, error.to_owned())
         }
