@@ -133,6 +133,7 @@ impl Level {
         self.exported().increment(n as f64);
     }
 
+    #[cfg(any(feature = "redis", feature = "nats"))]
     pub(crate) fn set(&self, n: u64) {
         self.value.store(n, Ordering::Relaxed);
         #[allow(clippy::cast_precision_loss)]
@@ -346,6 +347,7 @@ impl Default for Fanout {
 }
 
 /// What a broker adapter counts, mirrored to the recorder as it counts.
+#[cfg(any(feature = "redis", feature = "nats"))]
 pub(crate) struct Broker {
     pub(crate) published: Count,
     pub(crate) received: Count,
@@ -355,6 +357,7 @@ pub(crate) struct Broker {
     pub(crate) subscriptions: Level,
 }
 
+#[cfg(any(feature = "redis", feature = "nats"))]
 impl Default for Broker {
     fn default() -> Self {
         const MESSAGES: &str = "channels_broker_messages_total";

@@ -18,6 +18,7 @@ const BINARY: u8 = 1;
 /// A node's id on the broker: random at every start.
 pub(crate) type NodeId = [u8; 16];
 
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 pub(crate) fn node_id() -> NodeId {
     let mut id = [0u8; 16];
     if getrandom::fill(&mut id).is_err() {
