@@ -8,6 +8,8 @@
 #![deny(missing_docs)]
 
 pub mod changeset;
+#[cfg(feature = "client")]
+pub mod client;
 pub mod channel;
 mod clock;
 pub mod connect;
