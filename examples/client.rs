@@ -38,12 +38,12 @@ struct Comment {
 
 async fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     let socket = Socket::connect(url);
-    let (chan, welcome): (_, Welcome) = socket.channel("comments:42").join(&json!({})).await?;
+    let (chan, welcome): (_, Welcome) = socket.channel("comments:42").join(json!({})).await?;
     println!("joined comments:42: hey {:?}, {} earlier comments", welcome.hey, welcome.comments.len());
 
     let mut new_comments = chan.on("comments:42:new");
     let content = format!("hello from Rust ({})", std::process::id());
-    chan.push("comment:add", &json!({ "content": content })).await?;
+    chan.push("comment:add", json!({ "content": content })).await?;
     println!("pushed comment:add {content:?}: ok");
 
     // Other clients may be commenting too: wait for ours.

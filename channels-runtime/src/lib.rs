@@ -8,9 +8,9 @@
 #![deny(missing_docs)]
 
 pub mod changeset;
+pub mod channel;
 #[cfg(feature = "client")]
 pub mod client;
-pub mod channel;
 mod clock;
 pub mod connect;
 mod connection;

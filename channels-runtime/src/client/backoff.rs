@@ -78,7 +78,9 @@ impl Backoff {
 impl fmt::Debug for Backoff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
-            Schedule::Steps { steps, then } => f.debug_struct("Backoff").field("steps", steps).field("then", then).finish(),
+            Schedule::Steps { steps, then } => {
+                f.debug_struct("Backoff").field("steps", steps).field("then", then).finish()
+            }
             Schedule::Fn(_) => f.write_str("Backoff(fn)"),
         }
     }

@@ -117,7 +117,7 @@ impl ChannelBuilder {
     /// use serde_json::{json, Value};
     ///
     /// let socket = Socket::connect("ws://127.0.0.1:4000/socket");
-    /// let (chan, reply): (_, Value) = socket.channel("comments:42").join(&json!({})).await?;
+    /// let (chan, reply): (_, Value) = socket.channel("comments:42").join(json!({})).await?;
     /// assert_eq!(reply["hey"], "there");
     /// # let _ = chan; Ok(()) }
     /// ```

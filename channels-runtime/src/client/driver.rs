@@ -24,8 +24,8 @@ use super::link::{ConnectError, Link, Reader, Target};
 use super::push::PushError;
 use super::socket::{ConnectionState, SocketBuilder, SocketEvent};
 use crate::protocol::{
-    EncodeError, Message, Payload, Serializer, ServerMessage, ServerReply, HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE, PHX_ERROR, PHX_JOIN,
-    PHX_LEAVE,
+    EncodeError, Message, Payload, Serializer, ServerMessage, ServerReply, HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE,
+    PHX_ERROR, PHX_JOIN, PHX_LEAVE,
 };
 
 /// What a handle asks of the socket's task.
@@ -393,13 +393,7 @@ impl Driver {
             return;
         };
         let msg_ref = self.make_ref();
-        let message = Message {
-            join_ref,
-            msg_ref: Some(msg_ref.clone()),
-            topic,
-            event,
-            payload,
-        };
+        let message = Message { join_ref, msg_ref: Some(msg_ref.clone()), topic, event, payload };
         if let Err(error) = self.send(message, Some(id)) {
             if let Waiter::Push(reply) = waiter {
                 let _ = reply.send(Err(error.into()));

@@ -28,11 +28,11 @@
 //! #[tokio::main]
 //! async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //!     let socket = Socket::builder("ws://127.0.0.1:4000/socket").param("user_id", "7").connect();
-//!     let (chan, welcome): (_, Welcome) = socket.channel("comments:42").join(&json!({})).await?;
+//!     let (chan, welcome): (_, Welcome) = socket.channel("comments:42").join(json!({})).await?;
 //!     println!("hey {}", welcome.hey);
 //!
 //!     let mut new_comments = chan.on("comments:42:new");
-//!     chan.push("comment:add", &json!({"content": "hello"})).await?;
+//!     chan.push("comment:add", json!({"content": "hello"})).await?;
 //!     let comment = new_comments.next().await.ok_or("channel closed")?;
 //!     println!("{}", comment.as_json().unwrap_or_default());
 //!     Ok(())
@@ -55,10 +55,10 @@ mod presence;
 mod push;
 mod socket;
 
+pub use crate::protocol::{Payload, Serializer};
 pub use backoff::Backoff;
 pub use channel::{Channel, ChannelBuilder, ChannelState, JoinError};
 pub use events::{Event, EventPayloads, Events};
 pub use presence::{sync_diff, sync_state, Presence, PresenceChange, PresenceState};
 pub use push::{Push, PushError};
 pub use socket::{ConnectionState, Socket, SocketBuilder, SocketEvent, SocketEvents};
-pub use crate::protocol::{Payload, Serializer};

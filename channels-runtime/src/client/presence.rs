@@ -54,7 +54,7 @@ pub enum PresenceChange {
 /// use phx_channels_runtime::client::{Presence, PresenceChange};
 /// use serde_json::{json, Value};
 ///
-/// let (room, _): (_, Value) = socket.channel("room:lobby").join(&json!({"name": "ann"})).await?;
+/// let (room, _): (_, Value) = socket.channel("room:lobby").join(json!({"name": "ann"})).await?;
 /// let mut presence = Presence::new(&room);
 /// while let Some(change) = presence.next().await {
 ///     if change == PresenceChange::Sync {
@@ -191,7 +191,8 @@ pub fn sync_state(state: &mut PresenceState, new_state: Map<String, Value>, chan
             leaves.insert(key, with_metas(current, left));
         }
     }
-    let diff = Map::from_iter([("joins".to_owned(), Value::Object(joins)), ("leaves".to_owned(), Value::Object(leaves))]);
+    let diff =
+        Map::from_iter([("joins".to_owned(), Value::Object(joins)), ("leaves".to_owned(), Value::Object(leaves))]);
     sync_diff(state, &diff, changes);
 }
 
@@ -247,12 +248,17 @@ mod tests {
     #[test]
     fn sync_state_reports_joins_and_leaves() {
         let mut s = state(json!({"u1": {"metas": [{"id": 1, "phx_ref": "1"}]}}));
-        let new = map(json!({"u1": {"metas": [{"id": 1, "phx_ref": "1"}]}, "u2": {"metas": [{"id": 2, "phx_ref": "2"}]}}));
+        let new =
+            map(json!({"u1": {"metas": [{"id": 1, "phx_ref": "1"}]}, "u2": {"metas": [{"id": 2, "phx_ref": "2"}]}}));
         let mut changes = Vec::new();
         sync_state(&mut s, new, &mut changes);
         assert_eq!(
             changes,
-            [PresenceChange::Join { key: "u2".into(), current: None, joined: json!({"metas": [{"id": 2, "phx_ref": "2"}]}) }]
+            [PresenceChange::Join {
+                key: "u2".into(),
+                current: None,
+                joined: json!({"metas": [{"id": 2, "phx_ref": "2"}]})
+            }]
         );
         let mut changes = Vec::new();
         sync_state(&mut s, map(json!({"u2": {"metas": [{"id": 2, "phx_ref": "2"}]}})), &mut changes);
@@ -274,8 +280,12 @@ mod tests {
         let mut changes = Vec::new();
         sync_state(&mut s, new, &mut changes);
         assert_eq!(changes.len(), 2);
-        assert!(matches!(&changes[0], PresenceChange::Join { joined, .. } if joined["metas"] == json!([{"id": 1, "phx_ref": "1.c"}])));
-        assert!(matches!(&changes[1], PresenceChange::Leave { left, .. } if left["metas"] == json!([{"id": 1, "phx_ref": "1.b"}])));
+        assert!(
+            matches!(&changes[0], PresenceChange::Join { joined, .. } if joined["metas"] == json!([{"id": 1, "phx_ref": "1.c"}]))
+        );
+        assert!(
+            matches!(&changes[1], PresenceChange::Leave { left, .. } if left["metas"] == json!([{"id": 1, "phx_ref": "1.b"}]))
+        );
         assert_eq!(s["u1"]["metas"], json!([{"id": 1, "phx_ref": "1"}, {"id": 1, "phx_ref": "1.c"}]));
     }
 
@@ -285,7 +295,9 @@ mod tests {
         let diff = map(json!({"joins": {"u1": {"metas": [{"id": 1, "phx_ref": "1.2"}]}}, "leaves": {}}));
         sync_diff(&mut s, &diff, &mut Vec::new());
         assert_eq!(s["u1"]["metas"], json!([{"id": 1, "phx_ref": "1"}, {"id": 1, "phx_ref": "1.2"}]));
-        let diff = map(json!({"joins": {}, "leaves": {"u1": {"metas": [{"id": 1, "phx_ref": "1"}, {"id": 1, "phx_ref": "1.2"}]}, "nobody": {"metas": []}}}));
+        let diff = map(
+            json!({"joins": {}, "leaves": {"u1": {"metas": [{"id": 1, "phx_ref": "1"}, {"id": 1, "phx_ref": "1.2"}]}, "nobody": {"metas": []}}}),
+        );
         let mut changes = Vec::new();
         sync_diff(&mut s, &diff, &mut changes);
         assert!(s.is_empty());
@@ -295,7 +307,9 @@ mod tests {
     #[test]
     fn malformed_presences_do_not_panic() {
         let mut s = PresenceState::new();
-        let diff = map(json!({"joins": {"a": 5, "b": {"metas": "x"}, "c": {"metas": [7]}}, "leaves": {"a": {"metas": [{"phx_ref": 1}]}, "b": 3}}));
+        let diff = map(
+            json!({"joins": {"a": 5, "b": {"metas": "x"}, "c": {"metas": [7]}}, "leaves": {"a": {"metas": [{"phx_ref": 1}]}, "b": 3}}),
+        );
         sync_diff(&mut s, &diff, &mut Vec::new());
         sync_state(&mut s, map(json!({"a": null, "c": {"metas": [{"phx_ref": []}]}})), &mut Vec::new());
         sync_diff(&mut s, &map(json!({"joins": [], "leaves": null})), &mut Vec::new());

@@ -54,11 +54,11 @@ pub enum PushError {
 /// use serde_json::json;
 ///
 /// // The raw response…
-/// let response = chan.push("ping", &json!({"n": 1})).await?;
+/// let response = chan.push("ping", json!({"n": 1})).await?;
 /// // … or decoded into a type of yours.
 /// #[derive(serde::Deserialize)]
 /// struct Pong { n: u32 }
-/// let pong: Pong = chan.push("ping", &json!({"n": 1})).reply().await?;
+/// let pong: Pong = chan.push("ping", json!({"n": 1})).reply().await?;
 /// # let _ = (response, pong.n); Ok(()) }
 /// ```
 ///

@@ -157,11 +157,11 @@ impl SocketBuilder {
 /// use serde_json::{json, Value};
 ///
 /// let socket = Socket::builder("ws://127.0.0.1:4000/socket").param("user_id", "7").connect();
-/// let (chan, reply): (_, Value) = socket.channel("comments:42").join(&json!({})).await?;
+/// let (chan, reply): (_, Value) = socket.channel("comments:42").join(json!({})).await?;
 /// println!("joined: {reply}");
 ///
 /// let mut new_comments = chan.on("comments:42:new");
-/// chan.push("comment:add", &json!({"content": "hello"})).await?;
+/// chan.push("comment:add", json!({"content": "hello"})).await?;
 /// if let Some(comment) = new_comments.next().await {
 ///     println!("{comment:?}");
 /// }
