@@ -89,6 +89,11 @@ pub use phx_channels_runtime::{
 };
 pub use phx_channels_runtime::{MetricsSnapshot, SocketOptions};
 
+/// A Phoenix client: [`client::Socket`], [`client::Channel`] and
+/// [`client::Presence`] over WebSocket (the `client` feature).
+#[cfg(feature = "client")]
+pub use phx_channels_runtime::client;
+
 /// Everything a socket module needs, in one import.
 pub mod prelude {
     pub use crate::{

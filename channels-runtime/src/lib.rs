@@ -9,6 +9,8 @@
 
 pub mod changeset;
 pub mod channel;
+#[cfg(feature = "client")]
+pub mod client;
 mod clock;
 pub mod connect;
 mod connection;

@@ -361,6 +361,42 @@ pub struct Message {
     pub payload: Payload,
 }
 
+/// A message from the server, as a client decodes it
+/// ([`Serializer::decode_server_text`], [`Serializer::decode_server_binary`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerMessage {
+    /// A `phx_reply`: the answer to the client message with `msg_ref`.
+    Reply(ServerReply),
+    /// Any other event: a push, a broadcast, `phx_close`, `phx_error`.
+    Event(Message),
+}
+
+/// A `phx_reply`, unwrapped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerReply {
+    /// The join the answered message belongs to (V1 frames carry none).
+    pub join_ref: Option<String>,
+    /// The ref of the message answered.
+    pub msg_ref: Option<String>,
+    /// The topic.
+    pub topic: String,
+    /// `ok` or `error` (any string the server chose).
+    pub status: String,
+    /// The response body: JSON, or bytes for a V2 binary reply.
+    pub response: Payload,
+}
+
+/// A client message encoded for the wire ([`Serializer::encode_client`]),
+/// without WebSocket framing: the client's WebSocket library frames and
+/// masks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// A JSON text message.
+    Text(String),
+    /// A V2 binary message (kind 0, push).
+    Binary(Bytes),
+}
+
 /// A frame ready to be written to a connection.
 ///
 /// It holds the whole WebSocket frame (RFC 6455 §5.2: header and payload),
@@ -669,32 +705,179 @@ impl Serializer {
         if self == Serializer::V1 {
             return Err(DecodeError::BinaryNotSupported);
         }
-        let header = frame.get(..5).ok_or(DecodeError::Binary("shorter than its 5-byte header"))?;
-        if header[0] != 0 {
+        let mut fields = BinaryFields::new(frame, 5)?;
+        if fields.kind != 0 {
             return Err(DecodeError::Binary("clients may only send kind 0 (push)"));
         }
-        let mut rest = &frame[5..];
-        let mut field = |len: u8, name: &'static str| -> Result<String, DecodeError> {
-            let len = usize::from(len);
-            if rest.len() < len {
-                return Err(DecodeError::Binary(name));
-            }
-            let (bytes, tail) = rest.split_at(len);
-            rest = tail;
-            String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Binary("a header field is not UTF-8"))
-        };
-        let join_ref = field(header[1], "join_ref runs past the end")?;
-        let msg_ref = field(header[2], "ref runs past the end")?;
-        let topic = field(header[3], "topic runs past the end")?;
-        let event = field(header[4], "event runs past the end")?;
-        let non_empty = |s: String| (!s.is_empty()).then_some(s);
+        let join_ref = fields.next("join_ref runs past the end")?;
+        let msg_ref = fields.next("ref runs past the end")?;
+        let topic = fields.next("topic runs past the end")?;
+        let event = fields.next("event runs past the end")?;
         Ok(Message {
             join_ref: non_empty(join_ref),
             msg_ref: non_empty(msg_ref),
             topic,
             event,
-            payload: Payload::Binary(Bytes::copy_from_slice(rest)),
+            payload: fields.payload(),
         })
+    }
+
+    /// Decodes a text frame the server sent, as a client reads it: a
+    /// `phx_reply` is unwrapped into its status and response.
+    ///
+    /// ```
+    /// use phx_channels_runtime::protocol::{Serializer, ServerMessage};
+    ///
+    /// let frame = br#"["3","3","comments:42","phx_reply",{"status":"ok","response":{"hey":"there"}}]"#;
+    /// let ServerMessage::Reply(reply) = Serializer::V2.decode_server_text(frame).unwrap() else { panic!() };
+    /// assert_eq!((reply.msg_ref.as_deref(), reply.status.as_str()), (Some("3"), "ok"));
+    /// assert_eq!(reply.response.as_json(), Some(r#"{"hey":"there"}"#));
+    /// ```
+    pub fn decode_server_text(self, frame: &[u8]) -> Result<ServerMessage, DecodeError> {
+        let message = self.decode_text(frame)?;
+        if message.event != PHX_REPLY {
+            return Ok(ServerMessage::Event(message));
+        }
+        let Payload::Json(raw) = &message.payload else {
+            return Err(DecodeError::Binary("a text frame cannot hold a binary payload"));
+        };
+        let body: ReplyBody = serde_json::from_str(raw.get()).map_err(|e| DecodeError::Json {
+            version: self.name(),
+            detail: format!("a phx_reply payload must be {{\"status\", \"response\"}}: {e}"),
+        })?;
+        Ok(ServerMessage::Reply(ServerReply {
+            join_ref: message.join_ref,
+            msg_ref: message.msg_ref,
+            topic: message.topic,
+            status: body.status,
+            response: Payload::Json(body.response),
+        }))
+    }
+
+    /// Decodes a binary frame the server sent (V2 kinds 0 push, 1 reply and
+    /// 2 broadcast), as phoenix.js does.
+    ///
+    /// ```
+    /// use phx_channels_runtime::protocol::{Payload, Serializer, ServerMessage};
+    ///
+    /// // kind 2 (broadcast), topic "t", event "e", payload [1, 2]
+    /// let ServerMessage::Event(m) = Serializer::V2.decode_server_binary(b"\x02\x01\x01te\x01\x02").unwrap() else { panic!() };
+    /// assert_eq!((m.topic.as_str(), m.event.as_str()), ("t", "e"));
+    /// assert_eq!(m.payload, Payload::from(vec![1, 2]));
+    /// ```
+    pub fn decode_server_binary(self, frame: &[u8]) -> Result<ServerMessage, DecodeError> {
+        if self == Serializer::V1 {
+            return Err(DecodeError::BinaryNotSupported);
+        }
+        let kind = *frame.first().ok_or(DecodeError::Binary("an empty binary frame"))?;
+        match kind {
+            0 => {
+                // A push has no ref.
+                let mut fields = BinaryFields::new(frame, 4)?;
+                let join_ref = fields.next("join_ref runs past the end")?;
+                let topic = fields.next("topic runs past the end")?;
+                let event = fields.next("event runs past the end")?;
+                Ok(ServerMessage::Event(Message {
+                    join_ref: non_empty(join_ref),
+                    msg_ref: None,
+                    topic,
+                    event,
+                    payload: fields.payload(),
+                }))
+            }
+            1 => {
+                let mut fields = BinaryFields::new(frame, 5)?;
+                let join_ref = fields.next("join_ref runs past the end")?;
+                let msg_ref = fields.next("ref runs past the end")?;
+                let topic = fields.next("topic runs past the end")?;
+                let status = fields.next("status runs past the end")?;
+                Ok(ServerMessage::Reply(ServerReply {
+                    join_ref: non_empty(join_ref),
+                    msg_ref: non_empty(msg_ref),
+                    topic,
+                    status,
+                    response: fields.payload(),
+                }))
+            }
+            2 => {
+                let mut fields = BinaryFields::new(frame, 3)?;
+                let topic = fields.next("topic runs past the end")?;
+                let event = fields.next("event runs past the end")?;
+                Ok(ServerMessage::Event(Message {
+                    join_ref: None,
+                    msg_ref: None,
+                    topic,
+                    event,
+                    payload: fields.payload(),
+                }))
+            }
+            _ => Err(DecodeError::Binary("unknown kind (the server sends 0, 1 or 2)")),
+        }
+    }
+
+    /// Encodes a message as a client sends it (phoenix.js's serializer):
+    /// V2 `[join_ref, ref, topic, event, payload]` or, for a binary payload,
+    /// a kind 0 binary frame; V1 `{"topic", "event", "payload", "ref",
+    /// "join_ref"}`. [`Serializer::decode_text`] and
+    /// [`Serializer::decode_binary`] read it back.
+    ///
+    /// ```
+    /// use phx_channels_runtime::protocol::{ClientFrame, Message, Payload, Serializer};
+    ///
+    /// let join = Message {
+    ///     join_ref: Some("1".into()),
+    ///     msg_ref: Some("1".into()),
+    ///     topic: "comments:42".into(),
+    ///     event: "phx_join".into(),
+    ///     payload: Payload::empty(),
+    /// };
+    /// let frame = Serializer::V2.encode_client(&join).unwrap();
+    /// assert_eq!(frame, ClientFrame::Text(r#"["1","1","comments:42","phx_join",{}]"#.into()));
+    /// ```
+    pub fn encode_client(self, message: &Message) -> Result<ClientFrame, EncodeError> {
+        let join_ref = message.join_ref.as_deref();
+        let msg_ref = message.msg_ref.as_deref();
+        let (topic, event) = (message.topic.as_str(), message.event.as_str());
+        match (self, &message.payload) {
+            (Serializer::V1, Payload::Binary(_)) => Err(EncodeError::BinaryNotSupported),
+            (Serializer::V2, Payload::Binary(bytes)) => {
+                let (join_ref, msg_ref) = (join_ref.unwrap_or(""), msg_ref.unwrap_or(""));
+                let mut buf =
+                    Vec::with_capacity(5 + join_ref.len() + msg_ref.len() + topic.len() + event.len() + bytes.len());
+                buf.extend_from_slice(&[
+                    0,
+                    len_byte("join_ref", join_ref)?,
+                    len_byte("ref", msg_ref)?,
+                    len_byte("topic", topic)?,
+                    len_byte("event", event)?,
+                ]);
+                for s in [join_ref, msg_ref, topic, event] {
+                    buf.extend_from_slice(s.as_bytes());
+                }
+                buf.extend_from_slice(bytes);
+                Ok(ClientFrame::Binary(Bytes::from(buf)))
+            }
+            (_, Payload::Json(json)) => {
+                let f = Fields { join_ref, msg_ref, topic, event };
+                let mut buf = BytesMut::with_capacity(frame_capacity(&f, json));
+                if self == Serializer::V2 {
+                    put_v2_fields(&mut buf, &f);
+                    buf.put_slice(json.get().as_bytes());
+                    buf.put_u8(b']');
+                } else {
+                    put_v1_fields(&mut buf, &f);
+                    buf.put_slice(json.get().as_bytes());
+                    buf.put_slice(b",\"ref\":");
+                    put_json_opt(&mut buf, msg_ref);
+                    buf.put_slice(b",\"join_ref\":");
+                    put_json_opt(&mut buf, join_ref);
+                    buf.put_u8(b'}');
+                }
+                // Only serde_json's output and ASCII punctuation went in.
+                let text = String::from_utf8(buf.to_vec()).expect("JSON text is UTF-8");
+                Ok(ClientFrame::Text(text))
+            }
+        }
     }
 
     /// Encodes an outgoing message.
@@ -775,28 +958,38 @@ fn frame_capacity(f: &Fields<'_>, json: &RawValue) -> usize {
 fn encode_v2(out: &Outgoing<'_>, json: &RawValue) -> Frame {
     let f = fields(out);
     let mut buf = frame_buffer(frame_capacity(&f, json));
-    buf.put_u8(b'[');
-    put_json_opt(&mut buf, f.join_ref);
-    buf.put_u8(b',');
-    put_json_opt(&mut buf, f.msg_ref);
-    buf.put_u8(b',');
-    put_json_str(&mut buf, f.topic);
-    buf.put_u8(b',');
-    put_json_str(&mut buf, f.event);
-    buf.put_u8(b',');
+    put_v2_fields(&mut buf, &f);
     put_json_payload(&mut buf, out, json);
     buf.put_u8(b']');
     Frame::text(buf)
 }
 
+/// `[join_ref,ref,"topic","event",` — a V2 frame up to its payload.
+fn put_v2_fields(buf: &mut BytesMut, f: &Fields<'_>) {
+    buf.put_u8(b'[');
+    put_json_opt(buf, f.join_ref);
+    buf.put_u8(b',');
+    put_json_opt(buf, f.msg_ref);
+    buf.put_u8(b',');
+    put_json_str(buf, f.topic);
+    buf.put_u8(b',');
+    put_json_str(buf, f.event);
+    buf.put_u8(b',');
+}
+
+/// `{"topic":..,"event":..,"payload":` — a V1 frame up to its payload.
+fn put_v1_fields(buf: &mut BytesMut, f: &Fields<'_>) {
+    buf.put_slice(b"{\"topic\":");
+    put_json_str(buf, f.topic);
+    buf.put_slice(b",\"event\":");
+    put_json_str(buf, f.event);
+    buf.put_slice(b",\"payload\":");
+}
+
 fn encode_v1(out: &Outgoing<'_>, json: &RawValue) -> Frame {
     let f = fields(out);
     let mut buf = frame_buffer(frame_capacity(&f, json));
-    buf.put_slice(b"{\"topic\":");
-    put_json_str(&mut buf, f.topic);
-    buf.put_slice(b",\"event\":");
-    put_json_str(&mut buf, f.event);
-    buf.put_slice(b",\"payload\":");
+    put_v1_fields(&mut buf, &f);
     put_json_payload(&mut buf, out, json);
     buf.put_slice(b",\"ref\":");
     put_json_opt(&mut buf, f.msg_ref);
@@ -906,6 +1099,57 @@ impl V1In {
             event: self.event,
             payload: Payload::Json(self.payload),
         }
+    }
+}
+
+/// The `{"status", "response"}` payload of a `phx_reply`.
+#[derive(Deserialize)]
+struct ReplyBody {
+    status: String,
+    response: Box<RawValue>,
+}
+
+/// An empty binary header field means "none" (phoenix.js writes `null`
+/// refs as empty strings).
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// Reads a V2 binary frame: a kind byte, then one length byte per header
+/// field, then the fields, then the payload.
+struct BinaryFields<'a> {
+    kind: u8,
+    lens: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl<'a> BinaryFields<'a> {
+    /// `header` is the kind byte plus the length bytes.
+    fn new(frame: &'a [u8], header: usize) -> Result<Self, DecodeError> {
+        let (head, rest) = match (frame.get(..header), frame.get(header..)) {
+            (Some(head), Some(rest)) => (head, rest),
+            _ => return Err(DecodeError::Binary("shorter than its header")),
+        };
+        let (kind, lens) = head.split_first().ok_or(DecodeError::Binary("shorter than its header"))?;
+        Ok(BinaryFields { kind: *kind, lens, rest })
+    }
+
+    /// The next header field; `past_end` names it when the frame is too short.
+    fn next(&mut self, past_end: &'static str) -> Result<String, DecodeError> {
+        let (len, lens) = self.lens.split_first().ok_or(DecodeError::Binary(past_end))?;
+        self.lens = lens;
+        let len = usize::from(*len);
+        if self.rest.len() < len {
+            return Err(DecodeError::Binary(past_end));
+        }
+        let (bytes, rest) = self.rest.split_at(len);
+        self.rest = rest;
+        String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::Binary("a header field is not UTF-8"))
+    }
+
+    /// Everything after the header fields.
+    fn payload(self) -> Payload {
+        Payload::Binary(Bytes::copy_from_slice(self.rest))
     }
 }
 
@@ -1135,6 +1379,124 @@ mod tests {
         }
         let empty_refs = Serializer::V2.decode_binary(&[0, 0, 0, 1, 1, b't', b'e']).unwrap();
         assert_eq!((empty_refs.join_ref, empty_refs.msg_ref), (None, None));
+    }
+
+    fn msg(join_ref: Option<&str>, msg_ref: Option<&str>, topic: &str, event: &str, payload: Payload) -> Message {
+        Message {
+            join_ref: join_ref.map(str::to_owned),
+            msg_ref: msg_ref.map(str::to_owned),
+            topic: topic.to_owned(),
+            event: event.to_owned(),
+            payload,
+        }
+    }
+
+    /// What a client encodes, the server decodes unchanged: both
+    /// serializers, JSON and binary, refs present or not.
+    #[test]
+    fn client_frames_round_trip_through_the_server_decoder() {
+        let json = p(json!({"content": "first \"quoted\" \u{1F600}"}));
+        let bytes = Payload::Binary(Bytes::from_static(&[0, 1, 255]));
+        let cases = [
+            msg(Some("1"), Some("1"), "comments:42", PHX_JOIN, json.clone()),
+            msg(None, Some("7"), PHOENIX_TOPIC, HEARTBEAT, Payload::empty()),
+            msg(Some("3"), None, "room:a", "e", json.clone()),
+        ];
+        for serializer in Serializer::ALL {
+            for m in &cases {
+                let ClientFrame::Text(text) = serializer.encode_client(m).unwrap() else { panic!("text") };
+                assert_eq!(&serializer.decode_text(text.as_bytes()).unwrap(), m, "{serializer:?} {text}");
+            }
+        }
+        let ClientFrame::Text(v2) = Serializer::V2.encode_client(&cases[1]).unwrap() else { panic!() };
+        assert_eq!(v2, r#"[null,"7","phoenix","heartbeat",{}]"#);
+        let ClientFrame::Text(v1) = Serializer::V1.encode_client(&cases[0]).unwrap() else { panic!() };
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&v1).unwrap(),
+            json!({"topic": "comments:42", "event": "phx_join", "payload": {"content": "first \"quoted\" \u{1F600}"}, "ref": "1", "join_ref": "1"})
+        );
+
+        let push = msg(Some("3"), Some("9"), "room:a", "blob", bytes.clone());
+        let ClientFrame::Binary(frame) = Serializer::V2.encode_client(&push).unwrap() else { panic!("binary") };
+        // phoenix.js's layout: kind 0, four lengths, the fields, the payload
+        assert_eq!(&frame[..], b"\x00\x01\x01\x06\x0439room:ablob\x00\x01\xff");
+        assert_eq!(Serializer::V2.decode_binary(&frame).unwrap(), push);
+        assert_eq!(Serializer::V1.encode_client(&push), Err(EncodeError::BinaryNotSupported));
+        let long = msg(None, None, &"t".repeat(256), "e", bytes);
+        assert_eq!(Serializer::V2.encode_client(&long), Err(EncodeError::FieldTooLong { field: "topic", len: 256 }));
+    }
+
+    /// Every kind of server frame, encoded by the server's serializer, reads
+    /// back as a client sees it: replies unwrapped, V1 without join_ref.
+    #[test]
+    fn server_frames_round_trip_through_the_client_decoder() {
+        let json = p(json!({"hey": "there"}));
+        let bytes = Payload::Binary(Bytes::from_static(b"xyz"));
+        let decode = |serializer: Serializer, out: &Outgoing<'_>| {
+            let frame = serializer.encode(out).unwrap();
+            match frame.kind() {
+                FrameKind::Text => serializer.decode_server_text(frame.as_bytes()).unwrap(),
+                FrameKind::Binary => serializer.decode_server_binary(frame.as_bytes()).unwrap(),
+            }
+        };
+        for (serializer, payload) in [(Serializer::V2, &json), (Serializer::V2, &bytes), (Serializer::V1, &json)] {
+            let jr = (serializer == Serializer::V2).then(|| "3".to_owned());
+            let reply = Outgoing::Reply {
+                join_ref: Some("3"),
+                msg_ref: Some("4"),
+                topic: "c:1",
+                status: "ok",
+                response: payload,
+            };
+            let expected = ServerReply {
+                join_ref: jr.clone(),
+                msg_ref: Some("4".into()),
+                topic: "c:1".into(),
+                status: "ok".into(),
+                response: payload.clone(),
+            };
+            assert_eq!(decode(serializer, &reply), ServerMessage::Reply(expected));
+            let push = Outgoing::Push { join_ref: Some("3"), topic: "c:1", event: "n", payload };
+            let expected = Message { join_ref: jr.clone(), ..msg(None, None, "c:1", "n", payload.clone()) };
+            assert_eq!(decode(serializer, &push), ServerMessage::Event(expected));
+            let bc = Outgoing::Broadcast { topic: "c:1", event: "new", payload };
+            assert_eq!(decode(serializer, &bc), ServerMessage::Event(msg(None, None, "c:1", "new", payload.clone())));
+        }
+        let empty = Payload::empty();
+        let err = Outgoing::Control { join_ref: Some("3"), topic: "c:1", event: PHX_ERROR, payload: &empty };
+        assert_eq!(
+            decode(Serializer::V2, &err),
+            ServerMessage::Event(msg(Some("3"), Some("3"), "c:1", PHX_ERROR, empty))
+        );
+    }
+
+    #[test]
+    fn malformed_server_frames_are_errors() {
+        for bad in [
+            &[][..],
+            &[3, 0, 0],
+            &[0, 1, 0],
+            &[0, 5, 0, 0, b'a'],
+            &[1, 0, 0, 0],
+            &[1, 0, 0, 9, 0, b't'],
+            &[2, 1],
+            &[2, 0, 1, 0xff],
+        ] {
+            assert!(Serializer::V2.decode_server_binary(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(Serializer::V1.decode_server_binary(&[2, 0, 0]), Err(DecodeError::BinaryNotSupported));
+        for bad in [
+            &br#"[null,"1","t","phx_reply",{}]"#[..],
+            br#"[null,"1","t","phx_reply",{"status":1,"response":{}}]"#,
+            br#"[null,"1","t","phx_reply",[]]"#,
+        ] {
+            assert!(Serializer::V2.decode_server_text(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
+        let empty_refs = Serializer::V2.decode_server_binary(&[0, 0, 1, 1, b't', b'e', 9]).unwrap();
+        assert_eq!(
+            empty_refs,
+            ServerMessage::Event(msg(None, None, "t", "e", Payload::Binary(Bytes::from_static(&[9]))))
+        );
     }
 
     #[test]

@@ -1,0 +1,148 @@
+//! One WebSocket connection to the server: the URL and handshake phoenix.js
+//! makes, a writer task that never holds back the socket's own task, and
+//! the reading half.
+
+use std::time::Duration;
+
+use base64::Engine;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::task::AbortHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::protocol::{ClientFrame, Serializer};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The reading half of an open connection.
+pub(super) type Reader = SplitStream<Ws>;
+
+/// Sub-protocol prefix phoenix.js puts before the base64 auth token.
+const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
+
+/// How long a closing connection may take to send its close frame.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ConnectError {
+    /// The URL, a parameter or the token cannot make a valid request.
+    #[error("invalid request: {0}")]
+    Request(String),
+    /// The handshake failed: refused (with its HTTP status), or a network error.
+    #[error("{0}")]
+    WebSocket(#[from] tungstenite::Error),
+    /// The server did not complete the handshake in time.
+    #[error("no WebSocket handshake within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Where and how to connect: phoenix.js's `endPointURL()` and protocols.
+#[derive(Debug, Clone)]
+pub(super) struct Target {
+    /// `<endpoint>/websocket?<params>&vsn=<vsn>`.
+    pub url: String,
+    /// `Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.<token>`.
+    pub protocols: Option<String>,
+}
+
+impl Target {
+    pub fn new(endpoint: &str, params: &[(String, String)], token: Option<&str>, serializer: Serializer) -> Self {
+        let vsn = match serializer {
+            Serializer::V1 => "1.0.0",
+            Serializer::V2 => "2.0.0",
+        };
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (key, value) in params {
+            query.append_pair(key, value);
+        }
+        query.append_pair("vsn", vsn);
+        let base = format!("{}/websocket", endpoint.trim_end_matches('/'));
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}{}", query.finish());
+        // phoenix.js: btoa(token) without its `=` padding.
+        let protocols = token.map(|t| {
+            format!("phoenix, {AUTH_TOKEN_PREFIX}{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(t))
+        });
+        Target { url, protocols }
+    }
+}
+
+/// An open connection: frames to write go to its writer task.
+pub(super) struct Link {
+    writer: mpsc::UnboundedSender<WsMessage>,
+    abort: AbortHandle,
+}
+
+impl Link {
+    /// Connects, giving up after `timeout`.
+    pub async fn open(target: Target, timeout: Duration) -> Result<(Link, Reader), ConnectError> {
+        let mut request = target.url.as_str().into_client_request()?;
+        if let Some(protocols) = &target.protocols {
+            let value = HeaderValue::from_str(protocols).map_err(|e| ConnectError::Request(e.to_string()))?;
+            request.headers_mut().insert("sec-websocket-protocol", value);
+        }
+        let (ws, _response) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(request))
+            .await
+            .map_err(|_| ConnectError::Timeout(timeout))??;
+        let (sink, reader) = ws.split();
+        let (writer, queue) = mpsc::unbounded_channel();
+        let abort = tokio::spawn(write(sink, queue)).abort_handle();
+        Ok((Link { writer, abort }, reader))
+    }
+
+    /// Queues a frame; false once the connection is gone.
+    pub fn send(&self, frame: ClientFrame) -> bool {
+        let message = match frame {
+            ClientFrame::Text(text) => WsMessage::text(text),
+            ClientFrame::Binary(bytes) => WsMessage::binary(bytes),
+        };
+        self.writer.send(message).is_ok()
+    }
+
+    /// Closes after the frames already queued (what `disconnect` does).
+    pub fn close(self) {
+        // Dropping the queue lets the writer finish it, then close.
+        drop(self);
+    }
+
+    /// Drops the connection at once: it is presumed dead (heartbeat
+    /// timeout), so there is nothing to flush it for.
+    pub fn kill(self) {
+        self.abort.abort();
+    }
+}
+
+/// Writes queued frames in order, then closes the connection once the
+/// queue's sender is gone.
+async fn write(mut sink: SplitSink<Ws, WsMessage>, mut queue: mpsc::UnboundedReceiver<WsMessage>) {
+    while let Some(message) = queue.recv().await {
+        if sink.send(message).await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_protocols_are_phoenix_js_ones() {
+        let params = [("token".to_owned(), "a b&c".to_owned())];
+        let t = Target::new("ws://h:4000/socket/", &params, Some("user:7/secret+?"), Serializer::V2);
+        assert_eq!(t.url, "ws://h:4000/socket/websocket?token=a+b%26c&vsn=2.0.0");
+        // btoa("user:7/secret+?") is "dXNlcjo3L3NlY3JldCs/", no padding to strip here
+        assert_eq!(t.protocols.as_deref(), Some("phoenix, base64url.bearer.phx.dXNlcjo3L3NlY3JldCs/"));
+        let t = Target::new("ws://h/socket", &[], Some("ab"), Serializer::V1);
+        assert_eq!(t.url, "ws://h/socket/websocket?vsn=1.0.0");
+        assert_eq!(t.protocols.as_deref(), Some("phoenix, base64url.bearer.phx.YWI"));
+        assert_eq!(Target::new("ws://h/socket", &[], None, Serializer::V2).protocols, None);
+    }
+}

@@ -1,0 +1,64 @@
+//! A Phoenix client, for Rust services, CLIs, bots and tests that talk to
+//! Phoenix servers: this project's, or Elixir ones (the `client` feature).
+//!
+//! It does what phoenix.js does, on this crate's own [`protocol`]
+//! serializers (one implementation for both sides):
+//!
+//! - [`Socket`]: the endpoint URL, connect params, the auth token in
+//!   `Sec-WebSocket-Protocol` as phoenix.js sends it, V2 by default and V1 on
+//!   request; a heartbeat that reconnects a connection gone silent;
+//!   reconnects with phoenix.js's backoff ([`Backoff`]); frames sent while
+//!   disconnected are buffered; open / close / error [`SocketEvent`]s.
+//! - [`Channel`]: `join` returns the reply or the refusal, decoded into your
+//!   types; `push` returns the reply (`ok`, `error` or timeout); events as a
+//!   [`Stream`](futures_util::Stream) per event ([`Channel::on`]) or for all
+//!   ([`Channel::events`]); `leave`; rejoins after `phx_error` or a reconnect
+//!   with phoenix.js's rejoin backoff; binary payloads both ways (V2).
+//! - [`Presence`]: state and diffs synced like phoenix.js's `Presence`.
+//!
+//! ```no_run
+//! use futures_util::StreamExt;
+//! use phx_channels_runtime::client::Socket;
+//! use serde::Deserialize;
+//! use serde_json::json;
+//!
+//! #[derive(Deserialize)]
+//! struct Welcome { hey: String }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let socket = Socket::builder("ws://127.0.0.1:4000/socket").param("user_id", "7").connect();
+//!     let (chan, welcome): (_, Welcome) = socket.channel("comments:42").join(json!({})).await?;
+//!     println!("hey {}", welcome.hey);
+//!
+//!     let mut new_comments = chan.on("comments:42:new");
+//!     chan.push("comment:add", json!({"content": "hello"})).await?;
+//!     let comment = new_comments.next().await.ok_or("channel closed")?;
+//!     println!("{}", comment.as_json().unwrap_or_default());
+//!     Ok(())
+//! }
+//! ```
+//!
+//! One tokio task per socket owns the connection and every channel; the
+//! handles talk to it through channels, so they are cheap to clone and can
+//! be used from any task. The socket runs while a handle lives, or until
+//! [`Socket::disconnect`].
+//!
+//! [`protocol`]: crate::protocol
+
+mod backoff;
+mod channel;
+mod driver;
+mod events;
+mod link;
+mod presence;
+mod push;
+mod socket;
+
+pub use crate::protocol::{Payload, Serializer};
+pub use backoff::Backoff;
+pub use channel::{Channel, ChannelBuilder, ChannelState, JoinError};
+pub use events::{Event, EventPayloads, Events};
+pub use presence::{sync_diff, sync_state, Presence, PresenceChange, PresenceState};
+pub use push::{Push, PushError};
+pub use socket::{ConnectionState, Socket, SocketBuilder, SocketEvent, SocketEvents};
