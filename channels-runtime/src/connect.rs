@@ -41,6 +41,8 @@ use std::net::SocketAddr;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use serde::de::DeserializeOwned;
 
+use crate::trace::TraceParent;
+
 /// How a socket accepts connections: Phoenix's `connect/3` and `id/1`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` does not implement `Connect`",
@@ -201,6 +203,16 @@ pub struct ConnectInfo {
     uri: Uri,
     headers: HeaderMap,
     auth_token: Option<String>,
+    traceparent: Option<TraceParent>,
+}
+
+/// The header first, then the parameter; a malformed one is ignored.
+fn traceparent_from(uri: &Uri, headers: &HeaderMap) -> Option<TraceParent> {
+    if let Some(header) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
+        return TraceParent::parse(header);
+    }
+    let query = uri.query()?;
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "traceparent").and_then(|(_, v)| TraceParent::parse(&v))
 }
 
 /// The sub-protocol prefix phoenix.js ≥ 1.8 uses to carry its `authToken`.
@@ -211,7 +223,15 @@ impl ConnectInfo {
     /// sends in `Sec-WebSocket-Protocol` is decoded from `headers`.
     pub fn new(peer_addr: Option<SocketAddr>, uri: Uri, headers: HeaderMap) -> Self {
         let auth_token = auth_token_from(&headers);
-        ConnectInfo { peer_addr, uri, headers, auth_token }
+        let traceparent = traceparent_from(&uri, &headers);
+        ConnectInfo { peer_addr, uri, headers, auth_token, traceparent }
+    }
+
+    /// The client's W3C trace context: the `traceparent` header, or the
+    /// `traceparent` connect parameter (a browser's WebSocket cannot send
+    /// headers). `None` when absent or malformed. See [`crate::trace`].
+    pub fn traceparent(&self) -> Option<&TraceParent> {
+        self.traceparent.as_ref()
     }
 
     /// The token phoenix.js ≥ 1.8 sends with its `authToken` option (in the

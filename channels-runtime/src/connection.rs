@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Outgoing, Payload, Serializer};
 use crate::pubsub::{PubSub, Sink, Subscriber, DISCONNECT_EVENT};
+use crate::trace::TraceParent;
 
 /// The subscription tag of a connection's socket-id subscription; a
 /// channel's subscriptions are tagged with its generation, which starts
@@ -32,6 +33,8 @@ pub(crate) struct Connection {
     pub(crate) limits: FanoutLimits,
     /// Mail from other tasks for its channels; made on first need.
     mailbox: OnceLock<Arc<Mailbox>>,
+    /// The client's trace context, boxed: most connections have none.
+    pub(crate) traceparent: Option<Box<TraceParent>>,
 }
 
 impl Connection {
@@ -44,8 +47,18 @@ impl Connection {
         id: Option<Arc<str>>,
         metrics: Arc<Metrics>,
         limits: FanoutLimits,
+        traceparent: Option<TraceParent>,
     ) -> Arc<Self> {
-        let conn = Arc::new(Connection { outbox, serializer, pubsub, id, metrics, limits, mailbox: OnceLock::new() });
+        let conn = Arc::new(Connection {
+            outbox,
+            serializer,
+            pubsub,
+            id,
+            metrics,
+            limits,
+            mailbox: OnceLock::new(),
+            traceparent: traceparent.map(Box::new),
+        });
         if let Some(id) = &conn.id {
             conn.pubsub.subscribe(id, conn.subscriber(SOCKET_ID_TAG).raw());
         }

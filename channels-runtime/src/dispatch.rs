@@ -30,6 +30,7 @@ use crate::protocol::{Message, Outgoing, Payload, Serializer, HEARTBEAT, PHOENIX
 use crate::pubsub::PubSub;
 use crate::reply::{self, Status};
 use crate::router::Topic;
+use crate::trace::TraceParent;
 
 /// One channel instance of the connection.
 struct Slot<S: Connect> {
@@ -192,20 +193,24 @@ impl JoinRate {
     }
 }
 
+/// What a transport gives a new connection's dispatcher, beside the
+/// application's assigns and state.
+pub(crate) struct Wiring {
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) serializer: Serializer,
+    pub(crate) pubsub: PubSub,
+    pub(crate) metrics: Arc<Metrics>,
+    /// The client's trace context, if it sent one.
+    pub(crate) traceparent: Option<TraceParent>,
+}
+
 impl<S: Connect + Routes> Dispatcher<S> {
     /// A dispatcher for a freshly accepted connection; subscribes it to its
     /// socket id so `disconnect` broadcasts reach it.
-    pub(crate) fn new(
-        assigns: S::Assigns,
-        state: Arc<S::State>,
-        outbox: Arc<Outbox>,
-        serializer: Serializer,
-        pubsub: PubSub,
-        options: &SocketOptions,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub(crate) fn new(assigns: S::Assigns, state: Arc<S::State>, wiring: Wiring, options: &SocketOptions) -> Self {
+        let Wiring { outbox, serializer, pubsub, metrics, traceparent } = wiring;
         let id: Option<Arc<str>> = S::id(&assigns, &state).map(Arc::from);
-        let conn = Connection::open(outbox, serializer, pubsub, id, metrics, FanoutLimits::new(options));
+        let conn = Connection::open(outbox, serializer, pubsub, id, metrics, FanoutLimits::new(options), traceparent);
         let join_rate = JoinRate { limit: options.max_joins_per_second, window: tokio::time::Instant::now(), count: 0 };
         Dispatcher {
             channels: Channels { conn, slots: Vec::new() },
@@ -219,6 +224,11 @@ impl<S: Connect + Routes> Dispatcher<S> {
 
     fn conn(&self) -> &Arc<Connection> {
         &self.channels.conn
+    }
+
+    /// The socket's id (`Connect::id`), if it has one.
+    pub(crate) fn socket_id(&self) -> Option<&str> {
+        self.conn().id.as_deref()
     }
 
     /// The connection's outbox.
@@ -440,11 +450,13 @@ pub(crate) struct Driven {
 }
 
 impl Driven {
-    /// Starts the dispatcher's task; it ends once [`Driven::finish`] is
-    /// called or the handle is dropped (its channels terminate `Closed`).
-    pub(crate) fn spawn<S: Connect + Routes>(mut dispatcher: Dispatcher<S>) -> Self {
+    /// Starts the dispatcher's task, in the connection's `span`; it ends
+    /// once [`Driven::finish`] is called or the handle is dropped (its
+    /// channels terminate `Closed`).
+    pub(crate) fn spawn<S: Connect + Routes>(mut dispatcher: Dispatcher<S>, span: tracing::Span) -> Self {
+        use tracing::Instrument;
         let (commands, mut inbox) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
+        let task = async move {
             loop {
                 tokio::select! {
                     command = inbox.recv() => match command {
@@ -455,7 +467,8 @@ impl Driven {
                     () = dispatcher.drive() => {}
                 }
             }
-        });
+        };
+        tokio::spawn(task.instrument(span));
         Driven { commands }
     }
 

@@ -36,6 +36,7 @@ pub mod server;
 pub mod socket;
 pub mod testing;
 pub mod token;
+pub mod trace;
 pub mod transport;
 
 pub use metrics::MetricsSnapshot;

@@ -114,6 +114,13 @@ impl<S: Connect> Socket<S> {
         self.join_ref.as_deref()
     }
 
+    /// The W3C trace context the client sent with its connect request (the
+    /// `traceparent` header or connect parameter), to carry on to the
+    /// services a handler calls. See [`crate::trace`].
+    pub fn traceparent(&self) -> Option<&crate::trace::TraceParent> {
+        self.connection().traceparent.as_deref()
+    }
+
     /// The assigns `connect` returned, as copied into this channel.
     pub fn assigns(&self) -> &S::Assigns {
         &self.assigns

@@ -36,7 +36,7 @@ use serde_json::Value;
 
 use crate::channel::Routes;
 use crate::connect::{Connect, ConnectInfo, Params, Refuse};
-use crate::dispatch::{Dispatcher, Driven};
+use crate::dispatch::{Dispatcher, Driven, Wiring};
 use crate::metrics::Metrics;
 use crate::options::SocketOptions;
 use crate::outbox::Outbox;
@@ -286,17 +286,16 @@ impl<S: Connect + Routes> TestSocket<S> {
 
     fn start(state: Arc<S::State>, pubsub: PubSub, assigns: S::Assigns) -> Self {
         let inbox = Inbox::new();
-        let dispatcher = Dispatcher::<S>::new(
-            assigns,
-            state,
-            inbox.outbox.clone(),
-            Serializer::V2,
-            pubsub.clone(),
-            &SocketOptions::default(),
-            Arc::new(Metrics::default()),
-        );
+        let wiring = Wiring {
+            outbox: inbox.outbox.clone(),
+            serializer: Serializer::V2,
+            pubsub: pubsub.clone(),
+            metrics: Arc::new(Metrics::default()),
+            traceparent: None,
+        };
+        let dispatcher = Dispatcher::<S>::new(assigns, state, wiring, &SocketOptions::default());
         let shared = Shared {
-            dispatcher: Driven::spawn(dispatcher),
+            dispatcher: Driven::spawn(dispatcher, tracing::info_span!("socket", transport = "test")),
             inbox,
             pubsub,
             next_ref: Mutex::new(0),

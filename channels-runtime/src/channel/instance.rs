@@ -13,6 +13,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tracing::{Instrument, Span};
+
 use super::{Channel, JoinError, JoinFailure, Start, Terminate};
 use crate::connect::Connect;
 use crate::connection::Connection;
@@ -37,22 +39,32 @@ pub(crate) trait Joined<S: Connect>: Send {
     fn step(self: Box<Self>, mail: Mail) -> Step<S>;
 }
 
-/// A joined channel of type `C`: its state and its socket.
+/// A joined channel of type `C`: its state, its socket, and the span its
+/// callbacks run in.
 struct Instance<C: Channel> {
     channel: C,
     socket: Socket<C::Socket>,
+    span: Span,
 }
 
 impl<C: Channel> Joined<C::Socket> for Instance<C> {
     fn step(self: Box<Self>, mail: Mail) -> Step<C::Socket> {
-        Box::pin(handle(self, mail))
+        let span = self.span.clone();
+        Box::pin(handle(self, mail).instrument(span))
     }
 }
 
 /// The step that joins: `C::join`, then the join reply (and the
-/// subscription, made before any broadcast can overtake the reply).
+/// subscription, made before any broadcast can overtake the reply), in
+/// the channel's span (inside its connection's).
 pub(crate) fn join<C: Channel>(start: Start<C::Socket>) -> Step<C::Socket> {
-    Box::pin(run_join::<C>(start))
+    let span = tracing::info_span!(
+        "channel",
+        topic = ?clip(&start.topic),
+        join_ref = start.join_ref.as_deref(),
+        channel = C::name(),
+    );
+    Box::pin(run_join::<C>(start, span.clone()).instrument(span))
 }
 
 /// Runs a handler, turning a panic into a [`Crash`] like the errors a
@@ -62,7 +74,7 @@ async fn guarded<T, E: From<Crash>>(handler: impl Future<Output = Result<T, E>>)
     crate::panics::catch(handler).await
 }
 
-async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<C::Socket>>> {
+async fn run_join<C: Channel>(start: Start<C::Socket>, span: Span) -> Option<Box<dyn Joined<C::Socket>>> {
     let Start { topic, join_ref, msg_ref, payload, assigns, state, conn, generation } = start;
     // A join without join_ref (hand-written clients) uses its ref for the
     // channel's later frames, as Phoenix does; the join reply, phx_close and
@@ -102,7 +114,7 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
             conn.metrics.channels_open.incr();
             exported::joined(C::name(), Outcome::Ok, started);
             tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
-            Some(Box::new(Instance { channel, socket }))
+            Some(Box::new(Instance { channel, socket, span }))
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
             join_reply(Status::Error, &response);
@@ -210,7 +222,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
 /// held, and tells the client (`phx_error` after a crash, `phx_close`
 /// otherwise, nothing once the connection is gone).
 async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<Box<dyn Joined<C::Socket>>> {
-    let Instance { channel, socket } = &mut *me;
+    let Instance { channel, socket, .. } = &mut *me;
     let conn = socket.connection().clone();
     let topic = socket.topic().clone();
     conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());

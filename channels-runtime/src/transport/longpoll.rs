@@ -24,14 +24,16 @@ use base64::Engine;
 use parking_lot::Mutex;
 use serde::Serialize;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, Params};
-use crate::dispatch::{Dispatcher, Driven};
+use crate::dispatch::{Dispatcher, Driven, Wiring};
 use crate::metrics::Refusal;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Serializer};
+use crate::trace;
 
 /// phoenix.js (≥ 1.8.6) sends at most this many frames per POST; Phoenix
 /// ≥ 1.8.9 refuses more.
@@ -180,7 +182,11 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         mount.metrics.connections_refused.incr(Refusal::Limit);
         return at_capacity();
     }
-    let (serializer, assigns) = match super::admit::<S>(mount, &params, super::connect_info(&req)).await {
+    let info = super::connect_info(&req);
+    let span = trace::connection_span("longpoll", info.peer_addr(), info.traceparent());
+    let traceparent = info.traceparent().copied();
+    let admitted = super::admit::<S>(mount, &params, info).instrument(span.clone()).await;
+    let (serializer, assigns) = match admitted {
         Ok(admitted) => admitted,
         // Phoenix answers every refusal `403`; a full server or a crashed
         // `connect` say so instead.
@@ -195,20 +201,22 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     let hold = mount.hold_socket_id::<S>(&assigns).await;
     let outbox = Arc::new(Outbox::new(mount.options.max_outbound_bytes));
     outbox.count_in(mount.metrics.clone());
-    let dispatcher = Dispatcher::<S>::new(
-        assigns,
-        mount.state::<S>(),
-        outbox.clone(),
+    let wiring = Wiring {
+        outbox: outbox.clone(),
         serializer,
-        mount.pubsub.clone(),
-        &mount.options,
-        mount.metrics.clone(),
-    );
+        pubsub: mount.pubsub.clone(),
+        metrics: mount.metrics.clone(),
+        traceparent,
+    };
+    let dispatcher = Dispatcher::<S>::new(assigns, mount.state::<S>(), wiring, &mount.options);
+    if let Some(id) = dispatcher.socket_id() {
+        span.record("id", id);
+    }
     // The dispatcher subscribed the socket id itself.
     drop(hold);
     let session = Arc::new(Session {
         _registration: mount.registry.register(&outbox),
-        dispatcher: Driven::spawn(dispatcher),
+        dispatcher: Driven::spawn(dispatcher, span),
         outbox,
         serializer,
         last_poll: Mutex::new(Instant::now()),

@@ -42,17 +42,19 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tracing::Instrument;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::wire::{close_frame, pong_frame, Decoder, Incoming, ReadError, Reader, Writer};
 use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, Params};
-use crate::dispatch::Dispatcher;
+use crate::dispatch::{Dispatcher, Wiring};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Serializer};
 use crate::registry::Registration;
+use crate::trace::{self, TraceParent};
 
 /// How long a closing connection has to take its close frame and answer
 /// it, before the TCP connection is dropped.
@@ -100,7 +102,11 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         return StatusCode::FORBIDDEN.into_response();
     }
     let params = Params::from_query(req.uri().query().unwrap_or(""));
-    let (serializer, assigns) = match super::admit::<S>(&mount, &params, super::connect_info(&req)).await {
+    let info = super::connect_info(&req);
+    let span = trace::connection_span("websocket", info.peer_addr(), info.traceparent());
+    let traceparent = info.traceparent().copied();
+    let admitted = super::admit::<S>(&mount, &params, info).instrument(span.clone()).await;
+    let (serializer, assigns) = match admitted {
         Ok(admitted) => admitted,
         Err(status) => return status.into_response(),
     };
@@ -113,7 +119,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     // the connection's own task.
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => start::<S>(mount, upgraded, serializer, assigns),
+            Ok(upgraded) => start::<S>(mount, upgraded, serializer, assigns, Traced { span, traceparent }),
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
         drop(hold);
@@ -131,6 +137,12 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
     }
     response
+}
+
+/// The span a connection runs in, and the trace context its client sent.
+struct Traced {
+    span: tracing::Span,
+    traceparent: Option<TraceParent>,
 }
 
 /// Why the server ends a connection, with the close frame it sends.
@@ -169,19 +181,23 @@ fn start<S: Connect + Routes>(
     upgraded: hyper::upgrade::Upgraded,
     serializer: Serializer,
     assigns: S::Assigns,
+    traced: Traced,
 ) {
     let options = &mount.options;
     let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
     let registration = mount.registry.register(&outbox);
-    let dispatcher = Dispatcher::<S>::new(
-        assigns,
-        mount.state::<S>(),
-        outbox.clone(),
+    let wiring = Wiring {
+        outbox: outbox.clone(),
         serializer,
-        mount.pubsub.clone(),
-        options,
-        mount.metrics.clone(),
-    );
+        pubsub: mount.pubsub.clone(),
+        metrics: mount.metrics.clone(),
+        traceparent: traced.traceparent,
+    };
+    let dispatcher = Dispatcher::<S>::new(assigns, mount.state::<S>(), wiring, options);
+    let span = traced.span;
+    if let Some(id) = dispatcher.socket_id() {
+        span.record("id", id);
+    }
     mount.metrics.connections_open.incr();
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
@@ -194,12 +210,14 @@ fn start<S: Connect + Routes>(
             outbox.attach(write, mount.metrics.clone());
             mount.registry.watch_idle(&outbox, mount.options.idle_timeout);
             let connection = serve_tcp(mount, registration, read, early, dispatcher, serializer);
+            let connection = connection.instrument(span);
             tracing::trace!(bytes = std::mem::size_of_val(&connection), "a TCP connection's state");
             tokio::spawn(connection);
         }
         Err(upgraded) => {
             outbox.count_in(mount.metrics.clone());
-            tokio::spawn(serve_generic(mount, registration, TokioIo::new(upgraded), dispatcher, serializer));
+            let connection = serve_generic(mount, registration, TokioIo::new(upgraded), dispatcher, serializer);
+            tokio::spawn(connection.instrument(span));
         }
     }
 }

@@ -156,6 +156,10 @@ impl Channel for Echo {
     ) -> Result<Reply, Crash> {
         match event {
             "ping" => Ok(Reply::ok(payload)),
+            "traceparent" => {
+                tracing::info!("handler asked for its trace");
+                Ok(Reply::ok(json!({ "traceparent": socket.traceparent().map(ToString::to_string) })))
+            }
             "shout" => {
                 socket.broadcast("shout", &payload.decode::<Value>()?)?;
                 Ok(Reply::ok(json!({})))
