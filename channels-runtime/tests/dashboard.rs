@@ -170,12 +170,19 @@ fn alive_tasks() -> usize {
 // Paused: a timer would fire at once, so silence means no timer.
 #[tokio::test(start_paused = true)]
 async fn nothing_runs_while_nobody_watches() {
+    // An endpoint and what lives for its life (its server, its watchdog,
+    // started by a first connection) costs as many tasks with a dashboard
+    // mounted as without.
+    let start = alive_tasks();
+    let plain = serve_with(Endpoint::new(), SocketOptions::default()).await;
+    let mut warm_plain = plain.v2().await;
+    warm_plain.join("1", "echo:warm").await;
+    let plain_tasks = alive_tasks() - start;
     let s = dashboard_server(Endpoint::new()).await;
-    // What lives for the endpoint's life (its watchdog) starts with the
-    // first connection.
     let mut warm = s.v2().await;
     warm.join("1", "echo:warm").await;
     let before = alive_tasks();
+    assert_eq!(before - start - plain_tasks, plain_tasks, "a mounted dashboard runs no task of its own");
 
     // Nobody watches: ten seconds pass and nothing is spawned.
     tokio::time::sleep(Duration::from_secs(10)).await;

@@ -7,6 +7,7 @@
 // the sum over the live nodes, one point per row of the node we watch from.
 
 const HISTORY = 120; // points: two minutes
+const MIN_WINDOW = 30; // a chart spans at least this many points, so a fresh page is not a sliver
 const STALE_MS = 5000; // a node silent this long is left out
 const HEARTBEAT_MS = 30000;
 const BACKOFF_MS = [1000, 2000, 5000, 10000];
@@ -154,17 +155,29 @@ function bytes(n) {
   return `${decimal.format(n)} ${units[unit]}`;
 }
 
-/** What each card shows big, and how; its chart follows the same figure. */
-const CARDS = {
-  connections: { value: "connections", format: count, subs: { accepted: "accepted", refused: "refused" } },
-  channels: { value: "channels", format: count, subs: { joins_refused: "joins_refused" } },
-  joins: { value: "joins_rate", format: perSecond, subs: { total: "joins" } },
-  messages_in: { value: "messages_in_rate", format: perSecond, subs: { total: "messages_in" } },
-  frames_out: { value: "frames_out_rate", format: perSecond, subs: { total: "frames_out" }, bytes: "bytes_out_rate" },
-  presences: { value: "presences", format: count, subs: {} },
-  slow_consumers: { value: "slow_consumers", format: count, subs: {} },
-  crashes: { value: "crashes", format: count, subs: { channel_crashes: "channel_crashes", join_crashes: "join_crashes" } },
-};
+/**
+ * The cards: what each shows big (and charts), and the line under it, whose
+ * `{name}`s are the figures of `subs` (a figure, or a figure and its format).
+ */
+const CARDS = [
+  { metric: "connections", title: "Connections", accent: "blue", value: "connections", format: count,
+    sub: "open now · {accepted} accepted · {refused} refused", subs: { accepted: "accepted", refused: "refused" } },
+  { metric: "channels", title: "Joined channels", accent: "violet", value: "channels", format: count,
+    sub: "open now · {joins_refused} joins refused", subs: { joins_refused: "joins_refused" } },
+  { metric: "joins", title: "Joins", accent: "green", value: "joins_rate", format: perSecond,
+    sub: "per second · {total} in all", subs: { total: "joins" } },
+  { metric: "messages_in", title: "Messages in", accent: "teal", value: "messages_in_rate", format: perSecond,
+    sub: "per second · {total} in all", subs: { total: "messages_in" } },
+  { metric: "frames_out", title: "Messages out", accent: "orange", value: "frames_out_rate", format: perSecond,
+    sub: "per second · {bytes} · {total} in all", subs: { bytes: ["bytes_out_rate", bytes], total: "frames_out" } },
+  { metric: "presences", title: "Presences", accent: "pink", value: "presences", format: count,
+    sub: "tracked now", subs: {} },
+  { metric: "slow_consumers", title: "Slow consumers", accent: "amber", value: "slow_consumers", format: count,
+    sub: "closed for falling behind", subs: {} },
+  { metric: "crashes", title: "Crashes", accent: "red", value: "crashes", format: count,
+    sub: "{channel_crashes} channels · {join_crashes} joins",
+    subs: { channel_crashes: "channel_crashes", join_crashes: "join_crashes" } },
+];
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -174,10 +187,11 @@ function spark(svg, values) {
   svg.replaceChildren();
   if (points.length < 2) return;
   const max = Math.max(1, ...points.map(([, v]) => v));
-  const x = (i) => (i / (HISTORY - 1)) * 240;
+  const window = Math.max(MIN_WINDOW, values.length);
+  const x = (i) => (i / (window - 1)) * 240;
   const y = (v) => 46 - (v / max) * 42;
   // Right-aligned: the newest point at the right edge.
-  const shift = HISTORY - values.length;
+  const shift = window - values.length;
   const line = points.map(([i, v]) => `${x(i + shift).toFixed(1)},${y(v).toFixed(1)}`).join(" L");
   const first = x(points[0][0] + shift).toFixed(1);
   const last = x(points[points.length - 1][0] + shift).toFixed(1);
@@ -197,20 +211,47 @@ function cell(text, className) {
   return td;
 }
 
+/** The cards' elements, made once. */
+function makeCards() {
+  const section = document.getElementById("cards");
+  for (const card of CARDS) {
+    const el = Object.assign(document.createElement("article"), { className: "card" });
+    el.dataset.metric = card.metric;
+    el.dataset.accent = card.accent;
+    const sub = Object.assign(document.createElement("p"), { className: "sub" });
+    for (const part of card.sub.split(/(\{\w+\})/)) {
+      const name = part.match(/^\{(\w+)\}$/)?.[1];
+      sub.append(name ? Object.assign(document.createElement("span"), { textContent: "–" }) : part);
+      if (name) sub.lastChild.dataset.sub = name;
+    }
+    const chart = document.createElementNS(SVG, "svg");
+    chart.setAttribute("class", "spark");
+    chart.setAttribute("viewBox", "0 0 240 48");
+    chart.setAttribute("preserveAspectRatio", "none");
+    chart.setAttribute("aria-hidden", "true");
+    el.append(
+      Object.assign(document.createElement("h2"), { textContent: card.title }),
+      Object.assign(document.createElement("output"), { className: "value", textContent: "–" }),
+      sub,
+      chart,
+    );
+    section.append(el);
+  }
+}
+
 function render() {
   const rows = liveRows();
   const now = figures(rows);
-  for (const [name, card] of Object.entries(CARDS)) {
-    const el = document.querySelector(`[data-metric="${name}"]`);
-    const value = el.querySelector(".value");
-    value.textContent = card.format(now[card.value]);
+  for (const card of CARDS) {
+    const el = document.querySelector(`[data-metric="${card.metric}"]`);
+    el.querySelector(".value").textContent = card.format(now[card.value]);
     // Raw figures for tests and scripts: the exact numbers shown.
     el.dataset.value = now[card.value] ?? "";
-    for (const [sub, figure] of Object.entries(card.subs)) {
-      el.querySelector(`[data-sub="${sub}"]`).textContent = count(now[figure]);
-      el.dataset[sub] = now[figure];
+    for (const [sub, spec] of Object.entries(card.subs)) {
+      const [figure, format] = Array.isArray(spec) ? spec : [spec, count];
+      el.querySelector(`[data-sub="${sub}"]`).textContent = format(now[figure]);
+      el.dataset[sub] = now[figure] ?? "";
     }
-    if (card.bytes) el.querySelector('[data-sub="bytes"]').textContent = bytes(now[card.bytes]);
     spark(el.querySelector(".spark"), history.map((h) => h[card.value]));
   }
 
@@ -258,6 +299,8 @@ function render() {
         return tr;
       }),
   );
+  // A single node has no broker: no column for it.
+  table.closest("table").classList.toggle("no-broker", !rows.some((row) => row.broker));
   document.getElementById("nodes-count").textContent = `${rows.length} node${rows.length === 1 ? "" : "s"}`;
 }
 
@@ -270,6 +313,7 @@ const STATUS_TEXT = {
   unreachable: "cannot connect — is the token right?",
 };
 
+makeCards();
 watch(`phx_dashboard:${randomId()}`, {
   onStatus(status, reason) {
     body.dataset.status = status;
