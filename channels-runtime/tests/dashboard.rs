@@ -127,7 +127,7 @@ async fn rows_carry_the_endpoints_counters_and_their_rates() {
 
     let (mut watcher, joined, row) = watcher(s.addr, "phx_dashboard:t1").await;
     assert_eq!(joined, json!({"node": "local", "interval_ms": 1000, "multi_node": false}));
-    assert_eq!(row["node"], "local");
+    assert_eq!((&row["node"], &row["here"]), (&json!("local"), &json!(true)), "of the node watched from");
     assert_eq!(row_metrics(&row), metrics(&s.endpoint), "the row is the endpoint's counters");
     let figures = row_metrics(&row);
     assert_eq!(figures["connections_open"], 3, "the watcher does not count itself");
@@ -294,11 +294,12 @@ mod multinode {
         let (mut watcher, joined, mine) = watcher(a.addr, "phx_dashboard:multi").await;
         assert_eq!(joined["node"], "node-a");
         assert_eq!(joined["multi_node"], true);
-        assert_eq!(mine["node"], "node-a");
+        assert_eq!((&mine["node"], &mine["here"]), (&json!("node-a"), &json!(true)));
         assert_eq!(row_metrics(&mine)["connections_open"], 1);
         assert!(mine["broker"]["published"].is_u64(), "a node's row carries its broker's counters: {mine}");
 
         let theirs = row_of(&mut watcher, "node-b").await;
+        assert_eq!(theirs["here"], false);
         let figures = row_metrics(&theirs);
         assert_eq!(figures["connections_open"], 3, "{theirs}");
         assert_eq!(figures["channels_open"], 3);

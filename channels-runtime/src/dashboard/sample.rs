@@ -86,12 +86,15 @@ pub(crate) struct Sample {
 }
 
 /// A sample as a page receives it: with the per-second rates of its
-/// totals since the node's previous sample (`null` for the first).
+/// totals since the node's previous sample (`null` for the first), and
+/// whether it is of the node the page watches from (a node's name may
+/// change under a page: presence starting names it).
 #[derive(Debug, Serialize)]
 pub(crate) struct Row<'a> {
     #[serde(flatten)]
     sample: &'a Sample,
     rates: Option<BTreeMap<&'a str, f64>>,
+    here: bool,
 }
 
 /// A watcher's previous sample of each node, to turn totals into rates.
@@ -105,10 +108,11 @@ pub(crate) struct Rates {
 const MAX_NODES: usize = 1024;
 
 impl Rates {
-    /// The row of `sample`, and it kept as its node's previous one.
-    pub(crate) fn row(&mut self, sample: Sample) -> Result<Payload, serde_json::Error> {
-        let row =
-            Row { sample: &sample, rates: self.previous.get(&sample.node).and_then(|before| rates(before, &sample)) };
+    /// The row of `sample` (of this node when `here`), and it kept as its
+    /// node's previous one.
+    pub(crate) fn row(&mut self, sample: Sample, here: bool) -> Result<Payload, serde_json::Error> {
+        let rates = self.previous.get(&sample.node).and_then(|before| rates(before, &sample));
+        let row = Row { sample: &sample, rates, here };
         let payload = Payload::json(&row);
         if self.previous.len() >= MAX_NODES && !self.previous.contains_key(&sample.node) {
             self.previous.clear();
@@ -256,13 +260,14 @@ mod tests {
     #[test]
     fn a_row_has_rates_from_the_second_sample_of_its_node_on() {
         let mut rates = Rates::default();
-        let first: serde_json::Value = rates.row(sample("a", 0, 0, 1)).unwrap().decode().unwrap();
+        let first: serde_json::Value = rates.row(sample("a", 0, 0, 1), true).unwrap().decode().unwrap();
         assert_eq!(first["rates"], serde_json::Value::Null);
         assert_eq!(first["metrics"]["connections_open"], 1);
-        rates.row(sample("b", 0, 100, 0)).unwrap();
-        let second: serde_json::Value = rates.row(sample("a", 500, 4, 1)).unwrap().decode().unwrap();
+        let other: serde_json::Value = rates.row(sample("b", 0, 100, 0), false).unwrap().decode().unwrap();
+        assert_eq!((&other["rates"], &other["here"]), (&serde_json::Value::Null, &serde_json::json!(false)));
+        let second: serde_json::Value = rates.row(sample("a", 500, 4, 1), true).unwrap().decode().unwrap();
         assert_eq!(second["rates"]["joins"], 8.0);
-        assert_eq!(second["node"], "a");
+        assert_eq!((&second["node"], &second["here"]), (&serde_json::json!("a"), &serde_json::json!(true)));
     }
 
     #[test]

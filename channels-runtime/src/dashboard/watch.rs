@@ -53,9 +53,9 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    /// Pushes `sample` as a row, with its rates.
-    fn push(&mut self, sample: Sample, socket: &mut Socket<DashboardSocket>) -> Result<(), Crash> {
-        let row = self.rates.row(sample)?;
+    /// Pushes `sample` (of this node when `here`) as a row, with its rates.
+    fn push(&mut self, sample: Sample, here: bool, socket: &mut Socket<DashboardSocket>) -> Result<(), Crash> {
+        let row = self.rates.row(sample, here)?;
         socket.push(ROW_EVENT, row)?;
         Ok(())
     }
@@ -64,7 +64,7 @@ impl Watcher {
     /// answer on this watcher's topic); then the next tick.
     fn tick(&mut self, socket: &mut Socket<DashboardSocket>) -> Result<(), Crash> {
         let sample = socket.state().sampler.sample(socket.pubsub());
-        self.push(sample, socket)?;
+        self.push(sample, true, socket)?;
         sample::ask(socket.pubsub(), socket.topic());
         socket.send_after(TICK, Tick);
         Ok(())
@@ -92,7 +92,7 @@ impl Channel for Watcher {
         // are asked from the first tick on, once this topic is subscribed.
         let sample = socket.state().sampler.sample(socket.pubsub());
         let node = sample.node.clone();
-        watcher.push(sample, socket)?;
+        watcher.push(sample, true, socket)?;
         socket.send_after(TICK, Tick);
         let interval_ms = u64::try_from(TICK.as_millis()).unwrap_or(u64::MAX);
         let response = json!({"node": node, "interval_ms": interval_ms, "multi_node": socket.pubsub().is_multi_node()});
@@ -116,7 +116,7 @@ impl Channel for Watcher {
         socket: &mut Socket<DashboardSocket>,
     ) -> Result<Reply, Crash> {
         match payload.decode::<Sample>() {
-            Ok(sample) => self.push(sample, socket)?,
+            Ok(sample) => self.push(sample, false, socket)?,
             // Whatever else reaches this topic is no node's answer.
             Err(error) => tracing::warn!(%error, topic = %socket.topic(), "malformed dashboard row ignored"),
         }

@@ -126,6 +126,11 @@ function topics(rows) {
   return [...counts].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, 8);
 }
 
+function setLocalNode(node) {
+  localNode = node;
+  document.getElementById("local-node").textContent = node;
+}
+
 function liveRows() {
   const now = Date.now();
   return [...nodes.values()].filter((n) => now - n.seen < STALE_MS).map((n) => n.row);
@@ -133,7 +138,10 @@ function liveRows() {
 
 function onRow(row) {
   nodes.set(row.node, { row, seen: Date.now() });
-  if (row.node === localNode) {
+  if (row.here) {
+    // Named anew when presence starts on it: the old name goes.
+    if (localNode !== row.node) nodes.delete(localNode);
+    setLocalNode(row.node);
     history.push(figures(liveRows()));
     if (history.length > HISTORY) history.shift();
     body.dataset.ticks = String(++ticks);
@@ -320,8 +328,7 @@ watch(`phx_dashboard:${randomId()}`, {
     document.getElementById("status").textContent = reason ?? STATUS_TEXT[status] ?? status;
   },
   onJoined({ node }) {
-    localNode = node;
-    document.getElementById("local-node").textContent = node;
+    setLocalNode(node);
   },
   onPush(event, payload) {
     if (event === "row") onRow(payload);
