@@ -10,6 +10,7 @@
 #   DISCUSS_BIN            binary (default target/release/examples/discuss)
 #   DISCUSS_LOG            log file (default tests/js/artifacts/discuss-PORT.log)
 #   DISCUSS_ADMIN_TOKEN    token of POST /api/disconnect (default test-admin-token)
+#   DISCUSS_DASHBOARD_TOKEN  token of GET /dashboard (default test-dashboard-token)
 #   DISCUSS_START_TIMEOUT  seconds to wait for the "listening on" line (default 30)
 #
 # On success prints, as shell assignments (use `eval "$(scripts/start-discuss.sh)"`):
@@ -17,6 +18,7 @@
 #   DISCUSS_PORT=<port>
 #   DISCUSS_URL=ws://127.0.0.1:<port>/socket
 #   DISCUSS_LOG=<log file>
+#   DISCUSS_ADMIN_TOKEN=<token>, DISCUSS_DASHBOARD_TOKEN=<token>
 # and leaves the server running: stop it with `kill "$DISCUSS_PID"`
 # (scripts/stop-discuss.sh PID does that with a deadline).
 # On failure (no binary, the server exits, or no "listening on" line in time)
@@ -42,8 +44,11 @@ mkdir -p "$(dirname "$LOG")"
 # NO_COLOR keeps tracing's ANSI colours out of the log file.
 # The admin route (POST /api/disconnect) is closed without a token; the
 # tests use this one.
+# So is the dashboard (GET /dashboard?token=...).
 ADMIN_TOKEN="${DISCUSS_ADMIN_TOKEN:-test-admin-token}"
-NO_COLOR=1 DISCUSS_ADMIN_TOKEN="$ADMIN_TOKEN" "$BIN" --port "$PORT" </dev/null >>"$LOG" 2>&1 &
+DASHBOARD_TOKEN="${DISCUSS_DASHBOARD_TOKEN:-test-dashboard-token}"
+NO_COLOR=1 DISCUSS_ADMIN_TOKEN="$ADMIN_TOKEN" DISCUSS_DASHBOARD_TOKEN="$DASHBOARD_TOKEN" \
+  "$BIN" --port "$PORT" </dev/null >>"$LOG" 2>&1 &
 PID=$!
 
 started=0
@@ -85,3 +90,4 @@ echo "DISCUSS_PORT=$PORT"
 echo "DISCUSS_URL=ws://127.0.0.1:$PORT/socket"
 echo "DISCUSS_LOG=$LOG"
 echo "DISCUSS_ADMIN_TOKEN=$ADMIN_TOKEN"
+echo "DISCUSS_DASHBOARD_TOKEN=$DASHBOARD_TOKEN"

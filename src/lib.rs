@@ -84,8 +84,8 @@ pub use phx_channels_runtime::server::ServerOptions;
 pub use phx_channels_runtime::socket::{Socket, SocketRef, TimerRef};
 pub use phx_channels_runtime::token::{TokenError, Tokens};
 pub use phx_channels_runtime::{
-    changeset, connect, crash, encode, endpoint, origin, outbox, presence, protocol, pubsub, reply, router, server,
-    testing, token,
+    changeset, connect, crash, dashboard, encode, endpoint, origin, outbox, presence, protocol, pubsub, reply, router,
+    server, testing, token,
 };
 pub use phx_channels_runtime::{MetricsSnapshot, SocketOptions};
 
@@ -103,6 +103,11 @@ pub mod prelude {
     };
     pub use serde_json::{json, Value};
 }
+
+/// The examples of `docs/dashboard.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/dashboard.md")]
+struct DashboardDocs;
 
 #[doc(hidden)]
 pub mod __private {

@@ -186,6 +186,31 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         self
     }
 
+    /// Mounts the live dashboard ([`crate::dashboard`]) at `path`, behind
+    /// `guard`: the page at `path`, its socket at `{path}/socket`. Off
+    /// unless mounted; while no page watches, it costs nothing but its
+    /// routes (and, on several nodes, one subscription to answer other
+    /// nodes' watchers).
+    ///
+    /// ```no_run
+    /// use phx_channels_runtime::dashboard::TokenGuard;
+    /// use phx_channels_runtime::endpoint::Endpoint;
+    ///
+    /// # async fn run() -> std::io::Result<()> {
+    /// let token = std::env::var("DASHBOARD_TOKEN").expect("a secret for the dashboard");
+    /// // Open http://127.0.0.1:4000/dashboard?token=<the secret>
+    /// Endpoint::new().dashboard("/dashboard", TokenGuard::new(token)).serve("127.0.0.1:4000").await
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn dashboard(mut self, path: &str, guard: impl crate::dashboard::Guard) -> Self {
+        let dashboard = crate::dashboard::Dashboard::new(path, guard);
+        self.sockets.push(Arc::new(move |router: Router, parts: &Parts| {
+            dashboard.mount(router, &parts.pubsub, &parts.metrics, &parts.registry)
+        }));
+        self
+    }
+
     /// Adds the application's own routes (pages, an API) to serve beside
     /// the sockets. They may extract the endpoint's state as axum's
     /// `State<Arc<St>>`.

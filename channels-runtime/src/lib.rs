@@ -15,6 +15,7 @@ mod clock;
 pub mod connect;
 mod connection;
 pub mod crash;
+pub mod dashboard;
 mod dispatch;
 pub mod encode;
 pub mod endpoint;

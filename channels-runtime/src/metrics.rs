@@ -252,6 +252,25 @@ macro_rules! metrics {
             pub deliveries: u64,
         }
 
+        impl MetricsSnapshot {
+            /// Whether the field named `field` is a current value (it goes
+            /// up and down); every other field is a total that only grows.
+            ///
+            /// ```
+            /// use phx_channels_runtime::MetricsSnapshot;
+            ///
+            /// assert!(MetricsSnapshot::is_current("connections_open"));
+            /// assert!(MetricsSnapshot::is_current("outbound_queued_bytes"));
+            /// assert!(!MetricsSnapshot::is_current("joins"));
+            /// ```
+            pub fn is_current(field: &str) -> bool {
+                match field {
+                    $( stringify!($name) => metrics!(@current $kind), )*
+                    _ => false,
+                }
+            }
+        }
+
         impl Metrics {
             /// Registers every figure with the application's recorder (the
             /// endpoint does, as it starts serving), so that all are
@@ -280,6 +299,8 @@ macro_rules! metrics {
             }
         }
     };
+    (@current Level) => { true };
+    (@current $kind:ident) => { false };
 }
 
 metrics! {

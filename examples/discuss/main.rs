@@ -26,11 +26,16 @@
 //! push from one client faster than that.
 //!
 //! `POST /api/disconnect?id=SOCKET_ID` (every connection with that socket id
-//! is closed), `GET /api/stats` (the broker's counters)
+//! is closed), `GET /api/stats` (the endpoint's and the broker's counters)
 //! and `GET /metrics` (every figure of the runtime, in Prometheus's text
 //! format, through `metrics-exporter-prometheus`) need
 //! `Authorization: Bearer $DISCUSS_ADMIN_TOKEN`; without
 //! `DISCUSS_ADMIN_TOKEN` in the environment those routes are closed (403).
+//!
+//! `GET /dashboard?token=$DISCUSS_DASHBOARD_TOKEN` is the live dashboard
+//! (`Endpoint::dashboard`: connections, channels, joins and messages per
+//! second, the largest topics, presences, one row per node); without
+//! `DISCUSS_DASHBOARD_TOKEN` it is closed (403) like the admin routes.
 //!
 //! `GET /` is a demo page (`examples/web`) that uses the socket through the
 //! official phoenix.js client from npm, which the example serves itself so the
@@ -52,9 +57,10 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use phx_channels::dashboard::{Access, Guard, TokenGuard};
 use phx_channels::prelude::*;
 use phx_channels::pubsub::{Nats, Redis, RedisCluster};
-use phx_channels::{PresenceOptions, SocketOptions};
+use phx_channels::{MetricsSnapshot, PresenceOptions, SocketOptions};
 use serde::Deserialize;
 
 use app::{Admin, App, UserSocket};
@@ -78,13 +84,30 @@ async fn disconnect(State(app): State<Arc<App>>, headers: HeaderMap, Query(q): Q
     }
 }
 
-/// `GET /api/stats` with the admin token: this node's broker counters
-/// (`null` on a single node), for the multi-node tests and benchmarks.
-async fn stats(State(app): State<Arc<App>>, headers: HeaderMap) -> Response {
-    if let Err(status) = admin(&app, &headers, "GET /api/stats") {
+/// `GET /api/stats` with the admin token: this node's endpoint counters
+/// (`Endpoint::metrics`) and broker counters (`null` on a single node), for
+/// the multi-node and dashboard tests and benchmarks.
+fn stats(app: &App, headers: &HeaderMap, metrics: MetricsSnapshot) -> Response {
+    if let Err(status) = admin(app, headers, "GET /api/stats") {
         return status.into_response();
     }
-    axum::Json(json!({"broker": app.pubsub.broker_stats()})).into_response()
+    axum::Json(json!({"broker": app.pubsub.broker_stats(), "metrics": metrics})).into_response()
+}
+
+/// The dashboard's guard: the token of `DISCUSS_DASHBOARD_TOKEN`, or closed
+/// (403) without one, as the admin routes are.
+struct DashboardGuard(Option<TokenGuard>);
+
+impl Guard for DashboardGuard {
+    fn check(&self, access: &Access<'_>) -> Result<(), Refuse> {
+        match &self.0 {
+            Some(token) => token.check(access),
+            None => {
+                tracing::warn!("the dashboard refused: set DISCUSS_DASHBOARD_TOKEN to enable it");
+                Err(Refuse::forbidden())
+            }
+        }
+    }
 }
 
 /// The runtime's figures for Prometheus: the recorder is installed before
@@ -297,7 +320,15 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))
         .with_pubsub(pubsub)
         .socket_with("/socket", UserSocket, options)
-        .merge(Router::new().route("/api/disconnect", post(disconnect)).route("/api/stats", get(stats)))
+        .dashboard("/dashboard", DashboardGuard(env("DISCUSS_DASHBOARD_TOKEN").map(TokenGuard::new)));
+    // A clone shares the endpoint's counters.
+    let counters = endpoint.clone();
+    let stats = get(move |State(app): State<Arc<App>>, headers: HeaderMap| {
+        let metrics = counters.metrics();
+        async move { stats(&app, &headers, metrics) }
+    });
+    let endpoint = endpoint
+        .merge(Router::new().route("/api/disconnect", post(disconnect)).route("/api/stats", stats))
         .merge(metrics_route(prometheus))
         .merge(web_routes());
     install_phoenix_js();

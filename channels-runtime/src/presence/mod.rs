@@ -378,6 +378,22 @@ fn phx_ref() -> String {
     random_id(12).unwrap_or_else(|| format!("{:x}", std::time::Instant::now().elapsed().as_nanos()))
 }
 
+/// What one node's presence tracker holds ([`Presence::stats`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PresenceStats {
+    /// This node's name among the nodes ([`PresenceOptions::node_name`],
+    /// or the random one it started with).
+    pub node: String,
+    /// Presences tracked by channels on this node.
+    pub tracked_here: usize,
+    /// Presences this node knows of, on every node.
+    pub tracked: usize,
+    /// Nodes this node knows of, itself included (nodes declared down are
+    /// forgotten).
+    pub nodes: usize,
+}
+
 /// Presence tracking for channels: Phoenix.Presence's `track`, `update`,
 /// `untrack` and `list`, on the channel's topic.
 #[derive(Debug)]
@@ -447,6 +463,25 @@ impl Presence {
     pub fn list_topic(pubsub: &PubSub, topic: &str) -> Value {
         let entries = Tracker::of(pubsub).replica.lock().list(topic);
         Value::Object(presence_map(entries))
+    }
+
+    /// What presence on `pubsub` holds now, or `None` if it has not
+    /// started there (asking does not start it).
+    ///
+    /// ```
+    /// use phx_channels_runtime::presence::{Presence, PresenceOptions};
+    /// use phx_channels_runtime::pubsub::PubSub;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let pubsub = PubSub::local();
+    /// assert!(Presence::stats(&pubsub).is_none());
+    /// Presence::start(&pubsub, PresenceOptions { node_name: Some("web-1".into()), ..PresenceOptions::default() });
+    /// let stats = Presence::stats(&pubsub).unwrap();
+    /// assert_eq!((stats.node.as_str(), stats.tracked_here, stats.nodes), ("web-1", 0, 1));
+    /// # }
+    /// ```
+    pub fn stats(pubsub: &PubSub) -> Option<PresenceStats> {
+        Some(Tracker::if_started(pubsub)?.replica.lock().stats())
     }
 
     /// Everything a channel instance tracked leaves (it ended).

@@ -433,6 +433,18 @@ impl Replica {
         diffs
     }
 
+    /// This node's name, the entries it tracks, and the entries and nodes
+    /// it knows of (itself included).
+    pub(crate) fn stats(&self) -> super::PresenceStats {
+        let remote: usize = self.remotes.values().map(|r| r.entries.len()).sum();
+        super::PresenceStats {
+            node: self.me.clone(),
+            tracked_here: self.local.len(),
+            tracked: self.local.len() + remote,
+            nodes: self.remotes.len() + 1,
+        }
+    }
+
     /// Every entry on `topic` seen from this node: key → metas.
     pub(crate) fn list(&self, topic: &str) -> BTreeMap<String, Vec<Map<String, Value>>> {
         let mut map: BTreeMap<String, Vec<Map<String, Value>>> = BTreeMap::new();

@@ -619,6 +619,58 @@ impl PubSub {
         self.shard(topic).read().get(topic).map_or(0, |s| s.list.len())
     }
 
+    /// The `n` topics with the most subscribers on this node, largest
+    /// first (ties by name), among those `keep` accepts: what a dashboard
+    /// shows. Computed when asked, by one pass over every topic (each shard
+    /// read-locked in turn), keeping only `n` at a time; nothing is counted
+    /// in between.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use phx_channels_runtime::outbox::Outbox;
+    /// use phx_channels_runtime::protocol::Serializer;
+    /// use phx_channels_runtime::pubsub::PubSub;
+    ///
+    /// let pubsub = PubSub::local();
+    /// for (topic, subscribers) in [("room:a", 3), ("room:b", 1), ("room:c", 2), ("internal", 5)] {
+    ///     for _ in 0..subscribers {
+    ///         pubsub.subscribe_outbox(topic, Arc::new(Outbox::new(1024)), Serializer::V2);
+    ///     }
+    /// }
+    /// let largest = pubsub.largest_topics(2, |topic| topic.starts_with("room:"));
+    /// assert_eq!(largest, vec![("room:a".to_owned(), 3), ("room:c".to_owned(), 2)]);
+    /// ```
+    pub fn largest_topics(&self, n: usize, mut keep: impl FnMut(&str) -> bool) -> Vec<(String, usize)> {
+        use std::cmp::Reverse;
+        if n == 0 {
+            return Vec::new();
+        }
+        // A min-heap of the `n` largest so far: its top is the one to beat.
+        let mut largest: std::collections::BinaryHeap<Reverse<(usize, Reverse<Arc<str>>)>> =
+            std::collections::BinaryHeap::with_capacity(n + 1);
+        for shard in self.inner.shards.iter() {
+            let shard = shard.read();
+            for (topic, subscribers) in shard.iter() {
+                let count = subscribers.list.len();
+                // Ties go to the name first in order, whatever the shards' order.
+                let beats = largest.len() < n
+                    || largest.peek().is_some_and(|Reverse((least, Reverse(name)))| {
+                        count > *least || (count == *least && **topic < **name)
+                    });
+                if beats && keep(topic) {
+                    largest.push(Reverse((count, Reverse(topic.clone()))));
+                    if largest.len() > n {
+                        largest.pop();
+                    }
+                }
+            }
+        }
+        let mut largest: Vec<(String, usize)> =
+            largest.into_iter().map(|Reverse((count, Reverse(topic)))| (topic.to_string(), count)).collect();
+        largest.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        largest
+    }
+
     fn deliver(&self, topic: &str, event: &str, payload: &Payload, except: Option<ConnId>) {
         let shard = self.shard(topic).read();
         let Some(subscribers) = shard.get(topic) else { return };
