@@ -13,6 +13,7 @@ mod clock;
 pub mod connect;
 mod connection;
 pub mod crash;
+pub mod describe;
 mod dispatch;
 pub mod encode;
 pub mod endpoint;
@@ -35,6 +36,7 @@ pub mod socket;
 pub mod testing;
 pub mod token;
 pub mod transport;
+pub mod typescript;
 
 pub use metrics::MetricsSnapshot;
 pub use options::SocketOptions;
