@@ -99,6 +99,11 @@ pub mod prelude {
     pub use serde_json::{json, Value};
 }
 
+/// `docs/typescript.md`'s example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/typescript.md")]
+struct TypeScriptDocs;
+
 #[doc(hidden)]
 pub mod __private {
     pub use phx_channels_runtime::__private::*;

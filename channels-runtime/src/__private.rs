@@ -5,7 +5,8 @@ pub use crate::channel::{Channel, FromPayload, Info, IntoJoin, JoinError, Reject
 pub use crate::connect::Connect;
 pub use crate::crash::Crash;
 pub use crate::describe::probe::{
-    JoinOf, JoinOfOther, PayloadOf, PayloadOfOther, Probe, RepliesOf, RepliesOfOther, ViaTsRs, ViaTypeScript, ViaUnknown,
+    JoinOf, JoinOfOther, PayloadOf, PayloadOfOther, Probe, RepliesOf, RepliesOfOther, ViaTsRs, ViaTypeScript,
+    ViaUnknown,
 };
 pub use crate::describe::{self, ChannelShape, Declarations, EventShape, TypeScript};
 pub use crate::encode::Encode;
@@ -14,7 +15,10 @@ pub use crate::reply::{IntoReply, Reply};
 pub use crate::router::Topic;
 pub use crate::socket::Socket;
 pub use serde;
-pub use serde_json;
+
+/// What encoding a payload fails with (named here so that diagnostics keep
+/// naming `serde_json`'s types by their own paths).
+pub type JsonError = serde_json::Error;
 
 /// The join refusal for join params the `join` function's params type
 /// rejects.

@@ -314,7 +314,11 @@ impl RoomChannel {
     }
 
     #[handle_in("shout")]
-    async fn shout(&mut self, shout: Shout, socket: &mut Socket<UserSocket>) -> Result<TypedReply<Added>, BroadcastError> {
+    async fn shout(
+        &mut self,
+        shout: Shout,
+        socket: &mut Socket<UserSocket>,
+    ) -> Result<TypedReply<Added>, BroadcastError> {
         socket.broadcast("shout", &ShoutEvent { body: shout.body, from: self.name.clone() })?;
         Ok(TypedReply::ok(Added {}))
     }

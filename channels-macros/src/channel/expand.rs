@@ -264,7 +264,9 @@ fn describe(channel: &Channel, p: &TokenStream) -> TokenStream {
         Some(join) => {
             let params = &join.params;
             let joined = match &join.output {
-                Some(output) => quote!({ let __joined = (&&#p::Probe::<#output>::NEW).join_response(); (&&&__joined).type_fn() }),
+                Some(output) => {
+                    quote!({ let __joined = (&&#p::Probe::<#output>::NEW).join_response(); (&&&__joined).type_fn() })
+                }
                 None => unknown.clone(),
             };
             quote! {
@@ -301,7 +303,7 @@ fn describe(channel: &Channel, p: &TokenStream) -> TokenStream {
                 let ty = type_fn(&quote!(#ty));
                 quote!((#event, #ty))
             });
-            quote!(::core::option::Option::Some(::std::vec![#(#events),*]))
+            quote!(::core::option::Option::Some(::std::vec::Vec::from([#(#events),*])))
         }
         None => quote!(::core::option::Option::None),
     };
@@ -315,7 +317,7 @@ fn describe(channel: &Channel, p: &TokenStream) -> TokenStream {
             #p::ChannelShape {
                 name: #name,
                 join: #join,
-                events: ::core::option::Option::Some(::std::vec![#(#events),*]),
+                events: ::core::option::Option::Some(::std::vec::Vec::from([#(#events),*])),
                 out: #out,
             }
         }

@@ -34,11 +34,13 @@ pub(crate) struct OutEvent {
 
 impl syn::parse::Parse for OutEvent {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let event: LitStr = input
-            .parse()
-            .map_err(|e| syn::Error::new(e.span(), format!("expected an event name and its payload type, as in {OUT_SYNTAX}")))?;
+        let event: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(e.span(), format!("expected an event name and its payload type, as in {OUT_SYNTAX}"))
+        })?;
         if !input.peek(Token![=>]) {
-            return Err(input.error(format!("expected `=>` and the payload type after the event name, as in {OUT_SYNTAX}")));
+            return Err(
+                input.error(format!("expected `=>` and the payload type after the event name, as in {OUT_SYNTAX}"))
+            );
         }
         input.parse::<Token![=>]>()?;
         let ty: Type = input.parse()?;
@@ -99,10 +101,13 @@ pub(crate) fn parse_args(args: TokenStream, errors: &mut Errors) -> ChannelArgs 
                 let list;
                 syn::bracketed!(list in input);
                 let events = Punctuated::<OutEvent, Token![,]>::parse_terminated(&list)?;
+                // The first list is the one checked, so its mistakes are
+                // reported too.
                 if out.out.is_some() {
                     errors.push_spanned(&key, "`out` is given twice");
+                } else {
+                    out.out = Some(events.into_iter().collect());
                 }
-                out.out = Some(events.into_iter().collect());
             } else {
                 let path = input.call(syn::Path::parse_mod_style)?;
                 if out.krate.is_some() {

@@ -243,7 +243,12 @@ fn check_out(events: Vec<OutEvent>, errors: &mut Errors) -> Vec<OutEvent> {
     let mut kept: Vec<OutEvent> = Vec::new();
     for out in events {
         let name = out.event.value();
-        if let Err(message) = check_event(&name) {
+        if name.is_empty() {
+            errors.push_spanned(
+                &out.event,
+                "the event name cannot be empty; name the event the channel pushes, e.g. \"comments:*:new\"",
+            );
+        } else if let Err(message) = check_event(&name) {
             errors.push_spanned(&out.event, message);
         } else if kept.iter().any(|k| k.event.value() == name) {
             errors.push_spanned(&out.event, format!("{name:?} is listed twice in `out`; list each pushed event once"));

@@ -113,7 +113,7 @@ fn by_value_and_typescript(encode: &Encode, p: &TokenStream) -> TokenStream {
     let into_payload = quote! {
         #[automatically_derived]
         impl #impl_generics #p::IntoPayload for #ident #ty_generics #where_clause {
-            fn into_payload(self) -> ::core::result::Result<#p::Payload, #p::serde_json::Error> {
+            fn into_payload(self) -> ::core::result::Result<#p::Payload, #p::JsonError> {
                 #p::IntoPayload::into_payload(&#p::Encode::encoded(&self))
             }
         }

@@ -21,6 +21,7 @@ pub struct RouteShape {
 
 /// Why a module could not be written.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TypeScriptError {
     /// Two Rust types want one TypeScript name; rename one (`#[ts(rename
     /// = "..")]`, or the struct itself).
@@ -31,7 +32,9 @@ pub enum TypeScriptError {
 /// The TypeScript module for socket `S`: every route's channel types and
 /// the typed phoenix.js layer (`typedChannel(socket, "comments:42")`).
 pub fn render<S: Routes>() -> Result<String, TypeScriptError> {
-    render_shapes(S::ROUTES.iter().map(|route| RouteShape { pattern: route.pattern().as_str(), channel: route.shape() }))
+    render_shapes(
+        S::ROUTES.iter().map(|route| RouteShape { pattern: route.pattern().as_str(), channel: route.shape() }),
+    )
 }
 
 /// The module for these routes, tried in this order as a socket tries them.
@@ -115,7 +118,8 @@ fn channel_type(channel: &ChannelShape, declarations: &mut Declarations) -> Stri
             out.push_str("  out: {\n");
             for (event, payload) in events {
                 let payload = ts(*payload, declarations);
-                let key = if event.contains('*') { format!("[event: {}]", template(event)) } else { string_literal(event) };
+                let key =
+                    if event.contains('*') { format!("[event: {}]", template(event)) } else { string_literal(event) };
                 let _ = writeln!(out, "    {key}: {payload};");
             }
             out.push_str("  };\n");
