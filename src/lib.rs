@@ -78,14 +78,14 @@ pub use phx_channels_runtime::origin::CheckOrigin;
 pub use phx_channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
 pub use phx_channels_runtime::protocol::{IntoPayload, Payload};
 pub use phx_channels_runtime::pubsub::{BroadcastError, PubSub};
-pub use phx_channels_runtime::reply::{IntoReply, Reply, Status};
+pub use phx_channels_runtime::reply::{IntoReply, Reply, Status, TypedReply};
 pub use phx_channels_runtime::router::Topic;
 pub use phx_channels_runtime::server::ServerOptions;
 pub use phx_channels_runtime::socket::{Socket, SocketRef, TimerRef};
 pub use phx_channels_runtime::token::{TokenError, Tokens};
 pub use phx_channels_runtime::{
-    changeset, connect, crash, dashboard, encode, endpoint, origin, outbox, presence, protocol, pubsub, reply, router,
-    server, testing, token,
+    changeset, connect, crash, dashboard, describe, encode, endpoint, origin, outbox, presence, protocol, pubsub,
+    reply, router, server, testing, token, trace, typescript,
 };
 pub use phx_channels_runtime::{MetricsSnapshot, SocketOptions};
 
@@ -99,7 +99,7 @@ pub mod prelude {
     pub use crate::{
         channel, handle_in, handle_info, handle_out, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo,
         Crash, Encode, Encoded, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub,
-        Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic, Valid,
+        Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic, TypedReply, Valid,
     };
     pub use serde_json::{json, Value};
 }
@@ -108,6 +108,11 @@ pub mod prelude {
 #[cfg(doctest)]
 #[doc = include_str!("../docs/dashboard.md")]
 struct DashboardDocs;
+
+/// `docs/typescript.md`'s example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/typescript.md")]
+struct TypeScriptDocs;
 
 #[doc(hidden)]
 pub mod __private {

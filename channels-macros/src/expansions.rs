@@ -114,6 +114,36 @@ fn channel_every_handler() {
     );
 }
 
+/// The types `describe` reads: declared pushes (`out`, one with a `*`), a
+/// `Join<Self, R>` response, a `Valid<T>` payload with a `TypedReply`, and
+/// a return type naming `impl Trait`, which leaves that event untyped.
+#[test]
+fn channel_typed() {
+    snapshot!(
+        "channel_typed",
+        crate::channel::channel(
+            quote!(socket = UserSocket, out = ["comments:*:new" => NewCommentEvent, "typing" => Value]),
+            quote! {
+                impl Comments {
+                    async fn join(topic: Topic, params: Value) -> Join<Self, Joined> {
+                        Ok((Joined { comments: vec![] }, Comments))
+                    }
+
+                    #[handle_in("comment:add")]
+                    async fn add(&mut self, new: Valid<NewComment>) -> Result<TypedReply<Added, Full>, BroadcastError> {
+                        Ok(TypedReply::ok(Added {}))
+                    }
+
+                    #[handle_in("raw")]
+                    fn raw(&mut self, payload: Payload) -> impl IntoReply {
+                        Reply::ok(payload)
+                    }
+                }
+            },
+        )
+    );
+}
+
 /// The least a channel can be: a generic impl with a where clause, a sync
 /// `join` without the socket, no handlers, `crate = path`.
 #[test]

@@ -57,9 +57,16 @@ pub fn socket(input: TokenStream) -> TokenStream {
 /// `join` takes the topic, the join params (any `Deserialize` type, `Value`
 /// or `Payload`) and optionally the socket. Each `#[handle_in("event")]`
 /// method takes `&mut self` or `&self`, the payload and optionally the
-/// socket, and returns a `Reply`, `()` or a `Result` of either. Other items
-/// are left alone. `crate = path` points the generated code at a re-export
-/// of `channels`.
+/// socket, and returns a `Reply`, a `TypedReply<T, E>`, `()` or a `Result`
+/// of any of them. Other items are left alone. `crate = path` points the
+/// generated code at a re-export of `channels`.
+///
+/// The impl also gets `Channel::describe`, the types the generated
+/// TypeScript reads (`phx_channels::typescript`): the join params and
+/// response, each event's payload, reply and error, and the pushed events
+/// declared with `out = ["comments:*:new" => NewCommentEvent, ..]` (a `*`
+/// stands for any text). A type TypeScript cannot be told about is
+/// `unknown` there; nothing is required of any type.
 #[proc_macro_attribute]
 pub fn channel(args: TokenStream, item: TokenStream) -> TokenStream {
     channel::channel(args.into(), item.into()).into()

@@ -4,12 +4,21 @@
 pub use crate::channel::{Channel, FromPayload, Info, IntoJoin, JoinError, Rejection, Route, Routes, Terminate};
 pub use crate::connect::Connect;
 pub use crate::crash::Crash;
+pub use crate::describe::probe::{
+    JoinOf, JoinOfOther, PayloadOf, PayloadOfOther, Probe, RepliesOf, RepliesOfOther, ViaTsRs, ViaTypeScript,
+    ViaUnknown,
+};
+pub use crate::describe::{self, ChannelShape, Declarations, EventShape, TypeScript};
 pub use crate::encode::Encode;
-pub use crate::protocol::Payload;
+pub use crate::protocol::{IntoPayload, Payload};
 pub use crate::reply::{IntoReply, Reply};
 pub use crate::router::Topic;
 pub use crate::socket::Socket;
 pub use serde;
+
+/// What encoding a payload fails with (named here so that diagnostics keep
+/// naming `serde_json`'s types by their own paths).
+pub type JsonError = serde_json::Error;
 
 /// The join refusal for join params the `join` function's params type
 /// rejects.

@@ -16,6 +16,7 @@ pub mod connect;
 mod connection;
 pub mod crash;
 pub mod dashboard;
+pub mod describe;
 mod dispatch;
 pub mod encode;
 pub mod endpoint;
@@ -39,6 +40,7 @@ pub mod testing;
 pub mod token;
 pub mod trace;
 pub mod transport;
+pub mod typescript;
 
 pub use metrics::MetricsSnapshot;
 pub use options::SocketOptions;

@@ -1,8 +1,11 @@
 //! What a `handle_in` answers: [`Reply`] and the types that convert into it.
 
+use std::marker::PhantomData;
+
 use serde::Serialize;
 
 use crate::crash::{BoxError, Crash};
+use crate::describe::{Never, ReplyTypes, Untyped};
 use crate::protocol::{IntoPayload, Payload, PayloadError};
 
 /// The answer of a `handle_in` handler: Phoenix's `{:reply, ..}`,
@@ -116,6 +119,61 @@ impl Reply {
     }
 }
 
+/// A [`Reply`] whose responses have types: `T` for `ok`, `E` for `error`
+/// (by default [`Never`]: a handler that never replies `error` itself).
+/// It sends what a `Reply` of the same response sends; the difference is
+/// that the generated TypeScript ([`typescript`](crate::typescript)) types
+/// the push's reply as `T` (and its error as `E`) instead of `unknown`.
+///
+/// ```
+/// use phx_channels_runtime::reply::{IntoReply, TypedReply};
+///
+/// #[derive(serde::Serialize)]
+/// struct Saved { id: u64 }
+///
+/// // In a handler: `-> Result<TypedReply<Saved>, BroadcastError>`.
+/// let reply: TypedReply<Saved> = TypedReply::ok(Saved { id: 7 });
+/// let reply = reply.into_reply().unwrap();
+/// assert_eq!(reply.response().unwrap().1.as_json(), Some(r#"{"id":7}"#));
+/// ```
+#[must_use = "a TypedReply does nothing unless returned from a handler"]
+pub struct TypedReply<T, E = Never> {
+    reply: Reply,
+    types: PhantomData<fn() -> (T, E)>,
+}
+
+impl<T: Serialize, E> TypedReply<T, E> {
+    /// Reply `ok` with `response`.
+    pub fn ok(response: T) -> Self {
+        TypedReply { reply: Reply::ok(&response), types: PhantomData }
+    }
+}
+
+impl<T, E: Serialize> TypedReply<T, E> {
+    /// Reply `error` with `response`.
+    pub fn error(response: E) -> Self {
+        TypedReply { reply: Reply::error(&response), types: PhantomData }
+    }
+}
+
+impl<T, E> TypedReply<T, E> {
+    /// Stop the channel after this reply ([`Reply::and_stop`]).
+    pub fn and_stop(self) -> Self {
+        TypedReply { reply: self.reply.and_stop(), types: PhantomData }
+    }
+
+    /// The untyped reply it sends.
+    pub fn into_untyped(self) -> Reply {
+        self.reply
+    }
+}
+
+impl<T, E> std::fmt::Debug for TypedReply<T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("TypedReply").field(&self.reply).finish()
+    }
+}
+
 /// `{"reason": reason}`, the shape of every error Phoenix itself sends.
 pub(crate) fn reason(reason: &str) -> Payload {
     #[derive(Serialize)]
@@ -129,6 +187,8 @@ pub(crate) fn reason(reason: &str) -> Payload {
 /// The outcome of a handler: what a `#[handle_in]` method may return.
 ///
 /// - [`Reply`]: as given.
+/// - [`TypedReply`]: as given, with its response types for the generated
+///   TypeScript.
 /// - `()`: no reply.
 /// - `Result<R, E>` with `R: IntoReply` and any error `E` that converts
 ///   into a [`BoxError`] (every `std::error::Error + Send + Sync + 'static`,
@@ -151,6 +211,12 @@ impl IntoReply for Reply {
     }
 }
 
+impl<T, E> IntoReply for TypedReply<T, E> {
+    fn into_reply(self) -> Result<Reply, Crash> {
+        Ok(self.reply)
+    }
+}
+
 impl IntoReply for () {
     fn into_reply(self) -> Result<Reply, Crash> {
         Ok(Reply::none())
@@ -164,6 +230,27 @@ impl<R: IntoReply, E: Into<BoxError>> IntoReply for Result<R, E> {
             Err(error) => Err(Crash::from(error)),
         }
     }
+}
+
+impl ReplyTypes for Reply {
+    type Ok = Untyped;
+    type Error = Untyped;
+}
+
+impl<T, E> ReplyTypes for TypedReply<T, E> {
+    type Ok = T;
+    type Error = E;
+}
+
+impl ReplyTypes for () {
+    type Ok = Never;
+    type Error = Never;
+}
+
+/// `Err` crashes the channel: no reply of its own.
+impl<R: ReplyTypes, E> ReplyTypes for Result<R, E> {
+    type Ok = R::Ok;
+    type Error = R::Error;
 }
 
 #[cfg(test)]
@@ -199,5 +286,24 @@ mod tests {
         let io: Result<(), std::io::Error> = Err(std::io::Error::other("disk full"));
         let crash = io.into_reply().unwrap_err();
         assert!(crash.error().unwrap().downcast_ref::<std::io::Error>().is_some(), "not flattened to a string");
+    }
+
+    #[test]
+    fn typed_replies_send_what_untyped_ones_do() {
+        #[derive(Serialize)]
+        struct Saved {
+            id: u64,
+        }
+        #[derive(Serialize)]
+        struct Refused {
+            reason: &'static str,
+        }
+        let ok: TypedReply<Saved, Refused> = TypedReply::ok(Saved { id: 7 });
+        let ok = ok.into_reply().unwrap();
+        assert_eq!(ok.response().map(|(s, p)| (s, p.as_json())), Some((Status::Ok, Some(r#"{"id":7}"#))));
+        let err: TypedReply<Saved, Refused> = TypedReply::error(Refused { reason: "full" }).and_stop();
+        let err = err.into_untyped();
+        assert_eq!(err.response().map(|(s, p)| (s, p.as_json())), Some((Status::Error, Some(r#"{"reason":"full"}"#))));
+        assert!(err.stops());
     }
 }

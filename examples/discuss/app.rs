@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use phx_channels::changeset::Messages;
 use phx_channels::prelude::*;
 use serde::Deserialize;
+use ts_rs::TS;
 use validator::{Validate, ValidationError};
 
 socket! {
@@ -148,11 +149,29 @@ pub struct CommentsChannel {
     topic_id: String,
 }
 
+/// The response of a `comments:N` join: the topic's kept comments, oldest
+/// first. (Fields in the order `json!` would sort them, as before.)
+#[derive(Encode)]
+pub struct CommentsJoined {
+    comments: Vec<Comment>,
+    hey: &'static str,
+}
+
+/// The `ok` response of `comment:add`: `{}`.
+#[derive(Encode)]
+pub struct Added {}
+
+/// What `comments:N:new` broadcasts on `comments:N`.
+#[derive(Encode)]
+pub struct NewCommentEvent {
+    comment: Comment,
+}
+
 /// The `comment:add` payload, checked like an Ecto changeset's
 /// `cast(params, [:content]) |> validate_required([:content])`: a payload
 /// that fails is answered `{"errors": {"content": ["can't be blank"]}}`
 /// and the handler does not run.
-#[derive(Deserialize, Validate)]
+#[derive(Deserialize, Validate, TS)]
 pub struct NewComment {
     /// At most 10 000 characters: what is kept and broadcast stays well
     /// under `SocketOptions::max_broadcast_bytes`.
@@ -177,15 +196,15 @@ impl Messages for BlankIfUnreadable {
     }
 }
 
-#[channel(socket = UserSocket)]
+#[channel(socket = UserSocket, out = ["comments:*:new" => NewCommentEvent])]
 impl CommentsChannel {
-    async fn join(topic: Topic, _params: Value, socket: &mut Socket<UserSocket>) -> Join<Self> {
+    async fn join(topic: Topic, _params: Value, socket: &mut Socket<UserSocket>) -> Join<Self, CommentsJoined> {
         let id = topic.rest();
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(JoinError::reason("invalid topic"));
         }
         let comments = socket.state().comments.of(id);
-        Ok((json!({"hey": "there", "comments": comments}), CommentsChannel { topic_id: id.to_owned() }))
+        Ok((CommentsJoined { comments, hey: "there" }, CommentsChannel { topic_id: id.to_owned() }))
     }
 
     #[handle_in("comment:add")]
@@ -193,14 +212,14 @@ impl CommentsChannel {
         &mut self,
         new: Valid<NewComment, BlankIfUnreadable>,
         socket: &mut Socket<UserSocket>,
-    ) -> Result<Reply, BroadcastError> {
+    ) -> Result<TypedReply<Added>, BroadcastError> {
         let content = new.into_inner().content;
         let comment = Comment { content, user_id: socket.assigns().id.clone(), inserted_at: SystemTime::now() };
         tracing::info!(topic = self.topic_id, user = ?comment.user_id, at = ?comment.inserted_at, "comment added");
         // Kept before it is broadcast: whoever hears of it and joins sees it.
         socket.state().comments.add(&self.topic_id, comment.clone());
-        socket.broadcast(&format!("comments:{}:new", self.topic_id), json!({"comment": comment}))?;
-        Ok(Reply::ok(json!({})))
+        socket.broadcast(&format!("comments:{}:new", self.topic_id), &NewCommentEvent { comment })?;
+        Ok(TypedReply::ok(Added {}))
     }
 
     /// Echoes any payload, unchanged.
@@ -232,17 +251,45 @@ fn unix_seconds() -> String {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string()
 }
 
-#[derive(Deserialize)]
+/// The `shout` payload: `{"body": b}`, any JSON (`null` when missing).
+#[derive(Deserialize, TS)]
 pub struct Shout {
     #[serde(default)]
+    #[ts(optional, as = "Option<Value>")]
     body: Value,
 }
 
-#[channel(socket = UserSocket)]
+/// What `shout` broadcasts. (Fields in the order `json!` would sort them.)
+#[derive(Encode)]
+pub struct ShoutEvent {
+    body: Value,
+    from: String,
+}
+
+/// The `room:NAME` join params, `{"name": U}`. Read from any JSON, so a
+/// join without a name string is refused with `{"reason": "name
+/// required"}`, not as params that do not decode.
+#[derive(Deserialize, TS)]
+#[serde(from = "Value")]
+pub struct RoomParams {
+    #[ts(type = "string")]
+    name: Option<String>,
+}
+
+impl From<Value> for RoomParams {
+    fn from(params: Value) -> Self {
+        RoomParams { name: params.get("name").and_then(Value::as_str).map(str::to_owned) }
+    }
+}
+
+#[channel(
+    socket = UserSocket,
+    out = ["shout" => ShoutEvent, "presence_state" => Value, "presence_diff" => Value],
+)]
 impl RoomChannel {
     /// Joins with `{"name": U}`; anything else is Phoenix's plain refusal.
-    async fn join(_topic: Topic, params: Value, socket: &mut Socket<UserSocket>) -> Join<Self> {
-        let Some(name) = params.get("name").and_then(Value::as_str).map(str::to_owned) else {
+    async fn join(_topic: Topic, params: RoomParams, socket: &mut Socket<UserSocket>) -> Join<Self> {
+        let Some(name) = params.name else {
             return Err(JoinError::reason("name required"));
         };
         // The name is the presence key every member receives: keep it far
@@ -267,8 +314,12 @@ impl RoomChannel {
     }
 
     #[handle_in("shout")]
-    async fn shout(&mut self, shout: Shout, socket: &mut Socket<UserSocket>) -> Result<Reply, BroadcastError> {
-        socket.broadcast("shout", json!({"from": self.name, "body": shout.body}))?;
-        Ok(Reply::ok(json!({})))
+    async fn shout(
+        &mut self,
+        shout: Shout,
+        socket: &mut Socket<UserSocket>,
+    ) -> Result<TypedReply<Added>, BroadcastError> {
+        socket.broadcast("shout", &ShoutEvent { body: shout.body, from: self.name.clone() })?;
+        Ok(TypedReply::ok(Added {}))
     }
 }

@@ -6,6 +6,7 @@
 //! ```text
 //! cargo run --release --example discuss              # http://127.0.0.1:4000
 //! cargo run --release --example discuss -- --port 4100 --host 127.0.0.1
+//! cargo run --example discuss -- typescript tests/js/ts/discuss.ts  # the typed client module
 //! ```
 //!
 //! Several nodes share broadcasts and presence through the broker named in
@@ -299,6 +300,12 @@ fn args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // `discuss typescript FILE`: writes the socket's TypeScript module (docs/typescript.md).
+    if let [_, command, file] = std::env::args().collect::<Vec<_>>().as_slice() {
+        if command == "typescript" {
+            return Ok(std::fs::write(file, phx_channels::typescript::render::<UserSocket>()?)?);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -224,6 +224,8 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
         }
     });
 
+    let describe = describe(channel, &p);
+
     // With errors, mention the rejected methods so they are not reported
     // as dead code on top of the errors.
     let mention = has_errors.then(|| {
@@ -257,6 +259,91 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             #handle_out
             #handle_info
             #terminate
+            #describe
         }
+    }
+}
+
+/// `Channel::describe`: the types of the join, each `#[handle_in]` event
+/// and the declared `out` events, found by the probes of
+/// `__private` (so a type without TypeScript is `unknown`, never an error).
+fn describe(channel: &Channel, p: &TokenStream) -> TokenStream {
+    let name = channel_name(&channel.item.self_ty);
+    let type_fn = |ty: &TokenStream| quote!((&&&#p::Probe::<#ty>::NEW).type_fn());
+    let unknown = quote!(#p::describe::unknown);
+    let join = match &channel.join {
+        Some(join) => {
+            let params = &join.params;
+            let joined = match &join.output {
+                Some(output) => {
+                    quote!({ let __joined = (&&#p::Probe::<#output>::NEW).join_response(); (&&&__joined).type_fn() })
+                }
+                None => unknown.clone(),
+            };
+            quote! {
+                [{ let (__params, _) = (&&#p::Probe::<#params>::NEW).payload(); (&&&__params).type_fn() }, #joined, #unknown]
+            }
+        }
+        None => quote!([#unknown, #unknown, #unknown]),
+    };
+    let events = channel.handlers.iter().filter_map(|handler| {
+        let Kind::In(event) = &handler.kind else { return None };
+        let payload = &handler.payload;
+        let replies = match &handler.output {
+            Some(output) => quote!((&&#p::Probe::<#output>::NEW).replies()),
+            None => quote!((#p::Probe::<#p::describe::Untyped>::NEW, #p::Probe::<#p::describe::Untyped>::NEW)),
+        };
+        Some(quote! {
+            {
+                let (__payload, __rejection) = (&&#p::Probe::<#payload>::NEW).payload();
+                let (__reply, __error) = #replies;
+                #p::EventShape {
+                    event: #event,
+                    payload: (&&&__payload).type_fn(),
+                    reply: (&&&__reply).type_fn(),
+                    errors: [(&&&__error).type_fn(), __rejection],
+                }
+            }
+        })
+    });
+    let out = match &channel.out {
+        Some(events) => {
+            let events = events.iter().map(|out| {
+                let event = &out.event;
+                let ty = &out.ty;
+                let ty = type_fn(&quote!(#ty));
+                quote!((#event, #ty))
+            });
+            quote!(::core::option::Option::Some(::std::vec::Vec::from([#(#events),*])))
+        }
+        None => quote!(::core::option::Option::None),
+    };
+    quote! {
+        fn describe() -> #p::ChannelShape {
+            #[allow(unused_imports)]
+            use #p::{
+                JoinOf as _, JoinOfOther as _, PayloadOf as _, PayloadOfOther as _, RepliesOf as _,
+                RepliesOfOther as _, ViaTsRs as _, ViaTypeScript as _, ViaUnknown as _,
+            };
+            #p::ChannelShape {
+                name: #name,
+                join: #join,
+                events: ::core::option::Option::Some(::std::vec::Vec::from([#(#events),*])),
+                out: #out,
+            }
+        }
+    }
+}
+
+/// The channel's name in TypeScript: its type's name, without generics.
+fn channel_name(ty: &syn::Type) -> String {
+    match ty {
+        syn::Type::Path(path) => match path.path.segments.last() {
+            Some(segment) => crate::common::unraw(&segment.ident),
+            None => "Channel".to_owned(),
+        },
+        syn::Type::Group(group) => channel_name(&group.elem),
+        syn::Type::Paren(paren) => channel_name(&paren.elem),
+        _ => "Channel".to_owned(),
     }
 }

@@ -10,7 +10,8 @@ use syn::{Ident, Item, ItemImpl, LitStr, Token, Type};
 use crate::common::{did_you_mean, Errors};
 
 pub(crate) const ARGS_SYNTAX: &str = "`#[channel(socket = YourSocket)]`";
-const KEYS: [&str; 3] = ["socket", "intercept", "crate"];
+const KEYS: [&str; 4] = ["socket", "intercept", "out", "crate"];
+const OUT_SYNTAX: &str = "`out = [\"comments:*:new\" => NewComment]`";
 
 /// `#[channel(socket = S, intercept = ["event", ..], crate = path)]`.
 #[derive(Default)]
@@ -19,8 +20,32 @@ pub(crate) struct ChannelArgs {
     pub(crate) krate: Option<syn::Path>,
     /// The `intercept` list, if given.
     pub(crate) intercept: Option<Vec<LitStr>>,
+    /// The `out` list of pushed events and their payload types, if given.
+    pub(crate) out: Option<Vec<OutEvent>>,
     /// Where the arguments were written, for "missing `socket`".
     pub(crate) span: Option<Span>,
+}
+
+/// `"event" => Type` in `out = [..]`.
+pub(crate) struct OutEvent {
+    pub(crate) event: LitStr,
+    pub(crate) ty: Type,
+}
+
+impl syn::parse::Parse for OutEvent {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let event: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(e.span(), format!("expected an event name and its payload type, as in {OUT_SYNTAX}"))
+        })?;
+        if !input.peek(Token![=>]) {
+            return Err(
+                input.error(format!("expected `=>` and the payload type after the event name, as in {OUT_SYNTAX}"))
+            );
+        }
+        input.parse::<Token![=>]>()?;
+        let ty: Type = input.parse()?;
+        Ok(OutEvent { event, ty })
+    }
 }
 
 pub(crate) fn parse_args(args: TokenStream, errors: &mut Errors) -> ChannelArgs {
@@ -35,7 +60,7 @@ pub(crate) fn parse_args(args: TokenStream, errors: &mut Errors) -> ChannelArgs 
                 errors.push_spanned(
                     &key,
                     format!(
-                        "unknown key `{name}` in `#[channel]`: the valid keys are `socket` (required), `intercept` and `crate`{}",
+                        "unknown key `{name}` in `#[channel]`: the valid keys are `socket` (required), `intercept`, `out` and `crate`{}",
                         did_you_mean(&name, KEYS)
                     ),
                 );
@@ -67,6 +92,22 @@ pub(crate) fn parse_args(args: TokenStream, errors: &mut Errors) -> ChannelArgs 
                     errors.push_spanned(&key, "`intercept` is given twice");
                 }
                 out.intercept = Some(events.into_iter().collect());
+            } else if name == "out" {
+                if !input.peek(syn::token::Bracket) {
+                    return Err(input.error(format!(
+                        "`out` takes a list of the events the channel pushes and their payload types in brackets, as in {OUT_SYNTAX}"
+                    )));
+                }
+                let list;
+                syn::bracketed!(list in input);
+                let events = Punctuated::<OutEvent, Token![,]>::parse_terminated(&list)?;
+                // The first list is the one checked, so its mistakes are
+                // reported too.
+                if out.out.is_some() {
+                    errors.push_spanned(&key, "`out` is given twice");
+                } else {
+                    out.out = Some(events.into_iter().collect());
+                }
             } else {
                 let path = input.call(syn::Path::parse_mod_style)?;
                 if out.krate.is_some() {

@@ -9,7 +9,7 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, ImplItem, ImplItemFn, ItemImpl, LitStr, ReturnType, Signature, Type};
 
-use super::parse::{ChannelArgs, ARGS_SYNTAX};
+use super::parse::{ChannelArgs, OutEvent, ARGS_SYNTAX};
 use crate::common::{unraw, Errors};
 
 const JOIN_SYNTAX: &str = "`async fn join(topic: Topic, params: P, socket: &mut Socket<S>) -> Join<Self>`";
@@ -33,6 +33,8 @@ pub(crate) struct Channel {
     pub(crate) join: Option<Join>,
     pub(crate) handlers: Vec<Handler>,
     pub(crate) intercepts: Vec<LitStr>,
+    /// The declared pushed events (`out = [..]`), if declared.
+    pub(crate) out: Option<Vec<OutEvent>>,
     pub(crate) terminate: Option<Terminate>,
     /// Methods that failed validation, referenced by the fallback impl so
     /// they do not add dead-code warnings to the errors.
@@ -44,6 +46,8 @@ pub(crate) struct Join {
     pub(crate) socket: bool,
     pub(crate) is_async: bool,
     pub(crate) output_span: Span,
+    /// The return type, where the generated types can read it.
+    pub(crate) output: Option<Type>,
 }
 
 /// What a handler answers.
@@ -63,6 +67,8 @@ pub(crate) struct Handler {
     pub(crate) socket: bool,
     pub(crate) is_async: bool,
     pub(crate) output_span: Span,
+    /// The return type, where the generated types can read it.
+    pub(crate) output: Option<Type>,
 }
 
 pub(crate) struct Terminate {
@@ -86,6 +92,7 @@ pub(crate) fn validate(args: ChannelArgs, mut item: ItemImpl, errors: &mut Error
         ));
     }
     let intercepts = check_intercepts(args.intercept.unwrap_or_default(), errors);
+    let out = args.out.map(|events| check_out(events, errors));
     let mut joins: Vec<(Ident, Option<Join>)> = Vec::new();
     let mut terminate = None;
     let mut handlers: Vec<Handler> = Vec::new();
@@ -174,6 +181,7 @@ pub(crate) fn validate(args: ChannelArgs, mut item: ItemImpl, errors: &mut Error
                 socket: args.socket,
                 is_async: f.sig.asyncness.is_some(),
                 output_span: output_span(&f.sig),
+                output: readable_output(&f.sig),
             });
         }
         if !routed && f.sig.generics.params.is_empty() {
@@ -188,7 +196,7 @@ pub(crate) fn validate(args: ChannelArgs, mut item: ItemImpl, errors: &mut Error
         }
         _ => joins.into_iter().next().and_then(|(_, join)| join),
     };
-    Channel { krate: args.krate, socket: args.socket, item, join, handlers, intercepts, terminate, rejected }
+    Channel { krate: args.krate, socket: args.socket, item, join, handlers, intercepts, out, terminate, rejected }
 }
 
 /// Checks an event of `#[handle_in]` or `#[handle_out]` and records it.
@@ -228,6 +236,50 @@ fn check_intercepts(events: Vec<LitStr>, errors: &mut Errors) -> Vec<LitStr> {
         }
     }
     kept
+}
+
+/// The `out` list: valid, distinct event names.
+fn check_out(events: Vec<OutEvent>, errors: &mut Errors) -> Vec<OutEvent> {
+    let mut kept: Vec<OutEvent> = Vec::new();
+    for out in events {
+        let name = out.event.value();
+        if name.is_empty() {
+            errors.push_spanned(
+                &out.event,
+                "the event name cannot be empty; name the event the channel pushes, e.g. \"comments:*:new\"",
+            );
+        } else if let Err(message) = check_event(&name) {
+            errors.push_spanned(&out.event, message);
+        } else if kept.iter().any(|k| k.event.value() == name) {
+            errors.push_spanned(&out.event, format!("{name:?} is listed twice in `out`; list each pushed event once"));
+        } else {
+            kept.push(out);
+        }
+    }
+    kept
+}
+
+/// The return type as the generated types read it: `()` when there is
+/// none, `None` when it names a type a function body cannot (`impl Trait`,
+/// `_`), which leaves the replies untyped.
+fn readable_output(sig: &Signature) -> Option<Type> {
+    struct Unnameable(bool);
+    impl<'ast> syn::visit::Visit<'ast> for Unnameable {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+        fn visit_type_infer(&mut self, _: &'ast syn::TypeInfer) {
+            self.0 = true;
+        }
+    }
+    match &sig.output {
+        ReturnType::Default => Some(syn::parse_quote!(())),
+        ReturnType::Type(_, ty) => {
+            let mut check = Unnameable(false);
+            syn::visit::Visit::visit_type(&mut check, ty);
+            (!check.0).then(|| (**ty).clone())
+        }
+    }
 }
 
 /// Removes and returns the handler attributes of an impl item.
@@ -347,6 +399,7 @@ fn check_join(f: &ImplItemFn, errors: &mut Errors) -> Option<Join> {
         socket: typed.len() == 3,
         is_async: sig.asyncness.is_some(),
         output_span: output_span(sig),
+        output: readable_output(sig),
     })
 }
 

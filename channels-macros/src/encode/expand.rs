@@ -63,7 +63,8 @@ pub(crate) fn expand(encode: &Encode) -> TokenStream {
         }
     };
     let encode_sig = signature("encode");
-    if encode.impl_serialize {
+    let extras = by_value_and_typescript(encode, &p);
+    let impls = if encode.impl_serialize {
         let serialize_sig = signature("serialize");
         quote! {
             #[automatically_derived]
@@ -90,6 +91,59 @@ pub(crate) fn expand(encode: &Encode) -> TokenStream {
                 {
                     #body
                 }
+            }
+        }
+    };
+    quote!(#impls #extras)
+}
+
+/// `IntoPayload` by value (a join response, a push, a broadcast), and,
+/// for a struct without type parameters, `TypeScript` with the names and
+/// fields it encodes (a `skip_none` field is optional).
+fn by_value_and_typescript(encode: &Encode, p: &TokenStream) -> TokenStream {
+    let ident = encode.ident;
+    let mut generics = encode.generics.clone();
+    {
+        let where_clause = generics.make_where_clause();
+        for param in &encode.bounded {
+            where_clause.predicates.push(syn::parse_quote!(#param: #p::serde::Serialize));
+        }
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let into_payload = quote! {
+        #[automatically_derived]
+        impl #impl_generics #p::IntoPayload for #ident #ty_generics #where_clause {
+            fn into_payload(self) -> ::core::result::Result<#p::Payload, #p::JsonError> {
+                #p::IntoPayload::into_payload(&#p::Encode::encoded(&self))
+            }
+        }
+    };
+    // A probe cannot see through a type parameter: a generic struct says
+    // nothing (it is `unknown`, or what a `ts_rs::TS` derive says).
+    if encode.generics.type_params().next().is_some() {
+        return into_payload;
+    }
+    let name = unraw(ident);
+    let declarations = Ident::new("__declarations", Span::mixed_site());
+    let fields = encode.fields.iter().map(|field| {
+        let wire = &field.name;
+        let (optional, ty) = match super::validate::option_inner(field.ty) {
+            Some(inner) if field.skip_none => (true, inner),
+            _ => (false, field.ty),
+        };
+        quote!((#wire, #optional, (&&&#p::Probe::<#ty>::NEW).type_fn()))
+    });
+    quote! {
+        #into_payload
+
+        #[automatically_derived]
+        impl #impl_generics #p::TypeScript for #ident #ty_generics #where_clause {
+            fn typescript(#declarations: &mut #p::Declarations) -> ::std::string::String {
+                #[allow(unused_imports)]
+                use #p::{ViaTsRs as _, ViaTypeScript as _, ViaUnknown as _};
+                #p::Declarations::declare(#declarations, #name, ::core::any::type_name::<Self>(), |#declarations| {
+                    #p::describe::object(#name, &[#(#fields),*], #declarations)
+                })
             }
         }
     }

@@ -221,26 +221,33 @@ fn check_distinct_names(fields: &[(Field, &FieldArgs)], args: &EncodeArgs, error
 /// `core::option::Option<T>`. Only the spelling can be checked: a macro
 /// cannot see through type aliases.
 pub(crate) fn is_option(ty: &Type) -> bool {
+    option_inner(ty).is_some()
+}
+
+/// `T` of a type written as [`is_option`] accepts.
+pub(crate) fn option_inner(ty: &Type) -> Option<&Type> {
     match ty {
-        Type::Group(group) => is_option(&group.elem),
-        Type::Paren(paren) => is_option(&paren.elem),
+        Type::Group(group) => option_inner(&group.elem),
+        Type::Paren(paren) => option_inner(&paren.elem),
         Type::Path(path) if path.qself.is_none() => {
             let segments: Vec<&syn::PathSegment> = path.path.segments.iter().collect();
-            let Some((last, prefix)) = segments.split_last() else { return false };
+            let (last, prefix) = segments.split_last()?;
             let prefix_ok = match prefix {
                 [] => path.path.leading_colon.is_none(),
                 [krate, module] => (krate.ident == "std" || krate.ident == "core") && module.ident == "option",
                 _ => false,
             };
-            let one_type = match &last.arguments {
-                PathArguments::AngleBracketed(args) => {
-                    args.args.len() == 1 && matches!(args.args.first(), Some(GenericArgument::Type(_)))
-                }
-                _ => false,
+            let inner = match &last.arguments {
+                PathArguments::AngleBracketed(args) if args.args.len() == 1 => match args.args.first() {
+                    Some(GenericArgument::Type(inner)) => Some(inner),
+                    _ => None,
+                },
+                _ => None,
             };
-            prefix_ok && last.ident == "Option" && one_type && prefix.iter().all(|s| s.arguments.is_none())
+            let spelled = prefix_ok && last.ident == "Option" && prefix.iter().all(|s| s.arguments.is_none());
+            inner.filter(|_| spelled)
         }
-        _ => false,
+        _ => None,
     }
 }
 

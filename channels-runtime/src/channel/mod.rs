@@ -23,6 +23,7 @@ use crate::changeset::{Messages, Valid};
 use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::crash::Crash;
+use crate::describe::{ChannelShape, JoinTypes};
 use crate::protocol::{IntoPayload, Payload, PayloadError};
 use crate::reply::{self, Reply};
 use crate::router::{Topic, TopicPattern};
@@ -113,6 +114,21 @@ pub trait Channel: Sized + Send + 'static {
         let _ = (reason, socket);
         std::future::ready(())
     }
+
+    /// The types of the channel's join, events and pushes, for generated
+    /// client types ([`typescript`](crate::typescript)). `#[channel]` writes
+    /// it from the handlers' signatures; the default says nothing (any
+    /// event, untyped).
+    fn describe() -> ChannelShape {
+        ChannelShape::untyped(short_type_name::<Self>())
+    }
+}
+
+/// `Room` for `my_app::chans::Room<u8>`.
+fn short_type_name<T>() -> &'static str {
+    let full = std::any::type_name::<T>();
+    let path = full.split('<').next().unwrap_or(full);
+    path.rsplit("::").next().unwrap_or(path)
 }
 
 /// Why a channel ended, as [`Channel::terminate`] is told.
@@ -266,6 +282,11 @@ pub trait IntoJoin<C> {
     fn into_join(self) -> Result<(Payload, C), JoinError>;
 }
 
+/// The generated types read a join's response type from `Join<Self, R>`.
+impl<R, C> JoinTypes for Result<(R, C), JoinError> {
+    type Response = R;
+}
+
 impl<C, R: IntoPayload> IntoJoin<C> for Result<(R, C), JoinError> {
     fn into_join(self) -> Result<(Payload, C), JoinError> {
         let (response, channel) = self?;
@@ -389,12 +410,18 @@ pub trait Routes: Connect {
 pub struct Route<S: Connect> {
     pattern: TopicPattern,
     join: fn(Start<S>) -> Step<S>,
+    describe: fn() -> ChannelShape,
 }
 
 impl<S: Connect> Route<S> {
     /// A route to channel type `C`, for use in [`Routes::ROUTES`].
     pub const fn new<C: Channel<Socket = S>>(pattern: &'static str) -> Self {
-        Route { pattern: TopicPattern::new(pattern), join: instance::join::<C> }
+        Route { pattern: TopicPattern::new(pattern), join: instance::join::<C>, describe: C::describe }
+    }
+
+    /// The types of the route's channel ([`Channel::describe`]).
+    pub fn shape(&self) -> ChannelShape {
+        (self.describe)()
     }
 
     /// The topic pattern.

@@ -1,0 +1,288 @@
+//! `phx_channels::typescript::render`: what a socket's channels become in
+//! TypeScript. Encode's wire names, ts-rs's serde renames, `Option`, `Vec`,
+//! nested types, enums; untyped handlers as `unknown`; typed replies and
+//! errors; declared pushes; hand-written channels; name clashes.
+
+// The types exist for their TypeScript; the handlers never read them.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use phx_channels::prelude::*;
+use phx_channels::typescript::{render, TypeScriptError};
+use phx_channels::{IntoReply, TypedReply};
+use serde::Deserialize;
+use ts_rs::TS;
+
+socket! {
+    pub Typed {
+        channel "notes:*" => Notes;
+        channel "lobby" => Lobby<u8>;
+        channel "lobby:*" => Lobby<String>;
+        channel "raw:*" => Raw;
+    }
+}
+
+impl Connect for Typed {
+    type State = ();
+    type Assigns = ();
+    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
+        Ok(())
+    }
+}
+
+/// Encoded under its wire names: camelCase, a rename, a field left out
+/// when `None`, one left out always.
+#[derive(Encode)]
+#[encode(rename_all = "camelCase", except = [secret])]
+pub struct Note {
+    note_id: u64,
+    #[encode(rename = "by")]
+    author_name: String,
+    #[encode(skip_none)]
+    edited_at: Option<String>,
+    parent_id: Option<u64>,
+    tags: Vec<String>,
+    replies: Vec<Reply2>,
+    votes: HashMap<String, Vote>,
+    secret: String,
+}
+
+/// Nested in `Note`, with a name only TypeScript needs quoted.
+#[derive(Encode)]
+#[encode(rename_all = "kebab-case")]
+pub struct Reply2 {
+    reply_text: &'static str,
+}
+
+/// An enum from ts-rs, serde's tagging respected.
+#[derive(serde::Serialize, Deserialize, TS)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Vote {
+    Up,
+    Down { reason: Option<String> },
+}
+
+/// A payload from ts-rs, serde renames respected.
+#[derive(Deserialize, TS, validator::Validate)]
+#[serde(rename_all = "camelCase")]
+pub struct NewNote {
+    body_text: String,
+    #[serde(rename = "vote")]
+    first_vote: Option<Vote>,
+}
+
+/// A payload that says nothing of TypeScript: `unknown`, still compiles.
+#[derive(Deserialize)]
+pub struct Opaque {
+    _x: u8,
+}
+
+/// A typed error reply.
+#[derive(Encode)]
+pub struct Full {
+    limit: u32,
+}
+
+#[derive(Encode)]
+pub struct NoteJoined {
+    notes: Vec<Note>,
+}
+
+#[derive(Deserialize, TS)]
+pub struct NotesParams {
+    since: Option<u64>,
+}
+
+pub struct Notes;
+
+#[channel(socket = Typed, out = ["notes:*:new" => Note, "cleared" => Value])]
+impl Notes {
+    async fn join(_topic: Topic, _params: NotesParams) -> Join<Self, NoteJoined> {
+        Ok((NoteJoined { notes: Vec::new() }, Notes))
+    }
+
+    #[handle_in("add")]
+    async fn add(&mut self, _new: Valid<NewNote>) -> Result<TypedReply<Note, Full>, BroadcastError> {
+        Ok(TypedReply::error(Full { limit: 3 }))
+    }
+
+    #[handle_in("plain")]
+    async fn plain(&mut self, _new: NewNote) -> TypedReply<Reply2> {
+        TypedReply::ok(Reply2 { reply_text: "ok" })
+    }
+
+    #[handle_in("opaque")]
+    async fn opaque(&mut self, _payload: Opaque) -> Reply {
+        Reply::none()
+    }
+
+    #[handle_in("silent")]
+    #[handle_in("quiet")]
+    fn silent(&mut self, _payload: Value) {}
+
+    #[handle_in("raw")]
+    async fn raw(&mut self, payload: Payload) -> impl IntoReply {
+        Reply::ok(payload)
+    }
+}
+
+pub struct Lobby<T>(T);
+
+#[channel(socket = Typed)]
+impl<T: Default + Send + 'static> Lobby<T> {
+    fn join(_topic: Topic, _params: Value) -> Join<Self> {
+        Ok((json!({}), Lobby(T::default())))
+    }
+
+    #[handle_in("hello")]
+    fn hello(&self, _payload: Value) -> Reply {
+        Reply::ok(json!({}))
+    }
+}
+
+/// A channel implemented by hand says nothing: any event, untyped.
+pub struct Raw;
+
+impl Channel for Raw {
+    type Socket = Typed;
+
+    async fn join(_topic: Topic, _payload: Payload, _socket: &mut Socket<Typed>) -> Result<(Payload, Self), JoinError> {
+        Ok((Payload::from(json!({})), Raw))
+    }
+
+    async fn handle_in(
+        &mut self,
+        _event: &str,
+        _payload: Payload,
+        _socket: &mut Socket<Typed>,
+    ) -> Result<Reply, Crash> {
+        Ok(Reply::none())
+    }
+}
+
+fn module() -> String {
+    render::<Typed>().expect("renders")
+}
+
+#[track_caller]
+fn has(module: &str, line: &str) {
+    assert!(module.lines().any(|l| l == line), "missing line {line:?} in:\n{module}");
+}
+
+#[test]
+fn encode_types_use_their_wire_names() {
+    let m = module();
+    has(
+        &m,
+        "export type Note = { noteId: number; by: string; editedAt?: string; parentId: number | null; \
+         tags: Array<string>; replies: Array<Reply2>; votes: { [key in string]: Vote } };",
+    );
+    has(&m, r#"export type Reply2 = { "reply-text": string };"#);
+    has(&m, "export type NoteJoined = { notes: Array<Note> };");
+    assert!(!m.contains("secret"), "a field left out of the encoding stays out of the type");
+}
+
+#[test]
+fn ts_rs_types_respect_serde() {
+    let m = module();
+    assert!(m.contains("export type NewNote = { bodyText: string, vote: Vote | null, };"), "{m}");
+    assert!(m.contains(r#"export type Vote = { "kind": "up" } | { "kind": "down", reason: string | null, };"#), "{m}");
+    assert!(m.contains("export type NotesParams = { since: number | null, };"), "{m}");
+    assert_eq!(m.matches("export type Vote =").count(), 1, "declared once, used twice");
+}
+
+#[test]
+fn channel_types() {
+    let m = module();
+    let notes = m.split("export type Notes = ").nth(1).and_then(|rest| rest.split("\n};").next()).unwrap_or_default();
+    let expected = r#"{
+  params: NotesParams;
+  joined: NoteJoined;
+  refused: unknown;
+  in: {
+    "add": { payload: NewNote; reply: Note; error: Full | ValidationErrors };
+    "plain": { payload: NewNote; reply: Reply2; error: InvalidPayload };
+    "opaque": { payload: unknown; reply: unknown; error: unknown };
+    "silent": { payload: unknown; reply: never; error: InvalidPayload };
+    "quiet": { payload: unknown; reply: never; error: InvalidPayload };
+    "raw": { payload: unknown; reply: unknown; error: unknown };
+  };
+  out: {
+    [event: `notes:${string}:new`]: Note;
+    "cleared": unknown;
+  };"#;
+    assert_eq!(notes, expected, "in:\n{m}");
+    has(&m, "export type Full = { limit: number };");
+    has(&m, "export type ValidationErrors = { errors: FieldErrors };");
+}
+
+#[test]
+fn routes_and_topics() {
+    let m = module();
+    has(&m, r#"export type Topic = `notes:${string}` | "lobby" | `lobby:${string}` | `raw:${string}`;"#);
+    let of = "export type ChannelOf<T extends string> =\n  T extends `notes:${string}` ? Notes :\n  \
+              T extends \"lobby\" ? Lobby :\n  T extends `lobby:${string}` ? Lobby2 :\n  \
+              T extends `raw:${string}` ? Raw :\n  never;";
+    assert!(m.contains(of), "{m}");
+    has(&m, "export type Lobby2 = {");
+    let raw = m.split("export type Raw = ").nth(1).unwrap_or_default();
+    assert!(
+        raw.starts_with(
+            "{\n  params: unknown;\n  joined: unknown;\n  refused: unknown;\n  \
+             in: { [event: string]: { payload: unknown; reply: unknown; error: unknown } };\n  \
+             out: { [event: string]: unknown };\n}"
+        ),
+        "{raw}"
+    );
+    assert!(m.contains("export function typedChannel<T extends Topic>("), "the typed layer follows");
+}
+
+mod clash {
+    use super::*;
+
+    pub mod a {
+        #[derive(phx_channels::Encode)]
+        pub struct Item {
+            pub a: u8,
+        }
+    }
+    pub mod b {
+        #[derive(phx_channels::Encode)]
+        pub struct Item {
+            pub b: u8,
+        }
+    }
+
+    socket! {
+        pub Clashing {
+            channel "x:*" => X;
+        }
+    }
+
+    impl Connect for Clashing {
+        type State = ();
+        type Assigns = ();
+        async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
+            Ok(())
+        }
+    }
+
+    pub struct X;
+
+    #[channel(socket = Clashing, out = ["a" => a::Item, "b" => b::Item])]
+    impl X {
+        async fn join(_topic: Topic, _params: Value) -> Join<Self> {
+            Ok((json!({}), X))
+        }
+    }
+
+    #[test]
+    fn two_types_of_one_name_are_an_error() {
+        let error = render::<Clashing>().unwrap_err();
+        let TypeScriptError::NameClash(clash) = &error else { panic!("{error}") };
+        assert_eq!(clash.name, "Item");
+        assert!(clash.first.ends_with("a::Item") && clash.second.ends_with("b::Item"), "{clash:?}");
+        assert!(error.to_string().contains("two types are named `Item` in TypeScript"), "{error}");
+    }
+}

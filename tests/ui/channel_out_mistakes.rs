@@ -1,0 +1,25 @@
+use phx_channels::prelude::*;
+
+struct S;
+
+impl Connect for S {
+    type State = ();
+    type Assigns = ();
+    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
+        Ok(())
+    }
+}
+
+struct C;
+#[channel(
+    socket = S,
+    out = ["new" => Value, "phx_reply" => Value, "new" => Value, "" => Value],
+    out = ["other" => Value],
+)]
+impl C {
+    async fn join(_topic: Topic, _params: Value, _socket: &mut Socket<S>) -> Join<Self> {
+        Ok((json!({}), C))
+    }
+}
+
+fn main() {}

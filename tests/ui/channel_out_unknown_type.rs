@@ -1,0 +1,21 @@
+use phx_channels::prelude::*;
+
+struct S;
+
+impl Connect for S {
+    type State = ();
+    type Assigns = ();
+    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
+        Ok(())
+    }
+}
+
+struct C;
+#[channel(socket = S, out = ["comments:*:new" => NoSuchType])]
+impl C {
+    async fn join(_topic: Topic, _params: Value, _socket: &mut Socket<S>) -> Join<Self> {
+        Ok((json!({}), C))
+    }
+}
+
+fn main() {}
