@@ -3,7 +3,7 @@
 //! discuss` in one terminal, then
 //!
 //! ```text
-//! cargo run --features client --example client -- ws://127.0.0.1:4000/socket
+//! cargo run --example client -- ws://127.0.0.1:4000/socket
 //! ```
 //!
 //! It joins `comments:42`, prints the join reply, pushes `comment:add`,

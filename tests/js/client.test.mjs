@@ -3,7 +3,7 @@
 // comment:add, prints the comments:42:new broadcast and exits 0 — and a
 // phoenix.js client in comments:42 sees that broadcast too.
 //
-// Needs the built example: cargo build --release --examples --features client
+// Needs the built example: cargo build --release --examples
 // (CLIENT_BIN overrides the path). Fails, never skips, when it is missing.
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -16,7 +16,7 @@ const ROOT = fileURLToPath(new globalThis.URL("../..", import.meta.url));
 const BIN = process.env.CLIENT_BIN || `${ROOT}target/release/examples/client`;
 
 test("examples/client.rs joins, pushes and receives its broadcast, then exits 0", { timeout: 20_000 }, async () => {
-  assert.ok(existsSync(BIN), `${BIN} is missing: cargo build --release --examples --features client`);
+  assert.ok(existsSync(BIN), `${BIN} is missing: cargo build --release --examples`);
   const socket = await openSocket();
   const chan = socket.channel("comments:42", {});
   await joinOk(chan);
