@@ -178,7 +178,22 @@ mod otel {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::TraceParent;
+
+    proptest! {
+        /// Whatever a peer sends, parsing never panics, and what parses
+        /// prints back as the version-00 form of its first four fields.
+        #[test]
+        fn any_value_parses_or_is_ignored(value in "\\PC{0,80}", dashes in "[0-9a-f-]{50,70}") {
+            for v in [&value, &dashes] {
+                if let Some(parent) = TraceParent::parse(v) {
+                    prop_assert_eq!(TraceParent::parse(&parent.to_string()), Some(parent));
+                }
+            }
+        }
+    }
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
