@@ -15,8 +15,10 @@
 #                tests/js/chat.test.mjs and tests/js/relay.test.mjs)
 #   start        the example on a free port (scripts/start-discuss.sh)
 #   e2e          node --test tests/js/*.test.mjs against it (phoenix.js over
-#                WebSocket and LongPoll, raw frames, the demo page in headless
-#                Chromium; screenshots in tests/js/artifacts/demo*.png)
+#                WebSocket and LongPoll, raw frames, the demo page and the
+#                dashboard in headless Chromium, a /metrics scrape, the Rust
+#                client example, tsc on the generated TypeScript; screenshots
+#                in tests/js/artifacts/demo*.png and dashboard.png)
 #   conformance  $SHARED_DIR/conformance/run.sh against it (comments + socket suites)
 #
 # Environment:
@@ -141,7 +143,7 @@ start_server() {
 
 run_e2e() {
   cd "$ROOT/tests/js"
-  DISCUSS_URL="$DISCUSS_URL" DISCUSS_ADMIN_TOKEN="$DISCUSS_ADMIN_TOKEN" node --test --test-force-exit --test-concurrency=1 ./*.test.mjs
+  DISCUSS_URL="$DISCUSS_URL" DISCUSS_ADMIN_TOKEN="$DISCUSS_ADMIN_TOKEN" DISCUSS_DASHBOARD_TOKEN="$DISCUSS_DASHBOARD_TOKEN" node --test --test-force-exit --test-concurrency=1 ./*.test.mjs
 }
 
 run_conformance() {
