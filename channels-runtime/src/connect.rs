@@ -211,7 +211,8 @@ fn traceparent_from(uri: &Uri, headers: &HeaderMap) -> Option<TraceParent> {
     if let Some(header) = headers.get("traceparent").and_then(|v| v.to_str().ok()) {
         return TraceParent::parse(header);
     }
-    let query = uri.query()?;
+    // Most connects carry none: the query is parsed again only if it may.
+    let query = uri.query().filter(|q| q.contains("traceparent"))?;
     form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "traceparent").and_then(|(_, v)| TraceParent::parse(&v))
 }
 

@@ -299,7 +299,8 @@ impl<S: Connect + Routes> Dispatcher<S> {
     /// cap, no route): exported as channel `none`.
     fn refused_before_routing(&self) {
         self.conn().metrics.joins_refused.incr();
-        crate::metrics::channel::joined("none", crate::metrics::channel::Outcome::Refused, std::time::Instant::now());
+        crate::metrics::channel::unrouted()
+            .joined(crate::metrics::channel::Outcome::Refused, std::time::Instant::now());
     }
 
     fn join(&mut self, msg: Message) {

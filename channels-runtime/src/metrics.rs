@@ -326,7 +326,7 @@ metrics! {
     Count frames_out = "channels_frames_out_total",
     /// Bytes of frames written to clients.
     Count bytes_out = "channels_bytes_out_total",
-    /// Bytes of frames queued for clients, not yet written.
+    /// Bytes of frames queued for WebSocket clients, not yet written.
     Level outbound_queued_bytes = "channels_outbound_queued_bytes",
     /// Connections closed for sending a malformed or oversized frame.
     Count malformed_frames = "channels_malformed_frames_total",
@@ -406,40 +406,94 @@ impl Default for Broker {
     }
 }
 
-/// The channel-level figures, labelled by channel type (and event): through
-/// the recorder only, which keeps one series per label set.
+/// The channel-level figures, labelled by channel type (and event),
+/// through the recorder only. Their handles are taken once per channel type
+/// (a registry lookup per figure costs more than the rest of a reply), and
+/// kept for the life of the process: there are as many as the program has
+/// channel types.
 pub(crate) mod channel {
+    use std::any::TypeId;
+    use std::collections::HashMap;
+    use std::sync::LazyLock;
+
+    use parking_lot::RwLock;
+
     use super::Instant;
 
     /// How a join ended: the `outcome` label.
     #[derive(Debug, Clone, Copy)]
     pub(crate) enum Outcome {
-        Ok,
-        Refused,
-        Crashed,
+        Ok = 0,
+        Refused = 1,
+        Crashed = 2,
     }
 
-    /// A join of a `channel` ended after starting at `started`.
-    pub(crate) fn joined(channel: &'static str, outcome: Outcome, started: Instant) {
-        describe();
-        let outcome = match outcome {
-            Outcome::Ok => "ok",
-            Outcome::Refused => "refused",
-            Outcome::Crashed => "crashed",
-        };
-        metrics::counter!("channels_joins_total", "channel" => channel, "outcome" => outcome).increment(1);
-        metrics::histogram!("channels_join_duration_seconds", "channel" => channel).record(started.elapsed());
+    /// The recorder's handles of one channel type.
+    pub(crate) struct Figures {
+        name: &'static str,
+        joins: [metrics::Counter; 3],
+        join_duration: metrics::Histogram,
+        /// One per event the channel declares, searched in order (a
+        /// channel declares a handful).
+        events: Box<[(&'static str, metrics::Histogram)]>,
+        other: metrics::Histogram,
     }
 
-    /// A `handle_in` of `event` on `channel` ran from `started` until now.
-    pub(crate) fn handled(channel: &'static str, event: &'static str, started: Instant) {
-        metrics::histogram!("channels_handle_in_duration_seconds", "channel" => channel, "event" => event)
-            .record(started.elapsed());
+    static ALL: LazyLock<RwLock<HashMap<TypeId, &'static Figures>>> = LazyLock::new(RwLock::default);
+
+    /// The figures of the channel type `id`, made on its first use.
+    pub(crate) fn of(id: TypeId, name: fn() -> &'static str, events: &'static [&'static str]) -> &'static Figures {
+        if let Some(figures) = ALL.read().get(&id) {
+            return figures;
+        }
+        ALL.write().entry(id).or_insert_with(|| Box::leak(Box::new(Figures::new(name(), events))))
     }
 
-    /// A callback of `channel` crashed.
-    pub(crate) fn crashed(channel: &'static str, callback: &'static str) {
-        metrics::counter!("channels_crashes_total", "channel" => channel, "callback" => callback).increment(1);
+    /// Joins refused before they reached a channel (their rate, the
+    /// channel cap, no route): channel `none`.
+    pub(crate) fn unrouted() -> &'static Figures {
+        /// Stands for no channel type in the map.
+        struct Unrouted;
+        of(TypeId::of::<Unrouted>(), || "none", &[])
+    }
+
+    impl Figures {
+        fn new(name: &'static str, events: &'static [&'static str]) -> Self {
+            describe();
+            let joins = ["ok", "refused", "crashed"]
+                .map(|outcome| metrics::counter!("channels_joins_total", "channel" => name, "outcome" => outcome));
+            let handled = |event: &'static str| metrics::histogram!("channels_handle_in_duration_seconds", "channel" => name, "event" => event);
+            Figures {
+                name,
+                joins,
+                join_duration: metrics::histogram!("channels_join_duration_seconds", "channel" => name),
+                events: events.iter().map(|&event| (event, handled(event))).collect(),
+                other: handled("other"),
+            }
+        }
+
+        /// The channel's name, as its label.
+        pub(crate) fn name(&self) -> &'static str {
+            self.name
+        }
+
+        /// A join ended after starting at `started`.
+        pub(crate) fn joined(&self, outcome: Outcome, started: Instant) {
+            self.joins[outcome as usize].increment(1);
+            self.join_duration.record(started.elapsed());
+        }
+
+        /// A `handle_in` of `event` ran from `started` until now; an event
+        /// the channel does not declare is counted as `other`.
+        pub(crate) fn handled(&self, event: &str, started: Instant) {
+            let histogram = self.events.iter().find(|(declared, _)| *declared == event).map_or(&self.other, |(_, h)| h);
+            histogram.record(started.elapsed());
+        }
+
+        /// A callback crashed (rare: its handle is looked up each time).
+        pub(crate) fn crashed(&self, callback: &'static str) {
+            metrics::counter!("channels_crashes_total", "channel" => self.name, "callback" => callback).increment(1);
+        }
     }
 
     /// Describes the channel-level figures to the recorder, once.

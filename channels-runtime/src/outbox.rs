@@ -94,9 +94,6 @@ struct Sink {
     metrics: Arc<Metrics>,
 }
 
-/// The figures a queue's backlog is counted in (`outbound_queued_bytes`).
-type Counted = Option<Arc<Metrics>>;
-
 #[derive(Default)]
 struct Queue {
     frames: VecDeque<Frame>,
@@ -107,10 +104,12 @@ struct Queue {
     /// next, before anything else.
     written: usize,
     closed: Option<CloseReason>,
-    /// Boxed: only WebSocket connections over plain TCP have one.
+    /// Boxed: only WebSocket connections over plain TCP have one. Its
+    /// figures also count `bytes` (`outbound_queued_bytes`): the backlog of
+    /// connections without a socket of the outbox's own (LongPoll, other IO
+    /// types) is handed over whole at each take, and not counted, which
+    /// keeps every outbox a word smaller.
     sink: Option<Box<Sink>>,
-    /// Where `bytes` is counted, once the connection is counted anywhere.
-    counted: Counted,
     /// The connection's own task is running: what it queues goes out in one
     /// write when it is done ([`Outbox::uncork`]).
     corked: bool,
@@ -127,10 +126,10 @@ struct Queue {
 }
 
 /// Sets a queue's backlog to `bytes`, keeping the endpoint's gauge of every
-/// backlog in step (a field apart from the queue's socket, which a write
-/// holds meanwhile).
-fn set_backlog(counted: &Counted, backlog: &mut usize, bytes: usize) {
-    if let Some(metrics) = counted {
+/// backlog in step (`sink` and `backlog` borrowed apart: a write holds the
+/// socket meanwhile).
+fn set_backlog(sink: Option<&Sink>, backlog: &mut usize, bytes: usize) {
+    if let Some(Sink { metrics, .. }) = sink {
         match bytes.cmp(backlog) {
             std::cmp::Ordering::Greater => metrics.outbound_queued_bytes.add((bytes - *backlog) as u64),
             std::cmp::Ordering::Less => metrics.outbound_queued_bytes.sub((*backlog - bytes) as u64),
@@ -144,7 +143,7 @@ impl Queue {
     /// Sets the backlog, keeping the endpoint's gauge of every backlog in
     /// step. A frame that goes straight to the socket never comes here.
     fn set_bytes(&mut self, bytes: usize) {
-        set_backlog(&self.counted, &mut self.bytes, bytes);
+        set_backlog(self.sink.as_deref(), &mut self.bytes, bytes);
     }
 
     fn close(&mut self, reason: CloseReason) {
@@ -191,7 +190,7 @@ impl Queue {
             };
             progress |= n > 0;
             let left = self.bytes - n;
-            set_backlog(&self.counted, &mut self.bytes, left);
+            set_backlog(Some(sink), &mut self.bytes, left);
             let (mut frames, mut payload) = (0, 0);
             while let Some(front) = self.frames.front() {
                 let left = front.wire_len() - self.written;
@@ -300,15 +299,7 @@ impl Outbox {
     /// Writes frames to `socket` from now on (see [`Outbox`]), counting
     /// them in `metrics`.
     pub(crate) fn attach(&self, socket: OwnedWriteHalf, metrics: Arc<Metrics>) {
-        let mut q = self.queue.lock();
-        q.counted = Some(metrics.clone());
-        q.sink = Some(Box::new(Sink { socket, metrics }));
-    }
-
-    /// Counts this outbox's backlog in `metrics` (for an outbox with no
-    /// socket attached: LongPoll, other IO types).
-    pub(crate) fn count_in(&self, metrics: Arc<Metrics>) {
-        self.queue.lock().counted = Some(metrics);
+        self.queue.lock().sink = Some(Box::new(Sink { socket, metrics }));
     }
 
     /// Gives the socket back, with the rest of a frame partly written (to

@@ -7,6 +7,7 @@
 //! instance while it runs and gives it back when it is done, or ends the
 //! channel (running `terminate` exactly once) and gives nothing back.
 
+use std::any::TypeId;
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +22,7 @@ use crate::connection::Connection;
 use crate::crash::Crash;
 use crate::logging::{clip, clip_error};
 use crate::mailbox::Mail;
-use crate::metrics::channel::{self as exported, Outcome};
+use crate::metrics::channel::{self as exported, Figures, Outcome};
 use crate::presence::Presence;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
 use crate::reply::{self, Reply, Status};
@@ -39,32 +40,37 @@ pub(crate) trait Joined<S: Connect>: Send {
     fn step(self: Box<Self>, mail: Mail) -> Step<S>;
 }
 
-/// A joined channel of type `C`: its state, its socket, and the span its
-/// callbacks run in.
+/// A joined channel of type `C`: its state and its socket.
 struct Instance<C: Channel> {
     channel: C,
     socket: Socket<C::Socket>,
-    span: Span,
 }
 
 impl<C: Channel> Joined<C::Socket> for Instance<C> {
     fn step(self: Box<Self>, mail: Mail) -> Step<C::Socket> {
-        let span = self.span.clone();
+        let span = step_span(figures::<C>(), self.socket.topic(), self.socket.join_ref());
         Box::pin(handle(self, mail).instrument(span))
     }
 }
 
 /// The step that joins: `C::join`, then the join reply (and the
-/// subscription, made before any broadcast can overtake the reply), in
-/// the channel's span (inside its connection's).
+/// subscription, made before any broadcast can overtake the reply).
 pub(crate) fn join<C: Channel>(start: Start<C::Socket>) -> Step<C::Socket> {
-    let span = tracing::info_span!(
-        "channel",
-        topic = ?clip(&start.topic),
-        join_ref = start.join_ref.as_deref(),
-        channel = C::name(),
-    );
-    Box::pin(run_join::<C>(start, span.clone()).instrument(span))
+    let span = step_span(figures::<C>(), &start.topic, start.join_ref.as_deref());
+    Box::pin(run_join::<C>(start).instrument(span))
+}
+
+/// The metrics of channel type `C`, their handles taken once.
+fn figures<C: Channel>() -> &'static Figures {
+    exported::of(TypeId::of::<C>(), C::name, C::EVENTS)
+}
+
+/// The span one step of a channel runs in, inside its connection's: made
+/// per step rather than kept per channel, so that an idle channel holds no
+/// span (and an OpenTelemetry trace gets one span per join or message,
+/// not one as long as the channel lives). Free when `info` is filtered out.
+fn step_span(figures: &Figures, topic: &str, join_ref: Option<&str>) -> Span {
+    tracing::info_span!("channel", topic = ?clip(topic), join_ref, channel = figures.name())
 }
 
 /// Runs a handler, turning a panic into a [`Crash`] like the errors a
@@ -74,7 +80,7 @@ async fn guarded<T, E: From<Crash>>(handler: impl Future<Output = Result<T, E>>)
     crate::panics::catch(handler).await
 }
 
-async fn run_join<C: Channel>(start: Start<C::Socket>, span: Span) -> Option<Box<dyn Joined<C::Socket>>> {
+async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<C::Socket>>> {
     let Start { topic, join_ref, msg_ref, payload, assigns, state, conn, generation } = start;
     // A join without join_ref (hand-written clients) uses its ref for the
     // channel's later frames, as Phoenix does; the join reply, phx_close and
@@ -112,9 +118,9 @@ async fn run_join<C: Channel>(start: Start<C::Socket>, span: Span) -> Option<Box
             socket.release_pending();
             conn.metrics.joins.incr();
             conn.metrics.channels_open.incr();
-            exported::joined(C::name(), Outcome::Ok, started);
+            figures::<C>().joined(Outcome::Ok, started);
             tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
-            Some(Box::new(Instance { channel, socket, span }))
+            Some(Box::new(Instance { channel, socket }))
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
             join_reply(Status::Error, &response);
@@ -127,15 +133,15 @@ async fn run_join<C: Channel>(start: Start<C::Socket>, span: Span) -> Option<Box
                 None => tracing::info!(topic = ?clip(&topic), refusal, "join refused"),
             }
             conn.metrics.joins_refused.incr();
-            exported::joined(C::name(), Outcome::Refused, started);
+            figures::<C>().joined(Outcome::Refused, started);
             release(&mut socket);
             None
         }
         Err(JoinError(JoinFailure::Crashed(error))) => {
             tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "join crashed");
             conn.metrics.join_crashes.incr();
-            exported::joined(C::name(), Outcome::Crashed, started);
-            exported::crashed(C::name(), "join");
+            figures::<C>().joined(Outcome::Crashed, started);
+            figures::<C>().crashed("join");
             join_reply(Status::Error, &reply::reason("join crashed"));
             release(&mut socket);
             None
@@ -157,8 +163,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
             if let Some(response) = outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)) {
                 outcome = Ok(Reply::error(response));
             }
-            let declared = C::EVENTS.iter().find(|declared| **declared == event);
-            exported::handled(C::name(), declared.copied().unwrap_or("other"), started);
+            figures::<C>().handled(&event, started);
             if let Ok(reply) = &outcome {
                 tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.elapsed(), "handle_in");
                 if let Some((status, response)) = &reply.status {
@@ -212,7 +217,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
         Err(error) => {
             tracing::error!(topic = ?clip(&topic), event = ?clip(&event), error = ?clip_error(&error.to_string()), "channel crashed");
             conn.metrics.channel_crashes.incr();
-            exported::crashed(C::name(), callback);
+            figures::<C>().crashed(callback);
             end(me, Terminate::Crashed(error)).await
         }
     }
@@ -233,7 +238,7 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
     .await;
     if let Err(error) = terminated {
         tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "terminate crashed");
-        exported::crashed(C::name(), "terminate");
+        figures::<C>().crashed("terminate");
     }
     release(socket);
     let join_ref = socket.join_ref_as_sent();

@@ -200,7 +200,6 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     };
     let hold = mount.hold_socket_id::<S>(&assigns).await;
     let outbox = Arc::new(Outbox::new(mount.options.max_outbound_bytes));
-    outbox.count_in(mount.metrics.clone());
     let wiring = Wiring {
         outbox: outbox.clone(),
         serializer,

@@ -215,7 +215,6 @@ fn start<S: Connect + Routes>(
             tokio::spawn(connection);
         }
         Err(upgraded) => {
-            outbox.count_in(mount.metrics.clone());
             let connection = serve_generic(mount, registration, TokioIo::new(upgraded), dispatcher, serializer);
             tokio::spawn(connection.instrument(span));
         }
