@@ -455,7 +455,6 @@ impl Driven {
     /// once [`Driven::finish`] is called or the handle is dropped (its
     /// channels terminate `Closed`).
     pub(crate) fn spawn<S: Connect + Routes>(mut dispatcher: Dispatcher<S>, span: tracing::Span) -> Self {
-        use tracing::Instrument;
         let (commands, mut inbox) = tokio::sync::mpsc::unbounded_channel();
         let task = async move {
             loop {
@@ -469,7 +468,7 @@ impl Driven {
                 }
             }
         };
-        tokio::spawn(task.instrument(span));
+        crate::trace::spawn_in(span, task);
         Driven { commands }
     }
 

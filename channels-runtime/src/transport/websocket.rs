@@ -210,13 +210,12 @@ fn start<S: Connect + Routes>(
             outbox.attach(write, mount.metrics.clone());
             mount.registry.watch_idle(&outbox, mount.options.idle_timeout);
             let connection = serve_tcp(mount, registration, read, early, dispatcher, serializer);
-            let connection = connection.instrument(span);
             tracing::trace!(bytes = std::mem::size_of_val(&connection), "a TCP connection's state");
-            tokio::spawn(connection);
+            trace::spawn_in(span, connection);
         }
         Err(upgraded) => {
             let connection = serve_generic(mount, registration, TokioIo::new(upgraded), dispatcher, serializer);
-            tokio::spawn(connection.instrument(span));
+            trace::spawn_in(span, connection);
         }
     }
 }
