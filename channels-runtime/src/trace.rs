@@ -4,9 +4,10 @@
 //!
 //! Every connection runs in a `socket` span (`transport`, `peer`, the
 //! socket `id`, and `trace_id` when the client sent a trace context), and
-//! every joined channel in a `channel` span inside it (`topic`, `join_ref`,
-//! `channel`): what `join`, `handle_in`, `handle_info`, `handle_out` and
-//! `terminate` log carries both, whatever the subscriber.
+//! every step of a joined channel (its join, each message, its end) in a
+//! `channel` span inside it (`topic`, `join_ref`, `channel`): what `join`,
+//! `handle_in`, `handle_info`, `handle_out` and `terminate` log carries
+//! both, whatever the subscriber.
 //!
 //! A client sends its trace context as the `traceparent` header of the
 //! connect request or, since a browser's WebSocket cannot set headers, as
