@@ -10,14 +10,13 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use abuse_helpers::{Got, Raw};
+use abuse_helpers::{non_reader, Got, Raw};
 use futures_util::SinkExt;
 use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{serve, server};
 use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::MaybeTlsStream;
 
 /// Sends a close frame with `code` (valid or not) and returns the close
 /// code the server answers with; `None` is a TCP close without a frame,
@@ -54,17 +53,6 @@ async fn an_empty_close_frame_is_answered() {
     // too (tungstenite reports its missing code as 1005), not a TCP reset.
     let next = tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut c.ws)).await.unwrap();
     assert!(matches!(next, Some(Ok(Message::Close(_)))), "got {next:?}");
-}
-
-/// A client whose receive buffer is tiny, so the server's writes to it
-/// block as soon as the kernel's buffers fill.
-async fn non_reader(addr: SocketAddr) -> Raw {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
-    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
-    Raw { ws }
 }
 
 #[tokio::test]

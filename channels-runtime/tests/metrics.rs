@@ -13,14 +13,13 @@ mod support;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use abuse_helpers::Raw;
+use abuse_helpers::{non_reader, Raw};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use phx_channels_runtime::endpoint::Endpoint;
 use phx_channels_runtime::origin::CheckOrigin;
 use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 use support::{eventually, http, serve, serve_with};
-use tokio_tungstenite::MaybeTlsStream;
 
 /// Every series the recorder holds, from its Prometheus text:
 /// `name{k=v,..}` → value (a histogram as its `_count`).
@@ -38,17 +37,6 @@ fn recorded(prometheus: &PrometheusHandle) -> HashMap<String, f64> {
 
 fn get(prometheus: &PrometheusHandle, series: &str) -> f64 {
     recorded(prometheus).get(series).copied().unwrap_or_else(|| panic!("{series} is not exported"))
-}
-
-/// A client whose receive buffer is tiny, so the server's writes to it
-/// block as soon as the kernel's buffers fill.
-async fn non_reader(addr: SocketAddr) -> Raw {
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let stream = socket.connect(addr).await.unwrap();
-    let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
-    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
-    Raw { ws }
 }
 
 async fn upgrade_status(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> u16 {

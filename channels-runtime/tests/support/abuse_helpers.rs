@@ -94,6 +94,17 @@ pub struct Raw {
     pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
 }
 
+/// A client whose receive buffer is tiny, so the server's writes to it
+/// block as soon as the kernel's buffers fill.
+pub async fn non_reader(addr: SocketAddr) -> Raw {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let url = format!("ws://{addr}/socket/websocket?vsn=2.0.0");
+    let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
+    Raw { ws }
+}
+
 impl Raw {
     pub async fn connect(addr: SocketAddr, query: &str) -> Raw {
         let url = format!("ws://{addr}/socket/websocket?{query}");
