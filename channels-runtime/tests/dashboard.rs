@@ -223,37 +223,12 @@ async fn nothing_runs_while_nobody_watches() {
 /// dashboard: a watcher on one sees a row for the other with its figures.
 #[cfg(feature = "redis")]
 mod multinode {
-    use std::process::{Child, Command, Stdio};
     use std::time::Instant;
 
     use phx_channels_runtime::presence::{Presence, PresenceOptions};
     use phx_channels_runtime::pubsub::{PubSub, Redis};
 
     use super::*;
-
-    struct RedisServer(Child);
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    fn redis_server() -> (RedisServer, String) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is required for this test (./test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        (RedisServer(child), format!("redis://127.0.0.1:{port}"))
-    }
 
     async fn node(url: &str, name: &str) -> Server {
         let pubsub = PubSub::with_adapter(Redis::new(url).unwrap().namespace("dashboard"));
@@ -276,7 +251,8 @@ mod multinode {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_watcher_sees_a_row_per_node_with_its_figures() {
-        let (_redis, url) = redis_server();
+        let redis = support::redis_server::RedisServer::start();
+        let url = redis.url();
         let (a, b) = (node(&url, "node-a").await, node(&url, "node-b").await);
         // b serves three clients on one topic, a one client.
         let mut on_b = Vec::new();

@@ -8,7 +8,9 @@
 mod multinode;
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use support::redis_server::RedisServer;
+
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,94 +19,53 @@ use phx_channels_runtime::presence::Presence;
 use phx_channels_runtime::pubsub::{BroadcastError, PubSub, Redis, Routing};
 use serde_json::json;
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    fn start_on(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is required for this test (apt-get install redis-server; ./test.sh installs it)");
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer { child, port }
-    }
-
-    fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_on(port)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Nodes on this server, in their own namespace.
-    fn make(&self, namespace: &str, routing: Routing) -> Make {
-        let (url, namespace) = (self.url(), namespace.to_owned());
-        Arc::new(move || PubSub::with_adapter(Redis::new(&url).unwrap().namespace(&namespace).routing(routing)))
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Nodes on `redis`, in their own namespace.
+fn make(redis: &RedisServer, namespace: &str, routing: Routing) -> Make {
+    let (url, namespace) = (redis.url(), namespace.to_owned());
+    Arc::new(move || PubSub::with_adapter(Redis::new(&url).unwrap().namespace(&namespace).routing(routing)))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_cross_nodes_once() {
     let redis = RedisServer::start();
-    multinode::broadcasts_cross_nodes_once(redis.make("t1", Routing::Topic)).await;
+    multinode::broadcasts_cross_nodes_once(make(&redis, "t1", Routing::Topic)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_cross_nodes_once_through_shards() {
     let redis = RedisServer::start();
-    multinode::broadcasts_cross_nodes_once(redis.make("t1s", Routing::Shards(8))).await;
+    multinode::broadcasts_cross_nodes_once(make(&redis, "t1s", Routing::Shards(8))).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_reaches_sockets_on_every_node() {
     let redis = RedisServer::start();
-    multinode::disconnect_reaches_every_node(redis.make("t2", Routing::Topic)).await;
+    multinode::disconnect_reaches_every_node(make(&redis, "t2", Routing::Topic)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_replicates_and_leaves_with_its_channel() {
     let redis = RedisServer::start();
-    multinode::presence_replicates(redis.make("t3", Routing::Topic)).await;
+    multinode::presence_replicates(make(&redis, "t3", Routing::Topic)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_receives_only_the_topics_it_serves() {
     let redis = RedisServer::start();
-    multinode::only_interested_nodes_receive(redis.make("t5", Routing::Topic)).await;
+    multinode::only_interested_nodes_receive(make(&redis, "t5", Routing::Topic)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_crosses_whole() {
     let redis = RedisServer::start();
-    multinode::a_burst_loses_nothing(redis.make("t6", Routing::Topic), 20_000).await;
+    multinode::a_burst_loses_nothing(make(&redis, "t6", Routing::Topic), 20_000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_is_survived_and_counted() {
     let mut redis = RedisServer::start();
-    let port = redis.port;
-    let make = redis.make("t4", Routing::Topic);
+    let port = redis.port();
+    let make = make(&redis, "t4", Routing::Topic);
     let (a, b) = (node(&make).await, node(&make).await);
     connected(&a, &b).await;
     let mut local = a.server.v2().await;
@@ -137,8 +98,8 @@ async fn a_redis_restart_is_survived_and_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presences_outlive_a_broker_outage_longer_than_the_down_period() {
     let mut redis = RedisServer::start();
-    let port = redis.port;
-    let make = redis.make("t7", Routing::Topic);
+    let port = redis.port();
+    let make = make(&redis, "t7", Routing::Topic);
     let (a, b) = (node(&make).await, node(&make).await);
     connected(&a, &b).await;
     let mut on_a = a.server.v2().await;
@@ -166,12 +127,12 @@ async fn presences_outlive_a_broker_outage_longer_than_the_down_period() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_redis_pushes_back_and_loses_nothing() {
     let redis = RedisServer::start();
-    let make = redis.make("t8", Routing::Topic);
+    let make = make(&redis, "t8", Routing::Topic);
     let (a, b) = (node(&make).await, node(&make).await);
     connected(&a, &b).await;
     let mut listener = b.server.v2().await;
     listener.join("1", "echo:stall").await;
-    let pid = redis.child.id().to_string();
+    let pid = redis.pid().to_string();
     let signal = |sig: &str| {
         let status = Command::new("kill").args([sig, &pid]).status().expect("kill runs");
         assert!(status.success(), "kill {sig} {pid}");
