@@ -48,16 +48,18 @@ struct Instance<C: Channel> {
 
 impl<C: Channel> Joined<C::Socket> for Instance<C> {
     fn step(self: Box<Self>, mail: Mail) -> Step<C::Socket> {
-        let span = step_span(figures::<C>(), self.socket.topic(), self.socket.join_ref());
-        Box::pin(handle(self, mail).instrument(span))
+        let figures = figures::<C>();
+        let span = step_span(figures, self.socket.topic(), self.socket.join_ref());
+        Box::pin(handle(self, mail, figures).instrument(span))
     }
 }
 
 /// The step that joins: `C::join`, then the join reply (and the
 /// subscription, made before any broadcast can overtake the reply).
 pub(crate) fn join<C: Channel>(start: Start<C::Socket>) -> Step<C::Socket> {
-    let span = step_span(figures::<C>(), &start.topic, start.join_ref.as_deref());
-    Box::pin(run_join::<C>(start).instrument(span))
+    let figures = figures::<C>();
+    let span = step_span(figures, &start.topic, start.join_ref.as_deref());
+    Box::pin(run_join::<C>(start, figures).instrument(span))
 }
 
 /// The metrics of channel type `C`, their handles taken once.
@@ -80,7 +82,10 @@ async fn guarded<T, E: From<Crash>>(handler: impl Future<Output = Result<T, E>>)
     crate::panics::catch(handler).await
 }
 
-async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<C::Socket>>> {
+async fn run_join<C: Channel>(
+    start: Start<C::Socket>,
+    figures: &'static Figures,
+) -> Option<Box<dyn Joined<C::Socket>>> {
     let Start { topic, join_ref, msg_ref, payload, assigns, state, conn, generation } = start;
     // A join without join_ref (hand-written clients) uses its ref for the
     // channel's later frames, as Phoenix does; the join reply, phx_close and
@@ -118,7 +123,7 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
             socket.release_pending();
             conn.metrics.joins.incr();
             conn.metrics.channels_open.incr();
-            figures::<C>().joined(Outcome::Ok, started);
+            figures.joined(Outcome::Ok, started);
             tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
             Some(Box::new(Instance { channel, socket }))
         }
@@ -133,15 +138,15 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
                 None => tracing::info!(topic = ?clip(&topic), refusal, "join refused"),
             }
             conn.metrics.joins_refused.incr();
-            figures::<C>().joined(Outcome::Refused, started);
+            figures.joined(Outcome::Refused, started);
             release(&mut socket);
             None
         }
         Err(JoinError(JoinFailure::Crashed(error))) => {
             tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "join crashed");
             conn.metrics.join_crashes.incr();
-            figures::<C>().joined(Outcome::Crashed, started);
-            figures::<C>().crashed("join");
+            figures.joined(Outcome::Crashed, started);
+            figures.crashed("join");
             join_reply(Status::Error, &reply::reason("join crashed"));
             release(&mut socket);
             None
@@ -149,8 +154,13 @@ async fn run_join<C: Channel>(start: Start<C::Socket>) -> Option<Box<dyn Joined<
     }
 }
 
-/// Handles one piece of mail.
-async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<dyn Joined<C::Socket>>> {
+/// Handles one piece of mail; `figures` are `C`'s, looked up once for the
+/// step's span and its metrics.
+async fn handle<C: Channel>(
+    mut me: Box<Instance<C>>,
+    mail: Mail,
+    figures: &'static Figures,
+) -> Option<Box<dyn Joined<C::Socket>>> {
     let Instance { channel, socket, .. } = &mut *me;
     let conn = socket.connection().clone();
     let topic = socket.topic().clone();
@@ -163,7 +173,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
             if let Some(response) = outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)) {
                 outcome = Ok(Reply::error(response));
             }
-            figures::<C>().handled(&event, started);
+            figures.handled(&event, started);
             if let Ok(reply) = &outcome {
                 tracing::debug!(topic = ?clip(&topic), event = ?clip(&event), elapsed = ?started.elapsed(), "handle_in");
                 if let Some((status, response)) = &reply.status {
@@ -217,7 +227,7 @@ async fn handle<C: Channel>(mut me: Box<Instance<C>>, mail: Mail) -> Option<Box<
         Err(error) => {
             tracing::error!(topic = ?clip(&topic), event = ?clip(&event), error = ?clip_error(&error.to_string()), "channel crashed");
             conn.metrics.channel_crashes.incr();
-            figures::<C>().crashed(callback);
+            figures.crashed(callback);
             end(me, Terminate::Crashed(error)).await
         }
     }
