@@ -92,7 +92,7 @@ pub use phx_channels_runtime::{MetricsSnapshot, SocketOptions};
 /// A Phoenix client: [`client::Socket`], [`client::Channel`] and
 /// [`client::Presence`] over WebSocket (the `client` feature).
 #[cfg(feature = "client")]
-pub use phx_channels_runtime::client;
+pub use phx_channels_client as client;
 
 /// Everything a socket module needs, in one import.
 pub mod prelude {

@@ -198,7 +198,7 @@ pub async fn write(frames: &[Send], flush_every: usize) -> io::Result<Vec<u8>> {
     for (i, frame) in frames.iter().enumerate() {
         match frame {
             Send::Message(binary, payload) => {
-                let opcode = if *binary { crate::protocol::OP_BINARY } else { crate::protocol::OP_TEXT };
+                let opcode = if *binary { crate::protocol::opcode::BINARY } else { crate::protocol::opcode::TEXT };
                 writer.frame(&crate::protocol::Frame::raw(opcode, payload)).await?;
             }
             Send::Pong(payload) => writer.frame(&crate::transport::wire::pong_frame(payload)).await?,

@@ -9,8 +9,6 @@
 
 pub mod changeset;
 pub mod channel;
-#[cfg(feature = "client")]
-pub mod client;
 mod clock;
 pub mod connect;
 mod connection;
@@ -29,7 +27,9 @@ pub mod origin;
 pub mod outbox;
 pub mod panics;
 pub mod presence;
-pub mod protocol;
+/// The Phoenix wire protocol (the `phx-channels-protocol` crate):
+/// messages, payloads, frames and the serializers.
+pub use phx_channels_protocol as protocol;
 pub mod pubsub;
 mod registry;
 pub mod reply;

@@ -1,5 +1,6 @@
-//! The runtime's modules form a graph without cycles, and the core reads in
-//! the order data flows: a module never uses one later in this list.
+//! The modules of every crate of the workspace form a graph without
+//! cycles, and the runtime's core reads in the order data flows: a module
+//! never uses one later in this list.
 //!
 //! Read from the sources (code only: doc links may point anywhere, and a
 //! module's own unit tests may use what they like).
@@ -63,8 +64,17 @@ fn uses(code: &str) -> BTreeSet<String> {
     found
 }
 
+/// The crates whose modules are checked for cycles, by folder.
+const CRATES: &[&str] = &["channels-protocol", "channels-client", "channels-runtime", "channels-macros"];
+
+/// The graph of the runtime's modules.
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    graph_of(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"))
+}
+
+/// The graph of the modules of the crate whose sources are in `src`.
+fn graph_of(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let src = src.to_path_buf();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut stack = vec![src.clone()];
     while let Some(dir) = stack.pop() {
@@ -124,12 +134,19 @@ fn cycle(
 fn the_modules_have_no_import_cycle() {
     let graph = graph();
     assert!(graph.contains_key("dispatch") && graph.contains_key("pubsub"), "sources not found: {graph:?}");
-    let mut done = BTreeSet::new();
-    for module in graph.keys() {
-        if let Some(found) = cycle(&graph, module, &mut Vec::new(), &mut done) {
-            panic!("import cycle: {}", found.join(" -> "));
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut cycles = Vec::new();
+    for krate in CRATES {
+        let graph = graph_of(&workspace.join(krate).join("src"));
+        assert!(graph.len() > 1, "no modules found in {krate}/src");
+        let mut done = BTreeSet::new();
+        for module in graph.keys() {
+            if let Some(found) = cycle(&graph, module, &mut Vec::new(), &mut done) {
+                cycles.push(format!("{krate}: {}", found.join(" -> ")));
+            }
         }
     }
+    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
 }
 
 #[test]

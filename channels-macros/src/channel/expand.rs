@@ -33,7 +33,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
     let join_body = match &channel.join {
         Some(join) => {
             let params = &join.params;
-            let from_payload = quote_spanned! {params.span()=> <#params as #p::FromPayload>::from_payload };
+            let from_payload = quote_spanned! {params.span()=> <#params as #p::FromPayload<_>>::from_payload };
             let socket_arg = join.socket.then(|| quote!(, #socket_var));
             let await_ = join.is_async.then(|| quote!(.await));
             // Located at the return type: "`X` is not a join result" is
@@ -96,7 +96,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             .into_iter()
             .map(|(events, handler)| {
                 let ty = &handler.payload;
-                let from_payload = quote_spanned! {ty.span()=> <#ty as #p::FromPayload>::from_payload };
+                let from_payload = quote_spanned! {ty.span()=> <#ty as #p::FromPayload<_>>::from_payload };
                 let (call, reply) = call(handler);
                 quote! {
                     #(#events)|* => match #from_payload(#payload) {

@@ -63,9 +63,9 @@ mod tests {
         assert!(!out.contains("handle_in(\"add\")"), "{out}");
         assert!(out.contains("impl<T:Send+'static>::phx_channels::__private::ChannelforRoom<T>"), "{out}");
         assert!(out.contains("typeSocket=UserSocket;"), "{out}");
-        assert!(out.contains("<Paramsas::phx_channels::__private::FromPayload>::from_payload"), "{out}");
+        assert!(out.contains("<Paramsas::phx_channels::__private::FromPayload<_>>::from_payload"), "{out}");
         assert!(out.contains("Self::join(__topic,__value)"), "{out}");
-        assert!(out.contains("\"add\"=>match<NewCommentas::phx_channels::__private::FromPayload>"), "{out}");
+        assert!(out.contains("\"add\"=>match<NewCommentas::phx_channels::__private::FromPayload<_>>"), "{out}");
         assert!(out.contains("Self::add(self,__value,__socket)"), "{out}");
         assert!(
             out.contains("_=>::core::result::Result::Ok(::phx_channels::__private::Reply::unknown_event())"),

@@ -306,12 +306,20 @@ impl<C, R: IntoPayload> IntoJoin<C> for Result<(R, C), JoinError> {
     note = "add `#[derive(serde::Deserialize)]` to `{Self}`, or take `serde_json::Value` or `Payload`",
     note = "a `Valid<T>` argument needs `#[derive(serde::Deserialize, validator::Validate)]` on `T`"
 )]
-pub trait FromPayload: Sized {
+///
+/// `Via` tells the ways apart, so that [`Payload`] (a type of the protocol
+/// crate) can be taken raw beside every `Deserialize` type; an impl of your
+/// own leaves it at its default, `impl FromPayload for MyType`.
+pub trait FromPayload<Via = ()>: Sized {
     /// Decodes the payload, or says what to answer instead.
     fn from_payload(payload: Payload) -> Result<Self, Rejection>;
 }
 
-impl<T: DeserializeOwned> FromPayload for T {
+/// The `Via` of [`FromPayload`] for every `Deserialize` type.
+#[doc(hidden)]
+pub enum Deserialized {}
+
+impl<T: DeserializeOwned> FromPayload<Deserialized> for T {
     fn from_payload(payload: Payload) -> Result<Self, Rejection> {
         payload.decode().map_err(Rejection::from)
     }

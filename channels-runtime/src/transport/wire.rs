@@ -31,7 +31,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::protocol::{Frame, OP_BINARY, OP_CLOSE, OP_PONG, OP_TEXT};
+use crate::protocol::opcode::{BINARY as OP_BINARY, CLOSE as OP_CLOSE, PONG as OP_PONG, TEXT as OP_TEXT};
+use crate::protocol::Frame;
 
 /// What an idle connection's read buffer holds at most: a frame header
 /// and small frames. Idle connections are what a server has most of.

@@ -14,7 +14,7 @@ use std::time::Duration;
 ///
 /// ```
 /// use std::time::Duration;
-/// use phx_channels_runtime::client::Backoff;
+/// use phx_channels_client::Backoff;
 ///
 /// let ms = |b: &Backoff, tries| b.delay(tries).as_millis();
 /// let reconnect = Backoff::reconnect();

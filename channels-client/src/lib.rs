@@ -1,8 +1,9 @@
 //! A Phoenix client, for Rust services, CLIs, bots and tests that talk to
-//! Phoenix servers: this project's, or Elixir ones (the `client` feature).
+//! Phoenix servers: this project's, or Elixir ones. It depends on the
+//! protocol crate, tokio and a WebSocket client only: no server.
 //!
-//! It does what phoenix.js does, on this crate's own [`protocol`]
-//! serializers (one implementation for both sides):
+//! It does what phoenix.js does, on the [`protocol`] crate's serializers
+//! (the same implementation the `phx-channels` server uses):
 //!
 //! - [`Socket`]: the endpoint URL, connect params, the auth token in
 //!   `Sec-WebSocket-Protocol` as phoenix.js sends it, V2 by default and V1 on
@@ -18,7 +19,7 @@
 //!
 //! ```no_run
 //! use futures_util::StreamExt;
-//! use phx_channels_runtime::client::Socket;
+//! use phx_channels_client::Socket;
 //! use serde::Deserialize;
 //! use serde_json::json;
 //!
@@ -46,19 +47,32 @@
 //!
 //! [`protocol`]: crate::protocol
 
+#![deny(missing_docs)]
+
 mod backoff;
 mod channel;
+mod command;
 mod driver;
+mod error;
 mod events;
 mod link;
+mod options;
 mod presence;
 mod push;
 mod socket;
+mod state;
 
-pub use crate::protocol::{Payload, Serializer};
 pub use backoff::Backoff;
-pub use channel::{Channel, ChannelBuilder, ChannelState, JoinError};
+/// Binary payloads are [`Bytes`] (or `Vec<u8>`).
+pub use bytes::Bytes;
+pub use channel::{Channel, ChannelBuilder};
+pub use error::JoinError;
 pub use events::{Event, EventPayloads, Events};
+pub use options::SocketBuilder;
+/// The Phoenix wire protocol (the `phx-channels-protocol` crate).
+pub use phx_channels_protocol as protocol;
+pub use phx_channels_protocol::{Payload, Serializer};
 pub use presence::{sync_diff, sync_state, Presence, PresenceChange, PresenceState};
 pub use push::{Push, PushError};
-pub use socket::{ConnectionState, Socket, SocketBuilder, SocketEvent, SocketEvents};
+pub use socket::{Socket, SocketEvents};
+pub use state::{ChannelState, ConnectionState, SocketEvent};

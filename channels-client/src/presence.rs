@@ -8,8 +8,8 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use serde_json::{Map, Value};
 
-use super::channel::Channel;
-use super::events::{Event, Events, Filter};
+use crate::channel::Channel;
+use crate::events::{Event, Events, Filter};
 
 /// The presences of a topic: key → `{"metas": [{"phx_ref": …, …}, …]}`
 /// (plus whatever else the server's `fetch` adds), as the server sends them.
@@ -50,8 +50,8 @@ pub enum PresenceChange {
 /// [`Presence::list`].
 ///
 /// ```no_run
-/// # async fn demo(socket: phx_channels_runtime::client::Socket) -> Result<(), Box<dyn std::error::Error>> {
-/// use phx_channels_runtime::client::{Presence, PresenceChange};
+/// # async fn demo(socket: phx_channels_client::Socket) -> Result<(), Box<dyn std::error::Error>> {
+/// use phx_channels_client::{Presence, PresenceChange};
 /// use serde_json::{json, Value};
 ///
 /// let (room, _): (_, Value) = socket.channel("room:lobby").join(json!({"name": "ann"})).await?;

@@ -15,12 +15,12 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::protocol::{ClientFrame, Serializer};
+use phx_channels_protocol::{ClientFrame, Serializer};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// The reading half of an open connection.
-pub(super) type Reader = SplitStream<Ws>;
+pub(crate) type Reader = SplitStream<Ws>;
 
 /// Sub-protocol prefix phoenix.js puts before the base64 auth token.
 const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
@@ -30,7 +30,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why a connection could not be opened.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum ConnectError {
+pub(crate) enum ConnectError {
     /// The URL, a parameter or the token cannot make a valid request.
     #[error("invalid request: {0}")]
     Request(String),
@@ -44,7 +44,7 @@ pub(super) enum ConnectError {
 
 /// Where and how to connect: phoenix.js's `endPointURL()` and protocols.
 #[derive(Debug, Clone)]
-pub(super) struct Target {
+pub(crate) struct Target {
     /// `<endpoint>/websocket?<params>&vsn=<vsn>`.
     pub url: String,
     /// `Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.<token>`.
@@ -74,7 +74,7 @@ impl Target {
 }
 
 /// An open connection: frames to write go to its writer task.
-pub(super) struct Link {
+pub(crate) struct Link {
     writer: mpsc::UnboundedSender<WsMessage>,
     abort: AbortHandle,
 }

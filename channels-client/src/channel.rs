@@ -7,64 +7,20 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::sync::{oneshot, watch};
 
-use super::driver::Command;
-use super::events::{EventPayloads, Events, Filter};
-use super::push::{Push, PushError};
-use super::socket::Shared;
-use crate::protocol::{EncodeError, IntoPayload, Payload, PayloadError, Serializer};
-
-/// Where a channel is in its life, as phoenix.js names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChannelState {
-    /// Not joined, and not going to be: left, closed by the server
-    /// (`phx_close`), or the socket disconnected.
-    Closed,
-    /// The channel died (`phx_error`), its rejoin was refused or timed out,
-    /// or the connection was lost: it rejoins with the rejoin backoff (at
-    /// once when the socket reconnects).
-    Errored,
-    /// Joined: pushes go out at once.
-    Joined,
-    /// A join is on its way; pushes wait for its reply.
-    Joining,
-    /// A leave is on its way.
-    Leaving,
-}
-
-/// Why a join did not succeed.
-#[derive(Debug, thiserror::Error)]
-pub enum JoinError {
-    /// The server refused the join; its response (`{"reason": …}` as a
-    /// rule) is here, see [`JoinError::reason`].
-    #[error("join refused: {0:?}")]
-    Refused(Payload),
-    /// No reply within the join's timeout (10 s unless configured), the
-    /// time to connect included. The channel is left.
-    #[error("no join reply within {0:?}")]
-    Timeout(Duration),
-    /// The server closed the channel, or the socket disconnected, first.
-    #[error("the channel was closed before it joined")]
-    Closed,
-    /// The params are not JSON-serializable.
-    #[error("the join params cannot be encoded as JSON: {0}")]
-    Json(#[from] serde_json::Error),
-    /// The params cannot go in a frame (bytes over V1, a topic over 255
-    /// bytes in a binary frame).
-    #[error(transparent)]
-    Encode(#[from] EncodeError),
-    /// The join succeeded but its reply does not fit the type asked for;
-    /// the channel is left.
-    #[error("the join reply does not fit the type asked for: {0}")]
-    Decode(#[from] PayloadError),
-}
+use crate::command::{Command, Shared};
+use crate::error::JoinError;
+use crate::events::{EventPayloads, Events, Filter};
+use crate::push::{Push, PushError};
+use crate::state::ChannelState;
+use phx_channels_protocol::{EncodeError, IntoPayload, Payload, PayloadError, Serializer};
 
 impl JoinError {
     /// The refusal's response decoded into `E` (`None` if the join was not
     /// refused).
     ///
     /// ```
-    /// use phx_channels_runtime::client::JoinError;
-    /// use phx_channels_runtime::protocol::Payload;
+    /// use phx_channels_client::JoinError;
+    /// use phx_channels_client::Payload;
     ///
     /// #[derive(serde::Deserialize)]
     /// struct Reason { reason: String }
@@ -90,7 +46,7 @@ pub struct ChannelBuilder {
 }
 
 impl ChannelBuilder {
-    pub(super) fn new(shared: Arc<Shared>, topic: String) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, topic: String) -> Self {
         let timeout = shared.timeout;
         ChannelBuilder { shared, topic, timeout }
     }
@@ -113,7 +69,7 @@ impl ChannelBuilder {
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use phx_channels_runtime::client::Socket;
+    /// use phx_channels_client::Socket;
     /// use serde_json::{json, Value};
     ///
     /// let socket = Socket::connect("ws://127.0.0.1:4000/socket");
@@ -228,7 +184,7 @@ impl Channel {
         self.subscribe(Filter::All)
     }
 
-    pub(super) fn subscribe(&self, filter: Filter) -> Events {
+    pub(crate) fn subscribe(&self, filter: Filter) -> Events {
         let (tx, events) = Events::new();
         // When the socket's task is gone, the stream simply ends.
         let _ = self.shared.commands.send(Command::Subscribe { id: self.id, filter, tx });

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use crate::protocol::Payload;
+use phx_channels_protocol::Payload;
 
 /// How many events a channel keeps for streams not made yet: what arrives
 /// between the join reply and the caller's first `on` (a `presence_state`
@@ -33,7 +33,7 @@ pub struct Event {
 
 /// Which events a stream wants.
 #[derive(Debug, Clone)]
-pub(super) enum Filter {
+pub(crate) enum Filter {
     All,
     Only(Vec<String>),
 }
@@ -49,7 +49,7 @@ impl Filter {
 
 /// The streams of one channel, and the events none of them wanted yet.
 #[derive(Default)]
-pub(super) struct Listeners {
+pub(crate) struct Listeners {
     streams: Vec<(Filter, mpsc::UnboundedSender<Event>)>,
     backlog: VecDeque<Event>,
 }
@@ -107,7 +107,7 @@ pub struct Events {
 
 impl Events {
     /// A stream, and the sender the socket's task feeds it through.
-    pub(super) fn new() -> (mpsc::UnboundedSender<Event>, Events) {
+    pub(crate) fn new() -> (mpsc::UnboundedSender<Event>, Events) {
         let (tx, rx) = mpsc::unbounded_channel();
         (tx, Events { rx })
     }

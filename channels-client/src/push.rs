@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-use crate::protocol::{EncodeError, Payload, PayloadError};
+use phx_channels_protocol::{EncodeError, Payload, PayloadError};
 
 /// Why a push got no `ok` reply.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +50,7 @@ pub enum PushError {
 /// awaited: drop it to push without waiting for the reply.
 ///
 /// ```no_run
-/// # async fn demo(chan: phx_channels_runtime::client::Channel) -> Result<(), Box<dyn std::error::Error>> {
+/// # async fn demo(chan: phx_channels_client::Channel) -> Result<(), Box<dyn std::error::Error>> {
 /// use serde_json::json;
 ///
 /// // The raw response…
@@ -76,11 +76,11 @@ enum State {
 }
 
 impl Push {
-    pub(super) fn waiting(reply: oneshot::Receiver<Result<Payload, PushError>>) -> Self {
+    pub(crate) fn waiting(reply: oneshot::Receiver<Result<Payload, PushError>>) -> Self {
         Push { state: State::Waiting(reply) }
     }
 
-    pub(super) fn failed(error: PushError) -> Self {
+    pub(crate) fn failed(error: PushError) -> Self {
         Push { state: State::Failed(Some(error)) }
     }
 

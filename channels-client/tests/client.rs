@@ -2,7 +2,6 @@
 //! sockets: joins, pushes, broadcasts with phoenix.js peers, rejoin after a
 //! crash, reconnect after a restart or a silent connection, buffered pushes,
 //! binary payloads, presence.
-#![cfg(feature = "client")]
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -10,16 +9,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use phx_channels_runtime::channel::{Channel as ServerChannel, Info, JoinError as ServerJoinError, Route, Routes};
-use phx_channels_runtime::client::{
+use phx_channels_client::{
     Backoff, Channel, ChannelState, ConnectionState, JoinError, Presence, PresenceChange, PushError, Socket,
     SocketBuilder, SocketEvent,
 };
+use phx_channels_protocol::{Payload, Serializer};
+use phx_channels_runtime::channel::{Channel as ServerChannel, Info, JoinError as ServerJoinError, Route, Routes};
 use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 use phx_channels_runtime::crash::Crash;
 use phx_channels_runtime::endpoint::Endpoint;
 use phx_channels_runtime::presence::Presence as ServerPresence;
-use phx_channels_runtime::protocol::{Payload, Serializer};
 use phx_channels_runtime::reply::Reply;
 use phx_channels_runtime::router::Topic;
 use phx_channels_runtime::server::ServerOptions;
@@ -202,7 +201,7 @@ async fn wait_state(chan: &Channel, state: ChannelState) {
     within(&format!("channel {state:?}"), states.wait_for(|s| *s == state)).await.unwrap();
 }
 
-async fn next_socket_event(events: &mut phx_channels_runtime::client::SocketEvents, wanted: &str) -> SocketEvent {
+async fn next_socket_event(events: &mut phx_channels_client::SocketEvents, wanted: &str) -> SocketEvent {
     loop {
         let event = within(wanted, events.recv()).await.expect("socket ended");
         let matches = match &event {

@@ -17,61 +17,18 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
-use super::backoff::Backoff;
-use super::channel::{ChannelState, JoinError};
-use super::events::{Event, Filter, Listeners};
-use super::link::{ConnectError, Link, Reader, Target};
-use super::push::PushError;
-use super::socket::{ConnectionState, SocketBuilder, SocketEvent};
-use crate::protocol::{
+use crate::backoff::Backoff;
+use crate::command::Command;
+use crate::error::JoinError;
+use crate::events::{Event, Listeners};
+use crate::link::{ConnectError, Link, Reader, Target};
+use crate::options::SocketBuilder;
+use crate::push::PushError;
+use crate::state::{ChannelState, ConnectionState, SocketEvent};
+use phx_channels_protocol::{
     EncodeError, Message, Payload, Serializer, ServerMessage, ServerReply, HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE,
     PHX_ERROR, PHX_JOIN, PHX_LEAVE,
 };
-
-/// What a handle asks of the socket's task.
-pub(super) enum Command {
-    Join {
-        id: u64,
-        topic: String,
-        params: Payload,
-        timeout: Duration,
-        state: watch::Sender<ChannelState>,
-        reply: oneshot::Sender<Result<Payload, JoinError>>,
-    },
-    Push {
-        id: u64,
-        event: String,
-        payload: Payload,
-        timeout: Duration,
-        reply: oneshot::Sender<Result<Payload, PushError>>,
-    },
-    Subscribe {
-        id: u64,
-        filter: Filter,
-        tx: mpsc::UnboundedSender<Event>,
-    },
-    Leave {
-        id: u64,
-        timeout: Duration,
-        reply: oneshot::Sender<Result<(), PushError>>,
-    },
-    SocketEvents(mpsc::UnboundedSender<SocketEvent>),
-    Disconnect,
-}
-
-impl std::fmt::Debug for Command {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
-            Command::Join { .. } => "Join",
-            Command::Push { .. } => "Push",
-            Command::Subscribe { .. } => "Subscribe",
-            Command::Leave { .. } => "Leave",
-            Command::SocketEvents(_) => "SocketEvents",
-            Command::Disconnect => "Disconnect",
-        };
-        f.write_str(name)
-    }
-}
 
 type Opening = Pin<Box<dyn Future<Output = Result<(Link, Reader), ConnectError>> + Send>>;
 
@@ -162,7 +119,7 @@ struct Heartbeat {
     pending: Option<String>,
 }
 
-pub(super) struct Driver {
+pub(crate) struct Driver {
     target: Target,
     serializer: Serializer,
     connect_timeout: Duration,

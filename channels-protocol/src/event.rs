@@ -1,0 +1,19 @@
+//! The events and the topic the protocol reserves.
+
+/// Event a client sends to join a topic.
+pub const PHX_JOIN: &str = "phx_join";
+/// Event a client sends to leave a topic.
+pub const PHX_LEAVE: &str = "phx_leave";
+/// Event of every reply the server sends.
+pub const PHX_REPLY: &str = "phx_reply";
+/// Event telling the client a channel ended gracefully (do not rejoin).
+pub const PHX_CLOSE: &str = "phx_close";
+/// Event telling the client a channel died (rejoin).
+pub const PHX_ERROR: &str = "phx_error";
+/// Keep-alive event, only on topic [`PHOENIX_TOPIC`].
+pub const HEARTBEAT: &str = "heartbeat";
+/// The topic reserved for heartbeats.
+pub const PHOENIX_TOPIC: &str = "phoenix";
+
+/// Event names a channel may not handle itself: the runtime owns them.
+pub const RESERVED_EVENTS: [&str; 6] = [PHX_JOIN, PHX_LEAVE, PHX_REPLY, PHX_CLOSE, PHX_ERROR, HEARTBEAT];
