@@ -8,8 +8,9 @@
 
 use std::collections::HashMap;
 
+use phx_channels::describe::{PresenceDiff, PresenceState};
 use phx_channels::prelude::*;
-use phx_channels::typescript::{render, TypeScriptError};
+use phx_channels::typescript::{render, render_strict, TypeScriptError};
 use phx_channels::{IntoReply, TypedReply};
 use serde::Deserialize;
 use ts_rs::TS;
@@ -78,6 +79,14 @@ pub struct Opaque {
     _x: u8,
 }
 
+/// Checked, but without TypeScript: the payload is `unknown`, its
+/// rejection still `ValidationErrors`.
+#[derive(Deserialize, validator::Validate)]
+pub struct Unruly {
+    #[validate(length(min = 1))]
+    _x: String,
+}
+
 /// A typed error reply.
 #[derive(Encode)]
 pub struct Full {
@@ -116,6 +125,9 @@ impl Notes {
     async fn opaque(&mut self, _payload: Opaque) -> Reply {
         Reply::none()
     }
+
+    #[handle_in("unruly")]
+    async fn unruly(&mut self, _payload: Valid<Unruly>) {}
 
     #[handle_in("silent")]
     #[handle_in("quiet")]
@@ -199,22 +211,28 @@ fn channel_types() {
     let expected = r#"{
   params: NotesParams;
   joined: NoteJoined;
-  refused: unknown;
+  refused: JsonOrBinary;
   in: {
     "add": { payload: NewNote; reply: Note; error: Full | ValidationErrors };
     "plain": { payload: NewNote; reply: Reply2; error: InvalidPayload };
     "opaque": { payload: unknown; reply: unknown; error: unknown };
-    "silent": { payload: unknown; reply: never; error: InvalidPayload };
-    "quiet": { payload: unknown; reply: never; error: InvalidPayload };
-    "raw": { payload: unknown; reply: unknown; error: unknown };
+    "unruly": { payload: unknown; reply: never; error: ValidationErrors };
+    "silent": { payload: JsonValue; reply: never; error: InvalidPayload };
+    "quiet": { payload: JsonValue; reply: never; error: InvalidPayload };
+    "raw": { payload: JsonOrBinary; reply: unknown; error: unknown };
   };
   out: {
     [event: `notes:${string}:new`]: Note;
-    "cleared": unknown;
+    "cleared": JsonValue;
   };"#;
     assert_eq!(notes, expected, "in:\n{m}");
     has(&m, "export type Full = { limit: number };");
     has(&m, "export type ValidationErrors = { errors: FieldErrors };");
+    has(
+        &m,
+        "export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;",
+    );
+    has(&m, "export type JsonOrBinary = JsonValue | ArrayBuffer;");
 }
 
 #[test]
@@ -229,7 +247,7 @@ fn routes_and_topics() {
     let raw = m.split("export type Raw = ").nth(1).unwrap_or_default();
     assert!(
         raw.starts_with(
-            "{\n  params: unknown;\n  joined: unknown;\n  refused: unknown;\n  \
+            "{\n  params: unknown;\n  joined: unknown;\n  refused: JsonOrBinary;\n  \
              in: { [event: string]: { payload: unknown; reply: unknown; error: unknown } };\n  \
              out: { [event: string]: unknown };\n}"
         ),
@@ -284,5 +302,103 @@ mod clash {
         assert_eq!(clash.name, "Item");
         assert!(clash.first.ends_with("a::Item") && clash.second.ends_with("b::Item"), "{clash:?}");
         assert!(error.to_string().contains("two types are named `Item` in TypeScript"), "{error}");
+    }
+}
+
+/// `render_strict` names every `unknown` the module would have: where, the
+/// Rust type, why.
+#[test]
+fn strict_names_every_unknown() {
+    let error = render_strict::<Typed>().unwrap_err();
+    let TypeScriptError::Unknown(unknowns) = &error else { panic!("{error}") };
+    let lines: Vec<String> = unknowns.iter().map(ToString::to_string).collect();
+    let notes = "channel `Notes` (topics `notes:*`)";
+    let expected = [
+        format!("{notes}, event \"opaque\", payload: `typescript::Opaque` is `unknown`: it has no TypeScript"),
+        format!("{notes}, event \"opaque\", reply is `unknown`: the Rust return type does not say what is sent"),
+        format!("{notes}, event \"opaque\", error reply is `unknown`: the Rust return type"),
+        format!("{notes}, event \"unruly\", payload: `typescript::Unruly` is `unknown`: it has no TypeScript"),
+        format!("{notes}, event \"raw\", reply is `unknown`"),
+        "channel `Lobby` (topics `lobby`), event \"hello\", reply is `unknown`".to_owned(),
+        "channel `Lobby` (topics `lobby`), pushes is `unknown`: the channel does not declare what it pushes: add `out = [".to_owned(),
+        "channel `Lobby2` (topics `lobby:*`), event \"hello\", reply is `unknown`".to_owned(),
+        "channel `Raw` (topics `raw:*`), join params is `unknown`: nothing describes it".to_owned(),
+        "channel `Raw` (topics `raw:*`), events is `unknown`: the channel does not list its events (a hand-written `Channel` impl)".to_owned(),
+    ];
+    for line in &expected {
+        assert!(lines.iter().any(|l| l.starts_with(line.as_str())), "no {line:?} in:\n{}", lines.join("\n"));
+    }
+    assert_eq!(lines.len(), 16, "{}", lines.join("\n"));
+    assert!(error.to_string().starts_with("the TypeScript would say `unknown` in 16 place(s):\n  - channel `Notes`"));
+    // Strict or not, the module is the same; `render` writes it.
+    assert!(render::<Typed>().is_ok());
+}
+
+/// A socket typed throughout: `render_strict` writes it, without `unknown`
+/// outside the fixed layer, presence events typed over the app's meta.
+mod strict {
+    use super::*;
+
+    socket! {
+        pub Clean {
+            channel "room:*" => Room;
+        }
+    }
+
+    impl Connect for Clean {
+        type State = ();
+        type Assigns = ();
+        async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
+            Ok(())
+        }
+    }
+
+    /// A presence meta.
+    #[derive(Encode)]
+    pub struct Online {
+        online_at: String,
+    }
+
+    pub struct Room;
+
+    #[channel(socket = Clean, out = [
+        "presence_state" => PresenceState<Online>,
+        "presence_diff" => PresenceDiff<Online>,
+        "note" => Note,
+        "any" => Value,
+    ])]
+    impl Room {
+        async fn join(_topic: Topic, _params: NotesParams) -> Join<Self, NoteJoined> {
+            Ok((NoteJoined { notes: Vec::new() }, Room))
+        }
+
+        #[handle_in("add")]
+        async fn add(&mut self, _new: Valid<NewNote>) -> Result<TypedReply<Note, Full>, BroadcastError> {
+            Ok(TypedReply::error(Full { limit: 3 }))
+        }
+
+        #[handle_in("echo")]
+        async fn echo(&mut self, payload: Payload) -> TypedReply<Payload> {
+            TypedReply::ok(payload)
+        }
+
+        #[handle_in("bye")]
+        fn bye(&mut self, _payload: Value) {}
+    }
+
+    #[test]
+    fn a_typed_socket_renders_strictly() {
+        let m = render_strict::<Clean>().unwrap_or_else(|e| panic!("{e}"));
+        let (types, _layer) = m.split_once("// The typed layer over phoenix.js").unwrap();
+        assert!(!types.contains("unknown"), "{types}");
+        has(&m, "export type PresenceMeta<M> = M & { phx_ref: string; phx_ref_prev?: string };");
+        has(&m, "export type PresenceState<M> = { [key: string]: { metas: Array<PresenceMeta<M>> } };");
+        has(&m, "export type PresenceDiff<M> = { joins: PresenceState<M>; leaves: PresenceState<M> };");
+        has(&m, "export type Online = { online_at: string };");
+        has(&m, r#"    "presence_state": PresenceState<Online>;"#);
+        has(&m, r#"    "presence_diff": PresenceDiff<Online>;"#);
+        has(&m, r#"    "echo": { payload: JsonOrBinary; reply: JsonOrBinary; error: never };"#);
+        has(&m, r#"    "add": { payload: NewNote; reply: Note; error: Full | ValidationErrors };"#);
+        assert_eq!(m, render::<Clean>().unwrap(), "strict writes what render writes");
     }
 }

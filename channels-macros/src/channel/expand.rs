@@ -308,10 +308,10 @@ fn describe(channel: &Channel, p: &TokenStream) -> TokenStream {
                 None => unknown.clone(),
             };
             quote! {
-                [{ let (__params, _) = (&&#p::Probe::<#params>::NEW).payload(); (&&&__params).type_fn() }, #joined, #unknown]
+                [{ let (__params, _) = (&&#p::Probe::<#params>::NEW).payload(); (&&&__params).type_fn() }, #joined, #p::describe::refusal]
             }
         }
-        None => quote!([#unknown, #unknown, #unknown]),
+        None => quote!([#unknown, #unknown, #p::describe::refusal]),
     };
     let events = channel.handlers.iter().filter_map(|handler| {
         let Kind::In(event) = &handler.kind else { return None };
