@@ -218,5 +218,5 @@ fn generic() {
 fn encoded_is_deprecated_and_the_value_itself() {
     let reply = Reply { error: None, parent_id: Some(1) };
     let encoded: phx_channels::Encoded<'_, Reply> = reply.encoded();
-    assert!(std::ptr::eq(encoded, &reply));
+    assert!(std::ptr::eq(encoded, &raw const reply));
 }

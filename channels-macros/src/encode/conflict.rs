@@ -131,10 +131,9 @@ fn deserialize_only(meta: &Meta, name: &str) -> bool {
 fn serde_key_message(key: &str, field: Option<&syn::Ident>) -> String {
     let field = field.map_or_else(|| "field".to_owned(), crate::common::unraw);
     let instead = match key {
-        "rename" if field != "field" => format!(
-            "for the channel name write `#[encode(rename = \"..\")]`; for `Deserialize` alone, \
-             `#[serde(rename(deserialize = \"..\"))]`"
-        ),
+        "rename" if field != "field" => "for the channel name write `#[encode(rename = \"..\")]`; for \
+                                          `Deserialize` alone, `#[serde(rename(deserialize = \"..\"))]`"
+            .to_owned(),
         "rename_all" => "for the channel names write `#[encode(rename_all = \"..\")]` on the struct; for \
                          `Deserialize` alone, `#[serde(rename_all(deserialize = \"..\"))]`"
             .to_owned(),

@@ -297,7 +297,7 @@ pub fn object(name: &str, fields: &[(&str, bool, TypeFn)], declarations: &mut De
         .map(|(wire, optional, type_fn)| {
             let key = if is_identifier(wire) { (*wire).to_owned() } else { serde_json::Value::from(*wire).to_string() };
             let optional = if *optional { "?" } else { "" };
-            let ty = declarations.within(format!("field `{wire}` of `{name}`"), |d| type_fn(d));
+            let ty = declarations.within(format!("field `{wire}` of `{name}`"), *type_fn);
             format!("{key}{optional}: {ty}")
         })
         .collect();

@@ -42,18 +42,20 @@ fn list(unknowns: &[Unknown]) -> String {
 /// Whatever says nothing of its type is `unknown`; [`render_strict`]
 /// refuses that.
 pub fn render<S: Routes>() -> Result<String, TypeScriptError> {
-    render_shapes(routes::<S>())
+    render_shapes(route_shapes::<S>())
 }
 
 /// [`render`], refusing to write `unknown` anywhere: the error names every
 /// place that would be (channel, message, field), the Rust type there and
 /// how to type it.
 pub fn render_strict<S: Routes>() -> Result<String, TypeScriptError> {
-    render_shapes_strict(routes::<S>())
+    render_shapes_strict(route_shapes::<S>())
 }
 
-fn routes<S: Routes>() -> impl Iterator<Item = RouteShape> {
-    S::ROUTES.iter().map(|route| RouteShape { pattern: route.pattern().as_str(), channel: route.shape() })
+/// The routes of socket `S` with their channels' types, in order: what
+/// [`render`] writes the module from.
+pub fn route_shapes<S: Routes>() -> Vec<RouteShape> {
+    S::ROUTES.iter().map(|route| RouteShape { pattern: route.pattern().as_str(), channel: route.shape() }).collect()
 }
 
 /// The module for these routes, tried in this order as a socket tries them.
@@ -183,7 +185,7 @@ fn channel_type(channel: &ChannelShape, declarations: &mut Declarations) -> Stri
 
 /// The type at `place`.
 fn ts(place: impl Into<String>, type_fn: TypeFn, declarations: &mut Declarations) -> String {
-    declarations.within(place, |d| type_fn(d))
+    declarations.within(place, type_fn)
 }
 
 /// `A | B` as a person writes it: `unknown` absorbs the rest, `never`
