@@ -72,7 +72,9 @@ pub use phx_channels_runtime::changeset::Valid;
 pub use phx_channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, JoinError, Terminate};
 pub use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, ParamsError, Refuse};
 pub use phx_channels_runtime::crash::{BoxError, Crash};
-pub use phx_channels_runtime::encode::{Encode, Encoded};
+pub use phx_channels_runtime::encode::Encode;
+#[allow(deprecated)]
+pub use phx_channels_runtime::encode::Encoded;
 pub use phx_channels_runtime::endpoint::Endpoint;
 pub use phx_channels_runtime::origin::CheckOrigin;
 pub use phx_channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
@@ -98,8 +100,8 @@ pub use phx_channels_client as client;
 pub mod prelude {
     pub use crate::{
         channel, handle_in, handle_info, handle_out, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo,
-        Crash, Encode, Encoded, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub,
-        Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic, TypedReply, Valid,
+        Crash, Encode, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub, Refuse,
+        Reply, Socket, SocketRef, Status, Terminate, Topic, TypedReply, Valid,
     };
     pub use serde_json::{json, Value};
 }

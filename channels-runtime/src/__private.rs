@@ -1,7 +1,9 @@
 //! What the macros of `channels` expand into. Not public API: names here
 //! may change in any release.
 
-pub use crate::channel::{Channel, FromPayload, Info, IntoJoin, JoinError, Rejection, Route, Routes, Terminate};
+pub use crate::channel::{
+    Channel, FromPayload, Info, IntoJoin, JoinError, Rejection, Route, Routes, Terminate, ValidPayload,
+};
 pub use crate::connect::Connect;
 pub use crate::crash::Crash;
 pub use crate::describe::probe::{

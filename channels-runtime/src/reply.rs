@@ -142,14 +142,21 @@ pub struct TypedReply<T, E = Never> {
     types: PhantomData<fn() -> (T, E)>,
 }
 
-impl<T: Serialize, E> TypedReply<T, E> {
-    /// Reply `ok` with `response`.
+impl<T, E> TypedReply<T, E>
+where
+    for<'a> &'a T: IntoPayload,
+{
+    /// Reply `ok` with `response`: a `Serialize` value (a model sends its
+    /// `Encode` shape), or a [`Payload`] as it is.
     pub fn ok(response: T) -> Self {
         TypedReply { reply: Reply::ok(&response), types: PhantomData }
     }
 }
 
-impl<T, E: Serialize> TypedReply<T, E> {
+impl<T, E> TypedReply<T, E>
+where
+    for<'a> &'a E: IntoPayload,
+{
     /// Reply `error` with `response`.
     pub fn error(response: E) -> Self {
         TypedReply { reply: Reply::error(&response), types: PhantomData }

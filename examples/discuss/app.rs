@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use phx_channels::changeset::Messages;
+use phx_channels::describe::{PresenceDiff, PresenceState};
 use phx_channels::prelude::*;
 use serde::Deserialize;
 use ts_rs::TS;
@@ -222,15 +223,15 @@ impl CommentsChannel {
         Ok(TypedReply::ok(Added {}))
     }
 
-    /// Echoes any payload, unchanged.
+    /// Echoes any payload, JSON or binary, unchanged.
     #[handle_in("ping")]
-    async fn ping(&mut self, payload: Payload) -> Reply {
-        Reply::ok(payload)
+    async fn ping(&mut self, payload: Payload) -> TypedReply<Payload> {
+        TypedReply::ok(payload)
     }
 
     /// Dies on purpose: the client gets `phx_error` for this topic alone.
     #[handle_in("crash")]
-    async fn crash(&mut self, _payload: Payload) -> Reply {
+    async fn crash(&mut self, _payload: Payload) {
         panic!("crash requested by the client on comments:{}", self.topic_id)
     }
 }
@@ -282,9 +283,16 @@ impl From<Value> for RoomParams {
     }
 }
 
+/// A member's presence meta: since when they are here (Unix seconds, as a
+/// string, as the Phoenix app sends it).
+#[derive(Encode)]
+pub struct Online {
+    online_at: String,
+}
+
 #[channel(
     socket = UserSocket,
-    out = ["shout" => ShoutEvent, "presence_state" => Value, "presence_diff" => Value],
+    out = ["shout" => ShoutEvent, "presence_state" => PresenceState<Online>, "presence_diff" => PresenceDiff<Online>],
 )]
 impl RoomChannel {
     /// Joins with `{"name": U}`; anything else is Phoenix's plain refusal.
@@ -306,7 +314,7 @@ impl RoomChannel {
     /// whole `presence_state` to this client.
     #[handle_info]
     async fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<UserSocket>) -> Result<(), PresenceError> {
-        Presence::track(socket, &self.name, json!({"online_at": unix_seconds()}))?;
+        Presence::track(socket, &self.name, Online { online_at: unix_seconds() })?;
         let state = Presence::list(socket);
         // Only a payload that is not JSON can fail to push; this one is.
         let _ = socket.push("presence_state", state);

@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release --example discuss              # http://127.0.0.1:4000
 //! cargo run --release --example discuss -- --port 4100 --host 127.0.0.1
-//! cargo run --example discuss -- typescript tests/js/ts/discuss.ts  # the typed client module
+//! cargo run --example discuss -- typescript --strict tests/js/ts/discuss.ts  # the typed client module
 //! ```
 //!
 //! Several nodes share broadcasts and presence through the broker named in
@@ -300,11 +300,16 @@ fn args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `discuss typescript FILE`: writes the socket's TypeScript module (docs/typescript.md).
-    if let [_, command, file] = std::env::args().collect::<Vec<_>>().as_slice() {
-        if command == "typescript" {
+    // `discuss typescript [--strict] FILE`: writes the socket's TypeScript
+    // module (docs/typescript.md); `--strict` refuses to write `unknown`.
+    match std::env::args().collect::<Vec<_>>().as_slice() {
+        [_, command, file] if command == "typescript" => {
             return Ok(std::fs::write(file, phx_channels::typescript::render::<UserSocket>()?)?);
         }
+        [_, command, strict, file] if command == "typescript" && strict == "--strict" => {
+            return Ok(std::fs::write(file, phx_channels::typescript::render_strict::<UserSocket>()?)?);
+        }
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(

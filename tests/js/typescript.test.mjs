@@ -38,11 +38,11 @@ test("ts/discuss.ts is what `discuss typescript` writes now", T, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "discuss-ts-"));
   try {
     const file = path.join(dir, "discuss.ts");
-    await run(BIN, ["typescript", file]);
+    await run(BIN, ["typescript", "--strict", file]);
     assert.equal(
       readFileSync(file, "utf8"),
       readFileSync(path.join(TS, "discuss.ts"), "utf8"),
-      "stale: run `cargo run --example discuss -- typescript tests/js/ts/discuss.ts`",
+      "stale: run `cargo run --example discuss -- typescript --strict tests/js/ts/discuss.ts`",
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });

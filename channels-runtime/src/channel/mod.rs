@@ -343,6 +343,43 @@ impl<T: DeserializeOwned + Validate, M: Messages> FromPayload for Valid<T, M> {
     }
 }
 
+/// A type a [`Valid`] argument can check: one with `validator::Validate`
+/// rules. `#[channel]` decodes a `Valid<T>` argument through
+/// [`ValidPayload::valid_from_payload`], so a `T` without rules is reported
+/// as that, at the argument, and nothing else is.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no rules to check: `Valid<{Self}>` needs `validator::Validate` on `{Self}`",
+    label = "`Valid<..>` checks this payload against its type's `#[validate(..)]` rules",
+    note = "add `#[derive(serde::Deserialize, validator::Validate)]` to `{Self}` and rules such as `#[validate(length(min = 1))]` to its fields, or take `{Self}` without `Valid<..>`"
+)]
+pub trait ValidRules: Validate {}
+
+impl<T: Validate + ?Sized> ValidRules for T {}
+
+/// [`FromPayload`] of a `Valid<T, M>` argument, with `T`'s rules asked for
+/// first (see [`ValidRules`]): `#[channel]` decodes `Valid<T>` arguments
+/// with `<Valid<T> as ValidPayload>::valid_from_payload`.
+pub trait ValidPayload: Sized {
+    /// The checked type, `T`.
+    type Checked;
+
+    /// Decodes and checks the payload, or says what to answer instead.
+    fn valid_from_payload(payload: Payload) -> Result<Self, Rejection>
+    where
+        Self::Checked: ValidRules + DeserializeOwned;
+}
+
+impl<T, M: Messages> ValidPayload for Valid<T, M> {
+    type Checked = T;
+
+    fn valid_from_payload(payload: Payload) -> Result<Self, Rejection>
+    where
+        T: ValidRules + DeserializeOwned,
+    {
+        <Valid<T, M> as FromPayload>::from_payload(payload)
+    }
+}
+
 /// A payload a handler's argument type refused: the error reply the client
 /// gets instead of the handler running.
 #[derive(Debug, Clone)]

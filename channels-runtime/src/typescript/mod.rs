@@ -36,4 +36,6 @@
 mod render;
 
 #[cfg(feature = "typescript")]
-pub use render::{render, render_shapes, RouteShape, TypeScriptError};
+pub use render::{
+    render, render_shapes, render_shapes_strict, render_strict, route_shapes, RouteShape, TypeScriptError,
+};
