@@ -140,6 +140,7 @@ fn connect_error(error: tungstenite::Error) -> SocketError {
         }
         Error::Url(error) => SocketError::InvalidRequest(error.to_string()),
         Error::HttpFormat(error) => SocketError::InvalidRequest(error.to_string()),
+        Error::Protocol(error) => SocketError::Handshake(error.to_string()),
         other => SocketError::Handshake(other.to_string()),
     }
 }
