@@ -452,6 +452,15 @@ async fn a_server_that_is_down_fails_the_join_at_its_timeout_as_unreachable() {
 }
 
 #[tokio::test]
+async fn an_invalid_url_fails_the_join_at_once_and_is_not_retried() {
+    let socket = Socket::builder("127.0.0.1:4000/socket").timeout(Duration::from_secs(60)).connect();
+    let error = within("join", socket.channel("room:1").join::<Value>(json!({}))).await.unwrap_err();
+    assert!(matches!(error, JoinError::Connect(SocketError::InvalidRequest(_))), "{error:?}");
+    let again = within("join", socket.channel("room:1").join::<Value>(json!({}))).await.unwrap_err();
+    assert!(matches!(again, JoinError::Connect(SocketError::InvalidRequest(_))), "{again:?}");
+}
+
+#[tokio::test]
 async fn an_auth_token_to_a_server_that_does_not_take_it_fails_the_handshake() {
     // As Phoenix 1.7 answers: the upgrade, without the subprotocol.
     let server = Hostile::ws(|ws: Ws| async move { phoenix(ws, |ws, _| async move { ws }).await }).await;
