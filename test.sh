@@ -11,6 +11,10 @@
 #   fmt          cargo fmt --all -- --check
 #   clippy       cargo clippy --workspace --all-targets -- -D warnings
 #   cargo-test   cargo test --workspace (unit, integration and trybuild UI tests)
+#   package      cargo package --workspace --exclude bench: every published crate
+#                (protocol, client, macros, runtime, phx-channels) packaged and
+#                built from its .crate alone, as crates.io would get it (about a
+#                minute of CPU on a warm target dir)
 #   build        cargo build --release --examples (discuss; chat and relay for
 #                tests/js/chat.test.mjs and tests/js/relay.test.mjs)
 #   start        the example on a free port (scripts/start-discuss.sh)
@@ -166,6 +170,7 @@ stage install install_deps
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage cargo-test cargo test --workspace
+stage package cargo package --workspace --exclude bench --allow-dirty
 stage build cargo build --release --examples
 
 if [ -x "$ROOT/target/release/examples/discuss" ] && [ "${results[-1]%% *}" = "PASS" ]; then

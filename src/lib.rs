@@ -106,6 +106,11 @@ pub mod prelude {
     pub use serde_json::{json, Value};
 }
 
+/// The examples of `docs/client.md`, compiled as doctests.
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../docs/client.md")]
+struct ClientDocs;
+
 /// The examples of `docs/dashboard.md`, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/dashboard.md")]
