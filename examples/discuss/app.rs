@@ -243,10 +243,6 @@ pub struct RoomChannel {
     name: String,
 }
 
-/// Sent by a room to itself from `join`, so presence work runs right after
-/// the join reply (Phoenix's `send(self(), :after_join)`).
-struct AfterJoin;
-
 fn unix_seconds() -> String {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string()
 }
@@ -297,20 +293,10 @@ impl RoomChannel {
         if name.len() > MAX_NAME_BYTES {
             return Err(JoinError::reason("name too long"));
         }
-        // The channel is running as long as this is; the send cannot fail.
-        let _ = socket.channel_ref().send(AfterJoin);
+        // Right after the join reply: tracked (everyone gets a
+        // `presence_diff`), then the whole `presence_state` pushed here.
+        Presence::track_after_join(socket, &name, json!({"online_at": unix_seconds()}))?;
         Ok((json!({}), RoomChannel { name }))
-    }
-
-    /// Tracks this user (everyone gets a `presence_diff`), then pushes the
-    /// whole `presence_state` to this client.
-    #[handle_info]
-    async fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<UserSocket>) -> Result<(), PresenceError> {
-        Presence::track(socket, &self.name, json!({"online_at": unix_seconds()}))?;
-        let state = Presence::list(socket);
-        // Only a payload that is not JSON can fail to push; this one is.
-        let _ = socket.push("presence_state", state);
-        Ok(())
     }
 
     #[handle_in("shout")]
