@@ -10,7 +10,7 @@ use phx_channels::changeset::Messages;
 use phx_channels::prelude::*;
 use serde::Deserialize;
 use ts_rs::TS;
-use validator::{Validate, ValidationError};
+use validator::Validate;
 
 socket! {
     /// The socket clients connect to at `/socket`.
@@ -175,15 +175,8 @@ pub struct NewCommentEvent {
 pub struct NewComment {
     /// At most 10 000 characters: what is kept and broadcast stays well
     /// under `SocketOptions::max_broadcast_bytes`.
-    #[validate(custom(function = "not_blank"), length(max = 10_000))]
+    #[validate(custom(function = "phx_channels::changeset::not_blank"), length(max = 10_000))]
     content: String,
-}
-
-fn not_blank(content: &str) -> Result<(), ValidationError> {
-    if content.trim().is_empty() {
-        return Err(ValidationError::new("blank"));
-    }
-    Ok(())
 }
 
 /// The contract answers "can't be blank" for a `content` that is missing,
