@@ -16,7 +16,8 @@ use serde::{Serialize, Serializer};
 /// Usually derived; see `#[derive(Encode)]` in the `phx-channels` crate.
 ///
 /// ```
-/// use phx_channels_runtime::encode::Encode;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::encode::Encode;
 /// use serde::Serializer;
 ///
 /// /// Serialized for the REST API with every field; channels only see `content`.

@@ -12,7 +12,8 @@
 //!   `join_ref`.
 //!
 //! ```
-//! use phx_channels_runtime::protocol::{Outgoing, Payload, Serializer};
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::protocol::{Outgoing, Payload, Serializer};
 //!
 //! let v2 = Serializer::negotiate(Some("2.0.0")).unwrap();
 //! let msg = v2.decode_text(br#"["3","3","comments:42","phx_join",{}]"#).unwrap();
@@ -95,7 +96,8 @@ impl Payload {
     /// Deserializes the payload into `T`, naming the offending field on failure.
     ///
     /// ```
-    /// use phx_channels_runtime::protocol::Payload;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::protocol::Payload;
     ///
     /// #[derive(Debug, serde::Deserialize)]
     /// struct NewComment { content: String }
@@ -261,8 +263,9 @@ impl From<Vec<u8>> for Payload {
 /// send bytes.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use bytes::Bytes;
-/// use phx_channels_runtime::protocol::{IntoPayload, Payload};
+/// use phx_channels::protocol::{IntoPayload, Payload};
 /// use serde_json::json;
 ///
 /// #[derive(serde::Serialize)]
@@ -726,7 +729,8 @@ impl Serializer {
     /// `phx_reply` is unwrapped into its status and response.
     ///
     /// ```
-    /// use phx_channels_runtime::protocol::{Serializer, ServerMessage};
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::protocol::{Serializer, ServerMessage};
     ///
     /// let frame = br#"["3","3","comments:42","phx_reply",{"status":"ok","response":{"hey":"there"}}]"#;
     /// let ServerMessage::Reply(reply) = Serializer::V2.decode_server_text(frame).unwrap() else { panic!() };
@@ -758,7 +762,8 @@ impl Serializer {
     /// 2 broadcast), as phoenix.js does.
     ///
     /// ```
-    /// use phx_channels_runtime::protocol::{Payload, Serializer, ServerMessage};
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::protocol::{Payload, Serializer, ServerMessage};
     ///
     /// // kind 2 (broadcast), topic "t", event "e", payload [1, 2]
     /// let ServerMessage::Event(m) = Serializer::V2.decode_server_binary(b"\x02\x01\x01te\x01\x02").unwrap() else { panic!() };
@@ -822,7 +827,8 @@ impl Serializer {
     /// [`Serializer::decode_binary`] read it back.
     ///
     /// ```
-    /// use phx_channels_runtime::protocol::{ClientFrame, Message, Payload, Serializer};
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::protocol::{ClientFrame, Message, Payload, Serializer};
     ///
     /// let join = Message {
     ///     join_ref: Some("1".into()),

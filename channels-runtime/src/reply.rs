@@ -12,7 +12,8 @@ use crate::protocol::{IntoPayload, Payload, PayloadError};
 /// `{:noreply, ..}` and `{:stop, ..}`.
 ///
 /// ```
-/// use phx_channels_runtime::reply::Reply;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::reply::Reply;
 /// use serde_json::json;
 ///
 /// #[derive(serde::Serialize)]
@@ -184,7 +185,8 @@ impl Reply {
 /// the push's reply as `T` (and its error as `E`) instead of `unknown`.
 ///
 /// ```
-/// use phx_channels_runtime::reply::{IntoReply, TypedReply};
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::reply::{IntoReply, TypedReply};
 ///
 /// #[derive(serde::Serialize)]
 /// struct Saved { id: u64 }

@@ -17,8 +17,9 @@ use crate::router::Topic;
 /// A joined channel's view of its connection, passed to every handler.
 ///
 /// ```no_run
-/// # use phx_channels_runtime::socket::Socket;
-/// # use phx_channels_runtime::connect::Connect;
+/// # use phx_channels_runtime as phx_channels;
+/// # use phx_channels::socket::Socket;
+/// # use phx_channels::connect::Connect;
 /// # fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error>> {
 /// use serde_json::json;
 /// socket.push("notice", json!({"text": "auto-saved"}))?;

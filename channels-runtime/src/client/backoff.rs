@@ -13,8 +13,9 @@ use std::time::Duration;
 /// between joins of a channel that errored.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::time::Duration;
-/// use phx_channels_runtime::client::Backoff;
+/// use phx_channels::client::Backoff;
 ///
 /// let ms = |b: &Backoff, tries| b.delay(tries).as_millis();
 /// let reconnect = Backoff::reconnect();

@@ -63,8 +63,9 @@ impl JoinError {
     /// refused).
     ///
     /// ```
-    /// use phx_channels_runtime::client::JoinError;
-    /// use phx_channels_runtime::protocol::Payload;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::client::JoinError;
+    /// use phx_channels::protocol::Payload;
     ///
     /// #[derive(serde::Deserialize)]
     /// struct Reason { reason: String }
@@ -112,8 +113,9 @@ impl ChannelBuilder {
     /// refused or timed out rejoin, or a reconnect.
     ///
     /// ```no_run
+    /// # use phx_channels_runtime as phx_channels;
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use phx_channels_runtime::client::Socket;
+    /// use phx_channels::client::Socket;
     /// use serde_json::{json, Value};
     ///
     /// let socket = Socket::connect("ws://127.0.0.1:4000/socket");

@@ -17,8 +17,9 @@
 //! - [`Presence`]: state and diffs synced like phoenix.js's `Presence`.
 //!
 //! ```no_run
+//! # use phx_channels_runtime as phx_channels;
 //! use futures_util::StreamExt;
-//! use phx_channels_runtime::client::Socket;
+//! use phx_channels::client::Socket;
 //! use serde::Deserialize;
 //! use serde_json::json;
 //!

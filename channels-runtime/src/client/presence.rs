@@ -50,8 +50,9 @@ pub enum PresenceChange {
 /// [`Presence::list`].
 ///
 /// ```no_run
-/// # async fn demo(socket: phx_channels_runtime::client::Socket) -> Result<(), Box<dyn std::error::Error>> {
-/// use phx_channels_runtime::client::{Presence, PresenceChange};
+/// # use phx_channels_runtime as phx_channels;
+/// # async fn demo(socket: phx_channels::client::Socket) -> Result<(), Box<dyn std::error::Error>> {
+/// use phx_channels::client::{Presence, PresenceChange};
 /// use serde_json::{json, Value};
 ///
 /// let (room, _): (_, Value) = socket.channel("room:lobby").join(json!({"name": "ann"})).await?;

@@ -50,7 +50,8 @@ pub enum PushError {
 /// awaited: drop it to push without waiting for the reply.
 ///
 /// ```no_run
-/// # async fn demo(chan: phx_channels_runtime::client::Channel) -> Result<(), Box<dyn std::error::Error>> {
+/// # use phx_channels_runtime as phx_channels;
+/// # async fn demo(chan: phx_channels::client::Channel) -> Result<(), Box<dyn std::error::Error>> {
 /// use serde_json::json;
 ///
 /// // The raw response…

@@ -151,9 +151,10 @@ impl SocketBuilder {
 /// disconnected, and rejoins its channels after a reconnect.
 ///
 /// ```no_run
+/// # use phx_channels_runtime as phx_channels;
 /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
 /// use futures_util::StreamExt;
-/// use phx_channels_runtime::client::Socket;
+/// use phx_channels::client::Socket;
 /// use serde_json::{json, Value};
 ///
 /// let socket = Socket::builder("ws://127.0.0.1:4000/socket").param("user_id", "7").connect();

@@ -72,8 +72,9 @@ pub const PRESENCE_DIFF: &str = "presence_diff";
 /// dozen bytes per node every 500 ms, whatever the number of presences.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::time::Duration;
-/// use phx_channels_runtime::presence::PresenceOptions;
+/// use phx_channels::presence::PresenceOptions;
 ///
 /// let options = PresenceOptions {
 ///     node_name: Some("web-1".into()),
@@ -532,8 +533,9 @@ impl Presence {
     /// started there (asking does not start it).
     ///
     /// ```
-    /// use phx_channels_runtime::presence::{Presence, PresenceOptions};
-    /// use phx_channels_runtime::pubsub::PubSub;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::presence::{Presence, PresenceOptions};
+    /// use phx_channels::pubsub::PubSub;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let pubsub = PubSub::local();
