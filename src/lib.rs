@@ -85,9 +85,12 @@ pub use phx_channels_runtime::router::Topic;
 pub use phx_channels_runtime::server::ServerOptions;
 pub use phx_channels_runtime::socket::{Socket, SocketRef, TimerRef};
 pub use phx_channels_runtime::token::{TokenError, Tokens};
+// Every module of the runtime, by the same name: a path in the runtime's
+// documentation (`phx_channels::channel::Routes`) is a path here
+// (tests/doc_paths.rs checks it).
 pub use phx_channels_runtime::{
-    changeset, connect, crash, dashboard, describe, encode, endpoint, origin, outbox, presence, protocol, pubsub,
-    reply, router, server, testing, token, trace, typescript,
+    changeset, channel, connect, crash, dashboard, describe, encode, endpoint, mailbox, origin, outbox, panics,
+    presence, protocol, pubsub, reply, router, server, socket, testing, token, trace, transport, typescript,
 };
 pub use phx_channels_runtime::{MetricsSnapshot, SocketOptions};
 

@@ -13,7 +13,7 @@ use phx_channels_client::{
     RecvError, Socket, SocketBuilder, SocketError, SocketEvent,
 };
 use phx_channels_protocol::{Payload, Serializer};
-use phx_channels_runtime::channel::{Channel as ServerChannel, Info, JoinError as ServerJoinError, Route, Routes};
+use phx_channels_runtime::channel::{Channel as ServerChannel, JoinError as ServerJoinError, Route, Routes};
 use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 use phx_channels_runtime::crash::Crash;
 use phx_channels_runtime::endpoint::Endpoint;
@@ -98,11 +98,7 @@ impl ServerChannel for Comments {
 
 /// `room:NAME` with presence: tracks `{"name": U}` after the join and
 /// pushes `presence_state`, as discuss's room does.
-struct Room {
-    name: String,
-}
-
-struct AfterJoin;
+struct Room;
 
 impl ServerChannel for Room {
     type Socket = AppSocket;
@@ -113,21 +109,13 @@ impl ServerChannel for Room {
         socket: &mut ServerSocket<AppSocket>,
     ) -> Result<(Payload, Self), ServerJoinError> {
         let params: Value = params.decode()?;
-        let name = params["name"].as_str().ok_or_else(|| ServerJoinError::reason("name required"))?.to_owned();
-        socket.channel_ref().send(AfterJoin).map_err(|_| ServerJoinError::reason("gone"))?;
-        Ok((Payload::empty(), Room { name }))
+        let name = params["name"].as_str().ok_or_else(|| ServerJoinError::reason("name required"))?;
+        ServerPresence::track_after_join(socket, name, json!({"online_at": "now"}))?;
+        Ok((Payload::empty(), Room))
     }
 
     async fn handle_in(&mut self, _: &str, _: Payload, _: &mut ServerSocket<AppSocket>) -> Result<Reply, Crash> {
         Ok(Reply::unknown_event())
-    }
-
-    async fn handle_info(&mut self, info: Info, socket: &mut ServerSocket<AppSocket>) -> Result<Reply, Crash> {
-        info.downcast::<AfterJoin>().map_err(|other| format!("unexpected {}", other.type_name()))?;
-        ServerPresence::track(socket, &self.name, json!({"online_at": "now"}))?;
-        let state = ServerPresence::list(socket);
-        socket.push("presence_state", state)?;
-        Ok(Reply::none())
     }
 }
 

@@ -24,7 +24,8 @@ use serde::Serialize;
 /// shape.
 ///
 /// ```
-/// use phx_channels_runtime::encode::Encode;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::encode::Encode;
 ///
 /// /// Serialized (for channels and everything else) as its content alone.
 /// struct Comment { content: String, author_email: String }

@@ -1,7 +1,8 @@
 //! [`Endpoint`]: the sockets of an application, served over HTTP.
 //!
 //! ```no_run
-//! # use phx_channels_runtime::{endpoint::Endpoint, channel::{Routes, Route}, connect::*};
+//! # use phx_channels_runtime as phx_channels;
+//! # use phx_channels::{endpoint::Endpoint, channel::{Routes, Route}, connect::*};
 //! # use std::sync::atomic::{AtomicU64, Ordering};
 //! # struct UserSocket;
 //! /// The application's state: whatever `connect`, the channels and the
@@ -193,8 +194,9 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     /// nodes' watchers).
     ///
     /// ```no_run
-    /// use phx_channels_runtime::dashboard::TokenGuard;
-    /// use phx_channels_runtime::endpoint::Endpoint;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::dashboard::TokenGuard;
+    /// use phx_channels::endpoint::Endpoint;
     ///
     /// # async fn run() -> std::io::Result<()> {
     /// let token = std::env::var("DASHBOARD_TOKEN").expect("a secret for the dashboard");
@@ -268,7 +270,8 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     /// Prometheus.
     ///
     /// ```
-    /// use phx_channels_runtime::endpoint::Endpoint;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::endpoint::Endpoint;
     ///
     /// let endpoint = Endpoint::new();
     /// let now = endpoint.metrics();

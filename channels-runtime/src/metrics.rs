@@ -257,7 +257,8 @@ macro_rules! metrics {
             /// up and down); every other field is a total that only grows.
             ///
             /// ```
-            /// use phx_channels_runtime::MetricsSnapshot;
+            /// # use phx_channels_runtime as phx_channels;
+            /// use phx_channels::MetricsSnapshot;
             ///
             /// assert!(MetricsSnapshot::is_current("connections_open"));
             /// assert!(MetricsSnapshot::is_current("outbound_queued_bytes"));

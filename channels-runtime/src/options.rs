@@ -8,8 +8,9 @@ use crate::origin::CheckOrigin;
 /// [`Endpoint::socket_with`](crate::endpoint::Endpoint::socket_with).
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::time::Duration;
-/// use phx_channels_runtime::{origin::CheckOrigin, SocketOptions};
+/// use phx_channels::{origin::CheckOrigin, SocketOptions};
 ///
 /// let options = SocketOptions {
 ///     max_channels: 20,

@@ -214,7 +214,8 @@ where
 /// call this at start.
 ///
 /// ```
-/// let limit = phx_channels_runtime::server::raise_fd_limit().unwrap();
+/// # use phx_channels_runtime as phx_channels;
+/// let limit = phx_channels::server::raise_fd_limit().unwrap();
 /// assert!(limit >= 256);
 /// ```
 #[cfg(unix)]

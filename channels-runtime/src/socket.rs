@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::mailbox::{Address, ChannelRef};
-use crate::presence::{PresenceScope, Scope};
+use crate::presence::{PendingTrack, PresenceError, PresenceScope, Scope, PRESENCE_STATE};
 use crate::protocol::{IntoPayload, Outgoing, Payload, Serializer};
 use crate::pubsub::{BroadcastError, PubSub};
 use crate::reply::Reply;
@@ -17,8 +17,9 @@ use crate::router::Topic;
 /// A joined channel's view of its connection, passed to every handler.
 ///
 /// ```no_run
-/// # use phx_channels_runtime::socket::Socket;
-/// # use phx_channels_runtime::connect::Connect;
+/// # use phx_channels_runtime as phx_channels;
+/// # use phx_channels::socket::Socket;
+/// # use phx_channels::connect::Connect;
 /// # fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error>> {
 /// use serde_json::json;
 /// socket.push("notice", json!({"text": "auto-saved"}))?;
@@ -57,6 +58,9 @@ struct Extras {
     address: std::sync::OnceLock<Arc<Address>>,
     /// Pushes made before the join reply went out, sent right after it.
     pending: Vec<(String, Payload)>,
+    /// Presences to track right after the join reply (then the state is
+    /// pushed): `Presence::track_after_join`.
+    tracks: Vec<PendingTrack>,
     timers: Vec<tokio::task::AbortHandle>,
 }
 
@@ -269,13 +273,33 @@ impl<S: Connect> Socket<S> {
         }
     }
 
-    /// Sends the pushes held back while joining; later pushes go out at once.
-    pub(crate) fn release_pending(&mut self) {
+    /// Sends the pushes held back while joining (later pushes go out at
+    /// once), then tracks the presences held for after the join and pushes
+    /// `presence_state`. Called right after the join reply.
+    pub(crate) fn release_pending(&mut self) -> Result<(), PresenceError> {
         self.joining = false;
-        let pending = self.extras.get_mut().map(|extras| std::mem::take(&mut extras.pending)).unwrap_or_default();
+        let Some(extras) = self.extras.get_mut() else { return Ok(()) };
+        let pending = std::mem::take(&mut extras.pending);
+        let tracks = std::mem::take(&mut extras.tracks);
         for (event, payload) in pending {
             self.push_frame(&event, payload);
         }
+        if tracks.is_empty() {
+            return Ok(());
+        }
+        self.track_and_push_state(tracks)
+    }
+
+    /// Tracks `tracks`, then pushes everyone on the topic as
+    /// `presence_state`: the joiner gets its own `presence_diff` first, as
+    /// from Phoenix.
+    fn track_and_push_state(&mut self, tracks: Vec<PendingTrack>) -> Result<(), PresenceError> {
+        let state = crate::presence::track_pending(&self.presence_scope(), tracks)?;
+        // A map of JSON values always encodes.
+        if let Ok(payload) = Payload::json(&state) {
+            self.push_frame(PRESENCE_STATE, payload);
+        }
+        Ok(())
     }
 }
 
@@ -287,6 +311,17 @@ impl<S: Connect> PresenceScope for Socket<S> {
             owner: self.owner(),
             max_meta_bytes: self.conn.limits.max_presence_meta_bytes(),
         }
+    }
+
+    fn track_after_join(&mut self, track: PendingTrack) -> Result<(), PresenceError> {
+        if !self.joining {
+            return self.track_and_push_state(vec![track]);
+        }
+        if self.extras().tracks.iter().any(|held| held.key == track.key) {
+            return Err(PresenceError::AlreadyTracked { topic: self.topic.to_string(), key: track.key });
+        }
+        self.extras().tracks.push(track);
+        Ok(())
     }
 }
 

@@ -11,7 +11,7 @@ use phx_channels::describe::{PresenceDiff, PresenceState};
 use phx_channels::prelude::*;
 use serde::Deserialize;
 use ts_rs::TS;
-use validator::{Validate, ValidationError};
+use validator::Validate;
 
 socket! {
     /// The socket clients connect to at `/socket`.
@@ -176,15 +176,8 @@ pub struct NewCommentEvent {
 pub struct NewComment {
     /// At most 10 000 characters: what is kept and broadcast stays well
     /// under `SocketOptions::max_broadcast_bytes`.
-    #[validate(custom(function = "not_blank"), length(max = 10_000))]
+    #[validate(custom(function = "phx_channels::changeset::not_blank"), length(max = 10_000))]
     content: String,
-}
-
-fn not_blank(content: &str) -> Result<(), ValidationError> {
-    if content.trim().is_empty() {
-        return Err(ValidationError::new("blank"));
-    }
-    Ok(())
 }
 
 /// The contract answers "can't be blank" for a `content` that is missing,
@@ -244,10 +237,6 @@ pub struct RoomChannel {
     name: String,
 }
 
-/// Sent by a room to itself from `join`, so presence work runs right after
-/// the join reply (Phoenix's `send(self(), :after_join)`).
-struct AfterJoin;
-
 fn unix_seconds() -> String {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string()
 }
@@ -305,20 +294,10 @@ impl RoomChannel {
         if name.len() > MAX_NAME_BYTES {
             return Err(JoinError::reason("name too long"));
         }
-        // The channel is running as long as this is; the send cannot fail.
-        let _ = socket.channel_ref().send(AfterJoin);
+        // Right after the join reply: tracked (everyone gets a
+        // `presence_diff`), then the whole `presence_state` pushed here.
+        Presence::track_after_join(socket, &name, Online { online_at: unix_seconds() })?;
         Ok((json!({}), RoomChannel { name }))
-    }
-
-    /// Tracks this user (everyone gets a `presence_diff`), then pushes the
-    /// whole `presence_state` to this client.
-    #[handle_info]
-    async fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<UserSocket>) -> Result<(), PresenceError> {
-        Presence::track(socket, &self.name, Online { online_at: unix_seconds() })?;
-        let state = Presence::list(socket);
-        // Only a payload that is not JSON can fail to push; this one is.
-        let _ = socket.push("presence_state", state);
-        Ok(())
     }
 
     #[handle_in("shout")]

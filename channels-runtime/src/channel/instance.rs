@@ -120,12 +120,24 @@ async fn run_join<C: Channel>(
             let subscriber = conn.subscriber(generation).raw_events(C::INTERCEPTS);
             conn.pubsub.subscribe_then(&topic, subscriber, || join_reply(Status::Ok, &response));
             drop(hold);
-            socket.release_pending();
+            // Pushes made in `join`, then `Presence::track_after_join`'s work:
+            // in this step, so no other message reaches the channel between.
+            let after_join = socket.release_pending();
             conn.metrics.joins.incr();
             conn.metrics.channels_open.incr();
             figures.joined(Outcome::Ok, started);
             tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
-            Some(Box::new(Instance { channel, socket }))
+            let me = Box::new(Instance { channel, socket });
+            if let Err(error) = after_join {
+                // The client was told "ok": the channel crashes, as a Phoenix
+                // channel whose `{:ok, _} = Presence.track(..)` fails.
+                let error = Crash::from(error);
+                tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "channel crashed after its join");
+                conn.metrics.channel_crashes.incr();
+                figures.crashed("join");
+                return end(me, Terminate::Crashed(error)).await;
+            }
+            Some(me)
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
             join_reply(Status::Error, &response);

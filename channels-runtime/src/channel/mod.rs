@@ -157,7 +157,8 @@ pub enum Terminate {
 /// error's message>"}`.
 ///
 /// ```
-/// use phx_channels_runtime::channel::{Join, JoinError};
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::channel::{Join, JoinError};
 /// use serde_json::json;
 ///
 /// #[derive(Debug)]

@@ -44,9 +44,10 @@
 //! upgrade refused with it.
 //!
 //! ```no_run
-//! use phx_channels_runtime::connect::Refuse;
-//! use phx_channels_runtime::dashboard::{Access, TokenGuard};
-//! use phx_channels_runtime::endpoint::Endpoint;
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::connect::Refuse;
+//! use phx_channels::dashboard::{Access, TokenGuard};
+//! use phx_channels::endpoint::Endpoint;
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! // http://127.0.0.1:4000/dashboard?token=s3cret
@@ -142,8 +143,9 @@ impl<'a> Access<'a> {
 /// ([`Access::token`]): without a token, 401; with another, 403.
 ///
 /// ```
-/// use phx_channels_runtime::connect::{ConnectInfo, Params};
-/// use phx_channels_runtime::dashboard::{Access, Guard, TokenGuard};
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::connect::{ConnectInfo, Params};
+/// use phx_channels::dashboard::{Access, Guard, TokenGuard};
 ///
 /// let guard = TokenGuard::new("s3cret");
 /// let info = ConnectInfo::new(None, "/dashboard".parse().unwrap(), Default::default());

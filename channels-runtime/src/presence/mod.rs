@@ -6,24 +6,24 @@
 //! Phoenix's exact shapes (`metas`, `phx_ref`, `phx_ref_prev`), so
 //! phoenix.js `Presence` works unchanged.
 //!
-//! ```ignore
-//! struct AfterJoin;
+//! What a Phoenix app writes after a join (`send(self(), :after_join)`,
+//! then `Presence.track` and `push(socket, "presence_state", ..)` in
+//! `handle_info`) is one call from `join`,
+//! [`Presence::track_after_join`]:
 //!
+//! ```ignore
 //! #[channel(socket = UserSocket)]
 //! impl RoomChannel {
 //!     async fn join(_topic: Topic, params: RoomParams, socket: &mut Socket<UserSocket>) -> Join<Self> {
-//!         socket.channel_ref().send(AfterJoin).ok();      // runs after the join reply
+//!         // Right after the join reply: tracked, then the state pushed.
+//!         Presence::track_after_join(socket, &params.name, json!({"online_at": now()}))?;
 //!         Ok((json!({}), RoomChannel { name: params.name }))
-//!     }
-//!
-//!     #[handle_info]
-//!     async fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<UserSocket>) -> Result<(), PresenceError> {
-//!         Presence::track(socket, &self.name, json!({"online_at": now()}))?;
-//!         socket.push("presence_state", &Presence::list(socket)).ok();
-//!         Ok(())
 //!     }
 //! }
 //! ```
+//!
+//! [`Presence::track`], [`Presence::update`], [`Presence::untrack`] and
+//! [`Presence::list`] are there for everything else, from any handler.
 //!
 //! A presence lives as long as the channel that tracked it: when the
 //! channel leaves, crashes or its connection drops, its presences leave.
@@ -72,8 +72,9 @@ pub const PRESENCE_DIFF: &str = "presence_diff";
 /// dozen bytes per node every 500 ms, whatever the number of presences.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::time::Duration;
-/// use phx_channels_runtime::presence::PresenceOptions;
+/// use phx_channels::presence::PresenceOptions;
 ///
 /// let options = PresenceOptions {
 ///     node_name: Some("web-1".into()),
@@ -361,6 +362,30 @@ fn admit(scope: &Scope<'_>, key: &str, meta: &Map<String, Value>) -> Result<(), 
 pub trait PresenceScope {
     #[doc(hidden)]
     fn presence_scope(&self) -> Scope<'_>;
+
+    /// Holds `track` until the join reply is out, then tracks it and pushes
+    /// `presence_state`; at once if the reply is out already.
+    #[doc(hidden)]
+    fn track_after_join(&mut self, track: PendingTrack) -> Result<(), PresenceError>;
+}
+
+/// A presence [`Presence::track_after_join`] holds for its channel until the
+/// join reply is out: its meta checked already.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct PendingTrack {
+    pub(crate) key: String,
+    meta: Map<String, Value>,
+}
+
+/// Tracks `tracks` (held by [`Presence::track_after_join`]) in `scope`, and
+/// returns everyone on its topic then, the `presence_state` to push.
+pub(crate) fn track_pending(scope: &Scope<'_>, tracks: Vec<PendingTrack>) -> Result<Value, PresenceError> {
+    let tracker = Tracker::of(scope.pubsub);
+    for PendingTrack { key, meta } in tracks {
+        tracker.apply(|replica| replica.track(scope.owner, scope.topic, &key, meta, phx_ref()).map(Some))?;
+    }
+    Ok(Presence::list_topic(scope.pubsub, scope.topic))
 }
 
 /// A channel's presence scope (see [`PresenceScope`]).
@@ -433,6 +458,45 @@ impl Presence {
             .apply(|replica| replica.track(scope.owner, scope.topic, key, meta, phx_ref()).map(Some))
     }
 
+    /// Tracks `key` with `meta` right after the join reply, then pushes the
+    /// whole `presence_state` to this client: what a Phoenix channel does
+    /// with `send(self(), :after_join)` and a `handle_info(:after_join, ..)`
+    /// that calls `Presence.track/3` and pushes `Presence.list/1`, in one
+    /// call from `join`.
+    ///
+    /// The client gets Phoenix's frames in Phoenix's order: the join reply,
+    /// the `presence_diff` with itself in `joins` (everyone on the topic gets
+    /// it), then `presence_state`, which includes itself. The work runs in
+    /// the join itself, right after the reply and before any other message
+    /// reaches the channel: nothing can come between, and if the join is
+    /// refused or crashes, nothing is tracked. Pushes made in `join` go out
+    /// before it. Called after the join (from a handler), it tracks and
+    /// pushes at once.
+    ///
+    /// The meta is checked at the call, so `?` in `join` refuses the join
+    /// with the error: [`PresenceError::MetaNotAnObject`],
+    /// [`PresenceError::MetaTooLarge`] (refused with `{"reason": "presence
+    /// meta too large", "max": N}`), or [`PresenceError::AlreadyTracked`]
+    /// for a key this channel already holds for after its join. A tracking
+    /// that still fails after the reply crashes the channel (`phx_error`,
+    /// logged), as `{:ok, _} = Presence.track(..)` does in Phoenix.
+    ///
+    /// ```ignore
+    /// async fn join(_topic: Topic, params: RoomParams, socket: &mut Socket<UserSocket>) -> Join<Self> {
+    ///     Presence::track_after_join(socket, &params.name, json!({"online_at": now()}))?;
+    ///     Ok((json!({}), RoomChannel { name: params.name }))
+    /// }
+    /// ```
+    pub fn track_after_join<T: Serialize>(
+        socket: &mut impl PresenceScope,
+        key: &str,
+        meta: T,
+    ) -> Result<(), PresenceError> {
+        let meta = meta_object(&meta)?;
+        admit(&socket.presence_scope(), key, &meta)?;
+        socket.track_after_join(PendingTrack { key: key.to_owned(), meta })
+    }
+
     /// Replaces the meta of a key this channel tracks: one diff with the
     /// new meta joining (`phx_ref_prev` naming the old) and the old leaving.
     /// Bounded like [`Presence::track`].
@@ -469,8 +533,9 @@ impl Presence {
     /// started there (asking does not start it).
     ///
     /// ```
-    /// use phx_channels_runtime::presence::{Presence, PresenceOptions};
-    /// use phx_channels_runtime::pubsub::PubSub;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::presence::{Presence, PresenceOptions};
+    /// use phx_channels::pubsub::PubSub;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let pubsub = PubSub::local();

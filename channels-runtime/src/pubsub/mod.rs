@@ -11,7 +11,8 @@
 //! broadcasts does not change.
 //!
 //! ```
-//! use phx_channels_runtime::pubsub::PubSub;
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::pubsub::PubSub;
 //! use serde_json::json;
 //!
 //! let pubsub = PubSub::local();
@@ -97,8 +98,9 @@ pub struct BroadcastMessage {
 /// an internal topic.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::sync::{Arc, Mutex};
-/// use phx_channels_runtime::pubsub::{Adapter, BroadcastMessage, PubSub, PublishError};
+/// use phx_channels::pubsub::{Adapter, BroadcastMessage, PubSub, PublishError};
 ///
 /// /// Every broadcast made here, kept for a look (a broker would send it on).
 /// #[derive(Clone, Default)]
@@ -254,10 +256,11 @@ impl Sink for Outbox {
 /// and where they go.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::sync::Arc;
-/// use phx_channels_runtime::outbox::{ConnId, Outbox};
-/// use phx_channels_runtime::protocol::Serializer;
-/// use phx_channels_runtime::pubsub::{PubSub, Subscriber};
+/// use phx_channels::outbox::{ConnId, Outbox};
+/// use phx_channels::protocol::Serializer;
+/// use phx_channels::pubsub::{PubSub, Subscriber};
 ///
 /// let pubsub = PubSub::local();
 /// let outbox = Arc::new(Outbox::new(1 << 20));
@@ -408,7 +411,8 @@ pub struct PubSub {
 /// `BroadcastError` is answered the same way.
 ///
 /// ```
-/// use phx_channels_runtime::pubsub::BroadcastError;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::pubsub::BroadcastError;
 ///
 /// let error = BroadcastError::TooLarge { size: 100_000, max: 65_536 };
 /// assert_eq!(error.to_string(), "broadcast payload of 100000 bytes is over the limit of 65536 bytes");
@@ -626,10 +630,11 @@ impl PubSub {
     /// in between.
     ///
     /// ```
+    /// # use phx_channels_runtime as phx_channels;
     /// use std::sync::Arc;
-    /// use phx_channels_runtime::outbox::Outbox;
-    /// use phx_channels_runtime::protocol::Serializer;
-    /// use phx_channels_runtime::pubsub::PubSub;
+    /// use phx_channels::outbox::Outbox;
+    /// use phx_channels::protocol::Serializer;
+    /// use phx_channels::pubsub::PubSub;
     ///
     /// let pubsub = PubSub::local();
     /// for (topic, subscribers) in [("room:a", 3), ("room:b", 1), ("room:c", 2), ("internal", 5)] {

@@ -15,6 +15,7 @@ use phx_channels_runtime::channel::{Channel, Info, JoinError, Route, Routes, Ter
 use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 use phx_channels_runtime::crash::Crash;
 use phx_channels_runtime::endpoint::Endpoint;
+use phx_channels_runtime::presence::Presence;
 use phx_channels_runtime::protocol::Payload;
 use phx_channels_runtime::reply::Reply;
 use phx_channels_runtime::router::Topic;
@@ -124,6 +125,7 @@ impl Channel for Echo {
         payload: Payload,
         socket: &mut Socket<TestSocket>,
     ) -> Result<(Payload, Self), JoinError> {
+        track_after_join(&payload, socket)?;
         match topic.rest() {
             "refuse" => Err(JoinError::reason("refused")),
             "panic" => panic!("join panics on purpose"),
@@ -202,8 +204,13 @@ impl Channel for Echo {
             },
             "track" => {
                 let key = payload.decode::<String>()?;
-                phx_channels_runtime::presence::Presence::track(socket, &key, json!({"k": key}))?;
-                Ok(Reply::ok(phx_channels_runtime::presence::Presence::list(socket)))
+                Presence::track(socket, &key, json!({"k": key}))?;
+                Ok(Reply::ok(Presence::list(socket)))
+            }
+            "track_after_join" => {
+                let key = payload.decode::<String>()?;
+                Presence::track_after_join(socket, &key, json!({"k": key}))?;
+                Ok(Reply::ok(json!({})))
             }
             "tick" => {
                 socket.send_after(Duration::from_millis(50), Tick(1));
@@ -225,6 +232,26 @@ impl Channel for Echo {
             _ => Ok(Reply::unknown_event()),
         }
     }
+}
+
+/// A join whose params say `{"track": key or [key, ..], "meta": m}` tracks
+/// each key with `m` (`{"k": key}` by default) right after its reply;
+/// `"track_now": key` tracks one at once, in `join`.
+fn track_after_join(payload: &Payload, socket: &mut Socket<TestSocket>) -> Result<(), JoinError> {
+    let Ok(Value::Object(params)) = payload.decode::<Value>() else { return Ok(()) };
+    if let Some(key) = params.get("track_now").and_then(Value::as_str) {
+        Presence::track(socket, key, json!({"now": true}))?;
+    }
+    let keys = match params.get("track") {
+        Some(Value::String(key)) => vec![key.clone()],
+        Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => return Ok(()),
+    };
+    for key in keys {
+        let meta = params.get("meta").cloned().unwrap_or_else(|| json!({"k": key}));
+        Presence::track_after_join(socket, &key, meta)?;
+    }
+    Ok(())
 }
 
 /// Waits until `done` holds, failing the test after 3 s: for what the server
