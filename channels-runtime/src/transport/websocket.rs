@@ -473,16 +473,17 @@ fn serve_tcp<S: Connect + Routes>(
         let shutdown = outbox.close_reason() == Some(CloseReason::Shutdown);
         outbox.close(CloseReason::Gone);
         dispatcher.finish(shutdown);
-        let (write, unfinished) = outbox.detach();
+        let (write, due) = outbox.detach();
         drop(outbox);
         // Boxed: only a closing connection needs room for it.
         Box::pin(async move {
             let linger = match (write, closing(end)) {
                 (Some(mut write), Some((code, reason, answered))) => {
-                    // The rest of a frame partly on the wire, then the close frame.
+                    // What was due (the rest of a frame partly on the wire,
+                    // then what was queued), then the close frame.
                     let close = async {
-                        if let Some(unfinished) = unfinished {
-                            write.write_all(&unfinished).await?;
+                        for bytes in due {
+                            write.write_all(&bytes).await?;
                         }
                         write.write_all(close_frame(code, &reason).wire()).await?;
                         write.shutdown().await
@@ -586,7 +587,15 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
     let deadline = Instant::now() + CLOSE_GRACE;
     writer.set_stall(CLOSE_GRACE);
     let (code, reason, answered) = closing(end)?;
-    match tokio::time::timeout_at(deadline, writer.close(code, &reason)).await {
+    // What was queued before the end was due: it goes before the close frame.
+    let due = outbox.take_due();
+    let close = async {
+        for frame in &due {
+            writer.frame(frame).await?;
+        }
+        writer.close(code, &reason).await
+    };
+    match tokio::time::timeout_at(deadline, close).await {
         Ok(Ok(())) => Some(Linger { reader, answered, deadline }),
         Ok(Err(_)) | Err(_) => None,
     }
@@ -632,8 +641,9 @@ fn write_failed(error: &std::io::Error) -> End {
 }
 
 /// Writes every frame of `batch` and flushes once. Once the outbox closes
-/// (the client fell behind, a shutdown), the frame on the wire is finished
-/// so that the close frame can follow it, within [`CLOSE_GRACE`].
+/// (the client fell behind, a shutdown), what is left of the batch was due
+/// all the same: it is written, within [`CLOSE_GRACE`], and the close frame
+/// follows it.
 async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
     writer: &mut Writer<W>,
     batch: VecDeque<Frame>,
@@ -645,9 +655,6 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
     let write = async {
         for frame in batch {
             writer.frame(&frame).await?;
-            if outbox.is_closed() {
-                break;
-            }
         }
         writer.flush().await
     };
