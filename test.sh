@@ -24,6 +24,9 @@
 #                client example, tsc on the generated TypeScript; screenshots
 #                in tests/js/artifacts/demo*.png and dashboard.png)
 #   conformance  $SHARED_DIR/conformance/run.sh against it (comments + socket suites)
+#   autobahn     Autobahn|Testsuite's fuzzingclient against the `echo` example
+#                (scripts/autobahn/test.sh: installs wstest on Python 2.7 from
+#                pyenv, then every case must be OK or INFORMATIONAL)
 #
 # Environment:
 #   SHARED_DIR   folder holding conformance/ (default: ../shared beside the repo)
@@ -172,8 +175,9 @@ stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage cargo-test cargo test --workspace
 stage package cargo package --workspace --exclude bench --allow-dirty
 stage build cargo build --release --examples
+build_status="${results[-1]%% *}"
 
-if [ -x "$ROOT/target/release/examples/discuss" ] && [ "${results[-1]%% *}" = "PASS" ]; then
+if [ -x "$ROOT/target/release/examples/discuss" ] && [ "$build_status" = "PASS" ]; then
   # not a subshell: start_server sets DISCUSS_PID/DISCUSS_URL for the stages below
   section "start: scripts/start-discuss.sh"
   start=$SECONDS
@@ -205,6 +209,12 @@ if [ -n "$DISCUSS_LOG" ] && [ "$failed" -gt 0 ] && [ -s "$DISCUSS_LOG" ]; then
   tail -n 50 "$DISCUSS_LOG"
 fi
 stop_server
+
+if [ "$build_status" = "PASS" ]; then
+  stage autobahn "$ROOT/scripts/autobahn/test.sh"
+else
+  skip autobahn "the release build of the examples failed"
+fi
 
 section "summary"
 printf '%s\n' "${results[@]}"

@@ -53,6 +53,7 @@ use crate::protocol::IntoPayload;
 use crate::pubsub::{BroadcastError, PubSub};
 use crate::registry::Registry;
 use crate::server::{self, ServerOptions};
+use crate::transport::raw::{self, RawSocket};
 use crate::transport::{longpoll, websocket, Mount};
 
 /// Adds one mounted socket's routes to the router being built.
@@ -64,6 +65,19 @@ struct Parts {
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     state: Arc<dyn Any + Send + Sync>,
+}
+
+impl Parts {
+    /// What a socket mounted with `options` needs.
+    fn mount(&self, options: SocketOptions) -> Mount {
+        Mount {
+            pubsub: self.pubsub.clone(),
+            options,
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            state: self.state.clone(),
+        }
+    }
 }
 
 /// An application's sockets, their PubSub, the application's state `St`
@@ -169,13 +183,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         let path = path.trim_end_matches('/').to_owned();
         self.sockets.push(Arc::new(move |router: Router, parts: &Parts| {
             let longpoll = options.longpoll;
-            let mount = Arc::new(Mount {
-                pubsub: parts.pubsub.clone(),
-                options: options.clone(),
-                metrics: parts.metrics.clone(),
-                registry: parts.registry.clone(),
-                state: parts.state.clone(),
-            });
+            let mount = Arc::new(parts.mount(options.clone()));
             let mut router = router;
             if longpoll {
                 let sessions = longpoll::Sessions::<S>::new(mount.clone());
@@ -183,6 +191,27 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
                     router.route(&format!("{path}/longpoll"), any(move |req| longpoll::handle(sessions.clone(), req)));
             }
             router.route(&format!("{path}/websocket"), any(move |req| websocket::upgrade::<S>(mount.clone(), req)))
+        }));
+        self
+    }
+
+    /// Mounts a raw transport at `path`: a handler of plain WebSocket
+    /// messages at `{path}/websocket` (see [`crate::transport::raw`]),
+    /// with the default limits.
+    #[must_use]
+    pub fn raw_socket<T: RawSocket<State = St>>(self, path: &str, socket: T) -> Self {
+        self.raw_socket_with(path, socket, SocketOptions::default())
+    }
+
+    /// Mounts a raw transport with non-default limits (the framing,
+    /// idle and outbound limits, the origin check; the rest of
+    /// [`SocketOptions`] is for Phoenix sockets).
+    #[must_use]
+    pub fn raw_socket_with<T: RawSocket<State = St>>(mut self, path: &str, _socket: T, options: SocketOptions) -> Self {
+        let path = path.trim_end_matches('/').to_owned();
+        self.sockets.push(Arc::new(move |router: Router, parts: &Parts| {
+            let mount = Arc::new(parts.mount(options.clone()));
+            router.route(&format!("{path}/websocket"), any(move |req| raw::upgrade::<T>(mount.clone(), req)))
         }));
         self
     }
