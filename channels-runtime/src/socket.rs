@@ -180,17 +180,18 @@ impl<S: Connect> Socket<S> {
     /// encoded once per serializer, however many subscribers get it.
     ///
     /// Bounded by the socket's fan-out limits: a payload over
-    /// `max_broadcast_bytes` or a broadcast over `max_broadcasts_per_second`
+    /// `max_broadcast_bytes`, or a broadcast over `max_broadcasts_per_second`,
+    /// `max_broadcast_bytes_per_second` or `max_topic_broadcast_bytes_per_second`
     /// is not sent (see [`BroadcastError`]).
     pub fn broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
-        let payload = self.admit(payload)?;
+        let payload = self.admit(event, payload)?;
         self.conn.pubsub.broadcast(&self.topic, event, payload)
     }
 
     /// The payload, if the connection's fan-out limits let it be broadcast.
-    fn admit(&self, payload: impl IntoPayload) -> Result<Payload, BroadcastError> {
+    fn admit(&self, event: &str, payload: impl IntoPayload) -> Result<Payload, BroadcastError> {
         let payload = payload.into_payload()?;
-        self.conn.limits.admit_broadcast(&payload)?;
+        self.conn.limits.admit_broadcast(&self.topic, event, &payload)?;
         Ok(payload)
     }
 
@@ -198,14 +199,14 @@ impl<S: Connect> Socket<S> {
     /// client, on every node. With the [`Payload`] a handler received, the
     /// bytes go out unchanged (a relay). Bounded like [`Socket::broadcast`].
     pub fn broadcast_from(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
-        let payload = self.admit(payload)?;
+        let payload = self.admit(event, payload)?;
         self.conn.pubsub.broadcast_from(self.conn.outbox.id(), &self.topic, event, payload)
     }
 
     /// Broadcasts to the subscribers of this channel's topic on this node
     /// only. Bounded like [`Socket::broadcast`].
     pub fn local_broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
-        let payload = self.admit(payload)?;
+        let payload = self.admit(event, payload)?;
         self.conn.pubsub.local_broadcast(&self.topic, event, payload)
     }
 
