@@ -175,6 +175,11 @@ fn the_admin_route_needs_the_configured_token() {
     assert_eq!(open.admin(Some("Bearer s3cret")), Admin::Allowed);
     assert_eq!(open.admin(Some("Bearer s3cre")), Admin::Refused);
     assert_eq!(open.admin(Some("s3cret")), Admin::Refused);
+    // The scheme is case-insensitive (RFC 7235 §2.1).
+    assert_eq!(open.admin(Some("bearer s3cret")), Admin::Allowed);
+    assert_eq!(open.admin(Some("BEARER  s3cret")), Admin::Allowed);
+    assert_eq!(open.admin(Some("Basic s3cret")), Admin::Refused);
+    assert_eq!(open.admin(Some("Bearers3cret")), Admin::Refused);
     assert_eq!(open.admin(None), Admin::Refused);
     assert_eq!(App::new(PubSub::local(), None).admin(Some("Bearer anything")), Admin::Closed);
 }
