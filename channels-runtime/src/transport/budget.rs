@@ -61,7 +61,7 @@ impl Budget {
 
     /// Bytes held now.
     #[cfg(test)]
-    fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used.load(Ordering::Relaxed)
     }
 

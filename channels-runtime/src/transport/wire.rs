@@ -686,6 +686,36 @@ mod tests {
     }
 
     #[test]
+    fn unfinished_messages_hold_the_budget_until_they_complete() {
+        let budget = Budget::new(150_000);
+        let frame = client(OP_BINARY, true, &[7; 100_000]);
+        let mut a = Decoder::new(1 << 20).with_budget(budget.clone());
+        let mut input = &frame[..50_000];
+        assert!(a.decode(&mut input).unwrap().is_none());
+        assert_eq!(budget.used(), 100_000, "the frame's announced length");
+        // Another large one does not fit.
+        let mut b = Decoder::new(1 << 20).with_budget(budget.clone());
+        let mut input = &frame[..50_000];
+        assert!(matches!(b.decode(&mut input), Err(ReadError::Busy(_))));
+        let mut rest = &frame[50_000..];
+        assert!(matches!(a.decode(&mut rest).unwrap(), Some(Incoming::Binary(b)) if b.len() == 100_000));
+        assert_eq!(budget.used(), 0, "given back once whole");
+        // A fragmented message holds what it gathered, frame after frame,
+        // and a decoder dropped midway gives it back.
+        let mut c = Decoder::new(1 << 20).with_budget(budget.clone());
+        let mut fragments =
+            [client(OP_BINARY, false, &[1; 70_000]), client(OP_CONTINUATION, false, &[2; 40_000])].concat();
+        let mut input = &fragments[..];
+        assert!(c.decode(&mut input).unwrap().is_none());
+        assert_eq!(budget.used(), 110_000);
+        fragments = client(OP_CONTINUATION, false, &[3; 60_000]);
+        let mut input = &fragments[..];
+        assert!(matches!(c.decode(&mut input), Err(ReadError::Busy(_))), "170 000 bytes do not fit");
+        drop(c);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
     fn unmasking_matches_the_bytewise_rule() {
         let mask = [0x37, 0xfa, 0x21, 0x3d];
         let data: Vec<u8> = (0..=255).collect();
