@@ -41,6 +41,10 @@ pub struct SocketOptions {
     pub max_joins_per_second: u32,
     /// A connection that sends nothing for this long is closed (1001, so
     /// phoenix.js reconnects). Phoenix: 60 s; phoenix.js heartbeats every 30 s.
+    /// A client is heard when a message of its completes, not on every
+    /// byte: a message must arrive whole within this long of the last one
+    /// (10 MB in 60 s is 170 KB/s), so that one dripped a byte at a time
+    /// cannot hold its buffer.
     pub idle_timeout: Duration,
     /// The largest message a client may send; larger ones close the
     /// connection with 1009. Phoenix (websock_adapter ≥ 0.6): 10 MB.
