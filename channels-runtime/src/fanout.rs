@@ -93,7 +93,10 @@ impl FanoutLimits {
         if rate.limit != 0 && rate.count >= rate.limit {
             return Err(BroadcastError::RateLimited { max_per_second: rate.limit });
         }
-        if rate.max_bytes != 0 && rate.bytes.saturating_add(weight) > rate.max_bytes {
+        // The first broadcast of a window always fits (it is bounded by
+        // `max_broadcast_bytes`): a payload larger than the per-second
+        // limit goes out at most once a second, instead of never.
+        if rate.max_bytes != 0 && rate.bytes > 0 && rate.bytes.saturating_add(weight) > rate.max_bytes {
             return Err(BroadcastError::BytesRateLimited { max_bytes_per_second: rate.max_bytes as usize });
         }
         if let Some(topics) = &self.topics {
@@ -150,7 +153,7 @@ impl TopicRates {
         if over(window.0) {
             *window = (now, 0);
         }
-        if window.1.saturating_add(bytes) > max {
+        if window.1 > 0 && window.1.saturating_add(bytes) > max {
             return false;
         }
         window.1 = window.1.saturating_add(bytes);
@@ -255,6 +258,12 @@ mod tests {
         assert!(b.admit_broadcast("other", "e", &payload).is_ok(), "another topic has its own window");
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(admitted(&a), 2);
+        // One broadcast larger than the per-second limits goes out as the
+        // first of its window, and fills it.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let large = Payload::json(&"y".repeat(2000)).unwrap();
+        assert!(a.admit_broadcast("large", "e", &large).is_ok());
+        assert!(a.admit_broadcast("large", "e", &payload).is_err());
     }
 
     #[test]

@@ -119,14 +119,17 @@ pub struct SocketOptions {
     /// [`BroadcastError::RateLimited`](crate::pubsub::BroadcastError::RateLimited);
     /// propagated from `handle_in`, the message is answered `error` with
     /// `{"reason": "too many broadcast bytes", "max_bytes_per_second": N}`.
-    /// Default: 256 KiB.
+    /// The first broadcast of a window always fits (it is bounded by
+    /// `max_broadcast_bytes`), so a payload larger than this goes out at
+    /// most once a second rather than never. Default: 256 KiB.
     pub max_broadcast_bytes_per_second: usize,
     /// Bytes the clients of this node may broadcast per second on one
     /// topic, together (whoever sends: many senders on one topic are held
     /// to what one reader of it can take); 0: unlimited. Over it,
     /// broadcasts fail the same way, answered
-    /// `{"reason": "too many broadcast bytes on this topic", "max_bytes_per_second": N}`.
-    /// The application's own broadcasts are not limited. Default: 512 KiB.
+    /// `{"reason": "too many broadcast bytes on this topic", "max_bytes_per_second": N}`
+    /// (the first broadcast of a topic's window always fits). The
+    /// application's own broadcasts are not limited. Default: 512 KiB.
     pub max_topic_broadcast_bytes_per_second: usize,
     /// LongPoll sessions one client address may open per second (a fixed
     /// one-second window; an IPv4 address or an IPv6 /64); 0: unlimited.
