@@ -78,11 +78,19 @@ impl App {
     /// Checks an `Authorization` header value against the admin token.
     pub fn admin(&self, authorization: Option<&str>) -> Admin {
         let Some(expected) = self.admin_token.as_deref() else { return Admin::Closed };
-        match authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+        match authorization.and_then(bearer_token) {
             Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Admin::Allowed,
             _ => Admin::Refused,
         }
     }
+}
+
+/// The token of a `Bearer` credential (RFC 6750): the scheme is matched
+/// without regard to case (RFC 7235 §2.1: `bearer`, `BEARER`), and is
+/// followed by one or more spaces.
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' '))
 }
 
 /// Compares without leaking where the first difference is.

@@ -26,6 +26,14 @@
 //! may make per second (default 100; 0: unlimited), for benchmarks that
 //! push from one client faster than that.
 //!
+//! Connections are capped below the open-file limit, so that a flood gets
+//! 503 while the server still has descriptors to answer it with
+//! (`DISCUSS_MAX_CONNECTIONS`, default: the limit less 256), and per client
+//! address (`DISCUSS_MAX_CONNECTIONS_PER_SOURCE`, default 1000; 0: no cap;
+//! leave it at 0 behind a proxy, where every client has its address). At
+//! start the example makes memory freed after a spike go back to the system
+//! (`server::return_memory_to_os`).
+//!
 //! `POST /api/disconnect?id=SOCKET_ID` (every connection with that socket id
 //! is closed), `GET /api/stats` (the endpoint's and the broker's counters)
 //! and `GET /metrics` (every figure of the runtime, in Prometheus's text
@@ -61,7 +69,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use phx_channels::dashboard::{Access, Guard, TokenGuard};
 use phx_channels::prelude::*;
 use phx_channels::pubsub::{Nats, Redis, RedisCluster};
-use phx_channels::{MetricsSnapshot, PresenceOptions, SocketOptions};
+use phx_channels::{MetricsSnapshot, PresenceOptions, ServerOptions, SocketOptions};
 use serde::Deserialize;
 
 use app::{Admin, App, UserSocket};
@@ -318,9 +326,25 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = args().map_err(anyhow::Error::msg)?;
+    // Memory a spike of large messages took goes back once they are gone.
+    let returned = phx_channels::server::return_memory_to_os();
+    tracing::debug!(returned, "freed memory returned to the system");
     // Every connection is a file descriptor; the default soft limit is low.
     let fd_limit = phx_channels::server::raise_fd_limit()?;
     tracing::debug!(fd_limit, "open-file limit");
+    // Room under the limit for the listener, the broker's connections and
+    // the HTTP connections being answered (503s included).
+    let max_connections = match env("DISCUSS_MAX_CONNECTIONS") {
+        Some(n) => n.parse()?,
+        None => usize::try_from(fd_limit.saturating_sub(256).max(fd_limit / 2)).unwrap_or(usize::MAX),
+    };
+    let server = ServerOptions {
+        max_connections_per_source: match env("DISCUSS_MAX_CONNECTIONS_PER_SOURCE") {
+            Some(n) => n.parse()?,
+            None => 1000,
+        },
+        ..ServerOptions::default()
+    };
 
     let mut options = SocketOptions { longpoll: true, ..SocketOptions::default() };
     if let Some(n) = env("DISCUSS_MAX_BROADCASTS_PER_SECOND") {
@@ -332,7 +356,9 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))
         .with_pubsub(pubsub)
         .socket_with("/socket", UserSocket, options)
-        .dashboard("/dashboard", DashboardGuard(env("DISCUSS_DASHBOARD_TOKEN").map(TokenGuard::new)));
+        .dashboard("/dashboard", DashboardGuard(env("DISCUSS_DASHBOARD_TOKEN").map(TokenGuard::new)))
+        .max_connections(max_connections)
+        .server_options(server);
     // A clone shares the endpoint's counters.
     let counters = endpoint.clone();
     let stats = get(move |State(app): State<Arc<App>>, headers: HeaderMap| {

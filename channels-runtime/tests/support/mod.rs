@@ -322,6 +322,28 @@ pub async fn http(
     (status, head.to_owned(), body.to_owned())
 }
 
+/// A WebSocket upgrade request with these extra headers and query; the
+/// HTTP status it is answered with.
+pub async fn upgrade_status(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut all = vec![
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    all.extend_from_slice(headers);
+    http(addr, "GET", &format!("/socket/websocket?{query}"), &all, "").await.0
+}
+
+/// The head of a LongPoll `POST` of session `token` announcing a body
+/// of `len` bytes (the body is the caller's to send).
+pub fn longpoll_post_head(addr: SocketAddr, token: &str, len: usize) -> String {
+    format!(
+        "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {len}\r\n\r\n"
+    )
+}
+
 impl Server {
     /// A LongPoll request; returns the JSON body (every answer is HTTP 200).
     pub async fn longpoll(&self, method: &str, query: &str, content_type: &str, body: &str) -> Value {
