@@ -81,7 +81,7 @@ pub use phx_channels_runtime::pubsub::{BroadcastError, PubSub};
 pub use phx_channels_runtime::reply::{IntoReply, Reply, Status, TypedReply};
 pub use phx_channels_runtime::router::Topic;
 pub use phx_channels_runtime::server::ServerOptions;
-pub use phx_channels_runtime::socket::{Socket, SocketRef, TimerRef};
+pub use phx_channels_runtime::socket::{AdmittedBroadcast, Socket, SocketRef, TimerRef};
 pub use phx_channels_runtime::token::{TokenError, Tokens};
 pub use phx_channels_runtime::{
     changeset, connect, crash, dashboard, describe, encode, endpoint, origin, outbox, presence, protocol, pubsub,
