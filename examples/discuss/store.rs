@@ -17,8 +17,15 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use super::Comment;
 
 /// How long one call may take, waiting for a connection included, before
-/// it fails with [`Unavailable`] (phoenix.js gives up on a push after 10 s).
-pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// it fails with [`Unavailable`]. phoenix.js gives up on a push after 10 s,
+/// and a channel answers its pushes one after the other: two pushes queued
+/// behind each other on a database that is down are both answered in time.
+pub const TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How long a call waits for a connection: for one of the pool's to be
+/// free, or for a new one (the pool retries a refused connection until
+/// then, so this is how soon a database that is down is noticed).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many comments are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,12 +111,15 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(TIMEOUT);
             // Reads run side by side; writes take turns (`Store::write`).
-            let pool =
-                SqlitePoolOptions::new().max_connections(4).acquire_timeout(TIMEOUT).connect_with(options).await?;
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options)
+                .await?;
             sqlx::migrate!("examples/discuss/migrations/sqlite").run(&pool).await?;
             Pool::Sqlite(pool)
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new().max_connections(10).acquire_timeout(TIMEOUT).connect(url).await?;
+            let pool = PgPoolOptions::new().max_connections(10).acquire_timeout(ACQUIRE_TIMEOUT).connect(url).await?;
             // Several nodes starting at once: the migrator holds an
             // advisory lock, so one of them migrates.
             sqlx::migrate!("examples/discuss/migrations/postgres").run(&pool).await?;
@@ -218,13 +228,43 @@ impl Store {
         doing: &'static str,
         query: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, Unavailable> {
-        let error = match tokio::time::timeout(TIMEOUT, query).await {
+        let failure = match tokio::time::timeout(TIMEOUT, query).await {
             Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => chain(&error),
-            Err(_) => format!("no answer within {TIMEOUT:?}"),
+            Ok(Err(error)) => Some(error),
+            Err(_) => None,
         };
-        self.log.error(doing, self.backend(), &error);
+        if self.log.allow() {
+            let mut error = match &failure {
+                Some(error) => chain(error),
+                None => format!("no answer within {TIMEOUT:?}"),
+            };
+            // The pool retries a refused connection until its deadline and
+            // then says only that it timed out: one more try says why.
+            if matches!(failure, Some(sqlx::Error::PoolTimedOut)) {
+                error.push_str("; connecting: ");
+                error.push_str(&self.try_to_connect().await);
+            }
+            self.log.error(doing, self.backend(), &error);
+        }
         Err(Unavailable)
+    }
+
+    /// Why a new connection fails, if it does.
+    async fn try_to_connect(&self) -> String {
+        use sqlx::{ConnectOptions, Connection};
+        let attempt = with_pool!(self, |pool| {
+            let options = pool.connect_options();
+            match tokio::time::timeout(Duration::from_secs(1), options.connect()).await {
+                Ok(Ok(connection)) => Ok(connection.close().await),
+                Ok(Err(error)) => Err(Some(error)),
+                Err(_) => Err(None),
+            }
+        });
+        match attempt {
+            Ok(_) => "it works now".to_owned(),
+            Err(Some(error)) => chain(&error),
+            Err(None) => "no answer within 1s".to_owned(),
+        }
     }
 }
 
@@ -238,8 +278,12 @@ fn chain(error: &sqlx::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        // sqlx's messages often end with their source's already.
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
         source = cause.source();
     }
     text
@@ -256,20 +300,26 @@ struct LogThrottle {
 }
 
 impl LogThrottle {
-    fn error(&self, doing: &str, backend: &str, error: &str) {
+    /// Whether a line may be logged now (then [`LogThrottle::error`] logs
+    /// it); if not, it counts one more held back.
+    fn allow(&self) -> bool {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (last, held_back) = &mut *state;
         if last.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
             *held_back += 1;
-            return;
+            return false;
         }
         *last = Some(Instant::now());
+        true
+    }
+
+    fn error(&self, doing: &str, backend: &str, error: &str) {
+        let held_back = std::mem::take(&mut self.state.lock().unwrap_or_else(|e| e.into_inner()).1);
         let mut end = error.len().min(CLIP_BYTES);
         while !error.is_char_boundary(end) {
             end -= 1;
         }
         let error = &error[..end];
-        tracing::error!(backend, error, held_back = *held_back, "{doing} failed: storage unavailable");
-        *held_back = 0;
+        tracing::error!(backend, error, held_back, "{doing} failed: storage unavailable");
     }
 }

@@ -4,6 +4,10 @@
 
 #![allow(dead_code)]
 
+// The runtime's own test helpers, shared: its log capture (`Logs`) and
+// its redis-server.
+#[path = "../../channels-runtime/tests/support/abuse_helpers.rs"]
+pub mod abuse_helpers;
 pub mod postgres;
 #[path = "../../channels-runtime/tests/support/redis_server.rs"]
 pub mod redis_server;
