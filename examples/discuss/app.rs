@@ -99,8 +99,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// never make a reply of every comment ever written. Older ones are a
 /// `comments:before` away.
 pub const REPLAYED: u32 = 50;
-/// The most comments one `comments:before` answers.
-pub const MAX_PAGE: u32 = 100;
+/// The most comments one `comments:before` answers: as many as a join
+/// replays, so a reply is at most 2 MB (50 comments of 40 000 bytes), far
+/// under `SocketOptions::max_outbound_bytes`.
+pub const MAX_PAGE: u32 = 50;
 
 /// A comment, as the `comments` table keeps it (the seed's `schema
 /// "comments"`: `belongs_to :user`, `belongs_to :topic`, `timestamps()`).
@@ -167,10 +169,10 @@ pub struct PageParams {
     #[ts(optional)]
     #[validate(custom(function = "cursor"))]
     before: Option<String>,
-    /// How many comments, 1 to 100 (default 50).
+    /// How many comments, 1 to 50 (`MAX_PAGE`, the default).
     #[serde(default)]
     #[ts(optional)]
-    #[validate(range(min = 1, max = 100))]
+    #[validate(range(min = 1, max = MAX_PAGE))]
     limit: Option<u32>,
 }
 
@@ -283,7 +285,7 @@ impl CommentsChannel {
         socket: &mut Socket<UserSocket>,
     ) -> TypedReply<CommentsPage, StorageError> {
         let PageParams { before, limit } = page.into_inner();
-        let limit = limit.unwrap_or(REPLAYED).min(MAX_PAGE);
+        let limit = limit.unwrap_or(MAX_PAGE);
         let comments = &socket.state().comments;
         // Validated: a positive integer.
         let found = match before.and_then(|b| b.parse::<i64>().ok()) {
