@@ -240,7 +240,7 @@ async fn older_comments_are_paged_with_a_cursor() {
     let names = |range: std::ops::Range<usize>| -> Vec<String> { range.map(|n| format!("c{n}")).collect() };
 
     // Without a cursor: the newest, as a join replays them, and the cursor before them.
-    let (status, first) = channel.reply(&channel.push("comments:before", json!({}))).await;
+    let (status, first) = channel.reply(&channel.push("comments:before", json!({"before": null}))).await;
     assert_eq!(status, "ok", "{first}");
     assert_eq!(contents(&first), names(20..70));
     let mut later = on(&app).connect(&[]).await.unwrap();

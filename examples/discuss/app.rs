@@ -164,9 +164,10 @@ impl From<Unavailable> for StorageError {
 /// optional.
 #[derive(Deserialize, Validate, TS)]
 pub struct PageParams {
-    /// The `next` of the page before; without it, the newest comments.
+    /// The `next` of the page before; without it (or `null`), the newest
+    /// comments.
     #[serde(default)]
-    #[ts(optional)]
+    #[ts(optional = nullable)]
     #[validate(custom(function = "cursor"))]
     before: Option<String>,
     /// How many comments, 1 to 50 (`MAX_PAGE`, the default).

@@ -22,11 +22,30 @@ content: string, };
 
 export type Added = Record<string, never>;
 
+export type StorageError = { reason: string };
+
 /** Messages per field; nested objects and lists of them for nested fields. */
 export type FieldErrors = { [field: string]: string[] | FieldErrors | FieldErrors[] };
 
 /** The error reply to a payload that fails its rules (a `Valid<T>` argument). */
 export type ValidationErrors = { errors: FieldErrors };
+
+/**
+ * The `comments:before` payload: `{"before": cursor, "limit": n}`, both
+ * optional.
+ */
+export type PageParams = { 
+/**
+ * The `next` of the page before; without it (or `null`), the newest
+ * comments.
+ */
+before?: string | null, 
+/**
+ * How many comments, 1 to 50 (`MAX_PAGE`, the default).
+ */
+limit?: number, };
+
+export type CommentsPage = { comments: Array<Comment>; next: string | null };
 
 export type NewCommentEvent = { comment: Comment };
 
@@ -55,7 +74,8 @@ export type CommentsChannel = {
   joined: CommentsJoined;
   refused: unknown;
   in: {
-    "comment:add": { payload: NewComment; reply: Added; error: ValidationErrors };
+    "comment:add": { payload: NewComment; reply: Added; error: StorageError | ValidationErrors };
+    "comments:before": { payload: PageParams; reply: CommentsPage; error: StorageError | ValidationErrors };
     "ping": { payload: unknown; reply: unknown; error: unknown };
     "crash": { payload: unknown; reply: unknown; error: unknown };
   };
