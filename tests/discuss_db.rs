@@ -33,6 +33,19 @@ use support::postgres::Postgres;
 use support::redis_server::RedisServer;
 use support::TempSqlite;
 
+/// What every test of this file logs (one subscriber for the process: a
+/// thread's own would miss the lines of callsites another thread
+/// registered at the same moment).
+fn logs() -> &'static Logs {
+    static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Logs::default();
+        let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(logs.clone()).finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        logs
+    })
+}
+
 /// A `discuss` node: the app on a database, served on a free port.
 struct Node {
     addr: SocketAddr,
@@ -42,6 +55,7 @@ struct Node {
 }
 
 async fn node_with(url: &str, pubsub: PubSub, options: SocketOptions, limits: Limits) -> Node {
+    logs();
     let store = Store::connect(url, limits).await.unwrap_or_else(|e| panic!("{url}: {e:#}"));
     let app = Arc::new(App::new(store, pubsub.clone(), None));
     let endpoint = Endpoint::with_state(app.clone()).with_pubsub(pubsub).socket_with("/socket", UserSocket, options);
@@ -238,9 +252,7 @@ async fn a_stopped_postgres_is_an_error_reply_and_the_comments_come_back_with_it
     add(&channel, "before").await;
 
     // What this test's thread logs (the server's tasks run on it).
-    let log = Logs::default();
-    let subscriber = tracing_subscriber::fmt().with_ansi(false).with_writer(log.clone()).finish();
-    let _logging = tracing::subscriber::set_default(subscriber);
+    let log = logs();
     pg.stop_server();
     let started = Instant::now();
     let joiner = node.client();
@@ -258,7 +270,8 @@ async fn a_stopped_postgres_is_an_error_reply_and_the_comments_come_back_with_it
     assert!(started.elapsed() < 2 * TIMEOUT + Duration::from_secs(1), "answered after {:?}", started.elapsed());
     // Three failures in fewer lines (one a second at most), each with the
     // cause, counting those it held back.
-    let lines = log.lines_with(&["failed: storage unavailable"]);
+    // (Only this test's database is a PostgreSQL that fails.)
+    let lines = log.lines_with(&["failed: storage unavailable", "backend=\"postgres\""]);
     assert!(!lines.is_empty() && lines.len() < 3, "{lines:#?}");
     assert!(lines.iter().all(|l| l.contains("Connection refused")), "{lines:#?}");
     let held_back: usize = lines.iter().map(|l| l.rsplit("held_back=").next().unwrap().parse::<usize>().unwrap()).sum();
@@ -275,6 +288,47 @@ async fn a_stopped_postgres_is_an_error_reply_and_the_comments_come_back_with_it
     assert_eq!(replayed(&node.client(), "comments:30").await, ["before", "after"]);
     sender.disconnect();
     listener.disconnect();
+    node.stop().await;
+}
+
+/// A SQLite file another process holds the write lock of: every writer is
+/// answered within the timeout, the ones waiting for their turn behind
+/// another client included, and writes work again once it is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_answers_every_writer_within_the_timeout() {
+    use sqlx::Connection;
+    let db = TempSqlite::new();
+    let node = node(&db.url()).await;
+    let (ada, bob) = (node.client(), node.client());
+    let (ada_channel, _) = join(&ada, "comments:50").await;
+    let (bob_channel, _) = join(&bob, "comments:51").await;
+
+    let mut holder = sqlx::SqliteConnection::connect(&db.url()).await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+    let started = Instant::now();
+    let (by_ada, by_bob) = tokio::join!(
+        async {
+            let answer = push(&ada_channel, "comment:add", json!({"content": "ada"})).await;
+            (answer, started.elapsed())
+        },
+        async {
+            let answer = push(&bob_channel, "comment:add", json!({"content": "bob"})).await;
+            (answer, started.elapsed())
+        },
+    );
+    let unavailable = ("error".to_owned(), json!({"reason": "storage unavailable"}));
+    for (who, (answer, after)) in [("ada", by_ada), ("bob", by_bob)] {
+        assert_eq!(answer, unavailable, "{who}");
+        assert!(after < TIMEOUT + Duration::from_secs(1), "{who} answered after {after:?}");
+    }
+    // Readers do not wait for the writer (WAL).
+    assert!(replayed(&node.client(), "comments:50").await.is_empty());
+
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    add(&ada_channel, "ada again").await;
+    assert_eq!(replayed(&node.client(), "comments:50").await, ["ada again"]);
+    ada.disconnect();
+    bob.disconnect();
     node.stop().await;
 }
 

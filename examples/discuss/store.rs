@@ -101,6 +101,10 @@ impl Store {
     /// Connects to `url` (`sqlite:..` or `postgres://..`) and runs the
     /// migrations that have not run yet.
     pub async fn connect(url: &str, limits: Limits) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            limits.per_topic > 0 && limits.total > 0,
+            "the comments' limits must be at least 1: {limits:?}"
+        );
         let pool = if url.starts_with("sqlite:") {
             // WAL: readers do not wait for the writer; NORMAL: a commit is
             // not synced to disk until the next checkpoint (an OS crash
@@ -141,7 +145,7 @@ impl Store {
     /// The newest `n` comments of a topic, oldest first.
     pub async fn latest(&self, topic_id: &str, n: u32) -> Result<Vec<Comment>, Unavailable> {
         let newest_first = self
-            .run("reading comments", async {
+            .run("reading comments", Access::Read, async {
                 with_pool!(self, |pool| sqlx::query_as(LATEST).bind(topic_id).bind(i64::from(n)).fetch_all(pool).await)
             })
             .await?;
@@ -152,7 +156,7 @@ impl Store {
     /// first.
     pub async fn before(&self, topic_id: &str, before: i64, n: u32) -> Result<Vec<Comment>, Unavailable> {
         let newest_first = self
-            .run("reading comments", async {
+            .run("reading comments", Access::Read, async {
                 with_pool!(self, |pool| sqlx::query_as(BEFORE)
                     .bind(topic_id)
                     .bind(before)
@@ -167,10 +171,9 @@ impl Store {
     /// Inserts `comment` (its `id` is the database's to give) and returns
     /// it with its id.
     pub async fn insert(&self, mut comment: Comment) -> Result<Comment, Unavailable> {
-        let _turn = self.write_turn().await;
         let c = &comment;
         comment.id = self
-            .run("storing a comment", async {
+            .run("storing a comment", Access::Write, async {
                 with_pool!(self, |pool| sqlx::query_scalar(INSERT)
                     .bind(&c.content)
                     .bind(&c.user_id)
@@ -186,8 +189,7 @@ impl Store {
 
     /// Deletes a comment: one that was stored but whose broadcast failed.
     pub async fn delete(&self, id: i64) -> Result<(), Unavailable> {
-        let _turn = self.write_turn().await;
-        self.run("deleting a comment", async {
+        self.run("deleting a comment", Access::Write, async {
             with_pool!(self, |pool| sqlx::query(DELETE).bind(id).execute(pool).await.map(drop))
         })
         .await
@@ -196,13 +198,16 @@ impl Store {
     /// Deletes what the limits no longer keep, now that comment `newest`
     /// is in `topic_id`.
     pub async fn prune(&self, topic_id: &str, newest: i64) -> Result<(), Unavailable> {
-        let _turn = self.write_turn().await;
         let per_topic = i64::from(self.limits.per_topic);
         let older_than_kept = newest - i64::from(self.limits.total);
-        self.run("deleting old comments", async {
+        self.run("deleting old comments", Access::Write, async {
             with_pool!(self, |pool| {
                 sqlx::query(PRUNE_TOPIC).bind(topic_id).bind(per_topic).execute(pool).await?;
-                sqlx::query(PRUNE_TOTAL).bind(older_than_kept).execute(pool).await.map(drop)
+                // Ids start at 1: none is that old before `total` were written.
+                if older_than_kept > 0 {
+                    sqlx::query(PRUNE_TOTAL).bind(older_than_kept).execute(pool).await?;
+                }
+                Ok(())
             })
         })
         .await
@@ -214,21 +219,23 @@ impl Store {
         with_pool!(self, |pool| pool.close().await);
     }
 
-    async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.pool {
-            Pool::Sqlite(_) => Some(self.write.lock().await),
-            Pool::Postgres(_) => None,
-        }
-    }
-
-    /// Runs a query within [`TIMEOUT`]; a failure is logged (with its
-    /// source chain) and becomes [`Unavailable`].
+    /// Runs a query within [`TIMEOUT`] (a SQLite write's wait for its turn
+    /// included); a failure is logged (with its source chain) and becomes
+    /// [`Unavailable`].
     async fn run<T>(
         &self,
         doing: &'static str,
+        access: Access,
         query: impl std::future::Future<Output = Result<T, sqlx::Error>>,
     ) -> Result<T, Unavailable> {
-        let failure = match tokio::time::timeout(TIMEOUT, query).await {
+        let in_turn = async {
+            let _turn = match (&self.pool, access) {
+                (Pool::Sqlite(_), Access::Write) => Some(self.write.lock().await),
+                _ => None,
+            };
+            query.await
+        };
+        let failure = match tokio::time::timeout(TIMEOUT, in_turn).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => Some(error),
             Err(_) => None,
@@ -266,6 +273,13 @@ impl Store {
             Err(None) => "no answer within 1s".to_owned(),
         }
     }
+}
+
+/// Whether a query writes (SQLite's writes take turns).
+#[derive(Clone, Copy)]
+enum Access {
+    Read,
+    Write,
 }
 
 fn oldest_first(mut comments: Vec<Comment>) -> Vec<Comment> {

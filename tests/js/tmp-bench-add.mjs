@@ -1,0 +1,20 @@
+// Temporary: comment:add throughput against a running discuss (not committed).
+import { Socket } from "phoenix";
+import WebSocket from "ws";
+const url = process.argv[2];
+const n = Number(process.argv[3] || 2000);
+const socket = new Socket(url, { transport: WebSocket, timeout: 60000 });
+socket.connect();
+const topic = `comments:${Date.now()}`;
+const ch = socket.channel(topic);
+await new Promise((res, rej) => ch.join().receive("ok", res).receive("error", rej));
+const one = () => new Promise((res, rej) => ch.push("comment:add", { content: "x".repeat(100) }, 60000).receive("ok", res).receive("error", rej).receive("timeout", rej));
+let t = Date.now();
+for (let i = 0; i < n / 4; i++) await one();
+const seq = (n / 4) / ((Date.now() - t) / 1000);
+t = Date.now();
+await Promise.all(Array.from({ length: n }, one));
+const piped = n / ((Date.now() - t) / 1000);
+console.log(JSON.stringify({ sequential_per_s: Math.round(seq), pipelined_per_s: Math.round(piped) }));
+socket.disconnect();
+process.exit(0);
