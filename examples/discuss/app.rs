@@ -264,14 +264,12 @@ impl CommentsChannel {
         };
         if let Err(refused) = broadcast.send() {
             // The broker to other nodes refused it: nobody got it, so it is
-            // not kept either. (Should the delete fail too, it is logged.)
+            // not kept either. (Should the delete fail too, it is logged;
+            // the old comments its insert pruned stay pruned.)
             let _ = comments.delete(comment.id).await;
             return Err(refused);
         }
         tracing::info!(topic = self.topic_id, id = comment.id, user = ?comment.user_id, at = %comment.inserted_at, "comment added");
-        // Kept and sent: a failure to delete old comments is logged, and
-        // the next comment tries again.
-        let _ = comments.prune(&self.topic_id, comment.id).await;
         Ok(TypedReply::ok(Added {}))
     }
 

@@ -168,20 +168,33 @@ impl Store {
         Ok(oldest_first(newest_first))
     }
 
-    /// Inserts `comment` (its `id` is the database's to give) and returns
-    /// it with its id.
+    /// Inserts `comment` (its `id` is the database's to give) and, in the
+    /// same transaction (one commit, one sync to disk), deletes what the
+    /// limits no longer keep; returns the comment with its id.
     pub async fn insert(&self, mut comment: Comment) -> Result<Comment, Unavailable> {
         let c = &comment;
+        let per_topic = i64::from(self.limits.per_topic);
+        let total = i64::from(self.limits.total);
         comment.id = self
             .run("storing a comment", Access::Write, async {
-                with_pool!(self, |pool| sqlx::query_scalar(INSERT)
-                    .bind(&c.content)
-                    .bind(&c.user_id)
-                    .bind(&c.topic_id)
-                    .bind(c.inserted_at)
-                    .bind(c.updated_at)
-                    .fetch_one(pool)
-                    .await)
+                with_pool!(self, |pool| {
+                    let mut tx = pool.begin().await?;
+                    let id: i64 = sqlx::query_scalar(INSERT)
+                        .bind(&c.content)
+                        .bind(&c.user_id)
+                        .bind(&c.topic_id)
+                        .bind(c.inserted_at)
+                        .bind(c.updated_at)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    sqlx::query(PRUNE_TOPIC).bind(&c.topic_id).bind(per_topic).execute(&mut *tx).await?;
+                    // Ids start at 1: none is that old before `total` were written.
+                    if id > total {
+                        sqlx::query(PRUNE_TOTAL).bind(id - total).execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(id)
+                })
             })
             .await?;
         Ok(comment)
@@ -191,24 +204,6 @@ impl Store {
     pub async fn delete(&self, id: i64) -> Result<(), Unavailable> {
         self.run("deleting a comment", Access::Write, async {
             with_pool!(self, |pool| sqlx::query(DELETE).bind(id).execute(pool).await.map(drop))
-        })
-        .await
-    }
-
-    /// Deletes what the limits no longer keep, now that comment `newest`
-    /// is in `topic_id`.
-    pub async fn prune(&self, topic_id: &str, newest: i64) -> Result<(), Unavailable> {
-        let per_topic = i64::from(self.limits.per_topic);
-        let older_than_kept = newest - i64::from(self.limits.total);
-        self.run("deleting old comments", Access::Write, async {
-            with_pool!(self, |pool| {
-                sqlx::query(PRUNE_TOPIC).bind(topic_id).bind(per_topic).execute(pool).await?;
-                // Ids start at 1: none is that old before `total` were written.
-                if older_than_kept > 0 {
-                    sqlx::query(PRUNE_TOTAL).bind(older_than_kept).execute(pool).await?;
-                }
-                Ok(())
-            })
         })
         .await
     }
