@@ -192,6 +192,36 @@ impl<S: Connect> Socket<S> {
         self.conn.pubsub.broadcast(&self.topic, event, payload)
     }
 
+    /// Checks a broadcast against the connection's fan-out limits (counting
+    /// it toward `max_broadcasts_per_second`) without sending it yet:
+    /// [`AdmittedBroadcast::send`] sends it later, as [`Socket::broadcast`]
+    /// would have. For work that must happen only when the broadcast will
+    /// go out, between the two: a comment stored only once its broadcast
+    /// was admitted, so a refused one (`too many broadcasts`) is not kept.
+    /// Dropped unsent, it still counted toward the rate.
+    ///
+    /// ```no_run
+    /// # use phx_channels_runtime::socket::Socket;
+    /// # use phx_channels_runtime::connect::Connect;
+    /// # async fn store(_content: &str) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// use serde_json::json;
+    /// // Refused here (a limit) before anything is stored:
+    /// let broadcast = socket.admit_broadcast("comments:42:new", json!({"comment": {"content": "hi"}}))?;
+    /// store("hi").await?; // an error here sends nothing
+    /// broadcast.send()?; // only a busy broker can refuse it now
+    /// # Ok(()) }
+    /// ```
+    pub fn admit_broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<AdmittedBroadcast, BroadcastError> {
+        let payload = self.admit(payload)?;
+        Ok(AdmittedBroadcast {
+            pubsub: self.conn.pubsub.clone(),
+            topic: self.topic.clone(),
+            event: event.to_owned(),
+            payload,
+        })
+    }
+
     /// The payload, if the connection's fan-out limits let it be broadcast.
     fn admit(&self, event: &str, payload: impl IntoPayload) -> Result<Payload, BroadcastError> {
         let payload = payload.into_payload()?;
@@ -388,5 +418,26 @@ impl SocketRef {
 impl std::fmt::Debug for SocketRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketRef").field("topic", &self.topic).field("msg_ref", &self.msg_ref).finish()
+    }
+}
+
+/// A broadcast the connection's fan-out limits admitted, not sent yet
+/// (made by [`Socket::admit_broadcast`]). It owns what it needs, so it can
+/// wait across an `.await`.
+#[must_use = "an admitted broadcast is sent only by `send`"]
+#[derive(Debug)]
+pub struct AdmittedBroadcast {
+    pubsub: PubSub,
+    topic: Topic,
+    event: String,
+    payload: Payload,
+}
+
+impl AdmittedBroadcast {
+    /// Broadcasts it to every subscriber of the channel's topic, this
+    /// client included, on every node. Only the broker to other nodes can
+    /// refuse it now ([`BroadcastError::BrokerBusy`]: nobody got it).
+    pub fn send(self) -> Result<(), BroadcastError> {
+        self.pubsub.broadcast(&self.topic, &self.event, self.payload)
     }
 }

@@ -131,6 +131,30 @@ async fn broadcasts_per_second_are_limited_per_connection() {
     assert_eq!(s.endpoint.connections(), 2);
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_admitted_broadcast_counts_toward_the_rate_and_goes_out_when_sent() {
+    let s = serve(SocketOptions { max_broadcasts_per_second: 4, ..SocketOptions::default() }).await;
+    let topic = "echo:admit";
+    let mut r = readers(&s, topic, 1).await.remove(0);
+    let mut sender = s.v2().await;
+    assert_eq!(sender.join("1", topic).await[4]["status"], "ok");
+
+    // Four admitted (two sent, two dropped unsent), the fifth refused.
+    for n in 0..5 {
+        let payload = json!({"n": n, "send": n % 2 == 0});
+        sender.send(json!(["1", format!("m{n}"), topic, "admit", payload])).await;
+    }
+    for n in 0..4 {
+        assert_eq!(reply(&mut sender, &format!("m{n}")).await["status"], "ok", "m{n}");
+    }
+    let refused = reply(&mut sender, "m4").await;
+    assert_eq!(refused["response"], json!({"reason": "too many broadcasts", "max_per_second": 4}));
+    for n in [0, 2] {
+        assert_eq!(next_json(&mut r).await[4]["n"], n);
+    }
+    assert!(r.recv_within(Duration::from_millis(100)).await.is_none(), "an unsent or refused broadcast went out");
+}
+
 #[tokio::test]
 async fn a_presence_meta_over_the_limit_is_answered_and_sends_no_diff() {
     let s = serve(SocketOptions::default()).await;

@@ -19,6 +19,21 @@
 //! NATS_URL=nats://127.0.0.1:4222 cargo run --release --example discuss
 //! ```
 //!
+//! Comments are kept in a database, through `sqlx` (`app/store.rs`):
+//! `DATABASE_URL` names it, `sqlite://discuss.db` (a file in the working
+//! directory, made at the first start) by default; migrations
+//! (`examples/discuss/migrations/`) run at start. Nodes that share comments
+//! share a PostgreSQL database:
+//!
+//! ```text
+//! DATABASE_URL=sqlite:///var/lib/discuss/comments.db cargo run --release --example discuss
+//! DATABASE_URL=postgres://discuss@127.0.0.1/discuss REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example discuss
+//! ```
+//!
+//! A topic keeps its newest `DISCUSS_COMMENTS_PER_TOPIC` comments (default
+//! 1 000) and the database its newest `DISCUSS_COMMENTS_KEPT` (default
+//! 100 000); older ones are deleted as new ones come.
+//!
 //! `NODE_NAME` names the node among the others (a node restarted under the
 //! same name replaces its previous life at once); `PRESENCE_DOWN_PERIOD_MS`
 //! sets how long a silent node's presences survive (default 3 s).
@@ -72,6 +87,7 @@ use phx_channels::pubsub::{Nats, Redis, RedisCluster};
 use phx_channels::{MetricsSnapshot, PresenceOptions, ServerOptions, SocketOptions};
 use serde::Deserialize;
 
+use app::store::{Limits, Store};
 use app::{Admin, App, UserSocket};
 
 #[derive(Deserialize)]
@@ -276,6 +292,29 @@ fn pubsub() -> anyhow::Result<PubSub> {
     Ok(pubsub)
 }
 
+/// Where comments go without `DATABASE_URL`: `discuss.db` in the working
+/// directory, made (and migrated) at the first start.
+const DEFAULT_DATABASE_URL: &str = "sqlite://discuss.db";
+
+/// The comments' database, from `DATABASE_URL` and the limits' variables.
+async fn store() -> anyhow::Result<Store> {
+    let url = env("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let mut limits = Limits::default();
+    if let Some(n) = env("DISCUSS_COMMENTS_PER_TOPIC") {
+        limits.per_topic = n.parse()?;
+    }
+    if let Some(n) = env("DISCUSS_COMMENTS_KEPT") {
+        limits.total = n.parse()?;
+    }
+    // The URL may hold a password: only its scheme is logged.
+    let backend = url.split(':').next().unwrap_or_default();
+    let store = Store::connect(&url, limits)
+        .await
+        .map_err(|e| e.context(format!("cannot open the comments' database ({backend}:..., from DATABASE_URL)")))?;
+    tracing::info!(backend = store.backend(), ?limits, "comments kept in the database");
+    Ok(store)
+}
+
 /// A variable of the environment, unless unset or empty.
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -353,7 +392,8 @@ async fn main() -> anyhow::Result<()> {
     let admin_token = env("DISCUSS_ADMIN_TOKEN");
     let prometheus = prometheus()?;
     let pubsub = pubsub()?;
-    let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))
+    let app = Arc::new(App::new(store().await?, pubsub.clone(), admin_token));
+    let endpoint = Endpoint::with_state(app.clone())
         .with_pubsub(pubsub)
         .socket_with("/socket", UserSocket, options)
         .dashboard("/dashboard", DashboardGuard(env("DISCUSS_DASHBOARD_TOKEN").map(TokenGuard::new)))
@@ -375,5 +415,8 @@ async fn main() -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     println!("listening on http://{addr}");
     endpoint.serve_on(listener).await?;
+    // Every channel has ended: the last writes are in, SQLite's WAL is
+    // folded back into its file.
+    app.comments.close().await;
     Ok(())
 }

@@ -168,6 +168,16 @@ impl Channel for Echo {
                 socket.broadcast("shout", &payload.decode::<Value>()?)?;
                 Ok(Reply::ok(json!({})))
             }
+            "admit" => {
+                // Admitted now, sent after an await (or dropped unsent).
+                let payload = payload.decode::<Value>()?;
+                let broadcast = socket.admit_broadcast("shout", &payload)?;
+                tokio::task::yield_now().await;
+                if payload["send"] == true {
+                    broadcast.send()?;
+                }
+                Ok(Reply::ok(json!({})))
+            }
             "relay" => {
                 // The payload as received, bytes unchanged.
                 socket.broadcast_from("relayed", payload)?;
