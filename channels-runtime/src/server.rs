@@ -44,7 +44,8 @@ use crate::registry::Registry;
 /// clients hold.
 ///
 /// ```
-/// use phx_channels_runtime::server::ServerOptions;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::server::ServerOptions;
 ///
 /// let options = ServerOptions { max_connections_per_source: 1000, ..ServerOptions::default() };
 /// assert_eq!(options.max_inflight_bytes, 128 * 1024 * 1024);
@@ -363,8 +364,9 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
 /// nothing and returns `false`.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// # #[cfg(all(target_os = "linux", target_env = "gnu"))]
-/// assert!(phx_channels_runtime::server::return_memory_to_os());
+/// assert!(phx_channels::server::return_memory_to_os());
 /// ```
 pub fn return_memory_to_os() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
