@@ -83,7 +83,7 @@ pub use phx_channels_runtime::pubsub::{BroadcastError, PubSub};
 pub use phx_channels_runtime::reply::{IntoReply, Reply, Status, TypedReply};
 pub use phx_channels_runtime::router::Topic;
 pub use phx_channels_runtime::server::ServerOptions;
-pub use phx_channels_runtime::socket::{Socket, SocketRef, TimerRef};
+pub use phx_channels_runtime::socket::{AdmittedBroadcast, Socket, SocketRef, TimerRef};
 pub use phx_channels_runtime::token::{TokenError, Tokens};
 // Every module of the runtime, by the same name: a path in the runtime's
 // documentation (`phx_channels::channel::Routes`) is a path here

@@ -19,6 +19,8 @@ mod discuss;
 #[path = "../examples/relay.rs"]
 #[allow(dead_code)]
 mod relay;
+#[path = "support/mod.rs"]
+mod support;
 #[path = "support/typed.rs"]
 mod typed;
 #[path = "support/wire.rs"]
@@ -200,9 +202,11 @@ async fn drive_board() -> Capture {
     }
     b.events(topic, "card:from", 1).await;
     a.events(topic, "listing", 1).await;
-    // `a` sees `b` join and leave.
+    // `a` sees `b` join and leave (diffs are batched: how many frames that
+    // takes depends on the timing).
     b.leave(topic).await;
-    a.events(topic, "presence_diff", 3).await;
+    a.event_until(topic, "presence_diff", |diff| diff.json()["leaves"].as_object().is_some_and(|l| !l.is_empty()))
+        .await;
     let mut capture = capture!(board::BoardSocket, "board");
     capture.add(&a);
     capture.add(&b);
@@ -258,13 +262,19 @@ async fn the_board_app_sends_only_the_chosen_column() {
 }
 
 /// discuss, both channels: comments (join, refusal, a comment added, a
-/// blank one refused, ping with JSON and bytes) and a room (presence with
-/// a second member joining and leaving, a shout, a refused join, a shout
-/// that does not decode).
+/// blank one refused, ping with JSON and bytes, pages of older comments
+/// and a refused cursor, then everything the storage error answers once
+/// its database is closed) and a room (presence with a second member
+/// joining and leaving, a shout, a refused join, a shout that does not
+/// decode).
 async fn drive_discuss() -> Capture {
     let pubsub = PubSub::local();
-    let app = discuss::App::new(pubsub.clone(), None);
-    let addr = serve(Endpoint::with_state(app).with_pubsub(pubsub).socket("/socket", discuss::UserSocket)).await;
+    let db = support::TempSqlite::new();
+    let store =
+        discuss::store::Store::connect(&db.url(), discuss::store::Limits::default()).await.expect("SQLite opens");
+    let app = std::sync::Arc::new(discuss::App::new(store, pubsub.clone(), None));
+    let addr =
+        serve(Endpoint::with_state(app.clone()).with_pubsub(pubsub).socket("/socket", discuss::UserSocket)).await;
     let comments = "comments:42";
     let mut a = Wire::connect(addr, "user_id=7").await;
     assert_eq!(a.join(comments, json!({})).await.0, "ok");
@@ -274,9 +284,22 @@ async fn drive_discuss() -> Capture {
     assert_eq!(a.push(comments, "comment:add", json!({"content": "   "})).await.0, "error");
     assert_eq!(a.push(comments, "ping", json!({"any": ["thing", 1]})).await.0, "ok");
     assert_eq!(a.push_binary(comments, "ping", &[1, 2, 3]).await, ("ok".to_owned(), Body::Binary(vec![1, 2, 3])));
+    assert_eq!(a.push(comments, "comment:add", json!({"content": "second"})).await.0, "ok");
+    a.events(comments, "comments:42:new", 2).await;
+    let (status, page) = a.push(comments, "comments:before", json!({"limit": 1})).await;
+    assert_eq!(status, "ok");
+    assert_eq!(page.json()["comments"], json!([{"content": "second"}]));
+    let next = page.json()["next"].clone();
+    assert!(next.is_string(), "{next}");
+    let (status, page) = a.push(comments, "comments:before", json!({"before": next})).await;
+    assert_eq!(
+        (status.as_str(), page.json().clone()),
+        ("ok", json!({"comments": [{"content": "first!"}], "next": null}))
+    );
+    assert_eq!(a.push(comments, "comments:before", json!({"before": "abc"})).await.0, "error");
     let mut b = Wire::connect(addr, "").await;
     let (_, joined) = b.join(comments, json!({})).await;
-    assert_eq!(joined.json()["comments"], json!([{"content": "first!"}]));
+    assert_eq!(joined.json()["comments"], json!([{"content": "first!"}, {"content": "second"}]));
 
     let room = "room:lobby";
     assert_eq!(a.join(room, json!({"name": "ada"})).await.0, "ok");
@@ -287,9 +310,15 @@ async fn drive_discuss() -> Capture {
     assert_eq!(b.push(room, "shout", json!("not an object")).await.0, "error");
     a.events(room, "shout", 1).await;
     b.leave(room).await;
-    // Ada's own join, Bob's join, Bob's leave.
-    a.events(room, "presence_diff", 3).await;
+    // Ada's own join, Bob's join, Bob's leave (batched: in as many diffs
+    // as the timing makes).
+    a.event_until(room, "presence_diff", |diff| diff.json()["leaves"].get("bob").is_some()).await;
     assert_eq!(b.join("room:nameless", json!({})).await.0, "error");
+
+    // The storage error, every way it reaches a client.
+    app.comments.close().await;
+    assert_eq!(a.push(comments, "comment:add", json!({"content": "lost"})).await.0, "error");
+    assert_eq!(a.push(comments, "comments:before", json!({})).await.0, "error");
 
     let mut capture = capture!(discuss::UserSocket, "discuss");
     capture.add(&a);

@@ -53,6 +53,7 @@ use crate::protocol::IntoPayload;
 use crate::pubsub::{BroadcastError, PubSub};
 use crate::registry::Registry;
 use crate::server::{self, ServerOptions};
+use crate::transport::budget::Budget;
 use crate::transport::raw::{self, RawSocket};
 use crate::transport::{longpoll, websocket, Mount};
 
@@ -64,6 +65,7 @@ struct Parts {
     pubsub: PubSub,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    budget: Arc<Budget>,
     state: Arc<dyn Any + Send + Sync>,
 }
 
@@ -75,6 +77,7 @@ impl Parts {
             options,
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
+            budget: self.budget.clone(),
             state: self.state.clone(),
         }
     }
@@ -96,6 +99,8 @@ pub struct Endpoint<St = ()> {
     routes: Vec<Router<Arc<St>>>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    /// Bytes of half-received messages, across the endpoint's sockets.
+    budget: Arc<Budget>,
     server: ServerOptions,
 }
 
@@ -108,6 +113,7 @@ impl<St> Clone for Endpoint<St> {
             routes: self.routes.clone(),
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
+            budget: self.budget.clone(),
             server: self.server,
         }
     }
@@ -148,6 +154,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
             routes: Vec::new(),
             metrics: Arc::default(),
             registry: Arc::default(),
+            budget: Budget::new(ServerOptions::default().max_inflight_bytes),
             server: ServerOptions::default(),
         }
     }
@@ -237,7 +244,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     pub fn dashboard(mut self, path: &str, guard: impl crate::dashboard::Guard) -> Self {
         let dashboard = crate::dashboard::Dashboard::new(path, guard);
         self.sockets.push(Arc::new(move |router: Router, parts: &Parts| {
-            dashboard.mount(router, &parts.pubsub, &parts.metrics, &parts.registry)
+            dashboard.mount(router, &parts.pubsub, &parts.metrics, &parts.registry, &parts.budget)
         }));
         self
     }
@@ -267,6 +274,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
             pubsub: self.pubsub.clone(),
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
+            budget: self.budget.clone(),
             state: self.state.clone(),
         };
         let sockets = self.sockets.iter().fold(Router::new(), |router, mount| mount(router, &parts));
@@ -319,9 +327,12 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         self
     }
 
-    /// Sets the handshake timeout and the shutdown drain.
+    /// Sets the server's timeouts, its shutdown drain, and what clients
+    /// may hold ([`ServerOptions`]).
     #[must_use]
     pub fn server_options(mut self, options: ServerOptions) -> Self {
+        self.budget.set_max(options.max_inflight_bytes);
+        self.registry.set_max_per_source(options.max_connections_per_source);
         self.server = options;
         self
     }
@@ -354,7 +365,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         let router = self.router();
-        server::serve(listener, router, self.registry, self.server, shutdown).await
+        server::serve(listener, router, self.registry, self.metrics, self.server, shutdown).await
     }
 }
 

@@ -38,6 +38,9 @@ async fn the_joiner_gets_the_reply_its_own_diff_then_the_state_as_from_phoenix()
         ada.json().await,
         json!(["1", null, "echo:room", "presence_state", {"ada": {"metas": [{"k": "ada", "phx_ref": r}]}}])
     );
+    // The period's batch tells everyone on the topic, ada too, of her join:
+    // the same diff (clients merge a join they hold by its phx_ref).
+    assert_eq!(ada.json().await, diff);
 
     // A second member: the same three frames, its state holding both; the
     // first member gets the diff alone.
@@ -53,7 +56,9 @@ async fn the_joiner_gets_the_reply_its_own_diff_then_the_state_as_from_phoenix()
         [&json!("5"), &Value::Null, &json!("echo:room"), &json!("presence_state")]
     );
     assert_eq!((phx_ref(&state[4], "ada"), phx_ref(&state[4], "bob")), (r, b.clone()));
+    // bob's join, batched, to both.
     assert_eq!(ada.json().await, diff);
+    assert_eq!(bob.json().await, diff);
     ada.silent(50).await;
 }
 

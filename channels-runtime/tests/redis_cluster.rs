@@ -134,6 +134,12 @@ impl Cluster {
             String::from_utf8_lossy(&created.stderr)
         );
         cluster.wait_ok();
+        // `--cluster create` returns before every node has heard that the
+        // replicas replicate: until then a replica is listed as a master
+        // without slots.
+        wait("every replica known as one", Duration::from_secs(20), || {
+            cluster.listed().iter().filter(|n| !n.master && n.of.is_some()).count() == cluster.nodes.len() / 2
+        });
         // A replica that never synced cannot be promoted.
         for replica in cluster.listed().into_iter().filter(|n| !n.master) {
             wait(&format!("replica {} synced", replica.port), Duration::from_secs(10), || {

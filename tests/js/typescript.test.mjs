@@ -81,6 +81,8 @@ test("a correct use type-checks and, compiled, drives discuss through the typed 
     joinedComments: [],
     heard: ["typed hello"],
     added: {},
+    paged: ["typed hello"],
+    next: null,
     blank: ["can't be blank"],
     echoed: { any: ["thing", 1] },
     shouted: { body: { text: "hi" }, from: "ada" },

@@ -178,6 +178,14 @@ impl Wire {
         }
     }
 
+    /// Waits for a frame of `event` on `topic` whose payload `matches`.
+    pub async fn event_until(&self, topic: &str, event: &str, matches: impl Fn(&Body) -> bool) -> Body {
+        let found = self.wait(|f| f.topic == topic && f.event == event && matches(&f.payload)).await;
+        found
+            .unwrap_or_else(|frames| panic!("no matching {event} on {topic} within {WAIT:?}? received: {frames:#?}"))
+            .payload
+    }
+
     async fn wait(&self, matches: impl Fn(&Frame) -> bool) -> Result<Frame, Vec<Frame>> {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {

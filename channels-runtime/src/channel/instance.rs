@@ -20,7 +20,7 @@ use super::{Channel, JoinError, JoinFailure, Start, Terminate};
 use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::crash::Crash;
-use crate::logging::{clip, clip_error};
+use crate::logging::{clip, clip_error, Line};
 use crate::mailbox::Mail;
 use crate::metrics::channel::{self as exported, Figures, Outcome};
 use crate::presence::Presence;
@@ -141,13 +141,15 @@ async fn run_join<C: Channel>(
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
             join_reply(Status::Error, &response);
-            let refusal = response.as_json().map(|json| tracing::field::debug(clip(json)));
-            match source {
-                Some(error) => {
-                    let error = Crash::from(error).to_string();
-                    tracing::info!(topic = ?clip(&topic), refusal, error = ?clip_error(&error), "join refused");
+            if conn.metrics.lines.allow(Line::JoinRefused) {
+                let refusal = response.as_json().map(|json| tracing::field::debug(clip(json)));
+                match source {
+                    Some(error) => {
+                        let error = Crash::from(error).to_string();
+                        tracing::info!(topic = ?clip(&topic), refusal, error = ?clip_error(&error), "{}", Line::JoinRefused.what());
+                    }
+                    None => tracing::info!(topic = ?clip(&topic), refusal, "{}", Line::JoinRefused.what()),
                 }
-                None => tracing::info!(topic = ?clip(&topic), refusal, "join refused"),
             }
             conn.metrics.joins_refused.incr();
             figures.joined(Outcome::Refused, started);
@@ -285,9 +287,9 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
 fn over_limit(crash: &Crash, conn: &Connection, topic: &str, event: &str) -> Option<Payload> {
     let response = crate::fanout::refusal(crash)?;
     conn.metrics.fanout_refused.incr();
-    if conn.limits.warnings.allow() {
+    if conn.metrics.lines.allow(Line::FanoutLimit) {
         let error = crash.to_string();
-        tracing::warn!(topic = ?clip(topic), event = ?clip(event), error = ?clip_error(&error), "fan-out limit hit; answered with an error");
+        tracing::warn!(topic = ?clip(topic), event = ?clip(event), error = ?clip_error(&error), "{}", Line::FanoutLimit.what());
     }
     Some(response)
 }
@@ -309,9 +311,9 @@ fn refuse_over_limit(error: JoinError, conn: &Connection, topic: &str) -> JoinEr
         JoinFailure::Refused { source: None, .. } => "fan-out limit".into(),
         JoinFailure::Crashed(crash) => crash.to_string().into(),
     };
-    if conn.limits.warnings.allow() {
+    if conn.metrics.lines.allow(Line::FanoutLimit) {
         let error = source.to_string();
-        tracing::warn!(topic = ?clip(topic), error = ?clip_error(&error), "fan-out limit hit in join; refused");
+        tracing::warn!(topic = ?clip(topic), error = ?clip_error(&error), "{} (in join)", Line::FanoutLimit.what());
     }
     JoinError(JoinFailure::Refused { response, source: Some(source) })
 }

@@ -104,7 +104,7 @@ pub trait Channel: Sized + Send + 'static {
         info: Info,
         socket: &mut Socket<Self::Socket>,
     ) -> impl Future<Output = Result<Reply, Crash>> + Send {
-        tracing::warn!(topic = %socket.topic(), message = info.type_name(), "no handle_info for this message; dropped");
+        tracing::warn!(topic = ?crate::logging::clip(socket.topic()), message = info.type_name(), "no handle_info for this message; dropped");
         std::future::ready(Ok(Reply::none()))
     }
 

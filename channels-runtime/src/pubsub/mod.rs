@@ -399,8 +399,9 @@ pub struct PubSub {
 /// [`PubSub`] broadcasts fail only to encode. A channel's broadcasts
 /// (through its [`Socket`](crate::socket::Socket)) are also bounded by the
 /// socket's fan-out limits
-/// ([`SocketOptions`](crate::SocketOptions)`::max_broadcast_bytes` and
-/// `max_broadcasts_per_second`). A `handle_in` that propagates a limit
+/// ([`SocketOptions`](crate::SocketOptions)`::max_broadcast_bytes`,
+/// `max_broadcasts_per_second`, `max_broadcast_bytes_per_second` and
+/// `max_topic_broadcast_bytes_per_second`). A `handle_in` that propagates a limit
 /// error with `?` does not crash its channel: the client's message is
 /// answered `error` with `{"reason": "broadcast too large", "max": N}` or
 /// `{"reason": "too many broadcasts", "max_per_second": N}`, and a `join`
@@ -437,6 +438,23 @@ pub enum BroadcastError {
     RateLimited {
         /// The limit.
         max_per_second: u32,
+    },
+    /// The connection's channels broadcast more than
+    /// `max_broadcast_bytes_per_second` this second. From `handle_in` with
+    /// `?`, answered `{"reason": "too many broadcast bytes", "max_bytes_per_second": N}`.
+    #[error("more than {max_bytes_per_second} bytes broadcast in one second on this connection")]
+    BytesRateLimited {
+        /// The limit.
+        max_bytes_per_second: usize,
+    },
+    /// The clients of this node broadcast more than
+    /// `max_topic_broadcast_bytes_per_second` on this topic this second.
+    /// From `handle_in` with `?`, answered
+    /// `{"reason": "too many broadcast bytes on this topic", "max_bytes_per_second": N}`.
+    #[error("more than {max_bytes_per_second} bytes broadcast in one second on this topic")]
+    TopicBytesRateLimited {
+        /// The limit.
+        max_bytes_per_second: usize,
     },
     /// The broker to other nodes is up but cannot keep up with this node:
     /// nobody, here or elsewhere, got the broadcast. From `handle_in` with
@@ -698,7 +716,7 @@ impl PubSub {
                     Ok(frame) => Some(frame),
                     Err(error) => {
                         // Once per broadcast, not per subscriber.
-                        tracing::warn!(topic, event, %error, serializer = ?sub.serializer, "broadcast not delivered to the subscribers of this serializer");
+                        tracing::warn!(topic = ?crate::logging::clip(topic), event = ?crate::logging::clip(event), %error, serializer = ?sub.serializer, "broadcast not delivered to the subscribers of this serializer");
                         None
                     }
                 }

@@ -13,12 +13,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use futures_util::FutureExt;
 
 use crate::connect::{Connect, Params};
+use crate::logging::{clip, Line};
 use crate::metrics::{Metrics, Refusal};
 use crate::options::SocketOptions;
 use crate::protocol::Serializer;
 use crate::pubsub::PubSub;
 use crate::registry::Registry;
 
+pub(crate) mod budget;
 pub(crate) mod longpoll;
 pub mod raw;
 pub(crate) mod websocket;
@@ -31,6 +33,8 @@ pub(crate) struct Mount {
     pub(crate) options: SocketOptions,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Arc<Registry>,
+    /// The endpoint's budget of bytes in flight.
+    pub(crate) budget: Arc<budget::Budget>,
     /// The application's state, an `Arc<S::State>` of the mounted socket:
     /// the transports are not generic over it, the socket's code is.
     pub(crate) state: Arc<dyn Any + Send + Sync>,
@@ -70,8 +74,11 @@ pub(crate) fn origin_allowed(mount: &Mount, headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let allowed = mount.options.check_origin.allows(origin, host);
     if !allowed {
-        tracing::warn!(origin, host, "connect refused: origin not allowed (see SocketOptions::check_origin)");
         mount.metrics.connections_refused.incr(Refusal::Origin);
+        if mount.metrics.lines.allow(Line::Origin) {
+            let origin = origin.map(|origin| tracing::field::debug(clip(origin)));
+            tracing::warn!(origin, host = ?clip(host), "{}", Line::Origin.what());
+        }
     }
     allowed
 }
@@ -87,11 +94,14 @@ pub(crate) async fn admit<S: Connect>(
 ) -> Result<(Serializer, S::Assigns), StatusCode> {
     let admitted = async {
         let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
-            tracing::info!(vsn = params.get("vsn"), "connect refused: unsupported vsn");
+            if mount.metrics.lines.allow(Line::Vsn) {
+                let vsn = params.get("vsn").map(|vsn| tracing::field::debug(clip(vsn)));
+                tracing::info!(vsn, "{}", Line::Vsn.what());
+            }
             return Err((Refusal::Vsn, StatusCode::FORBIDDEN));
         };
         room(mount)?;
-        let assigns = contained(S::connect(params, &info, &mount.state::<S>())).await?;
+        let assigns = contained(mount, S::connect(params, &info, &mount.state::<S>())).await?;
         Ok((serializer, assigns))
     }
     .await;
@@ -103,7 +113,9 @@ pub(crate) fn room(mount: &Mount) -> Result<(), (Refusal, StatusCode)> {
     if mount.registry.has_room() {
         return Ok(());
     }
-    tracing::warn!("connect refused: the endpoint is at its connection limit");
+    if mount.metrics.lines.allow(Line::ConnectionLimit) {
+        tracing::warn!("{}", Line::ConnectionLimit.what());
+    }
     Err((Refusal::Limit, StatusCode::SERVICE_UNAVAILABLE))
 }
 
@@ -131,17 +143,23 @@ pub(crate) fn connect_info(req: &Request) -> crate::connect::ConnectInfo {
 /// Runs the application's `connect`, containing a panic in it: the client is
 /// refused (HTTP 500) and the panic logged, the server carries on.
 pub(crate) async fn contained<A>(
+    mount: &Mount,
     connect: impl std::future::Future<Output = Result<A, crate::connect::Refuse>>,
 ) -> Result<A, (Refusal, StatusCode)> {
     match std::panic::AssertUnwindSafe(connect).catch_unwind().await {
         Ok(Ok(assigns)) => Ok(assigns),
         Ok(Err(refusal)) => {
-            tracing::info!(status = refusal.status().as_u16(), reason = refusal.log_reason(), "connect refused");
+            if mount.metrics.lines.allow(Line::ConnectRefused) {
+                let reason = refusal.log_reason().map(|reason| tracing::field::debug(clip(reason)));
+                tracing::info!(status = refusal.status().as_u16(), reason, "{}", Line::ConnectRefused.what());
+            }
             Err((Refusal::Connect, refusal.status()))
         }
         Err(panic) => {
-            let message = crate::panics::message(&*panic);
-            tracing::error!(panic = ?crate::logging::clip(message), "connect panicked");
+            if mount.metrics.lines.allow(Line::ConnectPanicked) {
+                let message = crate::panics::message(&*panic);
+                tracing::error!(panic = ?clip(message), "{}", Line::ConnectPanicked.what());
+            }
             Err((Refusal::Crash, StatusCode::INTERNAL_SERVER_ERROR))
         }
     }

@@ -196,13 +196,13 @@ impl RawConn {
 
 /// Answers `GET {path}/websocket` of a raw socket.
 pub(crate) async fn upgrade<T: RawSocket>(mount: Arc<Mount>, mut req: Request) -> Response {
-    let Upgrading { handshake, params, info, span, traceparent } = match Upgrading::new(&mount, &req, None) {
+    let Upgrading { handshake, params, info, span, traceparent, source } = match Upgrading::new(&mount, &req, None) {
         Ok(upgrading) => upgrading,
         Err(refused) => return refused.into_response(),
     };
     let admitted = async {
         super::room(&mount)?;
-        super::contained(T::connect(&params, &info, &mount.state_of::<T::State>())).await
+        super::contained(&mount, T::connect(&params, &info, &mount.state_of::<T::State>())).await
     }
     .instrument(span.clone())
     .await;
@@ -213,12 +213,12 @@ pub(crate) async fn upgrade<T: RawSocket>(mount: Arc<Mount>, mut req: Request) -
     let Some(on_upgrade) = websocket::on_upgrade(&mut req) else {
         return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response();
     };
-    let traced = Traced { span, traceparent };
+    let traced = Traced { span, traceparent, source };
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
                 let outbox = Arc::new(Outbox::new(mount.options.max_outbound_bytes));
-                let registration = mount.registry.register(&outbox);
+                let registration = mount.registry.register(&outbox, traced.source);
                 let service = Raw { handler, conn: RawConn { outbox } };
                 websocket::serve(mount, registration, upgraded, service, traced.span);
             }

@@ -168,6 +168,16 @@ impl Channel for Echo {
                 socket.broadcast("shout", &payload.decode::<Value>()?)?;
                 Ok(Reply::ok(json!({})))
             }
+            "admit" => {
+                // Admitted now, sent after an await (or dropped unsent).
+                let payload = payload.decode::<Value>()?;
+                let broadcast = socket.admit_broadcast("shout", &payload)?;
+                tokio::task::yield_now().await;
+                if payload["send"] == true {
+                    broadcast.send()?;
+                }
+                Ok(Reply::ok(json!({})))
+            }
             "relay" => {
                 // The payload as received, bytes unchanged.
                 socket.broadcast_from("relayed", payload)?;
@@ -320,6 +330,28 @@ pub async fn http(
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.to_owned(), body.to_owned())
+}
+
+/// A WebSocket upgrade request with these extra headers and query; the
+/// HTTP status it is answered with.
+pub async fn upgrade_status(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut all = vec![
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    all.extend_from_slice(headers);
+    http(addr, "GET", &format!("/socket/websocket?{query}"), &all, "").await.0
+}
+
+/// The head of a LongPoll `POST` of session `token` announcing a body
+/// of `len` bytes (the body is the caller's to send).
+pub fn longpoll_post_head(addr: SocketAddr, token: &str, len: usize) -> String {
+    format!(
+        "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {len}\r\n\r\n"
+    )
 }
 
 impl Server {
