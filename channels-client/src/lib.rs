@@ -71,6 +71,8 @@ mod push;
 mod queue;
 mod socket;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use backoff::Backoff;
 /// Binary payloads are [`Bytes`] (or `Vec<u8>`): push one, and read one
@@ -85,5 +87,10 @@ pub use phx_channels_protocol as protocol;
 pub use phx_channels_protocol::{Payload, Serializer};
 pub use presence::{sync_diff, sync_state, Presence, PresenceChange, PresenceState};
 pub use push::{Push, PushError};
+/// The rustls the client is built with, for [`Tls::from_config`].
+#[cfg(feature = "tls")]
+pub use rustls;
 pub use socket::{Socket, SocketEvents};
 pub use state::{ChannelState, ConnectionState, SocketEvent};
+#[cfg(feature = "tls")]
+pub use tls::{Tls, TlsError};

@@ -102,6 +102,9 @@ pub struct Endpoint<St = ()> {
     /// Bytes of half-received messages, across the endpoint's sockets.
     budget: Arc<Budget>,
     server: ServerOptions,
+    /// What `serve` wraps connections in, if anything.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Tls>,
 }
 
 impl<St> Clone for Endpoint<St> {
@@ -115,6 +118,8 @@ impl<St> Clone for Endpoint<St> {
             registry: self.registry.clone(),
             budget: self.budget.clone(),
             server: self.server,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
         }
     }
 }
@@ -156,6 +161,8 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
             registry: Arc::default(),
             budget: Budget::new(ServerOptions::default().max_inflight_bytes),
             server: ServerOptions::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -337,6 +344,28 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         self
     }
 
+    /// Serves HTTPS and WSS instead of HTTP and WS ([`Endpoint::serve`] and
+    /// friends; a router served by the app's own server is the app's to
+    /// wrap). Keep a clone of `tls` to [`reload`](crate::tls::Tls::reload)
+    /// the certificate while the endpoint serves. See `docs/tls.md`.
+    ///
+    /// ```no_run
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::endpoint::Endpoint;
+    /// use phx_channels::tls::Tls;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = Tls::from_pem_files("cert.pem", "key.pem")?;
+    /// Endpoint::new().tls(tls).serve("0.0.0.0:443").await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: crate::tls::Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Connections open now (WebSocket and LongPoll).
     pub fn connections(&self) -> usize {
         self.registry.len()
@@ -365,7 +394,11 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         let router = self.router();
-        server::serve(listener, router, self.registry, self.metrics, self.server, shutdown).await
+        #[cfg(feature = "tls")]
+        let tls = self.tls.as_ref().map(crate::tls::Tls::acceptor);
+        #[cfg(not(feature = "tls"))]
+        let tls = None;
+        server::serve(listener, router, self.registry, self.metrics, self.server, tls, shutdown).await
     }
 }
 
