@@ -201,8 +201,9 @@ impl<S: Connect> Socket<S> {
     /// Dropped unsent, it still counted toward the rate.
     ///
     /// ```no_run
-    /// # use phx_channels_runtime::socket::Socket;
-    /// # use phx_channels_runtime::connect::Connect;
+    /// # use phx_channels_runtime as phx_channels;
+    /// # use phx_channels::socket::Socket;
+    /// # use phx_channels::connect::Connect;
     /// # async fn store(_content: &str) -> Result<(), std::io::Error> { Ok(()) }
     /// # async fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// use serde_json::json;
