@@ -26,7 +26,8 @@
 #   conformance  $SHARED_DIR/conformance/run.sh against it (comments + socket suites)
 #   autobahn     Autobahn|Testsuite's fuzzingclient against the `echo` example
 #                (scripts/autobahn/test.sh: installs wstest on Python 2.7 from
-#                pyenv, then every case must be OK or INFORMATIONAL)
+#                pyenv, then every case must be OK or INFORMATIONAL; plain
+#                ws:// and wss:// through the endpoint's own TLS)
 #
 # Environment:
 #   SHARED_DIR   folder holding conformance/ (default: ../shared beside the repo)

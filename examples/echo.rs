@@ -20,9 +20,13 @@
 //!   printed on the line `listening on ws://…`.
 //! - `--max-message BYTES`: the largest message taken (default 16 MiB, what
 //!   Autobahn's sections 1–10 send at most).
+//! - `--tls`: serves WSS (`wss://127.0.0.1:…/echo/websocket`) with a
+//!   self-signed certificate for `localhost` and `127.0.0.1` made at start
+//!   (rcgen); `--tls-cert FILE --tls-key FILE` serve those PEM files instead.
 
 use phx_channels::connect::{ConnectInfo, Params, Refuse};
 use phx_channels::transport::raw::{Handled, RawConn, RawMessage, RawSocket};
+use phx_channels::tls::Tls;
 use phx_channels::{Endpoint, SocketOptions};
 
 /// Sends every message back.
@@ -53,8 +57,24 @@ async fn main() -> std::io::Result<()> {
     let port: u16 = arg("--port").map_or(Ok(0), |p| p.parse()).expect("--port takes a number");
     let max: usize = arg("--max-message").map_or(Ok(16 << 20), |m| m.parse()).expect("--max-message takes a number");
     let options = SocketOptions { max_frame_size: max, ..SocketOptions::default() };
-    let endpoint = Endpoint::new().raw_socket_with("/echo", EchoSocket, options);
+    let mut endpoint = Endpoint::new().raw_socket_with("/echo", EchoSocket, options);
+    let tls = match (arg("--tls-cert"), arg("--tls-key")) {
+        (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key).map_err(std::io::Error::other)?),
+        _ if std::env::args().any(|a| a == "--tls") => Some(self_signed()?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls(tls);
+    }
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    println!("listening on ws://{}/echo/websocket", listener.local_addr()?);
+    println!("listening on {scheme}://{}/echo/websocket", listener.local_addr()?);
     endpoint.serve_on(listener).await
+}
+
+/// A certificate for `localhost` and `127.0.0.1` that signs itself.
+fn self_signed() -> std::io::Result<Tls> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let made = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
+    Tls::from_pem(made.cert.pem().as_bytes(), made.signing_key.serialize_pem().as_bytes()).map_err(std::io::Error::other)
 }

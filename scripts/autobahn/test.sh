@@ -11,6 +11,11 @@
 #
 # Configurations (AUTOBAHN_RUNS picks some, by name, space-separated):
 #   plain   ws://, sections 1-7 and 10
+#   tls     wss:// (the example's --tls: rustls, a self-signed certificate
+#           made at start; the fuzzingclient does not check certificates
+#           without a "hostname", so the run is about the framing and close
+#           handling over TLS, the generic connection path), sections 1-7
+#           and 10
 #
 # Environment:
 #   ECHO_BIN       the example (default target/release/examples/echo)
@@ -20,7 +25,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 BIN="${ECHO_BIN:-$ROOT/target/release/examples/echo}"
 OUT="${AUTOBAHN_OUT:-$ROOT/tests/js/artifacts/autobahn}"
-RUNS="${AUTOBAHN_RUNS:-plain}"
+RUNS="${AUTOBAHN_RUNS:-plain tls}"
 
 [ -x "$BIN" ] || { echo "autobahn: $BIN not found; run: cargo build --release --example echo" >&2; exit 1; }
 "$ROOT/scripts/autobahn/setup.sh"
@@ -69,6 +74,7 @@ failed=0
 for name in $RUNS; do
   case "$name" in
     plain) run plain '["*"]' '["9.*", "12.*", "13.*"]' || failed=1 ;;
+    tls) run tls '["*"]' '["9.*", "12.*", "13.*"]' --tls || failed=1 ;;
     *) echo "autobahn: no configuration named $name" >&2; failed=1 ;;
   esac
 done
