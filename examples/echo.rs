@@ -25,8 +25,8 @@
 //!   (rcgen); `--tls-cert FILE --tls-key FILE` serve those PEM files instead.
 
 use phx_channels::connect::{ConnectInfo, Params, Refuse};
-use phx_channels::transport::raw::{Handled, RawConn, RawMessage, RawSocket};
 use phx_channels::tls::Tls;
+use phx_channels::transport::raw::{Handled, RawConn, RawMessage, RawSocket};
 use phx_channels::{Endpoint, SocketOptions};
 
 /// Sends every message back.
@@ -76,5 +76,6 @@ async fn main() -> std::io::Result<()> {
 fn self_signed() -> std::io::Result<Tls> {
     let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
     let made = rcgen::generate_simple_self_signed(names).map_err(std::io::Error::other)?;
-    Tls::from_pem(made.cert.pem().as_bytes(), made.signing_key.serialize_pem().as_bytes()).map_err(std::io::Error::other)
+    Tls::from_pem(made.cert.pem().as_bytes(), made.signing_key.serialize_pem().as_bytes())
+        .map_err(std::io::Error::other)
 }
