@@ -4,7 +4,7 @@
 //! buffer).
 //!
 //! The modules, one concept each: [`frame`] (headers for either side, and
-//! masking), [`utf8`] (text checked as it arrives, so a bad byte is refused
+//! masking), [`deflate`] (permessage-deflate's negotiation), [`utf8`] (text checked as it arrives, so a bad byte is refused
 //! in the fragment that holds it), [`close`] (close payloads and the codes
 //! that may travel) and [`error`] (why a peer's frames are refused, with
 //! the close code for each reason).
@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod close;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod utf8;
