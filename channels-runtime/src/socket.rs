@@ -193,7 +193,8 @@ impl<S: Connect> Socket<S> {
     }
 
     /// Checks a broadcast against the connection's fan-out limits (counting
-    /// it toward `max_broadcasts_per_second`) without sending it yet:
+    /// it toward the per-second limits, in broadcasts and in bytes) without
+    /// sending it yet:
     /// [`AdmittedBroadcast::send`] sends it later, as [`Socket::broadcast`]
     /// would have. For work that must happen only when the broadcast will
     /// go out, between the two: a comment stored only once its broadcast
@@ -201,8 +202,9 @@ impl<S: Connect> Socket<S> {
     /// Dropped unsent, it still counted toward the rate.
     ///
     /// ```no_run
-    /// # use phx_channels_runtime::socket::Socket;
-    /// # use phx_channels_runtime::connect::Connect;
+    /// # use phx_channels_runtime as phx_channels;
+    /// # use phx_channels::socket::Socket;
+    /// # use phx_channels::connect::Connect;
     /// # async fn store(_content: &str) -> Result<(), std::io::Error> { Ok(()) }
     /// # async fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     /// use serde_json::json;
@@ -213,7 +215,7 @@ impl<S: Connect> Socket<S> {
     /// # Ok(()) }
     /// ```
     pub fn admit_broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<AdmittedBroadcast, BroadcastError> {
-        let payload = self.admit(payload)?;
+        let payload = self.admit(event, payload)?;
         Ok(AdmittedBroadcast {
             pubsub: self.conn.pubsub.clone(),
             topic: self.topic.clone(),
