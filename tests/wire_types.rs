@@ -270,9 +270,11 @@ async fn the_board_app_sends_only_the_chosen_column() {
 async fn drive_discuss() -> Capture {
     let pubsub = PubSub::local();
     let db = support::TempSqlite::new();
-    let store = discuss::store::Store::connect(&db.url(), discuss::store::Limits::default()).await.expect("SQLite opens");
+    let store =
+        discuss::store::Store::connect(&db.url(), discuss::store::Limits::default()).await.expect("SQLite opens");
     let app = std::sync::Arc::new(discuss::App::new(store, pubsub.clone(), None));
-    let addr = serve(Endpoint::with_state(app.clone()).with_pubsub(pubsub).socket("/socket", discuss::UserSocket)).await;
+    let addr =
+        serve(Endpoint::with_state(app.clone()).with_pubsub(pubsub).socket("/socket", discuss::UserSocket)).await;
     let comments = "comments:42";
     let mut a = Wire::connect(addr, "user_id=7").await;
     assert_eq!(a.join(comments, json!({})).await.0, "ok");
@@ -290,7 +292,10 @@ async fn drive_discuss() -> Capture {
     let next = page.json()["next"].clone();
     assert!(next.is_string(), "{next}");
     let (status, page) = a.push(comments, "comments:before", json!({"before": next})).await;
-    assert_eq!((status.as_str(), page.json().clone()), ("ok", json!({"comments": [{"content": "first!"}], "next": null})));
+    assert_eq!(
+        (status.as_str(), page.json().clone()),
+        ("ok", json!({"comments": [{"content": "first!"}], "next": null}))
+    );
     assert_eq!(a.push(comments, "comments:before", json!({"before": "abc"})).await.0, "error");
     let mut b = Wire::connect(addr, "").await;
     let (_, joined) = b.join(comments, json!({})).await;
