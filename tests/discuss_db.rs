@@ -229,7 +229,7 @@ async fn a_comment_whose_broadcast_was_refused_is_not_kept() {
 
     let mut heard_contents = Vec::new();
     while heard_contents.len() < kept.len() {
-        let payload: Value = broadcasts.next().await.unwrap().unwrap().decode().unwrap();
+        let payload: Value = broadcasts.next().await.unwrap().expect("no event dropped").decode().unwrap();
         heard_contents.push(payload["comment"]["content"].as_str().unwrap().to_owned());
     }
     assert_eq!(heard_contents, kept, "the listener heard exactly the accepted comments");
@@ -264,7 +264,7 @@ async fn a_stopped_postgres_is_an_error_reply_and_the_comments_come_back_with_it
     let unavailable = json!({"reason": "storage unavailable"});
     assert_eq!(added, ("error".to_owned(), unavailable.clone()));
     assert_eq!(paged, ("error".to_owned(), unavailable.clone()));
-    assert_eq!(joined.unwrap_err().response().unwrap().decode::<Value>().unwrap(), unavailable);
+    assert_eq!(joined.unwrap_err().response().map(|r| r.decode::<Value>().unwrap()), Some(unavailable));
     // The two pushes were answered one after the other, both well within
     // phoenix.js's 10 s push timeout.
     assert!(started.elapsed() < 2 * TIMEOUT + Duration::from_secs(1), "answered after {:?}", started.elapsed());
@@ -281,7 +281,7 @@ async fn a_stopped_postgres_is_an_error_reply_and_the_comments_come_back_with_it
     add(&channel, "after").await;
     let mut heard_contents = Vec::new();
     for _ in 0..2 {
-        let payload: Value = broadcasts.next().await.unwrap().unwrap().decode().unwrap();
+        let payload: Value = broadcasts.next().await.unwrap().expect("no event dropped").decode().unwrap();
         heard_contents.push(payload["comment"]["content"].as_str().unwrap().to_owned());
     }
     assert_eq!(heard_contents, ["before", "after"], "nothing broadcast while the database was down");
@@ -355,7 +355,7 @@ async fn two_nodes_on_one_postgres_and_one_redis_serve_the_same_comments() {
         .await
         .expect("the broadcast from node a on node b")
         .unwrap()
-        .unwrap()
+        .expect("no event dropped")
         .decode()
         .unwrap();
     assert_eq!(payload, json!({"comment": {"content": "from a"}}));

@@ -193,7 +193,8 @@ impl<S: Connect> Socket<S> {
     }
 
     /// Checks a broadcast against the connection's fan-out limits (counting
-    /// it toward `max_broadcasts_per_second`) without sending it yet:
+    /// it toward the per-second limits, in broadcasts and in bytes) without
+    /// sending it yet:
     /// [`AdmittedBroadcast::send`] sends it later, as [`Socket::broadcast`]
     /// would have. For work that must happen only when the broadcast will
     /// go out, between the two: a comment stored only once its broadcast
