@@ -7,8 +7,9 @@
 //! - TCP keepalive: a peer that vanished without a FIN (a half-open
 //!   connection) is found and reaped by the kernel even if the socket has
 //!   no heartbeat timeout running (LongPoll, a handshake in progress).
-//! - A handshake timeout: a client must send its request headers within
-//!   it, so slow or silent clients cannot pin file descriptors; and a body
+//! - A handshake timeout: a client must finish its TLS handshake (with
+//!   `Endpoint::tls`), then send its request headers, each within it, so
+//!   slow or silent clients cannot pin file descriptors; and a body
 //!   timeout: a request's body must arrive whole within it, so a client
 //!   that sends headers and withholds the body cannot either.
 //! - A per-source cap ([`ServerOptions::max_connections_per_source`]):
@@ -230,9 +231,10 @@ pub(crate) async fn serve(
                 None => http(&builder, TokioIo::new(stream), service, &closing, peer).await,
                 #[cfg(feature = "tls")]
                 Some(acceptor) => {
-                    // The TLS handshake counts toward the handshake timeout
-                    // too: a client that opens a connection and says nothing
-                    // holds it no longer than one that sends no headers.
+                    // The TLS handshake has the handshake timeout too (then
+                    // hyper's header timer starts): a client that opens a
+                    // connection and says nothing holds it no longer than
+                    // one that sends no headers.
                     let started = tokio::time::Instant::now();
                     match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => http(&builder, TokioIo::new(stream), service, &closing, peer).await,
