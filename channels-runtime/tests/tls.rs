@@ -1,7 +1,8 @@
 //! The endpoint serving HTTPS and WSS itself (`Endpoint::tls`), over real
 //! loopback sockets with a CA the tests make: a WebSocket and a LongPoll
-//! session in TLS, and a client that opens a connection and never starts
-//! its TLS handshake is cut off at the handshake timeout.
+//! session in TLS, a client that opens a connection and never starts its
+//! TLS handshake cut off at the handshake timeout, and a shutdown that
+//! closes TLS WebSockets with 1012.
 
 #[path = "support/pki.rs"]
 mod pki;
@@ -133,4 +134,36 @@ async fn a_client_that_never_starts_its_tls_handshake_is_cut_off_at_the_handshak
     assert!(!answer.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&answer));
     // And the server still serves TLS clients.
     drop(tls_connect(addr, &ca).await);
+}
+
+#[tokio::test]
+async fn a_shutdown_closes_tls_websockets_with_1012() {
+    let ca = Ca::new("phx-channels test CA");
+    let (cert, key) = ca.server(&["localhost"]);
+    let tls = Tls::from_pem(cert.as_bytes(), key.as_bytes()).unwrap();
+    let server = ServerOptions { drain_period: Duration::from_millis(100), ..ServerOptions::default() };
+    let endpoint =
+        Endpoint::new().socket_with("/socket", TestSocket, SocketOptions::default()).server_options(server).tls(tls);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(endpoint.serve_with_shutdown(listener, async {
+        let _ = stopped.await;
+    }));
+    let stream = tls_connect(addr, &ca).await;
+    let (mut ws, _) =
+        tokio_tungstenite::client_async("wss://localhost/socket/websocket?vsn=2.0.0", stream).await.unwrap();
+    ws.send(Message::text(r#"["1","1","echo:bye","phx_join",{}]"#)).await.unwrap();
+    let joined = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+    assert!(joined.to_text().unwrap().contains("phx_reply"), "{joined:?}");
+    stop.send(()).unwrap();
+    let mut close = None;
+    while let Some(message) = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap() {
+        if let Message::Close(frame) = message.unwrap() {
+            close = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(close, Some(1012), "a TLS WebSocket gets the shutdown's close frame");
+    tokio::time::timeout(Duration::from_secs(10), served).await.expect("the server returns").unwrap().unwrap();
 }
