@@ -39,6 +39,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
+# One build per run: incremental caches would only double the target dir.
+export CARGO_INCREMENTAL=0
 SHARED_DIR="${SHARED_DIR:-$ROOT/../shared}"
 CONFORMANCE_TESTS="${CONFORMANCE_TESTS:-comments.test.mjs socket.test.mjs room.test.mjs}"
 ARTIFACTS="$ROOT/tests/js/artifacts" # server logs; ignored by git
@@ -171,6 +173,16 @@ run_conformance() {
   TESTS="$CONFORMANCE_TESTS" bash "$run" "$DISCUSS_URL"
 }
 
+# Packages every published crate and builds each from its .crate alone.
+# Cargo extracts the .crates into $CARGO_HOME/registry/src once per version
+# and never again: a copy left by an earlier run (same 0.1.0, older source)
+# would be built instead of this one, so it goes first.
+package_crates() {
+  local home="${CARGO_HOME:-$HOME/.cargo}"
+  rm -rf "$home"/registry/src/*/phx-channels*-[0-9]* "$home"/registry/cache/*/phx-channels*-[0-9]*.crate
+  cargo package --workspace --exclude bench --allow-dirty
+}
+
 server_alive() {
   [ -n "$DISCUSS_PID" ] && kill -0 "$DISCUSS_PID" 2>/dev/null
 }
@@ -181,7 +193,7 @@ stage install install_deps
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage cargo-test cargo test --workspace
-stage package cargo package --workspace --exclude bench --allow-dirty
+stage package package_crates
 stage build cargo build --release --examples
 build_status="${results[-1]%% *}"
 
