@@ -1,6 +1,7 @@
 //! Frames: an encoded server message inside its whole WebSocket frame.
 
 use std::fmt;
+use std::sync::OnceLock;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -13,13 +14,50 @@ use bytes::{BufMut, Bytes, BytesMut};
 /// Cloning is cheap (a reference count). [`Frame::as_bytes`], [`Frame::len`]
 /// and the other accessors are about the payload (what LongPoll sends, what a
 /// client decodes); [`Frame::wire`] is the frame as it goes on a WebSocket.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// A frame can also be sent compressed (permessage-deflate, RFC 7692):
+/// [`Frame::deflated`] makes that version once and keeps it in the frame,
+/// so that every connection that agreed to the extension sends the same
+/// compressed bytes of a broadcast.
 pub struct Frame {
     kind: FrameKind,
     /// How many bytes of `wire` are the WebSocket header (2, 4 or 10).
     header: u8,
+    /// The payload is compressed (RSV1 is set in the header).
+    compressed: bool,
     wire: Bytes,
+    /// The compressed version, once [`Frame::deflated`] made it (`None`
+    /// inside: not worth compressing). Empty, it is a word and a flag.
+    deflated: OnceLock<Option<Box<Frame>>>,
 }
+
+impl Clone for Frame {
+    /// The same bytes (a reference count); the compressed version made by
+    /// [`Frame::deflated`] is not carried over (it is shared through the
+    /// frame it was made in).
+    fn clone(&self) -> Self {
+        Frame {
+            kind: self.kind,
+            header: self.header,
+            compressed: self.compressed,
+            wire: self.wire.clone(),
+            deflated: OnceLock::new(),
+        }
+    }
+}
+
+impl PartialEq for Frame {
+    /// Frames are equal when they put the same bytes on the wire.
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.wire == other.wire
+    }
+}
+
+impl Eq for Frame {}
+
+/// The RSV1 bit of a frame's first byte: the message is compressed
+/// (RFC 7692 §6).
+const RSV1: u8 = 0x40;
 
 /// Whether a [`Frame`] travels as a WebSocket text or binary message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +97,8 @@ fn header_len(len: usize) -> usize {
 
 /// Writes the header of a final, unmasked frame into `out` (exactly
 /// [`header_len`] bytes).
-fn put_header(out: &mut [u8], opcode: u8, len: usize) {
-    out[0] = 0x80 | opcode;
+fn put_header(out: &mut [u8], first: u8, len: usize) {
+    out[0] = 0x80 | first;
     match len {
         // The match arms bound `len`, so the casts keep every bit.
         0..=125 => out[1] = len as u8,
@@ -84,11 +122,12 @@ pub(crate) fn frame_buffer(payload_capacity: usize) -> BytesMut {
 
 /// Finishes a buffer from [`frame_buffer`]: the header goes right before
 /// the payload, and the room it does not need is skipped (no copy).
-fn seal(mut buf: BytesMut, opcode: u8) -> (u8, Bytes) {
+/// `first` is the opcode, with RSV1 for a compressed payload.
+fn seal(mut buf: BytesMut, first: u8) -> (u8, Bytes) {
     let len = buf.len() - HEADER_ROOM;
     let header = header_len(len);
     let start = HEADER_ROOM - header;
-    put_header(&mut buf[start..HEADER_ROOM], opcode, len);
+    put_header(&mut buf[start..HEADER_ROOM], first, len);
     bytes::Buf::advance(&mut buf, start);
     // `header` is 2, 4 or 10.
     (header as u8, buf.freeze())
@@ -100,12 +139,12 @@ impl Frame {
     pub(crate) fn text(buf: BytesMut) -> Self {
         debug_assert!(std::str::from_utf8(&buf[HEADER_ROOM..]).is_ok());
         let (header, wire) = seal(buf, OP_TEXT);
-        Frame { kind: FrameKind::Text, header, wire }
+        Frame::new(FrameKind::Text, header, wire)
     }
 
     pub(crate) fn binary(buf: BytesMut) -> Self {
         let (header, wire) = seal(buf, OP_BINARY);
-        Frame { kind: FrameKind::Binary, header, wire }
+        Frame::new(FrameKind::Binary, header, wire)
     }
 
     /// A frame of any opcode: the control frames (pong, close) the
@@ -116,7 +155,72 @@ impl Frame {
         let mut buf = frame_buffer(payload.len());
         buf.put_slice(payload);
         let (header, wire) = seal(buf, opcode);
-        Frame { kind: if text { FrameKind::Text } else { FrameKind::Binary }, header, wire }
+        Frame::new(if text { FrameKind::Text } else { FrameKind::Binary }, header, wire)
+    }
+
+    fn new(kind: FrameKind, header: u8, wire: Bytes) -> Self {
+        Frame { kind, header, compressed: false, wire, deflated: OnceLock::new() }
+    }
+
+    /// The frame's WebSocket opcode ([`opcode`]).
+    pub fn opcode(&self) -> u8 {
+        self.wire[0] & 0x0F
+    }
+
+    /// Whether the payload is compressed (a frame [`Frame::deflate`] made).
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
+    }
+
+    /// The compressed version of this frame, made by `compress` on the
+    /// first call and kept in it: later calls on this frame share it (a
+    /// broadcast's frame, handed by reference to every subscriber, is
+    /// compressed once). Clones do not carry it. `None` when `compress`
+    /// declined (the message is not worth compressing), also kept.
+    ///
+    /// `compress` gets the payload and appends the compressed payload to
+    /// the buffer it is given (which holds room for the header in front:
+    /// leave it), returning `false` to decline. Only text and binary
+    /// frames can be compressed; control frames never are.
+    ///
+    /// ```
+    /// use phx_channels_protocol::{opcode, Frame};
+    ///
+    /// let frame = Frame::raw(opcode::TEXT, b"hello");
+    /// let mut calls = 0;
+    /// let mut reverse = |payload: &[u8], out: &mut Vec<u8>| {
+    ///     calls += 1;
+    ///     out.extend(payload.iter().rev());
+    ///     true
+    /// };
+    /// let compressed = frame.deflated(&mut reverse).unwrap();
+    /// assert_eq!(compressed.wire()[..], [0xC1, 5, b'o', b'l', b'l', b'e', b'h']);
+    /// assert!(compressed.is_compressed() && compressed.as_text().is_none());
+    /// assert!(frame.deflated(&mut reverse).is_some());
+    /// assert_eq!(calls, 1);
+    /// ```
+    pub fn deflated(&self, compress: impl FnOnce(&[u8], &mut Vec<u8>) -> bool) -> Option<Frame> {
+        self.deflated.get_or_init(|| self.deflate(compress).map(Box::new)).as_deref().cloned()
+    }
+
+    /// [`Frame::deflated`], made anew and not kept (a message compressed
+    /// for one connection only, with a window of its own).
+    pub fn deflate(&self, compress: impl FnOnce(&[u8], &mut Vec<u8>) -> bool) -> Option<Frame> {
+        let opcode = self.opcode();
+        if self.compressed || !matches!(opcode, OP_TEXT | OP_BINARY) {
+            return None;
+        }
+        let mut buf = vec![0; HEADER_ROOM];
+        if !compress(self.as_bytes(), &mut buf) {
+            return None;
+        }
+        let len = buf.len() - HEADER_ROOM;
+        let header = header_len(len);
+        let start = HEADER_ROOM - header;
+        put_header(&mut buf[start..HEADER_ROOM], RSV1 | opcode, len);
+        // `header` is 2, 4 or 10; the room it does not need is skipped.
+        let wire = Bytes::from(buf).slice(start..);
+        Some(Frame { compressed: true, ..Frame::new(self.kind, header as u8, wire) })
     }
 
     /// Text or binary.
@@ -142,6 +246,9 @@ impl Frame {
 
     /// The frame as text: `Some` exactly for text frames.
     pub fn as_text(&self) -> Option<&str> {
+        if self.compressed {
+            return None;
+        }
         match self.kind {
             // Invariant of `Frame::text`.
             FrameKind::Text => std::str::from_utf8(self.as_bytes()).ok(),

@@ -43,6 +43,9 @@ pub enum Failure {
     /// A large message over the endpoint's in-flight budget (1013; the
     /// readers here have no budget, so never).
     Busy,
+    /// A compressed message that does not inflate (1007; the readers here
+    /// agree to no compression, so never).
+    Inflate,
     /// The stream ended.
     Eof,
 }
@@ -133,6 +136,7 @@ fn push(out: &mut Vec<Outcome>, result: Result<Incoming, ReadError>) -> bool {
         Err(ReadError::TooBig { .. }) => Outcome::Failed(Failure::TooBig),
         Err(ReadError::Utf8) => Outcome::Failed(Failure::Utf8),
         Err(ReadError::Busy(_)) => Outcome::Failed(Failure::Busy),
+        Err(ReadError::Inflate) => Outcome::Failed(Failure::Inflate),
         Err(ReadError::Io(_)) => Outcome::Failed(Failure::Eof),
     };
     let end = matches!(outcome, Outcome::Close(_) | Outcome::Failed(_));

@@ -110,7 +110,7 @@ impl Connection {
 
 impl Sink for Connection {
     fn frame(&self, frame: &Frame) {
-        if self.outbox.push(frame.clone()).is_err() {
+        if self.outbox.push_shared(frame).is_err() {
             tracing::trace!("subscriber is closing");
         }
     }

@@ -26,6 +26,7 @@
 //! | `crashes_total` | counter | `channel`, `callback`: `join`, `handle_in`, `handle_out`, `handle_info`, `terminate` |
 //! | `messages_in_total` | counter | |
 //! | `frames_out_total`, `bytes_out_total` | counter | |
+//! | `messages_compressed_total` | counter | |
 //! | `outbound_queued_bytes` | gauge | |
 //! | `broadcasts_total`, `deliveries_total` | counter | |
 //! | `malformed_frames_total`, `slow_consumers_total`, `fanout_refused_total` | counter | |
@@ -425,6 +426,10 @@ metrics! {
     Count frames_out = "channels_frames_out_total",
     /// Bytes of frames written to clients.
     Count bytes_out = "channels_bytes_out_total",
+    /// Messages compressed for clients that agreed to permessage-deflate
+    /// (`SocketOptions::compress`): a broadcast counts once, however many
+    /// subscribers get it compressed.
+    Count messages_compressed = "channels_messages_compressed_total",
     /// Bytes of frames queued for WebSocket clients, not yet written.
     Level outbound_queued_bytes = "channels_outbound_queued_bytes",
     /// Connections closed for sending a malformed or oversized frame.

@@ -139,6 +139,21 @@ pub struct SocketOptions {
     /// session never polled after it opened ends after half the poll
     /// window (phoenix.js polls at once). Default: 20.
     pub max_longpoll_opens_per_second: u32,
+    /// Compress WebSocket messages (permessage-deflate, RFC 7692) for the
+    /// clients that offer it, as Phoenix's `websocket: [compress: true]`
+    /// (off by default, as in Phoenix). Browsers always offer it; the
+    /// server answers with `server_no_context_takeover` and
+    /// `client_no_context_takeover`, so each message is compressed on its
+    /// own: a broadcast is compressed once for all its subscribers, and an
+    /// idle connection keeps no compression state. Messages under 256
+    /// bytes, and those that do not shrink, go uncompressed. What a client
+    /// sends compressed is inflated within
+    /// [`max_frame_size`](Self::max_frame_size): one that inflates past it
+    /// closes the connection with 1009. See `docs/compression.md`.
+    pub compress: bool,
+    /// zlib's compression level for [`compress`](Self::compress), 0 (none)
+    /// to 9 (smallest); more is clamped to 9. Default: 6, zlib's own.
+    pub compress_level: u32,
 }
 
 impl Default for SocketOptions {
@@ -160,6 +175,8 @@ impl Default for SocketOptions {
             max_broadcast_bytes_per_second: 256 * 1024,
             max_topic_broadcast_bytes_per_second: 512 * 1024,
             max_longpoll_opens_per_second: 20,
+            compress: false,
+            compress_level: phx_channels_wire::deflate::DEFAULT_LEVEL,
         }
     }
 }

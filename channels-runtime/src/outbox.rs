@@ -220,6 +220,9 @@ impl Queue {
 pub struct Outbox {
     id: ConnId,
     limit: usize,
+    /// How frames are compressed for this connection, if it agreed to
+    /// permessage-deflate.
+    deflate: Option<Box<Deflate>>,
     queue: Mutex<Queue>,
     ready: Signal,
     clock: Clock,
@@ -269,6 +272,53 @@ impl Signal {
     }
 }
 
+/// Messages shorter than this are sent uncompressed even to a connection
+/// that agreed to permessage-deflate: a deflate block's overhead and the
+/// work cost more than the few bytes it could save.
+pub(crate) const DEFLATE_FROM: usize = 256;
+
+/// How an outbox compresses the messages it sends (permessage-deflate,
+/// agreed at the upgrade).
+#[derive(Debug)]
+pub(crate) struct Deflate {
+    level: u8,
+    /// The largest window the client allows (`server_max_window_bits`).
+    /// At 15, a frame's compressed version is made once and shared by
+    /// every connection that takes it ([`Frame::deflated`]: a broadcast is
+    /// compressed once); below, each message is compressed for this
+    /// connection alone; at 8 (which zlib cannot keep to) not at all.
+    window_bits: u8,
+    metrics: Arc<Metrics>,
+}
+
+impl Deflate {
+    /// Compression at `level` (0..=9) within `window_bits`, counted in
+    /// `metrics`.
+    pub(crate) fn new(level: u32, window_bits: u8, metrics: Arc<Metrics>) -> Self {
+        // `min(9)` fits a `u8`.
+        Deflate { level: level.min(9) as u8, window_bits, metrics }
+    }
+
+    /// The frame as this connection sends it: compressed, unless it is a
+    /// control frame, short, or does not shrink. The compressed version is
+    /// kept in `frame` (when this connection's window allows sharing it),
+    /// for every other connection given the same frame.
+    fn apply(&self, frame: &Frame) -> Option<Frame> {
+        if frame.len() < DEFLATE_FROM {
+            return None;
+        }
+        let compress = |payload: &[u8], out: &mut Vec<u8>| {
+            self.metrics.messages_compressed.incr();
+            phx_channels_wire::deflate::compress(payload, self.level.into(), self.window_bits, out)
+        };
+        if self.window_bits == 15 {
+            frame.deflated(compress)
+        } else {
+            frame.deflate(compress)
+        }
+    }
+}
+
 /// The frame was not queued: the connection is closing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Closed(pub CloseReason);
@@ -279,6 +329,7 @@ impl Outbox {
         Outbox {
             id: ConnId::unique(),
             limit,
+            deflate: None,
             queue: Mutex::new(Queue::default()),
             ready: Signal::default(),
             clock: Clock::default(),
@@ -288,6 +339,18 @@ impl Outbox {
     /// The connection this outbox belongs to.
     pub fn id(&self) -> ConnId {
         self.id
+    }
+
+    /// Compresses what is pushed from now on, as `deflate` says (the
+    /// connection agreed to permessage-deflate).
+    pub(crate) fn with_deflate(mut self, deflate: Option<Deflate>) -> Self {
+        self.deflate = deflate.map(Box::new);
+        self
+    }
+
+    /// Whether the connection agreed to permessage-deflate.
+    pub(crate) fn is_deflating(&self) -> bool {
+        self.deflate.is_some()
     }
 
     /// Writes frames to `socket` from now on (see [`Outbox`]), counting
@@ -326,6 +389,25 @@ impl Outbox {
     /// and so does a single frame larger than the limit, even into an empty
     /// queue: what one connection holds stays within the limit it was given.
     pub fn push(&self, frame: Frame) -> Result<(), Closed> {
+        match self.deflate.as_deref().and_then(|deflate| deflate.apply(&frame)) {
+            Some(compressed) => self.push_framed(compressed),
+            None => self.push_framed(frame),
+        }
+    }
+
+    /// [`Outbox::push`] of a frame shared with other connections (a
+    /// broadcast's): compressed, for a connection that agreed to
+    /// permessage-deflate, once for all of them (the compressed version is
+    /// kept in `frame`).
+    pub fn push_shared(&self, frame: &Frame) -> Result<(), Closed> {
+        match self.deflate.as_deref().and_then(|deflate| deflate.apply(frame)) {
+            Some(compressed) => self.push_framed(compressed),
+            None => self.push_framed(frame.clone()),
+        }
+    }
+
+    /// Queues or writes a frame as it will go on the wire.
+    fn push_framed(&self, frame: Frame) -> Result<(), Closed> {
         let mut q = self.queue.lock();
         if let Some(reason) = q.closed {
             return Err(Closed(reason));

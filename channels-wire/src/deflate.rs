@@ -23,8 +23,12 @@
 //! An offer with an unknown parameter, a parameter given twice, or a value
 //! out of range is declined (RFC 7692 §5.1, §7.1); the next one is tried.
 //!
-//! The compression itself (inflate bounded by the message limit, deflate
-//! of a broadcast once) is not here yet: see `docs/compression.md`.
+//! The compression itself, for both sides: [`compress`] deflates one
+//! message on its own (what `*_no_context_takeover` allows: the stream is
+//! reset after each message), and an [`Inflater`] inflates one message,
+//! bounded by the message limit as its output grows. Both keep their zlib
+//! state per thread between messages, not per connection: an idle
+//! connection holds none.
 
 /// The extension's name in `Sec-WebSocket-Extensions`.
 pub const NAME: &str = "permessage-deflate";
@@ -144,6 +148,209 @@ pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>, wanted: Wanted)
         .find_map(|offer| agree(offer, wanted))
 }
 
+/// What the sender strips from the end of each compressed message, and the
+/// receiver appends before inflating it (RFC 7692 §7.2.1, §7.2.2): the
+/// empty stored block a sync flush ends with.
+pub const TRAILER: [u8; 4] = [0x00, 0x00, 0xFF, 0xFF];
+
+/// The compression level used unless told otherwise (zlib's default).
+pub const DEFAULT_LEVEL: u32 = 6;
+
+thread_local! {
+    /// This thread's compressor, with its level and window: reset after
+    /// each message, so it holds nothing of any connection.
+    static COMPRESSOR: std::cell::RefCell<Option<(u32, u8, Compress)>> = const { std::cell::RefCell::new(None) };
+    /// An inflater no message is using, for the next one on this thread.
+    static SPARE_INFLATER: std::cell::Cell<Option<Box<Decompress>>> = const { std::cell::Cell::new(None) };
+}
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// Compresses `payload`, one whole message, as permessage-deflate sends
+/// it (raw deflate, sync-flushed, [`TRAILER`] stripped), appending to
+/// `out`; `level` is zlib's (0..=9), `window_bits` the LZ77 window
+/// (9..=15: zlib cannot compress with 8, whose messages go uncompressed).
+/// Returns `false`, with `out` as it was, when the message is better sent
+/// uncompressed (the output is not smaller) or cannot be compressed.
+///
+/// ```
+/// use phx_channels_wire::deflate::{compress, Inflater};
+///
+/// let text = br#"{"topic":"room:1","event":"new_msg","payload":{"body":"hello hello hello hello"}}"#;
+/// let mut compressed = Vec::new();
+/// assert!(compress(text, 6, 15, &mut compressed));
+/// assert!(compressed.len() < text.len());
+/// let mut inflated = Vec::new();
+/// let mut inflater = Inflater::new();
+/// inflater.inflate(&compressed, &mut inflated, 1 << 20).unwrap();
+/// inflater.finish(&mut inflated, 1 << 20).unwrap();
+/// assert_eq!(inflated, text);
+/// ```
+pub fn compress(payload: &[u8], level: u32, window_bits: u8, out: &mut Vec<u8>) -> bool {
+    if !(9..=15).contains(&window_bits) {
+        return false;
+    }
+    let level = level.min(9);
+    let start = out.len();
+    let done = COMPRESSOR.with_borrow_mut(|slot| {
+        let compressor = match slot {
+            Some((l, bits, compressor)) if *l == level && *bits == window_bits => compressor,
+            _ => {
+                &mut slot
+                    .insert((
+                        level,
+                        window_bits,
+                        Compress::new_with_window_bits(Compression::new(level), false, window_bits),
+                    ))
+                    .2
+            }
+        };
+        compressor.reset();
+        // Most JSON compresses to well under half: one growth at most, usually.
+        out.reserve(payload.len() / 2 + 64);
+        loop {
+            let consumed = usize::try_from(compressor.total_in()).unwrap_or(usize::MAX);
+            if compressor.compress_vec(&payload[consumed.min(payload.len())..], out, FlushCompress::Sync).is_err() {
+                return false;
+            }
+            let consumed = usize::try_from(compressor.total_in()).unwrap_or(usize::MAX);
+            // The flush is complete once all the input is in and the
+            // output was not filled up.
+            if consumed >= payload.len() && out.len() < out.capacity() {
+                break;
+            }
+            if out.len() - start > payload.len() + 64 {
+                return false;
+            }
+            out.reserve(out.capacity().max(1024));
+        }
+        true
+    });
+    let compressed = &out[start..];
+    if !done || !compressed.ends_with(&TRAILER) || compressed.len() - TRAILER.len() >= payload.len() {
+        out.truncate(start);
+        return false;
+    }
+    out.truncate(out.len() - TRAILER.len());
+    true
+}
+
+/// Inflates one compressed message, frame by frame, with its output bounded:
+/// a message that inflates past the limit is refused
+/// ([`WireError::TooBig`], close 1009) as soon as its output passes it, so
+/// a decompression bomb costs at most the limit in memory, and the CPU
+/// that much output takes.
+///
+/// Made for one message and dropped after it: its zlib state (a 32 KiB
+/// window) goes back to a per-thread spare, so an idle connection keeps
+/// none. It inflates with a 15-bit window, which reads what any window
+/// the peer agreed to wrote.
+pub struct Inflater {
+    stream: Option<Box<Decompress>>,
+    /// The peer ended the deflate stream (a final block): what follows is
+    /// ignored.
+    ended: bool,
+}
+
+impl Default for Inflater {
+    fn default() -> Self {
+        Inflater::new()
+    }
+}
+
+impl std::fmt::Debug for Inflater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inflater").field("ended", &self.ended).finish_non_exhaustive()
+    }
+}
+
+/// How much the output of an inflation grows at least at a time.
+const INFLATE_STEP: usize = 16 * 1024;
+
+impl Inflater {
+    /// An inflater for a message (its zlib state is made, or taken from
+    /// this thread's spare, on first use).
+    pub fn new() -> Self {
+        Inflater { stream: None, ended: false }
+    }
+
+    /// Inflates `input` (the payload of one frame of the message) onto the
+    /// end of `out`, which may hold at most `max` bytes.
+    pub fn inflate(&mut self, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), WireError> {
+        self.inflate_counted(input, out, max, |_| Ok::<(), WireError>(()))
+    }
+
+    /// The end of the message: inflates the [`TRAILER`] its sender
+    /// stripped.
+    pub fn finish(&mut self, out: &mut Vec<u8>, max: usize) -> Result<(), WireError> {
+        self.inflate(&TRAILER, out, max)
+    }
+
+    /// [`Inflater::inflate`], telling `grow` the capacity `out` is about to
+    /// grow to before it does (to count it elsewhere: a budget of bytes in
+    /// flight); an error from `grow` stops the inflation.
+    pub fn inflate_counted<E: From<WireError>>(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        max: usize,
+        mut grow: impl FnMut(usize) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.ended {
+            return Ok(());
+        }
+        let stream = self.stream.get_or_insert_with(|| match SPARE_INFLATER.take() {
+            Some(spare) => spare,
+            None => Box::new(Decompress::new_with_window_bits(false, 15)),
+        });
+        let start_in = stream.total_in();
+        loop {
+            if out.len() == out.capacity() {
+                // Room for one byte past the limit: inflating into it says
+                // the message is over.
+                let ceiling = max.saturating_add(1);
+                if out.len() >= ceiling {
+                    return Err(WireError::TooBig { size: out.len() as u64, max }.into());
+                }
+                let target = out.len().saturating_add(out.len().max(INFLATE_STEP)).min(ceiling);
+                grow(target)?;
+                out.reserve_exact(target - out.len());
+            }
+            let consumed = usize::try_from(stream.total_in() - start_in).unwrap_or(usize::MAX);
+            let rest = &input[consumed.min(input.len())..];
+            let before = out.len();
+            let status = stream.decompress_vec(rest, out, FlushDecompress::Sync).map_err(|_| WireError::Inflate)?;
+            if out.len() > max {
+                return Err(WireError::TooBig { size: out.len() as u64, max }.into());
+            }
+            let consumed = usize::try_from(stream.total_in() - start_in).unwrap_or(usize::MAX);
+            match status {
+                Status::StreamEnd => {
+                    self.ended = true;
+                    return Ok(());
+                }
+                // Everything taken, and room left: all it gives is out.
+                _ if consumed >= input.len() && out.len() < out.capacity() => return Ok(()),
+                // No progress with room to write: it needs more input.
+                Status::BufError if out.len() == before && out.len() < out.capacity() => return Ok(()),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl Drop for Inflater {
+    fn drop(&mut self) {
+        if let Some(mut stream) = self.stream.take() {
+            stream.reset(false);
+            // Kept for this thread's next message (one spare at most).
+            SPARE_INFLATER.set(Some(stream));
+        }
+    }
+}
+
+use crate::error::WireError;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,5 +409,101 @@ mod tests {
         );
         assert_eq!(negotiate([], Wanted::default()), None);
         assert_eq!(one("permessage-foo"), None);
+    }
+}
+
+#[cfg(test)]
+mod compression_tests {
+    use super::*;
+
+    fn inflate_all(frames: &[&[u8]], max: usize) -> Result<Vec<u8>, WireError> {
+        let mut inflater = Inflater::new();
+        let mut out = Vec::new();
+        for frame in frames {
+            inflater.inflate(frame, &mut out, max)?;
+        }
+        inflater.finish(&mut out, max)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn messages_round_trip_whatever_the_window_and_the_fragments() {
+        let text: Vec<u8> =
+            (0..20_000u32).flat_map(|i| format!("{{\"n\":{},\"body\":\"x\"}},", i % 97).into_bytes()).collect();
+        for bits in 9..=15 {
+            let mut compressed = Vec::new();
+            assert!(compress(&text, 6, bits, &mut compressed), "{bits} bits");
+            assert!(compressed.len() < text.len() / 4);
+            assert!(!compressed.ends_with(&TRAILER));
+            assert_eq!(inflate_all(&[&compressed], usize::MAX).unwrap(), text);
+            // Cut in frames anywhere.
+            let (a, b) = compressed.split_at(compressed.len() / 3);
+            assert_eq!(inflate_all(&[a, &[], b], usize::MAX).unwrap(), text);
+        }
+        // zlib cannot keep to a 256-byte window: such messages go as they are.
+        let mut out = Vec::new();
+        assert!(!compress(&text, 6, 8, &mut out) && out.is_empty());
+        // Random bytes do not shrink: sent uncompressed.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let noise: Vec<u8> = (0..4096)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                state as u8
+            })
+            .collect();
+        assert!(!compress(&noise, 6, 15, &mut out) && out.is_empty());
+    }
+
+    /// 10 MB of zeros compress to about 10 KB; inflated against a 1 MB
+    /// limit, the output stops just past the limit, and its buffer never
+    /// grew beyond it.
+    #[test]
+    fn a_bomb_stops_at_the_limit() {
+        let zeros = vec![0u8; 10_000_000];
+        let mut bomb = Vec::new();
+        assert!(compress(&zeros, 9, 15, &mut bomb));
+        assert!(bomb.len() < 20_000, "{}", bomb.len());
+        let mut inflater = Inflater::new();
+        let mut out = Vec::new();
+        let mut largest = 0;
+        let refused = inflater.inflate_counted(&bomb, &mut out, 1_000_000, |to| {
+            largest = to;
+            Ok::<_, WireError>(())
+        });
+        assert_eq!(refused, Err(WireError::TooBig { size: 1_000_001, max: 1_000_000 }));
+        assert!(largest <= 1_000_001 && out.capacity() <= 1_000_001, "{largest} {}", out.capacity());
+        // What `grow` refuses stops it too, before the buffer grows.
+        let mut out = Vec::new();
+        let stopped = Inflater::new().inflate_counted(&bomb, &mut out, usize::MAX, |to| {
+            if to > 100_000 {
+                Err(WireError::Protocol("over budget"))
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(stopped, Err(WireError::Protocol("over budget")));
+        assert!(out.capacity() <= 100_000);
+        // A message exactly at the limit passes.
+        let mut exact = Vec::new();
+        assert!(compress(&zeros[..50_000], 6, 15, &mut exact));
+        assert_eq!(inflate_all(&[&exact], 50_000).unwrap().len(), 50_000);
+    }
+
+    #[test]
+    fn data_that_is_not_deflate_is_refused() {
+        assert_eq!(inflate_all(&[&[0xFF, 0xFF, 0xFF, 0xFF]], 1000), Err(WireError::Inflate));
+        assert_eq!(WireError::Inflate.close_code(), 1007);
+    }
+
+    /// A sender may end a message with a final block (as a new deflate
+    /// stream per message does): what follows it is ignored.
+    #[test]
+    fn a_final_block_ends_the_message() {
+        let mut stream = Compress::new(Compression::default(), false);
+        let mut out = Vec::with_capacity(1024);
+        stream.compress_vec(b"hello hello hello", &mut out, FlushCompress::Finish).unwrap();
+        assert_eq!(inflate_all(&[&out], 1000).unwrap(), b"hello hello hello");
     }
 }

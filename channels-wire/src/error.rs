@@ -11,6 +11,10 @@ pub enum WireError {
     /// 1007).
     #[error("text is not valid UTF-8")]
     Utf8,
+    /// A compressed message (permessage-deflate) whose data does not
+    /// inflate (close with 1007: RFC 7692 §8 has the connection failed).
+    #[error("compressed message does not inflate")]
+    Inflate,
     /// A message over the size limit, as announced, as gathered, or as
     /// inflated (close with 1009).
     #[error("message of {size} bytes exceeds the limit of {max}")]
@@ -27,7 +31,7 @@ impl WireError {
     pub fn close_code(&self) -> u16 {
         match self {
             WireError::Protocol(_) => 1002,
-            WireError::Utf8 => 1007,
+            WireError::Utf8 | WireError::Inflate => 1007,
             WireError::TooBig { .. } => 1009,
         }
     }

@@ -247,7 +247,7 @@ pub trait Sink: Send + Sync + 'static {
 impl Sink for Outbox {
     fn frame(&self, frame: &Frame) {
         // A closed outbox belongs to a connection that is going away.
-        let _ = self.push(frame.clone());
+        let _ = self.push_shared(frame);
     }
 }
 

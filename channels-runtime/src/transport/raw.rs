@@ -214,10 +214,11 @@ pub(crate) async fn upgrade<T: RawSocket>(mount: Arc<Mount>, mut req: Request) -
         return (StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded").into_response();
     };
     let traced = Traced { span, traceparent, source };
+    let outbox = handshake.outbox(&mount);
     tokio::spawn(async move {
         match on_upgrade.await {
             Ok(upgraded) => {
-                let outbox = Arc::new(Outbox::new(mount.options.max_outbound_bytes));
+                let outbox = Arc::new(outbox);
                 let registration = mount.registry.register(&outbox, traced.source);
                 let service = Raw { handler, conn: RawConn { outbox } };
                 websocket::serve(mount, registration, upgraded, service, traced.span);

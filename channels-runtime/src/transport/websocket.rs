@@ -38,6 +38,7 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
+use phx_channels_wire::deflate::{self, Agreed};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::TcpStream;
@@ -52,7 +53,7 @@ use crate::connect::{Connect, ConnectInfo, Params};
 use crate::dispatch::{Dispatcher, Wiring};
 use crate::logging::{clip, Line};
 use crate::metrics::{Metrics, Rejection};
-use crate::outbox::{CloseReason, Outbox};
+use crate::outbox::{CloseReason, Deflate, Outbox};
 use crate::protocol::{Frame, Serializer};
 use crate::registry::Registration;
 use crate::source::Source;
@@ -93,6 +94,9 @@ pub(crate) struct Handshake {
     accept: String,
     /// The sub-protocol selected, if any.
     protocol: Option<&'static str>,
+    /// permessage-deflate, when the socket compresses and the client
+    /// offered it in a form the server takes.
+    pub(crate) deflate: Option<Agreed>,
 }
 
 impl Handshake {
@@ -121,7 +125,13 @@ impl Handshake {
         if !super::origin_allowed(mount, headers) {
             return Err(NotUpgraded(StatusCode::FORBIDDEN, None));
         }
-        Ok(Handshake { accept, protocol })
+        let deflate = if mount.options.compress {
+            let offers = headers.get_all(header::SEC_WEBSOCKET_EXTENSIONS).iter().filter_map(|v| v.to_str().ok());
+            deflate::negotiate(offers, deflate::Wanted::default())
+        } else {
+            None
+        };
+        Ok(Handshake { accept, protocol, deflate })
     }
 
     /// The `101 Switching Protocols` answer.
@@ -137,7 +147,21 @@ impl Handshake {
         if let Some(protocol) = self.protocol {
             h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
         }
+        if let Some(agreed) = &self.deflate {
+            if let Ok(answer) = HeaderValue::from_str(&agreed.response()) {
+                h.insert(header::SEC_WEBSOCKET_EXTENSIONS, answer);
+            }
+        }
         response
+    }
+
+    /// The outbox of the connection: compressing what it sends if the
+    /// client agreed to permessage-deflate.
+    pub(crate) fn outbox(&self, mount: &Mount) -> Outbox {
+        let deflate = self.deflate.map(|agreed| {
+            Deflate::new(mount.options.compress_level, agreed.server_max_window_bits, mount.metrics.clone())
+        });
+        Outbox::new(mount.options.max_outbound_bytes).with_deflate(deflate)
     }
 }
 
@@ -186,9 +210,12 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
 
     // A short task waits for hyper to hand the connection over, and starts
     // the connection's own task.
+    let outbox = handshake.outbox(&mount);
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => start::<S>(mount, upgraded, serializer, assigns, Traced { span, traceparent, source }),
+            Ok(upgraded) => {
+                start::<S>(mount, upgraded, outbox, serializer, assigns, Traced { span, traceparent, source })
+            }
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
         drop(hold);
@@ -284,12 +311,13 @@ struct Limits {
 fn start<S: Connect + Routes>(
     mount: Arc<Mount>,
     upgraded: hyper::upgrade::Upgraded,
+    outbox: Outbox,
     serializer: Serializer,
     assigns: S::Assigns,
     traced: Traced,
 ) {
     let options = &mount.options;
-    let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
+    let outbox = Arc::new(outbox);
     let registration = mount.registry.register(&outbox, traced.source);
     let wiring = Wiring {
         outbox: outbox.clone(),
@@ -363,7 +391,8 @@ async fn serve_generic<V: Service, I: AsyncRead + AsyncWrite + Send + 'static>(
     service: V,
 ) {
     let limits = Limits { idle: mount.options.idle_timeout, max_frame: mount.options.max_frame_size };
-    let decoder = Decoder::new(limits.max_frame).with_budget(mount.budget.clone());
+    let decoder =
+        Decoder::new(limits.max_frame).with_budget(mount.budget.clone()).with_deflate(service.outbox().is_deflating());
     let linger = Box::pin(serve_io(io, decoder, service, limits, &mount.metrics)).await;
     leave(&mount, registration, linger).await;
 }
@@ -577,7 +606,9 @@ fn serve_tcp<V: Service>(
     service: V,
 ) -> impl Future<Output = ()> + Send {
     let outbox = service.outbox().clone();
-    let decoder = Decoder::new(mount.options.max_frame_size).with_budget(mount.budget.clone());
+    let decoder = Decoder::new(mount.options.max_frame_size)
+        .with_budget(mount.budget.clone())
+        .with_deflate(outbox.is_deflating());
     let mut live = Live { mount, read, decoder, service, outbox, ended: None };
     // Before the task: what it keeps is only what the bytes left unfinished.
     if let Some(early) = early {
@@ -904,6 +935,14 @@ fn read_error(error: ReadError, metrics: &Metrics) -> End {
                 tracing::warn!(wanted = busy.wanted, max = busy.max, "{}", Line::InflightBudget.what());
             }
             End::Refuse(CloseCode::Again, "server busy, try again later".to_owned())
+        }
+        ReadError::Inflate => {
+            metrics.malformed_frames.incr();
+            metrics.inputs_refused.incr(Rejection::ProtocolError);
+            if metrics.lines.allow(Line::Protocol) {
+                tracing::warn!(error = "compressed message does not inflate", "{}", Line::Protocol.what());
+            }
+            End::Refuse(CloseCode::Invalid, "compressed message does not inflate".to_owned())
         }
         ReadError::Utf8 => {
             metrics.malformed_frames.incr();

@@ -35,6 +35,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use phx_channels_wire::deflate::{Inflater, TRAILER};
 use phx_channels_wire::frame::{apply_mask, Header, Role, MAX_HEADER};
 use phx_channels_wire::utf8::Utf8;
 use phx_channels_wire::WireError;
@@ -96,15 +97,19 @@ pub(crate) enum ReadError {
     /// A text message, or a close reason, that is not UTF-8 (close with 1007).
     #[error("text is not valid UTF-8")]
     Utf8,
+    /// A compressed message whose data does not inflate (close with 1007).
+    #[error("compressed message does not inflate")]
+    Inflate,
     /// A large message that does not fit the endpoint's in-flight budget
     /// (close with 1013, "try again later").
     #[error(transparent)]
     Busy(#[from] Busy),
 }
 
-/// Parses a client frame header (no extension uses the reserved bits yet).
-fn parse_header(buf: &[u8]) -> Result<Option<(Header, usize)>, ReadError> {
-    Ok(Header::parse(buf, Role::Server, false).map_err(WireError::from)?)
+/// Parses a client frame header; `deflate`: permessage-deflate was
+/// agreed (RSV1 may start a compressed message).
+fn parse_header(buf: &[u8], deflate: bool) -> Result<Option<(Header, usize)>, ReadError> {
+    Ok(Header::parse(buf, Role::Server, deflate).map_err(WireError::from)?)
 }
 
 impl From<WireError> for ReadError {
@@ -112,6 +117,7 @@ impl From<WireError> for ReadError {
         match error {
             WireError::Protocol(reason) => ReadError::Protocol(reason),
             WireError::Utf8 => ReadError::Utf8,
+            WireError::Inflate => ReadError::Inflate,
             WireError::TooBig { size, max } => ReadError::TooBig { size, max },
         }
     }
@@ -164,6 +170,11 @@ pub(crate) struct Decoder {
     /// The UTF-8 check of the text message arriving (a sequence cut
     /// between two reads or fragments).
     utf8: Utf8,
+    /// permessage-deflate was agreed: RSV1 starts a compressed message.
+    deflate: bool,
+    /// The message arriving is compressed: its inflater (made for it,
+    /// dropped after it; its payloads gathered are the inflated bytes).
+    inflating: Option<Box<Inflater>>,
     max_message: usize,
     budget: Option<Arc<Budget>>,
 }
@@ -177,17 +188,27 @@ impl Decoder {
             pending: None,
             fragments: None,
             utf8: Utf8::default(),
+            deflate: false,
+            inflating: None,
             max_message,
             budget: None,
         }
     }
 
+    /// Takes compressed messages (permessage-deflate was agreed), inflated
+    /// within the message limit and the budget.
+    pub(crate) fn with_deflate(mut self, deflate: bool) -> Self {
+        self.deflate = deflate;
+        self
+    }
+
     /// Whether the payload of the frame `header` starts is text to check
-    /// as it arrives: a text frame, or a continuation of a text message.
+    /// as it arrives: a text frame, or a continuation of a text message
+    /// (not compressed: a compressed one is checked as it inflates).
     fn is_text(&self, header: &Header) -> bool {
         match header.opcode {
-            OP_TEXT => true,
-            OP_CONTINUATION => self.fragments.as_ref().is_some_and(|f| f.0 == OP_TEXT),
+            OP_TEXT => !header.rsv1,
+            OP_CONTINUATION => self.inflating.is_none() && self.fragments.as_ref().is_some_and(|f| f.0 == OP_TEXT),
             _ => false,
         }
     }
@@ -291,7 +312,7 @@ impl Decoder {
     fn header(&mut self, input: &mut &[u8]) -> Result<Option<Header>, ReadError> {
         let kept = usize::from(self.head_len);
         if kept == 0 {
-            if let Some((header, at)) = parse_header(input)? {
+            if let Some((header, at)) = parse_header(input, self.deflate)? {
                 *input = &input[at..];
                 return Ok(Some(header));
             }
@@ -303,7 +324,7 @@ impl Decoder {
         }
         let more = input.len().min(MAX_HEADER - kept);
         self.head[kept..kept + more].copy_from_slice(&input[..more]);
-        match parse_header(&self.head[..kept + more])? {
+        match parse_header(&self.head[..kept + more], self.deflate)? {
             Some((header, at)) => {
                 // What was kept did not hold a whole header: `at > kept`.
                 *input = &input[at - kept..];
@@ -367,12 +388,73 @@ impl Decoder {
         if header.opcode == OP_TEXT {
             self.utf8 = Utf8::default();
         }
+        if matches!(header.opcode, OP_TEXT | OP_BINARY) {
+            // RSV1 on anything else was refused with the header.
+            self.inflating = header.rsv1.then(Box::default);
+        }
         Ok(())
+    }
+
+    /// A whole frame of a compressed message, inflated onto what the
+    /// message gathered: its inflated size counts against the message
+    /// limit, and in the budget, as it grows (a decompression bomb stops
+    /// at the limit); `hold` (the compressed bytes' own) is given back
+    /// once the frame is inflated.
+    fn inflate(&mut self, header: &Header, payload: &[u8], hold: Hold) -> Result<Option<Incoming>, ReadError> {
+        let (opcode, mut data, mut held) = match header.opcode {
+            OP_CONTINUATION => match self.fragments.take() {
+                Some(fragments) => *fragments,
+                None => return Err(ReadError::Protocol("continuation frame without a message")),
+            },
+            opcode => (opcode, Vec::new(), Hold::none()),
+        };
+        let Decoder { inflating, budget, max_message, utf8, .. } = self;
+        let Some(inflater) = inflating else { return Err(ReadError::Protocol("not a compressed message")) };
+        let before = data.len();
+        let mut grow = |to: usize| -> Result<(), ReadError> {
+            if let Some(budget) = budget {
+                if held.bytes() < to {
+                    held.grow(budget, to - held.bytes(), to)?;
+                }
+            }
+            Ok(())
+        };
+        inflater.inflate_counted(payload, &mut data, *max_message, &mut grow)?;
+        if header.fin {
+            inflater.inflate_counted(&TRAILER, &mut data, *max_message, &mut grow)?;
+        }
+        drop(hold);
+        if opcode == OP_TEXT {
+            utf8.feed(&data[before..]).map_err(|_| ReadError::Utf8)?;
+        }
+        if !header.fin {
+            self.fragments = Some(Box::new((opcode, data, held)));
+            return Ok(None);
+        }
+        // The message is whole: its inflater and what it held go.
+        self.inflating = None;
+        data.shrink_to_fit();
+        Ok(Some(self.message(opcode, Bytes::from(data))?))
+    }
+
+    /// A whole message.
+    fn message(&mut self, opcode: u8, message: Bytes) -> Result<Incoming, ReadError> {
+        if opcode == OP_TEXT {
+            // Every byte was checked as it arrived: only a sequence cut at
+            // the end is left to refuse.
+            self.utf8.finish().map_err(|_| ReadError::Utf8)?;
+            Ok(Incoming::Text(message))
+        } else {
+            Ok(Incoming::Binary(message))
+        }
     }
 
     /// A whole frame, and what it holds of the budget: a message when it
     /// completes one.
     fn frame(&mut self, header: &Header, payload: Bytes, hold: Hold) -> Result<Option<Incoming>, ReadError> {
+        if self.inflating.is_some() && header.opcode < OP_CLOSE {
+            return self.inflate(header, &payload, hold);
+        }
         let (opcode, message) = match header.opcode {
             OP_PING => return Ok(Some(Incoming::Ping(payload))),
             OP_PONG => return Ok(Some(Incoming::Pong)),
@@ -406,14 +488,7 @@ impl Decoder {
             }
             opcode => (opcode, payload),
         };
-        if opcode == OP_TEXT {
-            // Every byte was checked as it arrived: only a sequence cut at
-            // the end is left to refuse.
-            self.utf8.finish().map_err(|_| ReadError::Utf8)?;
-            Ok(Some(Incoming::Text(message)))
-        } else {
-            Ok(Some(Incoming::Binary(message)))
-        }
+        Ok(Some(self.message(opcode, message)?))
     }
 }
 
@@ -767,6 +842,140 @@ mod tests {
         let mut input = &fragments[..];
         assert!(matches!(c.decode(&mut input), Err(ReadError::Busy(_))), "170 000 bytes do not fit");
         drop(c);
+        assert_eq!(budget.used(), 0);
+    }
+
+    /// A compressed client frame (RSV1 on a first frame), its payload
+    /// as permessage-deflate sends it.
+    fn compressed(opcode: u8, fin: bool, rsv1: bool, payload: &[u8]) -> Vec<u8> {
+        let mut frame = client(opcode, fin, payload);
+        if rsv1 {
+            frame[0] |= 0x40;
+        }
+        frame
+    }
+
+    fn deflated(data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        assert!(phx_channels_wire::deflate::compress(data, 6, 15, &mut out));
+        out
+    }
+
+    /// What `decode_all` got, with messages as their lengths (for
+    /// assertion messages).
+    fn brief(got: &[Result<Incoming, String>]) -> Vec<String> {
+        got.iter()
+            .map(|g| match g {
+                Ok(Incoming::Text(m) | Incoming::Binary(m)) => format!("message of {} bytes", m.len()),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    fn decode_all(decoder: &mut Decoder, bytes: &[u8]) -> Vec<Result<Incoming, String>> {
+        let mut out = Vec::new();
+        let mut input = bytes;
+        loop {
+            match decoder.decode(&mut input) {
+                Ok(Some(incoming)) => out.push(Ok(incoming)),
+                Ok(None) => return out,
+                Err(error) => {
+                    out.push(Err(error.to_string()));
+                    return out;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn compressed_messages_are_inflated_whole_or_fragmented() {
+        let text = "{\"body\":\"κόσμε\"}".repeat(100);
+        let z = deflated(text.as_bytes());
+        let (a, b) = z.split_at(z.len() / 2);
+        let mut bytes = compressed(OP_TEXT, true, true, &z);
+        bytes.extend(compressed(OP_BINARY, false, true, a));
+        bytes.extend(client(OP_PING, true, b"p"));
+        bytes.extend(compressed(OP_CONTINUATION, true, false, b));
+        bytes.extend(client(OP_TEXT, true, b"plain"));
+        for piece in [1, 7, 100, usize::MAX] {
+            let mut decoder = Decoder::new(1 << 20).with_deflate(true);
+            let mut got = Vec::new();
+            for chunk in bytes.chunks(piece.min(bytes.len())) {
+                got.extend(decode_all(&mut decoder, chunk));
+            }
+            assert_eq!(
+                got,
+                vec![
+                    Ok(Incoming::Text(Bytes::from(text.clone()))),
+                    Ok(Incoming::Ping(Bytes::from_static(b"p"))),
+                    Ok(Incoming::Binary(Bytes::from(text.clone()))),
+                    Ok(Incoming::Text(Bytes::from_static(b"plain"))),
+                ],
+                "pieces of {piece}"
+            );
+            assert!(decoder.inflating.is_none() && decoder.fragments.is_none());
+        }
+    }
+
+    #[test]
+    fn rsv1_is_refused_where_it_cannot_be() {
+        let z = deflated(&[b'a'; 1000]);
+        let cases: Vec<(Vec<u8>, bool, &str)> = vec![
+            // Not agreed.
+            (compressed(OP_TEXT, true, true, &z), false, "reserved bits"),
+            // On a continuation, or a control frame.
+            (
+                [compressed(OP_TEXT, false, true, &z), compressed(OP_CONTINUATION, true, true, b"")].concat(),
+                true,
+                "RSV1 set on a frame that does not start a message",
+            ),
+            (compressed(OP_PING, true, true, b""), true, "RSV1 set on a frame that does not start a message"),
+            // Not deflate data; text that inflates to bad UTF-8.
+            (compressed(OP_BINARY, true, true, &[0xFF; 8]), true, "does not inflate"),
+            (compressed(OP_TEXT, true, true, &deflated(&[0xFF; 300])), true, "UTF-8"),
+        ];
+        for (bytes, deflate, expected) in cases {
+            let got = decode_all(&mut Decoder::new(1 << 20).with_deflate(deflate), &bytes);
+            assert!(matches!(got.last(), Some(Err(e)) if e.contains(expected)), "{expected}: {:?}", brief(&got));
+        }
+    }
+
+    /// 10 MB of zeros in about 10 KB: refused once the output passes the
+    /// limit, and the buffer never grew past it; fragmented, the limit
+    /// counts the inflated bytes gathered.
+    #[test]
+    fn a_decompression_bomb_is_refused_at_the_message_limit() {
+        let bomb = deflated(&vec![0; 10_000_000]);
+        assert!(bomb.len() < 20_000);
+        let mut decoder = Decoder::new(1_000_000).with_deflate(true);
+        let got = decode_all(&mut decoder, &compressed(OP_BINARY, true, true, &bomb));
+        assert_eq!(got, vec![Err("message of 1000001 bytes exceeds the limit of 1000000".to_owned())]);
+        let z = deflated(&vec![0; 1_200_000]);
+        let (a, b) = z.split_at(z.len() / 2);
+        let fragments = [compressed(OP_BINARY, false, true, a), compressed(OP_CONTINUATION, true, false, b)];
+        let got = decode_all(&mut Decoder::new(1_000_000).with_deflate(true), &fragments.concat());
+        assert!(matches!(got.last(), Some(Err(e)) if e.contains("exceeds the limit")), "{:?}", brief(&got));
+    }
+
+    /// What a compressed message inflates to is held in the budget as it
+    /// grows, and refused past it (1013), given back once whole.
+    #[test]
+    fn inflated_bytes_count_in_the_budget() {
+        let budget = Budget::new(150_000);
+        let z = deflated(&[b'x'; 200_000]);
+        let mut a = Decoder::new(1 << 20).with_budget(budget.clone()).with_deflate(true);
+        let got = decode_all(&mut a, &compressed(OP_BINARY, true, true, &z));
+        assert!(matches!(got.last(), Some(Err(e)) if e.contains("in flight")), "{:?}", brief(&got));
+        drop(a);
+        assert_eq!(budget.used(), 0);
+        // Under the budget: taken, and given back.
+        let z = deflated(&[b'x'; 100_000]);
+        let (first, rest) = z.split_at(z.len() / 2);
+        let mut b = Decoder::new(1 << 20).with_budget(budget.clone()).with_deflate(true);
+        assert!(decode_all(&mut b, &compressed(OP_BINARY, false, true, first)).is_empty());
+        assert!(budget.used() > 0, "the inflated bytes gathered are held");
+        let got = decode_all(&mut b, &compressed(OP_CONTINUATION, true, false, rest));
+        assert!(matches!(&got[..], [Ok(Incoming::Binary(m))] if m.len() == 100_000), "{:?}", brief(&got));
         assert_eq!(budget.used(), 0);
     }
 

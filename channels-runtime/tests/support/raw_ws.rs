@@ -25,7 +25,13 @@ pub fn fix_mmap_threshold() {
 /// A text frame from a client, masked with the all-zero key (valid, and
 /// leaves the payload as it is).
 pub fn client_text(payload: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0x81];
+    client_frame(0x81, payload)
+}
+
+/// A client frame whose first byte is `first` (FIN, RSV1, opcode), masked
+/// with the all-zero key.
+pub fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![first];
     match payload.len() {
         n @ 0..=125 => frame.push(0x80 | n as u8),
         n @ 126..=0xFFFF => {
@@ -40,6 +46,24 @@ pub fn client_text(payload: &[u8]) -> Vec<u8> {
     frame.extend_from_slice(&[0, 0, 0, 0]);
     frame.extend_from_slice(payload);
     frame
+}
+
+/// Upgrades at `path` with `headers` (`Name: value` lines, each ending
+/// with CRLF) added to the request; the stream and the response's head.
+pub async fn upgrade_at(addr: SocketAddr, path: &str, headers: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{headers}\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(s.read_u8().await.unwrap());
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (s, head)
 }
 
 /// Upgrades (the response is read, nothing else).
