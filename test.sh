@@ -27,7 +27,9 @@
 #   autobahn     Autobahn|Testsuite's fuzzingclient against the `echo` example
 #                (scripts/autobahn/test.sh: installs wstest on Python 2.7 from
 #                pyenv, then every case must be OK or INFORMATIONAL; plain
-#                ws:// and wss:// through the endpoint's own TLS)
+#                ws:// and wss:// through the endpoint's own TLS, sections
+#                1-7 and 10, and with compression on (--compress), sections
+#                12 and 13)
 #
 # Environment:
 #   SHARED_DIR   folder holding conformance/ (default: ../shared beside the repo)

@@ -20,6 +20,8 @@
 //!   printed on the line `listening on ws://…`.
 //! - `--max-message BYTES`: the largest message taken (default 16 MiB, what
 //!   Autobahn's sections 1–10 send at most).
+//! - `--compress`: permessage-deflate for the clients that offer it
+//!   (`SocketOptions::compress`); `--compress-level N` (0–9, default 6).
 //! - `--tls`: serves WSS (`wss://127.0.0.1:…/echo/websocket`) with a
 //!   self-signed certificate for `localhost` and `127.0.0.1` made at start
 //!   (rcgen); `--tls-cert FILE --tls-key FILE` serve those PEM files instead.
@@ -56,7 +58,10 @@ async fn main() -> std::io::Result<()> {
     tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).init();
     let port: u16 = arg("--port").map_or(Ok(0), |p| p.parse()).expect("--port takes a number");
     let max: usize = arg("--max-message").map_or(Ok(16 << 20), |m| m.parse()).expect("--max-message takes a number");
-    let options = SocketOptions { max_frame_size: max, ..SocketOptions::default() };
+    let compress = std::env::args().any(|a| a == "--compress");
+    let compress_level =
+        arg("--compress-level").map_or(Ok(6), |l| l.parse()).expect("--compress-level takes a number (0-9)");
+    let options = SocketOptions { max_frame_size: max, compress, compress_level, ..SocketOptions::default() };
     let mut endpoint = Endpoint::new().raw_socket_with("/echo", EchoSocket, options);
     let tls = match (arg("--tls-cert"), arg("--tls-key")) {
         (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key).map_err(std::io::Error::other)?),

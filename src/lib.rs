@@ -123,6 +123,11 @@ struct ClientDocs;
 #[doc = include_str!("../docs/tls.md")]
 struct TlsDocs;
 
+/// The example of `docs/compression.md`, compiled as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/compression.md")]
+struct CompressionDocs;
+
 /// The examples of `docs/dashboard.md`, compiled as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../docs/dashboard.md")]

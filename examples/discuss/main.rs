@@ -39,7 +39,8 @@
 //! sets how long a silent node's presences survive (default 3 s).
 //! `DISCUSS_MAX_BROADCASTS_PER_SECOND` sets the broadcasts one connection
 //! may make per second (default 100; 0: unlimited), for benchmarks that
-//! push from one client faster than that.
+//! push from one client faster than that. `DISCUSS_COMPRESS=1` turns
+//! permessage-deflate on (`SocketOptions::compress`: browsers offer it).
 //!
 //! Connections are capped below the open-file limit, so that a flood gets
 //! 503 while the server still has descriptors to answer it with
@@ -389,6 +390,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(n) = env("DISCUSS_MAX_BROADCASTS_PER_SECOND") {
         options.max_broadcasts_per_second = n.parse()?;
     }
+    options.compress = env("DISCUSS_COMPRESS").is_some_and(|v| v == "1");
     let admin_token = env("DISCUSS_ADMIN_TOKEN");
     let prometheus = prometheus()?;
     let pubsub = pubsub()?;

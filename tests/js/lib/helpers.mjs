@@ -429,10 +429,11 @@ export async function cleanupAll() {
 /**
  * Starts a built example (`target/release/examples/NAME`, or the path in the
  * env variable `envVar`) on a free port and waits for its
- * `listening on http://127.0.0.1:PORT` line. Fails loudly when the binary is
- * missing. Resolves `{ proc, port }`; kill `proc` when done.
+ * `listening on http://127.0.0.1:PORT` line, with `env` added to its
+ * environment. Fails loudly when the binary is missing. Resolves
+ * `{ proc, port }`; kill `proc` when done.
  */
-export async function startExample(name, envVar) {
+export async function startExample(name, envVar, env = {}) {
   const { spawn } = await import("node:child_process");
   const { existsSync } = await import("node:fs");
   const { fileURLToPath } = await import("node:url");
@@ -443,7 +444,10 @@ export async function startExample(name, envVar) {
     throw new Error(`${bin} is missing: build it with \`cargo build --release --example ${name}\``);
   }
   const port = await freePort();
-  const proc = spawn(bin, ["--port", String(port)], { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, NO_COLOR: "1" } });
+  const proc = spawn(bin, ["--port", String(port)], {
+    stdio: ["ignore", "pipe", "inherit"],
+    env: { ...process.env, NO_COLOR: "1", ...env },
+  });
   await withTimeout(
     new Promise((resolve, reject) => {
       let out = "";
