@@ -4,7 +4,9 @@
 //! buffer).
 //!
 //! The modules, one concept each: [`frame`] (headers for either side, and
-//! masking), [`deflate`] (permessage-deflate's negotiation), [`utf8`] (text checked as it arrives, so a bad byte is refused
+//! masking), [`deflate`] (permessage-deflate: the negotiation, a message
+//! compressed on its own, and inflation bounded by the message limit),
+//! [`utf8`] (text checked as it arrives, so a bad byte is refused
 //! in the fragment that holds it), [`close`] (close payloads and the codes
 //! that may travel) and [`error`] (why a peer's frames are refused, with
 //! the close code for each reason).
