@@ -7,7 +7,7 @@
 //! origin check, the connection cap, the framing and its limits
 //! (`SocketOptions::max_frame_size`, `idle_timeout`,
 //! `max_outbound_bytes`), the close handshake, the metrics, TLS and
-//! compression. What it does not use of [`SocketOptions`] (channels,
+//! compression. What it does not use of [`SocketOptions`](crate::SocketOptions) (channels,
 //! joins, LongPoll, broadcasts) is ignored.
 //!
 //! Phoenix's `EchoSocket`, the example of its documentation:
