@@ -123,8 +123,8 @@ struct ClientDocs;
 #[doc = include_str!("../docs/tls.md")]
 struct TlsDocs;
 
-/// The example of `docs/compression.md`, compiled as a doctest.
-#[cfg(doctest)]
+/// The examples of `docs/compression.md`, compiled as doctests.
+#[cfg(all(doctest, feature = "client"))]
 #[doc = include_str!("../docs/compression.md")]
 struct CompressionDocs;
 

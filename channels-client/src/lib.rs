@@ -61,6 +61,7 @@
 mod backoff;
 mod channel;
 mod command;
+mod deflate;
 mod driver;
 mod error;
 mod events;

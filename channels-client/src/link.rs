@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
@@ -20,10 +19,10 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use crate::error::{Refusal, SocketError};
 use phx_channels_protocol::{ClientFrame, Serializer};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// The reading half of an open connection.
-pub(crate) type Reader = SplitStream<Ws>;
+/// The reading half of an open connection (boxed: over a stream that
+/// inflates, when the client offers compression, or straight over the
+/// socket).
+pub(crate) type Reader = std::pin::Pin<Box<dyn Stream<Item = Result<WsMessage, tungstenite::Error>> + Send>>;
 
 /// Sub-protocol prefix phoenix.js puts before the base64 auth token.
 const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
@@ -41,6 +40,8 @@ pub(crate) struct Target {
     /// What a `wss://` server's certificate is checked against.
     #[cfg(feature = "tls")]
     pub tls: crate::tls::Tls,
+    /// Offer permessage-deflate ([`crate::SocketBuilder::compress`]).
+    pub compress: bool,
 }
 
 /// The WebSocket URL of an endpoint given as `http(s)://`, as a browser's
@@ -82,6 +83,7 @@ impl Target {
             protocols,
             #[cfg(feature = "tls")]
             tls: crate::tls::Tls::default(),
+            compress: false,
         }
     }
 }
@@ -108,6 +110,16 @@ impl Link {
         }
         let config =
             WebSocketConfig::default().max_message_size(Some(max_message_size)).max_frame_size(Some(max_message_size));
+        if target.compress {
+            request.headers_mut().insert("sec-websocket-extensions", HeaderValue::from_static(crate::deflate::OFFER));
+            let open = async {
+                let stream = connect_inflating(&target, request.uri(), max_message_size).await?;
+                tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await.map_err(connect_error)
+            };
+            let (ws, _response) =
+                tokio::time::timeout(timeout, open).await.map_err(|_| SocketError::Timeout(timeout))??;
+            return Ok(Link::start(ws));
+        }
         #[cfg(feature = "tls")]
         let connect = {
             let connector = tokio_tungstenite::Connector::Rustls(target.tls.config.clone());
@@ -119,10 +131,18 @@ impl Link {
             .await
             .map_err(|_| SocketError::Timeout(timeout))?
             .map_err(connect_error)?;
+        Ok(Link::start(ws))
+    }
+
+    /// The link of a connection whose handshake is done, and its reader.
+    fn start<S>(ws: WebSocketStream<S>) -> (Link, Reader)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sink, reader) = ws.split();
         let (writer, queue) = mpsc::unbounded_channel();
         let abort = tokio::spawn(write(sink, queue)).abort_handle();
-        Ok((Link { writer, abort }, reader))
+        (Link { writer, abort }, Box::pin(reader))
     }
 
     /// Queues a frame; false once the connection is gone.
@@ -197,9 +217,47 @@ pub(crate) fn read_error(error: &tungstenite::Error) -> SocketError {
     }
 }
 
+/// The socket of a client that offers compression, TLS included for
+/// `wss://`, under the stream that inflates (which must sit above TLS):
+/// what tokio-tungstenite's `connect_async` does, made here.
+async fn connect_inflating(
+    target: &Target,
+    uri: &tokio_tungstenite::tungstenite::http::Uri,
+    max_message_size: usize,
+) -> Result<crate::deflate::Inflating<MaybeTlsStream<TcpStream>>, SocketError> {
+    let invalid = |why: &str| SocketError::InvalidRequest(why.to_owned());
+    let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
+    // An IPv6 address comes in brackets.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let secure = uri.scheme_str() == Some("wss");
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let socket = TcpStream::connect((host, port)).await.map_err(|e| SocketError::Unreachable(e.to_string()))?;
+    let stream = if secure {
+        #[cfg(feature = "tls")]
+        {
+            let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+                .map_err(|e| SocketError::InvalidRequest(e.to_string()))?;
+            let connector = tokio_rustls::TlsConnector::from(target.tls.config.clone());
+            let tls = connector.connect(name, socket).await.map_err(|e| connect_error(tungstenite::Error::Io(e)))?;
+            MaybeTlsStream::Rustls(tls)
+        }
+        #[cfg(not(feature = "tls"))]
+        {
+            let _ = (target, socket);
+            return Err(invalid("a `wss://` endpoint needs the client's `tls` feature (on by default)"));
+        }
+    } else {
+        MaybeTlsStream::Plain(socket)
+    };
+    Ok(crate::deflate::Inflating::new(stream, max_message_size))
+}
+
 /// Writes queued frames in order, then closes the connection once the
 /// queue's sender is gone.
-async fn write(mut sink: SplitSink<Ws, WsMessage>, mut queue: mpsc::UnboundedReceiver<WsMessage>) {
+async fn write<S>(mut sink: S, mut queue: mpsc::UnboundedReceiver<WsMessage>)
+where
+    S: Sink<WsMessage> + Unpin,
+{
     while let Some(message) = queue.recv().await {
         if sink.send(message).await.is_err() {
             return;

@@ -35,6 +35,7 @@ pub struct SocketBuilder {
     pub(crate) on_refused: OnRefused,
     pub(crate) max_message_size: usize,
     pub(crate) event_buffer: Bound,
+    pub(crate) compress: bool,
     #[cfg(feature = "tls")]
     pub(crate) tls: Option<crate::tls::Tls>,
 }
@@ -54,6 +55,7 @@ impl SocketBuilder {
             on_refused: OnRefused::retry(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             event_buffer: DEFAULT_EVENT_BUFFER,
+            compress: false,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -186,6 +188,27 @@ impl SocketBuilder {
     /// [`SocketError::MessageTooLarge`]: crate::SocketError::MessageTooLarge
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// Offer permessage-deflate (RFC 7692), as browsers do: a server that
+    /// compresses (`SocketOptions::compress` on this project's server,
+    /// `compress: true` on Phoenix's) sends its larger messages compressed,
+    /// and the client inflates them, within
+    /// [`max_message_size`](Self::max_message_size) as they inflate (a
+    /// message that inflates past it breaks the connection, which
+    /// reconnects). What the client sends goes uncompressed (RFC 7692 lets
+    /// it). Off by default. The offer is
+    /// `permessage-deflate; client_no_context_takeover; client_max_window_bits`.
+    ///
+    /// ```no_run
+    /// use phx_channels_client::Socket;
+    ///
+    /// let socket = Socket::builder("wss://example.com/socket").compress(true).connect();
+    /// # drop(socket);
+    /// ```
+    pub fn compress(mut self, compress: bool) -> Self {
+        self.compress = compress;
         self
     }
 

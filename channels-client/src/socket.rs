@@ -27,6 +27,7 @@ impl SocketBuilder {
         if let Some(tls) = &self.tls {
             target.tls = tls.clone();
         }
+        target.compress = self.compress;
         let (commands, inbox) = mpsc::unbounded_channel();
         let (connection_tx, connection) = watch::channel(ConnectionState::Connecting);
         let shared = Arc::new(Shared {
