@@ -204,6 +204,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Inflating<S> {
             if this.step()? {
                 continue;
             }
+            if this.input.is_empty() && this.input.capacity() > 4 * READ_CHUNK {
+                // What a large frame took goes with it.
+                this.input = BytesMut::new();
+            }
             let mut chunk = [0u8; READ_CHUNK];
             let mut read = ReadBuf::new(&mut chunk);
             ready!(Pin::new(&mut this.io).poll_read(cx, &mut read))?;
