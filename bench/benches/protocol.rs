@@ -109,12 +109,19 @@ fn encode(c: &mut Criterion) {
             response: &join_response,
         };
         bench(c, &format!("encode/{tag}/join_reply"), || ser.encode(&reply).unwrap());
-        let push = Outgoing::Push { join_ref: Some("3"), topic: "comments:42", event: "comment:new", payload: &body };
+        let push = Outgoing::Push {
+            join_ref: Some("3"),
+            topic: "comments:42",
+            event: "comment:new",
+            payload: &body,
+            position: None,
+        };
         bench(c, &format!("encode/{tag}/push_100B"), || ser.encode(&push).unwrap());
-        let bcast = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &body };
+        let bcast =
+            Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &body, position: None };
         bench(c, &format!("encode/{tag}/broadcast_100B"), || ser.encode(&bcast).unwrap());
     }
-    let bin = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &binary };
+    let bin = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &binary, position: None };
     bench(c, "encode/v2_binary/broadcast_100B", || Serializer::V2.encode(&bin).unwrap());
 }
 
@@ -139,7 +146,7 @@ fn broadcast(c: &mut Criterion) {
     // What `socket.broadcast` does before delivery: the payload to JSON once.
     bench(c, "broadcast/payload_json", || Payload::json(&comment).unwrap());
     let payload = Payload::json(&comment).unwrap();
-    let out = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &payload };
+    let out = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &payload, position: None };
     bench(c, "broadcast/encode_v2_once", || Serializer::V2.encode(&out).unwrap());
     // Encoded once, shared by 1 000 subscribers: one encode plus 1 000
     // reference-counted clones (what the fastlane hands each outbox).

@@ -59,6 +59,7 @@ mod link;
 mod options;
 mod presence;
 mod push;
+mod recovery;
 mod socket;
 mod state;
 
@@ -71,8 +72,9 @@ pub use events::{Event, EventPayloads, Events};
 pub use options::SocketBuilder;
 /// The Phoenix wire protocol (the `phx-channels-protocol` crate).
 pub use phx_channels_protocol as protocol;
-pub use phx_channels_protocol::{Payload, Serializer};
+pub use phx_channels_protocol::{Payload, Position, Serializer};
 pub use presence::{sync_diff, sync_state, Presence, PresenceChange, PresenceState};
 pub use push::{Push, PushError};
+pub use recovery::Recovery;
 pub use socket::{Socket, SocketEvents};
 pub use state::{ChannelState, ConnectionState, SocketEvent};

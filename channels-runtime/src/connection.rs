@@ -12,8 +12,8 @@ use crate::fanout::FanoutLimits;
 use crate::mailbox::{Mail, Mailbox};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, Outbox};
-use crate::protocol::{Frame, Outgoing, Payload, Serializer};
-use crate::pubsub::{PubSub, Sink, Subscriber, DISCONNECT_EVENT};
+use crate::protocol::{Frame, Outgoing, Payload, Position, Serializer};
+use crate::pubsub::{KeptFrames, PubSub, Sink, Subscriber, DISCONNECT_EVENT};
 use crate::trace::TraceParent;
 
 /// The subscription tag of a connection's socket-id subscription; a
@@ -124,8 +124,33 @@ impl Sink for Connection {
         }
         // The channel made the mailbox when it subscribed for raw events.
         let Some(mailbox) = self.mailbox_if_used() else { return };
-        let out = Mail::Out { event: event.to_owned(), payload: payload.clone() };
+        let out = Mail::Out { event: event.to_owned(), payload: payload.clone(), position: None };
         // A channel that ended is unsubscribing; nothing to deliver.
         let _ = mailbox.post(tag, out);
+    }
+
+    fn positioned(
+        &self,
+        tag: u64,
+        _topic: &str,
+        event: &str,
+        payload: &Payload,
+        position: &Position,
+        frames: Option<&KeptFrames>,
+    ) {
+        // The channel made the mailbox when it subscribed for raw events.
+        let Some(mailbox) = self.mailbox_if_used() else { return };
+        let mail = match frames {
+            Some(KeptFrames(frame, after)) => Mail::Frames(frame.clone(), after.clone()),
+            None => Mail::Out { event: event.to_owned(), payload: payload.clone(), position: Some(position.clone()) },
+        };
+        let _ = mailbox.post(tag, mail);
+    }
+
+    fn resync(&self, tag: u64, _topic: &str) {
+        // A channel that takes positions made the mailbox when it joined.
+        if let Some(mailbox) = self.mailbox_if_used() {
+            let _ = mailbox.post(tag, Mail::Resync);
+        }
     }
 }

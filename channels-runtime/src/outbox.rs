@@ -554,7 +554,9 @@ mod tests {
 
     fn frame(n: usize) -> Frame {
         let payload = Payload::json(&"x".repeat(n)).unwrap();
-        Serializer::V2.encode(&Outgoing::Broadcast { topic: "t", event: "e", payload: &payload }).unwrap()
+        Serializer::V2
+            .encode(&Outgoing::Broadcast { topic: "t", event: "e", payload: &payload, position: None })
+            .unwrap()
     }
 
     #[tokio::test]

@@ -9,8 +9,8 @@ use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::mailbox::{Address, ChannelRef};
 use crate::presence::{PresenceScope, Scope};
-use crate::protocol::{IntoPayload, Outgoing, Payload, Serializer};
-use crate::pubsub::{BroadcastError, PubSub};
+use crate::protocol::{IntoPayload, Outgoing, Payload, Position, Serializer, PHX_POSITION};
+use crate::pubsub::{BroadcastError, Prepared, PubSub, Recovery};
 use crate::reply::Reply;
 use crate::router::Topic;
 
@@ -58,6 +58,11 @@ struct Extras {
     /// Pushes made before the join reply went out, sent right after it.
     pending: Vec<(String, Payload)>,
     timers: Vec<tokio::task::AbortHandle>,
+    /// A rejoin on a topic with history, while `join` runs.
+    recovery: Option<Prepared>,
+    /// The position of the intercepted broadcast `handle_out` is handling,
+    /// for a client that takes positions: its pushes carry it.
+    position: Option<Position>,
 }
 
 impl<S: Connect> Socket<S> {
@@ -167,12 +172,66 @@ impl<S: Connect> Socket<S> {
         if self.joining {
             return self.extras().pending.push((event.to_owned(), payload));
         }
-        self.conn.send(&Outgoing::Push {
-            join_ref: self.join_ref.as_deref(),
-            topic: &self.topic,
-            event,
-            payload: &payload,
-        });
+        let position = self.extras.get().and_then(|e| e.position.as_ref()).map(ToString::to_string);
+        let position = position.as_deref();
+        let join_ref = self.join_ref.as_deref();
+        self.conn.send(&Outgoing::Push { join_ref, topic: &self.topic, event, payload: &payload, position });
+        if position.is_some() && matches!(payload, Payload::Binary(_)) {
+            // A binary frame has no ref: its position follows in a frame of its own.
+            let empty = Payload::empty();
+            let topic = &self.topic;
+            self.conn.send(&Outgoing::Push { join_ref, topic, event: PHX_POSITION, payload: &empty, position });
+        }
+    }
+
+    /// What a client rejoining this topic with a position is about to be
+    /// sent, seen from `join` (`None` outside `join`, and when the client
+    /// did not ask for positions). `join` may refuse the join, or
+    /// [decline](Socket::decline_recovery) to recover. See
+    /// `docs/recovery.md`.
+    ///
+    /// ```no_run
+    /// # use phx_channels_runtime::socket::Socket;
+    /// # use phx_channels_runtime::connect::Connect;
+    /// # use phx_channels_runtime::channel::JoinError;
+    /// # fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), JoinError> {
+    /// if let Some(recovery) = socket.recovery() {
+    ///     if recovery.missed().len() > 50 {
+    ///         // too much to replay one by one: the join reply carries the state
+    ///         socket.decline_recovery();
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.extras.get().and_then(|e| e.recovery.as_ref()).map(Prepared::recovery)
+    }
+
+    /// Declines the recovery [`Socket::recovery`] describes: the client is
+    /// told it was not recovered (`"reason": "declined"`) and gets only
+    /// live broadcasts, from the join reply on (the join reply should then
+    /// carry the state). Does nothing outside `join`.
+    pub fn decline_recovery(&mut self) {
+        if let Some(prepared) = self.extras.get_mut().and_then(|e| e.recovery.as_mut()) {
+            prepared.decline();
+        }
+    }
+
+    /// Gives `join` the rejoin it answers.
+    pub(crate) fn set_recovery(&mut self, prepared: Prepared) {
+        self.extras().recovery = Some(prepared);
+    }
+
+    /// Takes the rejoin back once `join` is done.
+    pub(crate) fn take_recovery(&mut self) -> Option<Prepared> {
+        self.extras.get_mut().and_then(|e| e.recovery.take())
+    }
+
+    /// The position the pushes of `handle_out` carry, while it runs.
+    pub(crate) fn set_position(&mut self, position: Option<Position>) {
+        if position.is_some() || self.extras.get().is_some_and(|e| e.position.is_some()) {
+            self.extras().position = position;
+        }
     }
 
     /// Broadcasts `event` to every subscriber of this channel's topic, this

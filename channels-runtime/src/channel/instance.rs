@@ -24,7 +24,8 @@ use crate::logging::{clip, clip_error};
 use crate::mailbox::Mail;
 use crate::metrics::channel::{self as exported, Figures, Outcome};
 use crate::presence::Presence;
-use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
+use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR, PHX_RECOVERY};
+use crate::pubsub::{asked_in, Asked, Handover, NotRecovered};
 use crate::reply::{self, Reply, Status};
 use crate::socket::Socket;
 
@@ -60,6 +61,30 @@ pub(crate) fn join<C: Channel>(start: Start<C::Socket>) -> Step<C::Socket> {
     let figures = figures::<C>();
     let span = step_span(figures, &start.topic, start.join_ref.as_deref());
     Box::pin(run_join::<C>(start, figures).instrument(span))
+}
+
+/// The ref a channel's pushes carry: the join's join_ref, or its ref when
+/// the client sent no join_ref.
+fn socket_join_ref<'a>(join_ref: &'a Option<Arc<str>>, msg_ref: &'a Option<String>) -> Option<&'a str> {
+    join_ref.as_deref().or(msg_ref.as_deref())
+}
+
+/// The `phx_recovery` frame a client that asked for positions gets right
+/// after its join reply: whether what it missed follows, and (in `ref` and
+/// in the payload) the position it stands at before the first broadcast
+/// this join sends it.
+fn send_recovery(conn: &Connection, join_ref: Option<&str>, topic: &str, handover: &Handover) {
+    let position = handover.start.as_ref().map(ToString::to_string);
+    let mut body = serde_json::Map::new();
+    body.insert("recovered".into(), handover.outcome.is_ok().into());
+    body.insert("position".into(), position.clone().into());
+    body.insert("missed".into(), handover.outcome.as_ref().map_or(0, |n| *n).into());
+    if let Err(reason) = &handover.outcome {
+        body.insert("reason".into(), reason.as_str().into());
+    }
+    let payload = Payload::from(serde_json::Value::Object(body));
+    let position = position.as_deref();
+    conn.send(&Outgoing::Push { join_ref, topic, event: PHX_RECOVERY, payload: &payload, position });
 }
 
 /// The metrics of channel type `C`, their handles taken once.
@@ -105,21 +130,53 @@ async fn run_join<C: Channel>(
     };
 
     let started = Instant::now();
+    // A client that asks for positions (`phx_position`): what it missed is
+    // prepared before `join`, which may look at it.
+    let (payload, asked) = asked_in(payload);
+    let mut no_history = false;
+    if let Some(asked) = asked {
+        if asked == Asked::Invalid && conn.limits.warnings.allow() {
+            tracing::warn!(topic = ?clip(&topic), "join with an invalid phx_position: not recovered");
+        }
+        match conn.pubsub.history_of(&topic) {
+            Some(history) => socket.set_recovery(conn.pubsub.prepare(&topic, history, asked).await),
+            None => no_history = true,
+        }
+    }
     let joined = guarded(C::join(topic.clone(), payload, &mut socket)).await;
+    let prepared = socket.take_recovery();
     match joined.map_err(|error| refuse_over_limit(error, &conn, &topic)) {
         Ok((response, channel)) => {
-            if !C::INTERCEPTS.is_empty() {
+            if !C::INTERCEPTS.is_empty() || prepared.is_some() {
                 // Made here, in the connection's task, so that task is
-                // listening to it before the first intercepted event.
+                // listening to it before the first intercepted event (or
+                // the first word that this node missed broadcasts).
                 conn.mailbox();
             }
-            // Several nodes: told "ok", the client gets every broadcast sent
-            // from any node after that, so the broker's subscription comes
-            // first (one round trip, for a topic new to this node).
-            let hold = conn.pubsub.hold(&topic).await;
             let subscriber = conn.subscriber(generation).raw_events(C::INTERCEPTS);
-            conn.pubsub.subscribe_then(&topic, subscriber, || join_reply(Status::Ok, &response));
-            drop(hold);
+            let recovered = |handover: &Handover| {
+                join_reply(Status::Ok, &response);
+                send_recovery(&conn, socket_join_ref(&join_ref, &msg_ref), &topic, handover);
+            };
+            match prepared {
+                // Held the broker's subscription since before `join`.
+                Some(prepared) => conn.pubsub.subscribe_kept(prepared, subscriber.positions(), recovered),
+                None => {
+                    // Several nodes: told "ok", the client gets every broadcast
+                    // sent from any node after that, so the broker's
+                    // subscription comes first (one round trip, for a topic
+                    // new to this node).
+                    let hold = conn.pubsub.hold(&topic).await;
+                    conn.pubsub.subscribe_then(&topic, subscriber, || {
+                        if no_history {
+                            recovered(&Handover { start: None, outcome: Err(NotRecovered::Off) });
+                        } else {
+                            join_reply(Status::Ok, &response);
+                        }
+                    });
+                    drop(hold);
+                }
+            }
             socket.release_pending();
             conn.metrics.joins.incr();
             conn.metrics.channels_open.incr();
@@ -198,8 +255,13 @@ async fn handle<C: Channel>(
             warn_if_replied(&outcome, "handle_info");
             ("handle_info", Cow::Borrowed(event), outcome)
         }
-        Mail::Out { event, payload } => {
+        Mail::Out { event, payload, position } => {
+            let positioned = position.is_some();
+            socket.set_position(position);
             let mut outcome = guarded(channel.handle_out(&event, payload, socket)).await;
+            if positioned {
+                socket.set_position(None);
+            }
             if outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)).is_some() {
                 outcome = Ok(Reply::none());
             }
@@ -217,6 +279,15 @@ async fn handle<C: Channel>(
             });
             return end(me, Terminate::Left).await;
         }
+        Mail::Frames(frame, after) => {
+            // A broadcast `handle_out` does not take, in its place among
+            // those it does.
+            for frame in std::iter::once(frame).chain(after) {
+                let _ = conn.outbox.push(frame);
+            }
+            return Some(me);
+        }
+        Mail::Resync => return end(me, Terminate::Resync).await,
         Mail::Displaced => return end(me, Terminate::Displaced).await,
         Mail::Closed => return end(me, Terminate::Closed).await,
         Mail::Shutdown => return end(me, Terminate::Shutdown).await,
@@ -257,6 +328,7 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
     };
     match &reason {
         Terminate::Crashed(_) => control(PHX_ERROR, &reply::reason("channel_crash")),
+        Terminate::Resync => control(PHX_ERROR, &reply::reason("resync")),
         // The connection is closing: no frame can reach the client.
         Terminate::Closed | Terminate::Shutdown => {}
         _ => control(PHX_CLOSE, &Payload::empty()),

@@ -1,0 +1,596 @@
+//! Broadcasts on topics with history: positions on the way out, and the
+//! hand-over that sends a rejoining client what it missed before anything
+//! live, exactly once and in order.
+//!
+//! On a topic with history every broadcast is appended to its stream and
+//! delivered **under the stream's lock**: offsets reach every subscriber in
+//! order, and a rejoin that takes the same lock to read what it missed and
+//! subscribe sees each broadcast either in what it reads or live after it,
+//! never both, never neither. With a broker the broker assigns positions
+//! and this node's mirror of the stream is fed in the broker's order; a
+//! rejoin first makes sure the mirror reaches back to its position
+//! (reading the broker's stream after subscribing to it, Centrifugo's
+//! order), then hands over the same way.
+//!
+//! Subscribers that did not ask for positions get the frames they always
+//! got (`ref` null), encoded once per serializer as on any topic.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::history::{read_entry, Asked, NotRecovered, Plan, Stream};
+use super::{BroadcastError, BroadcastMessage, History, Hold, PubSub, PublishError, Subscriber};
+use crate::outbox::ConnId;
+use crate::protocol::{Frame, Outgoing, Payload, Position, Serializer, PHX_POSITION};
+
+/// What an adapter read of a topic's stream at the broker
+/// ([`Adapter::read_history`](super::Adapter::read_history)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadHistory {
+    /// The stream's epoch.
+    pub epoch: String,
+    /// The offset of its last broadcast (0 before the first).
+    pub top: u64,
+    /// The kept broadcasts after the position asked for, oldest first,
+    /// offsets consecutive and ending at `top`: `(offset, event, payload)`.
+    /// Empty when none was asked for, or when the position asked for is of
+    /// another epoch or no longer kept (the first one tells which).
+    pub messages: Vec<(u64, String, Payload)>,
+}
+
+/// Why a topic's stream could not be read from the broker.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the history could not be read: {0}")]
+pub struct HistoryUnavailable(pub String);
+
+/// The future [`Adapter::read_history`](super::Adapter::read_history) returns.
+pub type HistoryRead = Pin<Box<dyn Future<Output = Result<ReadHistory, HistoryUnavailable>> + Send + 'static>>;
+
+/// One broadcast a rejoin is about to be sent
+/// ([`Recovery::missed`]).
+#[derive(Debug, Clone)]
+pub struct Missed {
+    position: Position,
+    event: Box<str>,
+    payload: Payload,
+}
+
+impl Missed {
+    /// Its position.
+    pub fn position(&self) -> &Position {
+        &self.position
+    }
+
+    /// Its event.
+    pub fn event(&self) -> &str {
+        &self.event
+    }
+
+    /// Its payload.
+    pub fn payload(&self) -> &Payload {
+        &self.payload
+    }
+}
+
+/// What a client that asked for positions is about to be sent, as its
+/// channel's `join` sees it ([`Socket::recovery`](crate::socket::Socket::recovery)):
+/// `join` may refuse the join, or decline to recover and send the state
+/// some other way.
+///
+/// The broadcasts listed are those kept when `join` was called; any made
+/// while it runs follow them, as they would have reached a client that
+/// never left.
+#[derive(Debug, Clone)]
+pub struct Recovery {
+    asked: Option<Position>,
+    outcome: Result<Vec<Missed>, NotRecovered>,
+}
+
+impl Recovery {
+    /// The position the client gave, if it gave a valid one.
+    pub fn asked(&self) -> Option<&Position> {
+        self.asked.as_ref()
+    }
+
+    /// Whether what the client missed is kept, and follows the join reply.
+    pub fn is_recovered(&self) -> bool {
+        self.outcome.is_ok()
+    }
+
+    /// Why not, if it is not.
+    pub fn not_recovered(&self) -> Option<NotRecovered> {
+        self.outcome.as_ref().err().copied()
+    }
+
+    /// The broadcasts the client missed, oldest first (empty when it
+    /// missed none, or is not recovered).
+    pub fn missed(&self) -> &[Missed] {
+        self.outcome.as_deref().unwrap_or_default()
+    }
+}
+
+fn asked_position(asked: &Asked) -> Option<Position> {
+    match asked {
+        Asked::After(position) => Some(position.clone()),
+        Asked::Now | Asked::Invalid => None,
+    }
+}
+
+/// How a rejoin was handed over, for the `phx_recovery` frame.
+#[derive(Debug, Clone)]
+pub(crate) struct Handover {
+    /// Where the client stands: the position before the first broadcast
+    /// this join sends it (`None` on a topic without history).
+    pub(crate) start: Option<Position>,
+    pub(crate) outcome: Result<usize, NotRecovered>,
+}
+
+/// A rejoin on a topic with history, prepared before its channel's `join`
+/// runs: this node's copy of the stream reaches back to the client's
+/// position (or cannot), and the node's broker subscription is up. Dropped
+/// without [`PubSub::subscribe_kept`] (a refused join), it lets go.
+pub(crate) struct Prepared {
+    pubsub: PubSub,
+    topic: Box<str>,
+    history: History,
+    asked: Asked,
+    stream: Arc<Mutex<Stream>>,
+    recovery: Recovery,
+    /// Keeps the broker subscription while the join runs.
+    hold: Option<Hold>,
+    declined: bool,
+}
+
+impl Prepared {
+    /// What `join` sees.
+    pub(crate) fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// `join` declined to recover: the client starts now, told why.
+    pub(crate) fn decline(&mut self) {
+        self.declined = true;
+    }
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        let left = {
+            let mut stream = self.stream.lock();
+            stream.preparing -= 1;
+            stream.preparing == 0
+        };
+        if left && self.pubsub.inner.broker_history && self.pubsub.subscriber_count(&self.topic) == 0 {
+            // A mirror nobody follows is not fed: it goes.
+            self.pubsub.inner.streams.remove_if(&self.topic, |s| s.preparing == 0);
+        }
+    }
+}
+
+/// A broadcast's frames for a subscriber that takes positions
+/// ([`Sink::positioned`](super::Sink::positioned)): the frame, and after a
+/// binary one the `phx_position` frame that carries its position.
+#[derive(Clone)]
+pub struct KeptFrames(pub(crate) Frame, pub(crate) Option<Frame>);
+
+impl KeptFrames {
+    fn encode(serializer: Serializer, topic: &str, event: &str, payload: &Payload, position: &str) -> Option<Self> {
+        let out = Outgoing::Broadcast { topic, event, payload, position: Some(position) };
+        let frame = match serializer.encode(&out) {
+            Ok(frame) => frame,
+            Err(error) => {
+                tracing::warn!(topic, event, %error, ?serializer, "broadcast not delivered to the subscribers of this serializer");
+                return None;
+            }
+        };
+        let after = matches!(payload, Payload::Binary(_)).then(|| {
+            let empty = Payload::empty();
+            let out = Outgoing::Broadcast { topic, event: PHX_POSITION, payload: &empty, position: Some(position) };
+            serializer.encode(&out).ok()
+        });
+        Some(KeptFrames(frame, after.flatten()))
+    }
+
+    /// The frames, in order.
+    pub fn frames(&self) -> impl Iterator<Item = &Frame> {
+        std::iter::once(&self.0).chain(self.1.as_ref())
+    }
+}
+
+/// A broadcast's encodings, made on first need: plain (`ref` null) and
+/// with its position, per serializer.
+#[derive(Default)]
+struct Encodings {
+    plain: [Option<Option<Frame>>; 2],
+    kept: [Option<Option<KeptFrames>>; 2],
+}
+
+impl Encodings {
+    fn plain(&mut self, serializer: Serializer, topic: &str, event: &str, payload: &Payload) -> Option<&Frame> {
+        self.plain[serializer.index()]
+            .get_or_insert_with(|| {
+                let out = Outgoing::Broadcast { topic, event, payload, position: None };
+                serializer.encode(&out).ok()
+            })
+            .as_ref()
+    }
+
+    fn kept(&mut self, serializer: Serializer, topic: &str, at: &Delivery<'_>) -> Option<&KeptFrames> {
+        self.kept[serializer.index()]
+            .get_or_insert_with(|| KeptFrames::encode(serializer, topic, at.event, at.payload, &at.text))
+            .as_ref()
+    }
+}
+
+/// One broadcast with its position, on its way to subscribers.
+struct Delivery<'a> {
+    event: &'a str,
+    payload: &'a Payload,
+    position: &'a Position,
+    text: String,
+}
+
+impl<'a> Delivery<'a> {
+    fn new(event: &'a str, payload: &'a Payload, position: &'a Position) -> Self {
+        Delivery { event, payload, position, text: position.to_string() }
+    }
+}
+
+impl PubSub {
+    /// Keeps the broadcasts of the topics `pattern` matches (an exact
+    /// topic, or a prefix ending in `*`), as `history` says, and gives them
+    /// positions: a client that joins one of them with the join param
+    /// `phx_position` is sent what it missed since its last position, before
+    /// anything live. See `docs/recovery.md`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use phx_channels_runtime::pubsub::{History, PubSub};
+    ///
+    /// let pubsub = PubSub::local();
+    /// pubsub.keep_history("comments:*", History::new(100, Duration::from_secs(300)));
+    /// assert!(pubsub.history_of("comments:42").is_some());
+    /// assert!(pubsub.history_of("room:lobby").is_none());
+    /// pubsub.broadcast("comments:42", "new", &serde_json::json!({"n": 1})).unwrap();
+    /// assert_eq!(pubsub.history_top("comments:42").map(|p| p.offset()), Some(1));
+    /// ```
+    pub fn keep_history(&self, pattern: &str, history: History) {
+        self.inner.patterns.add(pattern, history);
+    }
+
+    /// The history `topic` keeps, if it keeps one.
+    pub fn history_of(&self, topic: &str) -> Option<History> {
+        self.inner.patterns.of(topic)
+    }
+
+    /// The position of the last broadcast of `topic` this node knows, if
+    /// it keeps or mirrors its stream.
+    pub fn history_top(&self, topic: &str) -> Option<Position> {
+        self.inner.streams.get(topic)?.lock().top()
+    }
+
+    /// How many streams this node keeps or mirrors.
+    pub fn history_streams(&self) -> usize {
+        self.inner.streams.len()
+    }
+
+    /// A broadcast on a topic with history.
+    pub(super) fn broadcast_kept(
+        &self,
+        except: Option<ConnId>,
+        topic: &str,
+        event: &str,
+        payload: Payload,
+        history: History,
+    ) -> Result<(), BroadcastError> {
+        let message = BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload };
+        if self.inner.broker_history {
+            // The broker gives it its position and hands it to every node,
+            // this one included, in its order.
+            return self.inner.adapter.publish_kept(&message, &history, except).map_err(|error| match error {
+                PublishError::Busy => BroadcastError::BrokerBusy,
+                PublishError::Unavailable => BroadcastError::BrokerUnavailable,
+            });
+        }
+        if self.inner.multi_node {
+            self.inner.adapter.publish(&message).map_err(|error| match error {
+                PublishError::Busy => BroadcastError::BrokerBusy,
+                PublishError::Unavailable => BroadcastError::BrokerUnavailable,
+            })?;
+        }
+        self.keep_here(except, topic, event, message.payload, history);
+        Ok(())
+    }
+
+    /// The memory engine: this node gives the broadcast its position,
+    /// delivers it and keeps it, under the stream's lock.
+    pub(super) fn keep_here(
+        &self,
+        except: Option<ConnId>,
+        topic: &str,
+        event: &str,
+        payload: Payload,
+        history: History,
+    ) {
+        let stream = self.stream(topic, &history, true);
+        let mut stream = stream.lock();
+        let at = stream.next();
+        self.deliver_at(topic, &Delivery::new(event, &payload, &at), except, &stream.stopped);
+        stream.append(at.offset(), event, payload, &history);
+    }
+
+    /// The stream of `topic`, made if missing (sweeping streams gone quiet).
+    fn stream(&self, topic: &str, history: &History, own: bool) -> Arc<Mutex<Stream>> {
+        let me = self.downgrade();
+        let history = *history;
+        self.inner.streams.get_or_make(topic, own, move |topic, stream| {
+            // Called with the streams' shard locked: a try, never a wait,
+            // for the topic's subscribers (the other order is taken
+            // elsewhere).
+            let Some(pubsub) = me.upgrade() else { return false };
+            let quiet = pubsub.shard(topic).try_read().is_some_and(|shard| !shard.contains_key(topic));
+            quiet && stream.is_idle(&history)
+        })
+    }
+
+    /// Delivers a broadcast of a topic with history that the broker gave
+    /// `position`, to this node's subscribers; `except` (a connection of
+    /// this node) does not get it. For [`Adapter`](super::Adapter)s that
+    /// keep history ([`Adapter::keeps_history`](super::Adapter::keeps_history)),
+    /// which must hand this node every broadcast of a topic it is
+    /// subscribed to, in the broker's order.
+    ///
+    /// A broadcast this node already has (an offset it passed) is dropped.
+    /// One that skips offsets, or comes in another epoch, means this node
+    /// missed some: the clients that take positions are made to rejoin
+    /// (their channels end with `phx_error`), which sends them what they
+    /// missed or tells them it is gone.
+    pub fn deliver_kept(&self, message: &BroadcastMessage, position: &Position, except: Option<ConnId>) {
+        let topic = message.topic.as_str();
+        let Some(stream) = self.inner.streams.get(topic) else {
+            // Nobody here takes positions on it: plain frames.
+            return self.deliver(topic, &message.event, &message.payload, except);
+        };
+        let history = self.history_of(topic).unwrap_or_default();
+        let mut stream = stream.lock();
+        let offset = position.offset();
+        match stream.epoch() {
+            Some(epoch) if **epoch == *position.epoch() && offset <= stream.top().map_or(0, |p| p.offset()) => {
+                // Read from the broker before it came live: already here.
+                return;
+            }
+            Some(epoch) if **epoch == *position.epoch() && offset == stream.top().map_or(0, |p| p.offset()) + 1 => {}
+            Some(_) => {
+                tracing::warn!(topic, at = %position, "broadcasts of this topic were missed (a gap or a new epoch at the broker): its clients that take positions rejoin to recover");
+                self.resync(topic, &mut stream);
+                stream.reset(Some(position.epoch_arc().clone()), offset.saturating_sub(1));
+            }
+            None => stream.reset(Some(position.epoch_arc().clone()), offset.saturating_sub(1)),
+        }
+        self.deliver_at(topic, &Delivery::new(&message.event, &message.payload, position), except, &stream.stopped);
+        stream.append(offset, &message.event, message.payload.clone(), &history);
+    }
+
+    /// The broker's subscription came back after an outage: broadcasts may
+    /// have been missed, on any topic. Every mirror starts again, and every
+    /// client that takes positions rejoins (to recover what it missed). For
+    /// [`Adapter`](super::Adapter)s that keep history.
+    pub fn history_interrupted(&self) {
+        for (topic, stream) in self.inner.streams.all() {
+            let mut stream = stream.lock();
+            self.resync(&topic, &mut stream);
+            stream.reset(None, 0);
+        }
+    }
+
+    /// Tells the subscriptions of `topic` that take positions to rejoin,
+    /// and stops delivering to them (under the stream's lock).
+    fn resync(&self, topic: &str, stream: &mut Stream) {
+        let shard = self.shard(topic).read();
+        let Some(subscribers) = shard.get(topic) else { return };
+        for sub in subscribers.list.iter().filter(|s| s.positions) {
+            if !stream.stopped.contains(&sub.id) {
+                stream.stopped.push(sub.id);
+                sub.sink.resync(sub.tag, topic);
+            }
+        }
+    }
+
+    /// Delivers one broadcast of a topic with history to its subscribers:
+    /// plain frames to those that did not ask for positions, frames with
+    /// the position to those that did (through their channel, in order
+    /// with its `handle_out`, when it intercepts events).
+    fn deliver_at(&self, topic: &str, at: &Delivery<'_>, except: Option<ConnId>, stopped: &[ConnId]) {
+        let shard = self.shard(topic).read();
+        let mut delivered = 0;
+        if let Some(subscribers) = shard.get(topic) {
+            let mut encodings = Encodings::default();
+            for sub in &subscribers.list {
+                if Some(sub.id) == except || (sub.positions && stopped.contains(&sub.id)) {
+                    continue;
+                }
+                delivered += 1;
+                hand(sub, topic, at, &mut encodings);
+            }
+        }
+        drop(shard);
+        self.inner.fanout.broadcasts.incr();
+        self.inner.fanout.deliveries.add(delivered);
+    }
+
+    /// Prepares a rejoin on a topic with history: holds the node's broker
+    /// subscription, brings this node's copy of the stream back to the
+    /// client's position if it can, and says what the join would be sent.
+    pub(crate) async fn prepare(&self, topic: &str, history: History, asked: Asked) -> Prepared {
+        let hold = self.hold(topic).await;
+        let broker = self.inner.broker_history;
+        let stream = self.stream(topic, &history, !broker);
+        stream.lock().preparing += 1;
+        if broker {
+            let covered = {
+                let stream = stream.lock();
+                match &asked {
+                    Asked::After(after) => stream.covers(after),
+                    Asked::Now | Asked::Invalid => stream.epoch().is_some(),
+                }
+            };
+            if !covered {
+                let after = asked_position(&asked);
+                match self.inner.adapter.read_history(topic, &history, after.as_ref()).await {
+                    Ok(read) => self.merge_read(topic, &stream, read, &history),
+                    Err(error) => {
+                        if self.inner.history_warnings.allow() {
+                            tracing::warn!(topic = ?crate::logging::clip(topic), %error, "history unavailable: a rejoin is not recovered");
+                        }
+                    }
+                }
+            }
+        }
+        let recovery = {
+            let mut stream = stream.lock();
+            stream.touch();
+            let plan = stream.plan(&asked, &history);
+            let start = plan.start;
+            let outcome = plan.outcome.map(|offsets| {
+                stream
+                    .entries(&offsets)
+                    .filter_map(|e| {
+                        let position = start.as_ref()?.at(e.offset);
+                        Some(Missed { position, event: e.event.clone(), payload: e.payload.clone() })
+                    })
+                    .collect()
+            });
+            Recovery { asked: asked_position(&asked), outcome }
+        };
+        Prepared { pubsub: self.clone(), topic: topic.into(), history, asked, stream, recovery, hold, declined: false }
+    }
+
+    /// What a broker read goes into this node's mirror.
+    fn merge_read(&self, topic: &str, stream: &Mutex<Stream>, read: ReadHistory, history: &History) {
+        let Ok(at) = Position::new(read.epoch.as_str(), read.top) else {
+            tracing::warn!(topic = ?crate::logging::clip(topic), "the broker's history has an invalid epoch; ignored");
+            return;
+        };
+        // Only what the broker vouches for: consecutive, ending at `top`.
+        let mut messages = read.messages;
+        let consecutive = messages.iter().rev().zip((0..=read.top).rev()).all(|((offset, ..), want)| *offset == want);
+        if !consecutive {
+            tracing::warn!(topic = ?crate::logging::clip(topic), "the broker's history is not consecutive; ignored");
+            messages.clear();
+        }
+        let read: Vec<_> =
+            messages.into_iter().map(|(offset, event, payload)| read_entry(offset, event, payload)).collect();
+        let mut stream = stream.lock();
+        if !stream.merge(at.epoch_arc(), at.offset(), read, history) {
+            tracing::debug!(topic = ?crate::logging::clip(topic), "this node's mirror started again from the broker's stream");
+        }
+    }
+
+    /// Subscribes a rejoin prepared by [`PubSub::prepare`] and hands it
+    /// over: under the stream's lock, `then` (the join reply and the
+    /// `phx_recovery` frame), what the client missed, and from then on
+    /// every live broadcast, each exactly once and in order.
+    pub(crate) fn subscribe_kept(&self, mut prepared: Prepared, subscriber: Subscriber, then: impl FnOnce(&Handover)) {
+        let stream = prepared.stream.clone();
+        let mut stream = stream.lock();
+        stream.stopped.retain(|id| *id != subscriber.id);
+        let asked = if prepared.declined { Asked::Now } else { self.seen_here(&prepared, &subscriber, &stream) };
+        let mut plan: Plan = stream.plan(&asked, &prepared.history);
+        if prepared.declined {
+            plan.outcome = Err(NotRecovered::Declined);
+        }
+        let handover = Handover {
+            start: plan.start.clone(),
+            outcome: plan.outcome.clone().map(|offsets| stream.entries(&offsets).count()),
+        };
+        let topic = prepared.topic.clone();
+        self.subscribe_then(&topic, subscriber.clone(), || {
+            then(&handover);
+            if let (Ok(offsets), Some(start)) = (&plan.outcome, &plan.start) {
+                let mut replayed = 0;
+                for entry in stream.entries(offsets) {
+                    let at = start.at(entry.offset);
+                    let mut encodings = Encodings::default();
+                    hand(&subscriber, &topic, &Delivery::new(&entry.event, &entry.payload, &at), &mut encodings);
+                    replayed += 1;
+                }
+                self.inner.fanout.deliveries.add(replayed);
+            }
+        });
+        stream.touch();
+        drop(stream);
+        // The subscription holds the broker's now.
+        prepared.hold.take();
+    }
+
+    /// What a rejoin asked, or further: a connection that still holds a
+    /// subscription with positions on the topic (a rejoin on the same
+    /// connection, displacing its earlier join) was sent, on this very
+    /// connection and ahead of the new join's frames, every broadcast up to
+    /// the top.
+    fn seen_here(&self, prepared: &Prepared, subscriber: &Subscriber, stream: &Stream) -> Asked {
+        let Asked::After(after) = &prepared.asked else { return prepared.asked.clone() };
+        let shard = self.shard(&prepared.topic).read();
+        let sent_all = shard.get(&*prepared.topic).is_some_and(|subs| {
+            subs.position(subscriber.id).is_some_and(|at| {
+                let old = &subs.list[at];
+                old.positions && old.raw_events.is_empty() && !old.raw_all && !stream.stopped.contains(&old.id)
+            })
+        });
+        match stream.top() {
+            Some(top) if sent_all && *top.epoch() == *after.epoch() && top.offset() > after.offset() => {
+                Asked::After(top)
+            }
+            _ => prepared.asked.clone(),
+        }
+    }
+
+    /// A topic's subscriber count went to zero: its mirror is not fed any
+    /// more (the broker subscription goes), so it goes too, unless a rejoin
+    /// is being prepared on it (then it starts again from the broker).
+    pub(super) fn unfollowed(&self, topic: &str) {
+        if !self.inner.broker_history {
+            return;
+        }
+        if let Some(stream) = self.inner.streams.get(topic) {
+            let mut stream = stream.lock();
+            if stream.preparing > 0 {
+                stream.reset(None, 0);
+                return;
+            }
+        }
+        self.inner.streams.remove_if(topic, |s| s.preparing == 0);
+    }
+}
+
+/// Hands one broadcast to one subscriber of its topic.
+fn hand(sub: &Subscriber, topic: &str, at: &Delivery<'_>, encodings: &mut Encodings) {
+    let raw = sub.wants_raw(at.event);
+    if !sub.positions {
+        if raw {
+            sub.sink.raw(sub.tag, topic, at.event, at.payload);
+        } else if let Some(frame) = encodings.plain(sub.serializer, topic, at.event, at.payload) {
+            sub.sink.frame(frame);
+        }
+        return;
+    }
+    // A channel that intercepts events gets all of them through itself, so
+    // that what its handle_out pushes keeps its place among the rest.
+    let ordered = raw || sub.raw_all || !sub.raw_events.is_empty();
+    if ordered {
+        let frames = if raw { None } else { encodings.kept(sub.serializer, topic, at) };
+        sub.sink.positioned(sub.tag, topic, at.event, at.payload, at.position, frames);
+    } else if let Some(frames) = encodings.kept(sub.serializer, topic, at) {
+        for frame in frames.frames() {
+            sub.sink.frame(frame);
+        }
+    }
+}
+
+/// What an adapter that keeps no history answers when asked to read it.
+pub(crate) fn no_history() -> HistoryRead {
+    Box::pin(std::future::ready(Err(HistoryUnavailable("this adapter keeps no history".to_owned()))))
+}
