@@ -84,7 +84,7 @@ impl Tracker {
     /// application (it, a binary broadcast held before it, or nothing: a
     /// duplicate, a binary broadcast waiting for its position, plumbing).
     pub(crate) fn track(&mut self, message: &Message, event: Event) -> Vec<Event> {
-        let position = message.msg_ref.as_deref().filter(|r| Position::looks_like(r)).and_then(|r| r.parse().ok());
+        let position = message.msg_ref.as_deref().filter(|r| Position::looks_like(r)).and_then(|r| self.parse(r));
         let mut out = Vec::new();
         if message.event == PHX_RECOVERY {
             self.held = None;
@@ -111,6 +111,17 @@ impl Tracker {
         }
         self.advance(position, event, &mut out);
         out
+    }
+
+    /// A position, sharing the current epoch when it is the same (every
+    /// broadcast carries one: no allocation for each).
+    fn parse(&self, text: &str) -> Option<Position> {
+        if let (Some(current), Some((epoch, offset))) = (&self.position, text.rsplit_once(':')) {
+            if epoch == current.epoch() && !offset.is_empty() && offset.bytes().all(|b| b.is_ascii_digit()) {
+                return offset.parse().ok().map(|offset| current.at(offset));
+            }
+        }
+        text.parse().ok()
     }
 
     fn advance(&mut self, position: Option<Position>, mut event: Event, out: &mut Vec<Event>) {

@@ -35,6 +35,20 @@ pub(crate) struct Connection {
     mailbox: OnceLock<Arc<Mailbox>>,
     /// The client's trace context, boxed: most connections have none.
     pub(crate) traceparent: Option<Box<TraceParent>>,
+    /// For its channels that take positions through themselves
+    /// (intercepting ones): what each handed on last, and whether a newer
+    /// join of its topic took over. Empty for almost every connection.
+    handed: parking_lot::Mutex<Vec<Handed>>,
+}
+
+/// What a channel that takes positions through itself handed on.
+#[derive(Debug)]
+struct Handed {
+    generation: u64,
+    offset: Option<u64>,
+    /// A newer join of the topic on this connection took over: what is
+    /// still on its way to this channel is dropped.
+    silenced: bool,
 }
 
 impl Connection {
@@ -58,6 +72,7 @@ impl Connection {
             limits,
             mailbox: OnceLock::new(),
             traceparent: traceparent.map(Box::new),
+            handed: parking_lot::Mutex::default(),
         });
         if let Some(id) = &conn.id {
             conn.pubsub.subscribe(id, conn.subscriber(SOCKET_ID_TAG).raw());
@@ -94,6 +109,28 @@ impl Connection {
     /// The mailbox, if anything was ever sent to it.
     pub(crate) fn mailbox_if_used(&self) -> Option<&Arc<Mailbox>> {
         self.mailbox.get()
+    }
+
+    /// Whether channel `generation` may hand on a broadcast with a position
+    /// (a newer join of its topic has not taken over).
+    pub(crate) fn may_hand(&self, generation: u64) -> bool {
+        !self.handed.lock().iter().any(|h| h.generation == generation && h.silenced)
+    }
+
+    /// Channel `generation` handed on the broadcast at `offset`.
+    pub(crate) fn handed(&self, generation: u64, offset: u64) {
+        let mut handed = self.handed.lock();
+        match handed.iter_mut().find(|h| h.generation == generation) {
+            Some(h) => h.offset = Some(offset),
+            None => handed.push(Handed { generation, offset: Some(offset), silenced: false }),
+        }
+    }
+
+    /// Channel `generation` ended: what it handed on last.
+    pub(crate) fn forget_handed(&self, generation: u64) -> Option<u64> {
+        let mut handed = self.handed.lock();
+        let at = handed.iter().position(|h| h.generation == generation)?;
+        handed.swap_remove(at).offset
     }
 
     /// The connection is over: its socket-id subscription goes, and mail
@@ -141,10 +178,26 @@ impl Sink for Connection {
         // The channel made the mailbox when it subscribed for raw events.
         let Some(mailbox) = self.mailbox_if_used() else { return };
         let mail = match frames {
-            Some(KeptFrames(frame, after)) => Mail::Frames(frame.clone(), after.clone()),
+            Some(KeptFrames(frame, after)) => {
+                Mail::Frames { frame: frame.clone(), after: after.clone(), offset: position.offset() }
+            }
             None => Mail::Out { event: event.to_owned(), payload: payload.clone(), position: Some(position.clone()) },
         };
         let _ = mailbox.post(tag, mail);
+    }
+
+    fn hand_over(&self, tag: u64) -> Option<u64> {
+        let mut handed = self.handed.lock();
+        match handed.iter_mut().find(|h| h.generation == tag) {
+            Some(h) => {
+                h.silenced = true;
+                h.offset
+            }
+            None => {
+                handed.push(Handed { generation: tag, offset: None, silenced: true });
+                None
+            }
+        }
     }
 
     fn resync(&self, tag: u64, _topic: &str) {

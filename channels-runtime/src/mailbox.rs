@@ -37,7 +37,7 @@ pub(crate) enum Mail {
     /// Frames of a broadcast with its position, for a channel that takes
     /// positions and intercepts events: sent in order with what its
     /// `handle_out` pushes.
-    Frames(Frame, Option<Frame>),
+    Frames { frame: Frame, after: Option<Frame>, offset: u64 },
     /// This node missed broadcasts the channel's client was owed: the
     /// channel ends with `phx_error`, and the client rejoins to recover.
     Resync,

@@ -78,6 +78,12 @@ impl ConnId {
         self.0
     }
 
+    /// The id a number names (one this process handed out: a broker hands a
+    /// node's own ids back with its broadcasts).
+    pub(crate) fn from_raw(id: u64) -> Self {
+        ConnId(id)
+    }
+
     /// A fresh id, never handed out before in this process (a connection
     /// gets one with its outbox; a service subscribing to a
     /// [`PubSub`](crate::pubsub::PubSub) takes its own).

@@ -48,6 +48,9 @@ pub struct Socket<S: Connect> {
     /// The client sent a join_ref (echoed as sent by `phx_close` and
     /// `phx_error`, which carry none otherwise).
     join_ref_sent: bool,
+    /// Its subscription takes positions (a topic with history, a client
+    /// that asked).
+    positions: bool,
 }
 
 #[derive(Default)]
@@ -86,6 +89,7 @@ impl<S: Connect> Socket<S> {
             extras: std::sync::OnceLock::new(),
             joining: true,
             join_ref_sent,
+            positions: false,
         }
     }
 
@@ -215,6 +219,16 @@ impl<S: Connect> Socket<S> {
         if let Some(prepared) = self.extras.get_mut().and_then(|e| e.recovery.as_mut()) {
             prepared.decline();
         }
+    }
+
+    /// Whether its subscription takes positions.
+    pub(crate) fn takes_positions(&self) -> bool {
+        self.positions
+    }
+
+    /// Its subscription takes positions from now on.
+    pub(crate) fn take_positions_now(&mut self) {
+        self.positions = true;
     }
 
     /// Gives `join` the rejoin it answers.

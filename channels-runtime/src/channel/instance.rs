@@ -24,6 +24,7 @@ use crate::logging::{clip, clip_error};
 use crate::mailbox::Mail;
 use crate::metrics::channel::{self as exported, Figures, Outcome};
 use crate::presence::Presence;
+use crate::protocol::Position;
 use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR, PHX_RECOVERY};
 use crate::pubsub::{asked_in, Asked, Handover, NotRecovered};
 use crate::reply::{self, Reply, Status};
@@ -160,7 +161,10 @@ async fn run_join<C: Channel>(
             };
             match prepared {
                 // Held the broker's subscription since before `join`.
-                Some(prepared) => conn.pubsub.subscribe_kept(prepared, subscriber.positions(), recovered),
+                Some(prepared) => {
+                    socket.take_positions_now();
+                    conn.pubsub.subscribe_kept(prepared, subscriber.positions(), recovered).await;
+                }
                 None => {
                     // Several nodes: told "ok", the client gets every broadcast
                     // sent from any node after that, so the broker's
@@ -256,11 +260,16 @@ async fn handle<C: Channel>(
             ("handle_info", Cow::Borrowed(event), outcome)
         }
         Mail::Out { event, payload, position } => {
-            let positioned = position.is_some();
+            let offset = position.as_ref().map(Position::offset);
+            if offset.is_some() && !conn.may_hand(socket.generation()) {
+                // A newer join of the topic took over from here.
+                return Some(me);
+            }
             socket.set_position(position);
             let mut outcome = guarded(channel.handle_out(&event, payload, socket)).await;
-            if positioned {
+            if let Some(offset) = offset {
                 socket.set_position(None);
+                conn.handed(socket.generation(), offset);
             }
             if outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)).is_some() {
                 outcome = Ok(Reply::none());
@@ -279,11 +288,14 @@ async fn handle<C: Channel>(
             });
             return end(me, Terminate::Left).await;
         }
-        Mail::Frames(frame, after) => {
+        Mail::Frames { frame, after, offset } => {
             // A broadcast `handle_out` does not take, in its place among
-            // those it does.
-            for frame in std::iter::once(frame).chain(after) {
-                let _ = conn.outbox.push(frame);
+            // those it does (unless a newer join of the topic took over).
+            if conn.may_hand(socket.generation()) {
+                for frame in std::iter::once(frame).chain(after) {
+                    let _ = conn.outbox.push(frame);
+                }
+                conn.handed(socket.generation(), offset);
             }
             return Some(me);
         }
@@ -311,7 +323,14 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
     let Instance { channel, socket, .. } = &mut *me;
     let conn = socket.connection().clone();
     let topic = socket.topic().clone();
-    conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());
+    if socket.takes_positions() {
+        // What its client was sent is kept for the join that displaced it.
+        let handed = conn.forget_handed(socket.generation());
+        let displaced = reason == Terminate::Displaced;
+        conn.pubsub.unsubscribe_kept(&topic, conn.outbox.id(), socket.generation(), displaced, handed).await;
+    } else {
+        conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());
+    }
     let terminated = guarded(async {
         channel.terminate(&reason, socket).await;
         Ok::<(), Crash>(())

@@ -180,15 +180,29 @@ impl Patterns {
 #[derive(Debug, Clone)]
 pub(crate) struct Entry {
     pub(crate) offset: u64,
-    pub(crate) event: Box<str>,
-    pub(crate) payload: Payload,
+    /// What was broadcast, shared with the `join`s shown it.
+    pub(crate) kept: Arc<Kept>,
     /// When it was kept ([`clock::now_ms`]).
     at: u32,
 }
 
+/// A kept broadcast's event and payload, and its V2 frames with its
+/// position, made when it is first sent again (a storm of rejoins encodes
+/// each once).
+#[derive(Debug)]
+pub(crate) struct Kept {
+    pub(crate) event: Box<str>,
+    pub(crate) payload: Payload,
+    pub(crate) v2: std::sync::OnceLock<Option<super::KeptFrames>>,
+}
+
 impl Entry {
+    fn new(offset: u64, event: Box<str>, payload: Payload, at: u32) -> Self {
+        Entry { offset, kept: Arc::new(Kept { event, payload, v2: std::sync::OnceLock::new() }), at }
+    }
+
     fn size(&self) -> usize {
-        match &self.payload {
+        match &self.kept.payload {
             Payload::Json(raw) => raw.get().len(),
             Payload::Binary(bytes) => bytes.len(),
         }
@@ -209,6 +223,9 @@ pub(crate) struct Stream {
     /// Subscriptions with positions told to rejoin (this node missed
     /// broadcasts they were owed): nothing more is delivered to them.
     pub(crate) stopped: Vec<ConnId>,
+    /// What connections were sent by a join a newer join on the same
+    /// connection displaced: the offset, for the newer join's hand-over.
+    sent: Vec<(ConnId, u64)>,
     /// When the stream was last written or joined ([`clock::now_ms`]).
     used: u32,
     /// Rejoins being prepared on it (a mirror is kept while any is).
@@ -319,6 +336,7 @@ impl Stream {
             entries: VecDeque::new(),
             bytes: 0,
             stopped: Vec::new(),
+            sent: Vec::new(),
             used: clock::now_ms(),
             preparing: 0,
         }
@@ -364,7 +382,7 @@ impl Stream {
     pub(crate) fn append(&mut self, offset: u64, event: &str, payload: Payload, history: &History) {
         debug_assert!(self.entries.is_empty() || offset == self.top + 1);
         let now = clock::now_ms();
-        let entry = Entry { offset, event: event.into(), payload, at: now };
+        let entry = Entry::new(offset, event.into(), payload, now);
         self.bytes += entry.size();
         self.entries.push_back(entry);
         self.top = offset;
@@ -379,6 +397,24 @@ impl Stream {
         self.top = top;
         self.entries.clear();
         self.bytes = 0;
+        self.sent.clear();
+    }
+
+    /// Keeps what connection `id` was sent, for its next join's hand-over
+    /// (a few: each is taken by that join, or soon outdated).
+    pub(crate) fn record_sent(&mut self, id: ConnId, offset: u64) {
+        const KEEP: usize = 64;
+        self.sent.retain(|(other, _)| *other != id);
+        if self.sent.len() == KEEP {
+            self.sent.remove(0);
+        }
+        self.sent.push((id, offset));
+    }
+
+    /// What connection `id` was sent by a join of it that was displaced.
+    pub(crate) fn take_sent(&mut self, id: ConnId) -> Option<u64> {
+        let at = self.sent.iter().position(|(other, _)| *other == id)?;
+        Some(self.sent.swap_remove(at).1)
     }
 
     /// Marks the stream as in use now (a join).
@@ -487,14 +523,17 @@ impl Stream {
 
 /// A kept broadcast read from a broker, for [`Stream::merge`].
 pub(crate) fn read_entry(offset: u64, event: String, payload: Payload) -> Entry {
-    Entry { offset, event: event.into_boxed_str(), payload, at: clock::now_ms() }
+    Entry::new(offset, event.into_boxed_str(), payload, clock::now_ms())
 }
 
 const SHARDS: usize = 16;
 
+/// One shard of [`Streams`]: streams by topic.
+type Shard = Mutex<HashMap<Arc<str>, Arc<Mutex<Stream>>>>;
+
 /// Every stream this node keeps or mirrors, by topic.
 pub(crate) struct Streams {
-    shards: Box<[Mutex<HashMap<Arc<str>, Arc<Mutex<Stream>>>>]>,
+    shards: Box<[Shard]>,
     /// The next shard an insertion sweeps.
     sweep: AtomicU64,
     /// Makes epochs: a random prefix per process, and a counter.
@@ -633,6 +672,8 @@ pub(crate) fn base62(mut n: u64) -> String {
 }
 
 #[cfg(test)]
+// A plan of nothing missed is the empty range after the asked offset (`9..=8`).
+#[allow(clippy::reversed_empty_ranges)]
 mod tests {
     use super::*;
     use serde_json::json;

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::history::{read_entry, Asked, NotRecovered, Plan, Stream};
+use super::history::{read_entry, Asked, Entry, Kept, NotRecovered, Plan, Stream};
 use super::{BroadcastError, BroadcastMessage, History, Hold, PubSub, PublishError, Subscriber};
 use crate::outbox::ConnId;
 use crate::protocol::{Frame, Outgoing, Payload, Position, Serializer, PHX_POSITION};
@@ -54,8 +54,7 @@ pub type HistoryRead = Pin<Box<dyn Future<Output = Result<ReadHistory, HistoryUn
 #[derive(Debug, Clone)]
 pub struct Missed {
     position: Position,
-    event: Box<str>,
-    payload: Payload,
+    kept: Arc<Kept>,
 }
 
 impl Missed {
@@ -66,12 +65,12 @@ impl Missed {
 
     /// Its event.
     pub fn event(&self) -> &str {
-        &self.event
+        &self.kept.event
     }
 
     /// Its payload.
     pub fn payload(&self) -> &Payload {
-        &self.payload
+        &self.kept.payload
     }
 }
 
@@ -173,7 +172,7 @@ impl Drop for Prepared {
 /// A broadcast's frames for a subscriber that takes positions
 /// ([`Sink::positioned`](super::Sink::positioned)): the frame, and after a
 /// binary one the `phx_position` frame that carries its position.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct KeptFrames(pub(crate) Frame, pub(crate) Option<Frame>);
 
 impl KeptFrames {
@@ -428,10 +427,10 @@ impl PubSub {
         let hold = self.hold(topic).await;
         let broker = self.inner.broker_history;
         let stream = self.stream(topic, &history, !broker);
-        stream.lock().preparing += 1;
+        lock(&stream).await.preparing += 1;
         if broker {
             let covered = {
-                let stream = stream.lock();
+                let stream = lock(&stream).await;
                 match &asked {
                     Asked::After(after) => stream.covers(after),
                     Asked::Now | Asked::Invalid => stream.epoch().is_some(),
@@ -450,17 +449,14 @@ impl PubSub {
             }
         }
         let recovery = {
-            let mut stream = stream.lock();
+            let mut stream = lock(&stream).await;
             stream.touch();
             let plan = stream.plan(&asked, &history);
             let start = plan.start;
             let outcome = plan.outcome.map(|offsets| {
                 stream
                     .entries(&offsets)
-                    .filter_map(|e| {
-                        let position = start.as_ref()?.at(e.offset);
-                        Some(Missed { position, event: e.event.clone(), payload: e.payload.clone() })
-                    })
+                    .filter_map(|e| Some(Missed { position: start.as_ref()?.at(e.offset), kept: e.kept.clone() }))
                     .collect()
             });
             Recovery { asked: asked_position(&asked), outcome }
@@ -493,11 +489,16 @@ impl PubSub {
     /// over: under the stream's lock, `then` (the join reply and the
     /// `phx_recovery` frame), what the client missed, and from then on
     /// every live broadcast, each exactly once and in order.
-    pub(crate) fn subscribe_kept(&self, mut prepared: Prepared, subscriber: Subscriber, then: impl FnOnce(&Handover)) {
+    pub(crate) async fn subscribe_kept(
+        &self,
+        mut prepared: Prepared,
+        subscriber: Subscriber,
+        then: impl FnOnce(&Handover),
+    ) {
         let stream = prepared.stream.clone();
-        let mut stream = stream.lock();
+        let mut stream = lock(&stream).await;
         stream.stopped.retain(|id| *id != subscriber.id);
-        let asked = if prepared.declined { Asked::Now } else { self.seen_here(&prepared, &subscriber, &stream) };
+        let asked = if prepared.declined { Asked::Now } else { self.sent_here(&prepared, &subscriber, &mut stream) };
         let mut plan: Plan = stream.plan(&asked, &prepared.history);
         if prepared.declined {
             plan.outcome = Err(NotRecovered::Declined);
@@ -507,44 +508,89 @@ impl PubSub {
             outcome: plan.outcome.clone().map(|offsets| stream.entries(&offsets).count()),
         };
         let topic = prepared.topic.clone();
-        self.subscribe_then(&topic, subscriber.clone(), || {
-            then(&handover);
-            if let (Ok(offsets), Some(start)) = (&plan.outcome, &plan.start) {
-                let mut replayed = 0;
-                for entry in stream.entries(offsets) {
-                    let at = start.at(entry.offset);
-                    let mut encodings = Encodings::default();
-                    hand(&subscriber, &topic, &Delivery::new(&entry.event, &entry.payload, &at), &mut encodings);
-                    replayed += 1;
-                }
-                self.inner.fanout.deliveries.add(replayed);
+        // The join reply before anything the subscription brings ...
+        let installed = self.subscribe_then(&topic, subscriber.clone(), || then(&handover));
+        // ... and what it missed before anything live: this topic's
+        // broadcasts wait for the stream's lock (other topics need not wait
+        // for the replay). A join a newer one of the same connection has
+        // overtaken sends nothing more: the newer one is the channel now.
+        if let (true, Ok(offsets), Some(start)) = (installed, &plan.outcome, &plan.start) {
+            let mut replayed = 0;
+            for entry in stream.entries(offsets) {
+                replay(&subscriber, &topic, entry, &start.at(entry.offset));
+                replayed += 1;
             }
-        });
+            self.inner.fanout.deliveries.add(replayed);
+        }
         stream.touch();
         drop(stream);
         // The subscription holds the broker's now.
         prepared.hold.take();
     }
 
-    /// What a rejoin asked, or further: a connection that still holds a
-    /// subscription with positions on the topic (a rejoin on the same
-    /// connection, displacing its earlier join) was sent, on this very
-    /// connection and ahead of the new join's frames, every broadcast up to
-    /// the top.
-    fn seen_here(&self, prepared: &Prepared, subscriber: &Subscriber, stream: &Stream) -> Asked {
-        let Asked::After(after) = &prepared.asked else { return prepared.asked.clone() };
-        let shard = self.shard(&prepared.topic).read();
-        let sent_all = shard.get(&*prepared.topic).is_some_and(|subs| {
-            subs.position(subscriber.id).is_some_and(|at| {
-                let old = &subs.list[at];
-                old.positions && old.raw_events.is_empty() && !old.raw_all && !stream.stopped.contains(&old.id)
+    /// What a rejoin asked, or further when its own connection was sent
+    /// more of the stream by an earlier join of the topic (phoenix.js may
+    /// join again on the same connection while an earlier join's broadcasts
+    /// are on their way, and they reach it before this join's reply, their
+    /// positions with them). An earlier subscription still here was sent
+    /// everything up to the top (or, through its channel, up to what the
+    /// channel handed on, and hands on nothing more); one already gone left
+    /// what it was sent in [`Stream::sent`].
+    fn sent_here(&self, prepared: &Prepared, subscriber: &Subscriber, stream: &mut Stream) -> Asked {
+        let earlier = {
+            let shard = self.shard(&prepared.topic).read();
+            shard.get(&*prepared.topic).and_then(|subs| {
+                let old = &subs.list[subs.position(subscriber.id)?];
+                if !old.positions || old.tag >= subscriber.tag || stream.stopped.contains(&old.id) {
+                    return None;
+                }
+                if old.raw_all || !old.raw_events.is_empty() {
+                    old.sink.hand_over(old.tag)
+                } else {
+                    stream.top().map(|top| top.offset())
+                }
             })
-        });
-        match stream.top() {
-            Some(top) if sent_all && *top.epoch() == *after.epoch() && top.offset() > after.offset() => {
-                Asked::After(top)
+        };
+        let sent = earlier.or_else(|| stream.take_sent(subscriber.id));
+        match (&prepared.asked, sent, stream.epoch()) {
+            (Asked::After(after), Some(sent), Some(epoch))
+                if **epoch == *after.epoch()
+                    && sent > after.offset()
+                    && sent <= stream.top().map_or(0, |t| t.offset()) =>
+            {
+                Asked::After(after.at(sent))
             }
             _ => prepared.asked.clone(),
+        }
+    }
+
+    /// Ends a subscription that takes positions: under the stream's lock,
+    /// so that what it was sent is known exactly; when a newer join of the
+    /// same connection `displaced` it, that is kept for the newer join's
+    /// hand-over ([`PubSub::subscribe_kept`]). `handed`: for a channel that
+    /// takes its broadcasts through itself, the offset it handed on last.
+    pub(crate) async fn unsubscribe_kept(
+        &self,
+        topic: &str,
+        id: ConnId,
+        tag: u64,
+        displaced: bool,
+        handed: Option<u64>,
+    ) {
+        let Some(stream) = self.inner.streams.get(topic) else {
+            return self.unsubscribe(topic, id, tag);
+        };
+        let mut stream = lock(&stream).await;
+        let emptied = self.unsubscribe_quietly(topic, id, tag);
+        if displaced {
+            let sent = handed.or_else(|| stream.top().map(|top| top.offset()));
+            if let Some(sent) = sent {
+                stream.record_sent(id, sent);
+            }
+        }
+        drop(stream);
+        if emptied {
+            self.unfollowed(topic);
         }
     }
 
@@ -564,6 +610,33 @@ impl PubSub {
         }
         self.inner.streams.remove_if(topic, |s| s.preparing == 0);
     }
+}
+
+/// Locks a stream from a task without holding up its worker thread while a
+/// broadcast, which holds the lock for its whole fan-out, is under way: the
+/// other tasks of the worker run meanwhile.
+async fn lock(stream: &Mutex<Stream>) -> parking_lot::MutexGuard<'_, Stream> {
+    loop {
+        if let Some(guard) = stream.try_lock() {
+            return guard;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Hands a kept broadcast to a rejoining subscriber, its V2 frames made
+/// once for every rejoin that replays it.
+fn replay(sub: &Subscriber, topic: &str, entry: &Entry, at: &Position) {
+    let kept = &entry.kept;
+    let delivery = Delivery::new(&kept.event, &kept.payload, at);
+    let mut encodings = Encodings::default();
+    if sub.positions && sub.serializer == Serializer::V2 {
+        let frames = kept
+            .v2
+            .get_or_init(|| KeptFrames::encode(Serializer::V2, topic, &kept.event, &kept.payload, &delivery.text));
+        encodings.kept[Serializer::V2.index()] = Some(frames.clone());
+    }
+    hand(sub, topic, &delivery, &mut encodings);
 }
 
 /// Hands one broadcast to one subscriber of its topic.

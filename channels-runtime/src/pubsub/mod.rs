@@ -43,11 +43,17 @@ pub use self::redis::Redis;
 #[cfg(feature = "redis")]
 mod redis_cluster;
 #[cfg(feature = "redis")]
+mod redis_history;
+#[cfg(feature = "redis")]
 pub use self::redis_cluster::RedisCluster;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]
+mod nats_history;
+#[cfg(feature = "nats")]
 pub use self::nats::Nats;
+#[cfg(feature = "nats")]
+pub use self::nats_history::HistoryStorage;
 
 pub(crate) use self::history::{asked_in, Asked};
 pub use self::history::{History, NotRecovered};
@@ -316,6 +322,15 @@ pub trait Sink: Send + Sync + 'static {
     /// does nothing.
     fn resync(&self, tag: u64, topic: &str) {
         let _ = (tag, topic);
+    }
+
+    /// For a subscription that takes positions through [`Sink::positioned`]:
+    /// the offset of the last broadcast it has handed its client, if any;
+    /// and from now on it hands none (a newer join of the same connection
+    /// takes over, from there). The default knows nothing.
+    fn hand_over(&self, tag: u64) -> Option<u64> {
+        let _ = tag;
+        None
     }
 }
 
@@ -844,7 +859,7 @@ impl PubSub {
     /// Subscribes, running `then` while no broadcast on the topic can be
     /// delivered: a join reply queued there reaches the client before any
     /// broadcast the subscription brings.
-    pub(crate) fn subscribe_then(&self, topic: &str, subscriber: Subscriber, then: impl FnOnce()) {
+    pub(crate) fn subscribe_then(&self, topic: &str, subscriber: Subscriber, then: impl FnOnce()) -> bool {
         let mut shard = self.shard(topic).write();
         let subscribers = match shard.get_mut(topic) {
             Some(subscribers) => subscribers,
@@ -855,30 +870,45 @@ impl PubSub {
                 shard.entry(Arc::from(topic)).or_default()
             }
         };
-        match subscribers.position(subscriber.id) {
-            Some(at) if subscribers.list[at].tag < subscriber.tag => subscribers.list[at] = subscriber,
-            Some(_) => {}
-            None => subscribers.push(subscriber),
-        }
+        let installed = match subscribers.position(subscriber.id) {
+            Some(at) if subscribers.list[at].tag < subscriber.tag => {
+                subscribers.list[at] = subscriber;
+                true
+            }
+            Some(_) => false,
+            None => {
+                subscribers.push(subscriber);
+                true
+            }
+        };
         then();
+        installed
     }
 
     /// Removes the subscription of `id` to `topic` if it is still the one
     /// tagged `tag`.
     pub fn unsubscribe(&self, topic: &str, id: ConnId, tag: u64) {
+        if self.unsubscribe_quietly(topic, id, tag) {
+            self.unfollowed(topic);
+        }
+    }
+
+    /// [`PubSub::unsubscribe`] but for what follows a topic's last
+    /// subscriber leaving; `true` if it was the last.
+    fn unsubscribe_quietly(&self, topic: &str, id: ConnId, tag: u64) -> bool {
         let mut shard = self.shard(topic).write();
-        let Some(subscribers) = shard.get_mut(topic) else { return };
+        let Some(subscribers) = shard.get_mut(topic) else { return false };
         if let Some(at) = subscribers.position(id).filter(|&at| subscribers.list[at].tag == tag) {
             subscribers.remove(at);
         }
-        if subscribers.list.is_empty() {
-            shard.remove(topic);
-            if self.inner.multi_node {
-                self.inner.adapter.interest(topic, Interest::Lost);
-            }
-            drop(shard);
-            self.unfollowed(topic);
+        if !subscribers.list.is_empty() {
+            return false;
         }
+        shard.remove(topic);
+        if self.inner.multi_node {
+            self.inner.adapter.interest(topic, Interest::Lost);
+        }
+        true
     }
 }
 

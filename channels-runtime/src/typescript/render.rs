@@ -17,6 +17,10 @@ pub struct RouteShape {
     pub pattern: &'static str,
     /// The channel's types.
     pub channel: ChannelShape,
+    /// Whether the route's topics keep their history
+    /// (`#[channel(history(..))]`): the typed layer then tracks positions
+    /// and recovers by itself.
+    pub history: bool,
 }
 
 /// Why a module could not be written.
@@ -32,9 +36,11 @@ pub enum TypeScriptError {
 /// The TypeScript module for socket `S`: every route's channel types and
 /// the typed phoenix.js layer (`typedChannel(socket, "comments:42")`).
 pub fn render<S: Routes>() -> Result<String, TypeScriptError> {
-    render_shapes(
-        S::ROUTES.iter().map(|route| RouteShape { pattern: route.pattern().as_str(), channel: route.shape() }),
-    )
+    render_shapes(S::ROUTES.iter().map(|route| RouteShape {
+        pattern: route.pattern().as_str(),
+        channel: route.shape(),
+        history: route.history().is_some(),
+    }))
 }
 
 /// The module for these routes, tried in this order as a socket tries them.
@@ -43,7 +49,11 @@ pub fn render_shapes(routes: impl IntoIterator<Item = RouteShape>) -> Result<Str
     let mut channels = String::new();
     let mut topics: Vec<(String, String)> = Vec::new();
     let mut names: HashSet<String> = HashSet::new();
+    let mut kept: Vec<String> = Vec::new();
     for route in routes {
+        if route.history {
+            kept.push(string_literal(route.pattern));
+        }
         let name = unique(route.channel.name, &mut names);
         let _ = writeln!(channels, "/** The channel of topics `{}`. */", route.pattern);
         let _ = writeln!(channels, "export type {name} = {};\n", channel_type(&route.channel, &mut declarations));
@@ -73,6 +83,10 @@ pub fn render_shapes(routes: impl IntoIterator<Item = RouteShape>) -> Result<Str
         let _ = write!(out, "\n  T extends {topic} ? {name} :");
     }
     out.push_str("\n  never;\n\n");
+    out.push_str(
+        "/** The topic patterns whose broadcasts the server keeps: a typed channel on one of them recovers by itself. */\n",
+    );
+    let _ = writeln!(out, "export const HISTORY_TOPICS: readonly string[] = [{}];\n", kept.join(", "));
     out.push_str(LAYER);
     Ok(out)
 }
@@ -214,12 +228,22 @@ mod tests {
 
     #[test]
     fn untyped_channel_takes_anything() {
-        let out = render_shapes([RouteShape { pattern: "room:*", channel: ChannelShape::untyped("Room") }]).unwrap();
+        let out =
+            render_shapes([RouteShape { pattern: "room:*", channel: ChannelShape::untyped("Room"), history: false }])
+                .unwrap();
         assert!(out.contains("export type Room = {\n  params: unknown;\n  joined: unknown;"), "{out}");
         assert!(out.contains("in: { [event: string]: { payload: unknown; reply: unknown; error: unknown } };"));
         assert!(out.contains("out: { [event: string]: unknown };"));
         assert!(out.contains("export type Topic = `room:${string}`;"));
         assert!(out.contains("T extends `room:${string}` ? Room :\n  never;"));
+        assert!(out.contains("export const HISTORY_TOPICS: readonly string[] = [];"));
         assert!(out.ends_with(LAYER));
+    }
+
+    #[test]
+    fn history_topics_are_listed() {
+        let route = |pattern, history| RouteShape { pattern, channel: ChannelShape::untyped("C"), history };
+        let out = render_shapes([route("comments:*", true), route("room:*", false), route("lobby", true)]).unwrap();
+        assert!(out.contains(r#"export const HISTORY_TOPICS: readonly string[] = ["comments:*", "lobby"];"#), "{out}");
     }
 }

@@ -225,3 +225,167 @@ pub async fn a_burst_loses_nothing(make: Make, burst: u64) {
     }
     assert_eq!(a.stats().dropped, 0);
 }
+
+// ---------------------------------------------------------------- history
+
+/// A join asking for positions (`at`: null, or a position); the join
+/// reply and the `phx_recovery` frame after it.
+pub async fn join_at(
+    client: &mut super::support::Client,
+    jr: &str,
+    topic: &str,
+    at: serde_json::Value,
+) -> serde_json::Value {
+    client.send(json!([jr, jr, topic, "phx_join", {"phx_position": at}])).await;
+    loop {
+        let frame = client.json().await;
+        if frame[3] == "phx_reply" && frame[1] == jr {
+            assert_eq!(frame[4]["status"], "ok", "{frame}");
+            break;
+        }
+    }
+    loop {
+        let frame = client.json().await;
+        if frame[3] == "phx_recovery" {
+            return frame;
+        }
+    }
+}
+
+/// The next `n` broadcasts of an event on a topic: (offset, payload `n`).
+pub async fn positioned(client: &mut super::support::Client, event: &str, n: usize) -> Vec<(u64, u64)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = client.json().await;
+        if frame[3] == event {
+            let position = frame[1].as_str().unwrap_or_else(|| panic!("no position: {frame}"));
+            let offset = position.rsplit_once(':').unwrap().1.parse().unwrap();
+            got.push((offset, frame[4]["n"].as_u64().unwrap()));
+        }
+    }
+    got
+}
+
+fn epoch_of(position: &serde_json::Value) -> String {
+    position.as_str().unwrap().rsplit_once(':').unwrap().0.to_owned()
+}
+
+/// Broadcasts `kept:` topics (5 kept) from `node`, until the broker takes
+/// them (it is refused while the broker is away).
+pub async fn shout_kept(node: &Node, topic: &str, from: u64, n: u64) {
+    for i in from..from + n {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while node.pubsub().broadcast(topic, "shout", json!({"n": i})).is_err() {
+            assert!(Instant::now() < deadline, "the broker never took the broadcast");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The broker gives positions: a broadcast made on either node reaches the
+/// clients of both with the same position, in one order; a client whose
+/// node goes away rejoins on the other node with its last position and is
+/// sent what it missed (made on either node), then live ones.
+pub async fn a_client_recovers_on_another_node(make: Make) {
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topic = format!("kept:moved-{}", rand_suffix());
+    let mut on_a = a.server.v2().await;
+    let recovery = join_at(&mut on_a, "1", &topic, serde_json::Value::Null).await;
+    assert_eq!(recovery[4]["reason"], "none", "{recovery}");
+    let epoch = epoch_of(&recovery[1]);
+    let mut watcher = b.server.v2().await;
+    join_at(&mut watcher, "1", &topic, serde_json::Value::Null).await;
+
+    shout_kept(&a, &topic, 1, 1).await;
+    shout_kept(&b, &topic, 2, 1).await;
+    let expected = [(1, 1), (2, 2)];
+    assert_eq!(positioned(&mut on_a, "shout", 2).await, expected);
+    assert_eq!(positioned(&mut watcher, "shout", 2).await, expected, "one order on every node");
+
+    // the client's node goes: its connection with it
+    drop(on_a);
+    shout_kept(&b, &topic, 3, 2).await;
+    shout_kept(&a, &topic, 5, 1).await;
+    assert_eq!(positioned(&mut watcher, "shout", 3).await, [(3, 3), (4, 4), (5, 5)]);
+    let mut on_b = b.server.v2().await;
+    let recovery = join_at(&mut on_b, "7", &topic, json!(format!("{epoch}:2"))).await;
+    assert_eq!(recovery[4], json!({"recovered": true, "position": format!("{epoch}:2"), "missed": 3}), "{recovery}");
+    assert_eq!(positioned(&mut on_b, "shout", 3).await, [(3, 3), (4, 4), (5, 5)]);
+    shout_kept(&a, &topic, 6, 1).await;
+    assert_eq!(positioned(&mut on_b, "shout", 1).await, [(6, 6)]);
+    on_b.silent(200).await;
+}
+
+/// Beyond what the broker keeps (5 broadcasts on `kept:` topics), a rejoin
+/// on either node is told it was not recovered, and goes on live.
+pub async fn a_gap_beyond_the_history_is_reported(make: Make) {
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topic = format!("kept:gap-{}", rand_suffix());
+    let mut first = a.server.v2().await;
+    let recovery = join_at(&mut first, "1", &topic, serde_json::Value::Null).await;
+    let epoch = epoch_of(&recovery[1]);
+    drop(first);
+    shout_kept(&a, &topic, 1, 8).await;
+    let mut back = b.server.v2().await;
+    let recovery = join_at(&mut back, "1", &topic, json!(format!("{epoch}:0"))).await;
+    assert_eq!(
+        recovery[4],
+        json!({"recovered": false, "position": format!("{epoch}:8"), "missed": 0, "reason": "expired"}),
+        "{recovery}"
+    );
+    back.silent(200).await;
+    // just within: recovered
+    let mut within = a.server.v2().await;
+    let recovery = join_at(&mut within, "1", &topic, json!(format!("{epoch}:3"))).await;
+    assert_eq!(recovery[4]["recovered"], true, "{recovery}");
+    assert_eq!(positioned(&mut within, "shout", 5).await, [(4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]);
+    shout_kept(&b, &topic, 9, 1).await;
+    assert_eq!(positioned(&mut back, "shout", 1).await, [(9, 9)]);
+}
+
+/// The broker restarted empty: the stream's past is gone, its epoch
+/// changes. A client joined meanwhile is made to rejoin (`phx_error`
+/// `resync`), and its rejoin is told it was not recovered (`epoch`).
+pub async fn a_broker_restarted_empty_changes_the_epoch<T>(make: Make, restart: impl std::future::Future<Output = T>) {
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topic = format!("kept:restart-{}", rand_suffix());
+    let mut client = a.server.v2().await;
+    let recovery = join_at(&mut client, "1", &topic, serde_json::Value::Null).await;
+    let epoch = epoch_of(&recovery[1]);
+    shout_kept(&b, &topic, 1, 2).await;
+    assert_eq!(positioned(&mut client, "shout", 2).await, [(1, 1), (2, 2)]);
+
+    // what `restart` started lives until the test ends
+    let _restarted = restart.await;
+
+    // the node's subscription came back: its clients that take positions rejoin
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let frame = client.recv_within(Duration::from_secs(1)).await;
+        if let Some(Received::Json(frame)) = &frame {
+            if frame[3] == "phx_error" {
+                assert_eq!(frame[4], json!({"reason": "resync"}));
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no resync after the broker came back");
+    }
+    connected(&a, &b).await;
+    let recovery = join_at(&mut client, "2", &topic, json!(format!("{epoch}:2"))).await;
+    assert_eq!(recovery[4]["recovered"], false, "{recovery}");
+    assert_eq!(recovery[4]["reason"], "epoch", "{recovery}");
+    let new_epoch = epoch_of(&recovery[1]);
+    assert_ne!(new_epoch, epoch);
+    // and live broadcasts flow again, in the new epoch
+    shout_kept(&b, &topic, 3, 1).await;
+    let frame = loop {
+        let frame = client.json().await;
+        if frame[3] == "shout" {
+            break frame;
+        }
+    };
+    assert_eq!(epoch_of(&frame[1]), new_epoch);
+}
