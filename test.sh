@@ -11,6 +11,10 @@
 #   fmt          cargo fmt --all -- --check
 #   clippy       cargo clippy --workspace --all-targets -- -D warnings
 #   cargo-test   cargo test --workspace (unit, integration and trybuild UI tests)
+#   package      cargo package --workspace --exclude bench: every published crate
+#                (protocol, client, macros, runtime, phx-channels) packaged and
+#                built from its .crate alone, as crates.io would get it (about a
+#                minute of CPU on a warm target dir)
 #   build        cargo build --release --examples (discuss; chat and relay for
 #                tests/js/chat.test.mjs and tests/js/relay.test.mjs)
 #   start        the example on a free port (scripts/start-discuss.sh)
@@ -35,7 +39,7 @@ SHARED_DIR="${SHARED_DIR:-$ROOT/../shared}"
 CONFORMANCE_TESTS="${CONFORMANCE_TESTS:-comments.test.mjs socket.test.mjs room.test.mjs}"
 ARTIFACTS="$ROOT/tests/js/artifacts" # server logs; ignored by git
 mkdir -p "$ARTIFACTS"
-rm -f "$ARTIFACTS"/discuss-*.log
+rm -rf "$ARTIFACTS"/discuss-*.log "$ARTIFACTS"/discuss-*/ # logs; data dirs (SQLite files)
 
 passed=0
 failed=0
@@ -93,12 +97,14 @@ trap 'exit 130' INT TERM
 
 # ---------------------------------------------------------------- install
 
-# System packages the tests need, installed with apt when missing.
-# LATER ISSUES: add Debian packages here (e.g. redis-server for the multi-node
-# tests) as
-#   "command-to-check:debian-package".
+# System packages the tests need, installed with apt when missing, as
+#   "command-to-check:debian-package"
+# or, for a program Debian keeps off PATH, "/path/pattern/to/check:package".
 SYSTEM_PACKAGES=(
   "redis-server:redis-server"
+  # tests/discuss_db.rs starts its own PostgreSQL with initdb and pg_ctl,
+  # which the package keeps in /usr/lib/postgresql/VERSION/bin
+  "/usr/lib/postgresql/*/bin/initdb:postgresql"
   # channels-runtime/tests/nats.rs and tests/js/multinode.test.mjs start their own nats-server
   "nats-server:nats-server"
   # tests/js/browser.test.mjs drives /usr/bin/chromium with playwright-core
@@ -109,7 +115,12 @@ SYSTEM_PACKAGES=(
 install_system_packages() {
   local missing=() entry
   for entry in ${SYSTEM_PACKAGES[@]+"${SYSTEM_PACKAGES[@]}"}; do
-    command -v "${entry%%:*}" >/dev/null 2>&1 || missing+=("${entry#*:}")
+    local check="${entry%%:*}"
+    if [[ "$check" == */* ]]; then
+      compgen -G "$check" >/dev/null || missing+=("${entry#*:}")
+    else
+      command -v "$check" >/dev/null 2>&1 || missing+=("${entry#*:}")
+    fi
   done
   if [ ${#missing[@]} -gt 0 ]; then
     echo "installing with apt: ${missing[*]}"
@@ -166,6 +177,7 @@ stage install install_deps
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage cargo-test cargo test --workspace
+stage package cargo package --workspace --exclude bench --allow-dirty
 stage build cargo build --release --examples
 
 if [ -x "$ROOT/target/release/examples/discuss" ] && [ "${results[-1]%% *}" = "PASS" ]; then

@@ -198,9 +198,11 @@ start_nodes() {
         # Made before the node starts: the redirection below runs in the
         # background job, maybe after the first read of the log.
         : >"$log"
+        # Each node keeps its comments in a SQLite file of its own (the
+        # scenarios measure broadcasts, not a shared database).
         env "${BROKER_ENV[@]}" NODE_NAME="n$i" DISCUSS_ADMIN_TOKEN="$TOKEN" \
             DISCUSS_MAX_BROADCASTS_PER_SECOND=0 RUST_LOG="${RUST_LOG:-warn}" \
-            "$bin" --port 0 >"$log" 2>&1 &
+            DATABASE_URL="sqlite://${log%.log}.db" "$bin" --port 0 >"$log" 2>&1 &
         PIDS+=($!)
         NODE_PIDS+=($!)
         port=

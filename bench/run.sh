@@ -50,7 +50,9 @@ start() {
     local name=$1 log=$LOGS/$1-$STARTS.log
     : >"$log"
     case $name in
-        discuss) RUST_LOG=${RUST_LOG:-warn} "$T/examples/discuss" --port 0 >"$log" 2>&1 & ;;
+        # A fresh SQLite file per start: the comments of one run are not the next's.
+        discuss) DATABASE_URL="sqlite://$LOGS/discuss-$STARTS.db" RUST_LOG=${RUST_LOG:-warn} \
+            "$T/examples/discuss" --port 0 >"$log" 2>&1 & ;;
         floor) "$T/floor" --port 0 >"$log" 2>&1 & ;;
     esac
     PID=$!

@@ -107,21 +107,13 @@ pub struct Status {
 /// A reminder coming due, sent by a timer to the channel itself.
 struct Due(String);
 
-struct AfterJoin;
-
 #[channel(socket = ChatSocket, intercept = ["message"])]
 impl ChatRoom {
     fn join(_topic: Topic, _params: Value, socket: &mut Socket<ChatSocket>) -> Join<Self> {
-        let _ = socket.channel_ref().send(AfterJoin);
-        Ok((json!({"you": socket.assigns().name}), ChatRoom { muted: HashSet::new() }))
-    }
-
-    #[handle_info]
-    fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<ChatSocket>) -> Result<(), PresenceError> {
+        // Tracked right after the join reply, then `presence_state` pushed.
         let name = socket.assigns().name.clone();
-        Presence::track(socket, &name, json!({"status": "here"}))?;
-        let _ = socket.push("presence_state", Presence::list(socket));
-        Ok(())
+        Presence::track_after_join(socket, &name, json!({"status": "here"}))?;
+        Ok((json!({"you": name}), ChatRoom { muted: HashSet::new() }))
     }
 
     /// Broadcasts a message; every member's `handle_out` sees it.

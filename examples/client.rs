@@ -13,7 +13,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use futures_util::StreamExt;
 use phx_channels::client::Socket;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -46,16 +45,17 @@ async fn run(url: &str) -> Result<(), Box<dyn std::error::Error>> {
     chan.push("comment:add", json!({ "content": content })).await?;
     println!("pushed comment:add {content:?}: ok");
 
-    // Other clients may be commenting too: wait for ours.
-    while let Some(payload) = new_comments.next().await {
-        let new: NewComment = payload.decode()?;
+    // Other clients may be commenting too: wait for ours. `recv` fails
+    // when the channel closes, or when the stream was read too slowly and
+    // dropped events (it says how many).
+    loop {
+        let new: NewComment = new_comments.recv().await?.decode()?;
         println!("received comments:42:new {:?}", new.comment.content);
         if new.comment.content == content {
             socket.disconnect();
             return Ok(());
         }
     }
-    Err("the channel closed before the broadcast came".into())
 }
 
 #[tokio::main]

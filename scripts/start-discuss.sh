@@ -12,6 +12,12 @@
 #   DISCUSS_ADMIN_TOKEN    token of POST /api/disconnect (default test-admin-token)
 #   DISCUSS_DASHBOARD_TOKEN  token of GET /dashboard (default test-dashboard-token)
 #   DISCUSS_START_TIMEOUT  seconds to wait for the "listening on" line (default 30)
+#   DISCUSS_DATA           the server's working directory, emptied first
+#                          (default tests/js/artifacts/discuss-PORT): without
+#                          DATABASE_URL the server keeps its comments in
+#                          discuss.db there, so every start has none yet (the
+#                          tests expect an empty topic to replay nothing)
+#   DATABASE_URL           passed on when set (sqlite:... or postgres://...)
 #
 # On success prints, as shell assignments (use `eval "$(scripts/start-discuss.sh)"`):
 #   DISCUSS_PID=<pid>
@@ -33,11 +39,16 @@ if [ ! -x "$BIN" ]; then
   echo "start-discuss: $BIN not found; run: cargo build --release --example discuss" >&2
   exit 1
 fi
+# Absolute: the server runs in its data directory.
+BIN="$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")"
 
 PORT="${1:-$("$ROOT/scripts/free-port.sh")}"
 LOG="${DISCUSS_LOG:-$ROOT/tests/js/artifacts/discuss-$PORT.log}"
 mkdir -p "$(dirname "$LOG")"
 : >"$LOG"
+DATA="${DISCUSS_DATA:-$ROOT/tests/js/artifacts/discuss-$PORT}"
+rm -rf "$DATA"
+mkdir -p "$DATA"
 
 # The server's output goes to the log only, so a caller capturing our stdout
 # with $(...) does not wait for the server to exit.
@@ -47,8 +58,8 @@ mkdir -p "$(dirname "$LOG")"
 # So is the dashboard (GET /dashboard?token=...).
 ADMIN_TOKEN="${DISCUSS_ADMIN_TOKEN:-test-admin-token}"
 DASHBOARD_TOKEN="${DISCUSS_DASHBOARD_TOKEN:-test-dashboard-token}"
-NO_COLOR=1 DISCUSS_ADMIN_TOKEN="$ADMIN_TOKEN" DISCUSS_DASHBOARD_TOKEN="$DASHBOARD_TOKEN" \
-  "$BIN" --port "$PORT" </dev/null >>"$LOG" 2>&1 &
+(cd "$DATA" && NO_COLOR=1 DISCUSS_ADMIN_TOKEN="$ADMIN_TOKEN" DISCUSS_DASHBOARD_TOKEN="$DASHBOARD_TOKEN" \
+  exec "$BIN" --port "$PORT" </dev/null >>"$LOG" 2>&1) &
 PID=$!
 
 started=0

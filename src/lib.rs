@@ -72,7 +72,9 @@ pub use phx_channels_runtime::changeset::Valid;
 pub use phx_channels_runtime::channel::{Channel, ChannelGone, ChannelRef, Info, Join, JoinError, Terminate};
 pub use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, ParamsError, Refuse};
 pub use phx_channels_runtime::crash::{BoxError, Crash};
-pub use phx_channels_runtime::encode::{Encode, Encoded};
+pub use phx_channels_runtime::encode::Encode;
+#[allow(deprecated)]
+pub use phx_channels_runtime::encode::Encoded;
 pub use phx_channels_runtime::endpoint::Endpoint;
 pub use phx_channels_runtime::origin::CheckOrigin;
 pub use phx_channels_runtime::presence::{Presence, PresenceError, PresenceOptions};
@@ -81,11 +83,14 @@ pub use phx_channels_runtime::pubsub::{BroadcastError, PubSub};
 pub use phx_channels_runtime::reply::{IntoReply, Reply, Status, TypedReply};
 pub use phx_channels_runtime::router::Topic;
 pub use phx_channels_runtime::server::ServerOptions;
-pub use phx_channels_runtime::socket::{Socket, SocketRef, TimerRef};
+pub use phx_channels_runtime::socket::{AdmittedBroadcast, Socket, SocketRef, TimerRef};
 pub use phx_channels_runtime::token::{TokenError, Tokens};
+// Every module of the runtime, by the same name: a path in the runtime's
+// documentation (`phx_channels::channel::Routes`) is a path here
+// (tests/doc_paths.rs checks it).
 pub use phx_channels_runtime::{
-    changeset, connect, crash, dashboard, describe, encode, endpoint, origin, outbox, presence, protocol, pubsub,
-    reply, router, server, testing, token, trace, typescript,
+    changeset, channel, connect, crash, dashboard, describe, encode, endpoint, mailbox, origin, outbox, panics,
+    presence, protocol, pubsub, reply, router, server, socket, testing, token, trace, transport, typescript,
 };
 pub use phx_channels_runtime::{MetricsSnapshot, SocketOptions};
 
@@ -98,11 +103,16 @@ pub use phx_channels_client as client;
 pub mod prelude {
     pub use crate::{
         channel, handle_in, handle_info, handle_out, socket, BroadcastError, Channel, ChannelRef, Connect, ConnectInfo,
-        Crash, Encode, Encoded, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub,
-        Refuse, Reply, Socket, SocketRef, Status, Terminate, Topic, TypedReply, Valid,
+        Crash, Encode, Endpoint, Info, Join, JoinError, Params, Payload, Presence, PresenceError, PubSub, Refuse,
+        Reply, Socket, SocketRef, Status, Terminate, Topic, TypedReply, Valid,
     };
     pub use serde_json::{json, Value};
 }
+
+/// The examples of `docs/client.md`, compiled as doctests.
+#[cfg(all(doctest, feature = "client"))]
+#[doc = include_str!("../docs/client.md")]
+struct ClientDocs;
 
 /// The examples of `docs/dashboard.md`, compiled as doctests.
 #[cfg(doctest)]

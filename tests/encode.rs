@@ -26,7 +26,6 @@ fn rename_all_rename_and_skip_none() {
     assert_eq!(full.password_hash, "x", "left out of the encoding, not of the struct");
     let sparse = Comment { thread_id: 1, user_id: None, edited_at: None, password_hash: "x" };
     assert_eq!(serde_json::to_string(&sparse).unwrap(), r#"{"threadId":1}"#);
-    assert_eq!(serde_json::to_value(sparse.encoded()).unwrap(), json!({"threadId": 1}));
 }
 
 #[test]
@@ -117,52 +116,91 @@ fn rename_all_matches_serde() {
     );
 }
 
-/// A model with its own `Serialize` for the REST API; channels see the
-/// `Encode` shape through `.encoded()`.
-#[derive(serde::Serialize, Encode)]
-#[encode(only = [id, content], rename_all = "camelCase", impl_serialize = false)]
+/// A model: its `Serialize` is its channel shape, `id` and `content`.
+#[derive(Encode)]
+#[encode(only = [id, content], rename_all = "camelCase")]
 struct Post {
     id: u64,
     content: String,
     author_email: String,
 }
 
+/// Its REST shape, a separate view that borrows it: every field.
+#[derive(serde::Serialize)]
+struct PostRest<'a> {
+    id: u64,
+    content: &'a str,
+    author_email: &'a str,
+}
+
+impl<'a> From<&'a Post> for PostRest<'a> {
+    fn from(post: &'a Post) -> Self {
+        PostRest { id: post.id, content: &post.content, author_email: &post.author_email }
+    }
+}
+
+/// The same view with serde's `remote`, which checks its fields against
+/// the model's: a field renamed or retyped in `Post` fails to compile here.
+#[derive(serde::Serialize)]
+#[serde(remote = "Post")]
+struct PostRemote {
+    id: u64,
+    content: String,
+    author_email: String,
+}
+
 #[test]
-fn encode_beside_serialize() {
+fn a_rest_shape_is_a_separate_view() {
     let post = Post { id: 7, content: "hi".into(), author_email: "a@example.com".into() };
-    assert_eq!(
-        serde_json::to_value(&post).unwrap(),
-        json!({"id": 7, "content": "hi", "author_email": "a@example.com"}),
-        "REST keeps serde's shape"
-    );
-    assert_eq!(json!({"post": post.encoded()}), json!({"post": {"id": 7, "content": "hi"}}));
+    let channel = json!({"id": 7, "content": "hi"});
+    assert_eq!(serde_json::to_value(&post).unwrap(), channel);
+    assert_eq!(json!({"post": post}), json!({"post": channel}), "nested in json!: the channel shape");
+    let post = Post { id: 7, content: "hi".into(), author_email: "a@example.com".into() };
+    let rest = json!({"id": 7, "content": "hi", "author_email": "a@example.com"});
+    assert_eq!(serde_json::to_value(PostRest::from(&post)).unwrap(), rest);
+    assert_eq!(PostRemote::serialize(&post, serde_json::value::Serializer).unwrap(), rest);
     let posts = vec![post];
-    assert_eq!(serde_json::to_value(posts.encoded()).unwrap(), json!([{"id": 7, "content": "hi"}]));
+    assert_eq!(serde_json::to_value(&posts).unwrap(), json!([channel]));
 }
 
-/// Without `impl_serialize = false` the type is `Serialize` and `Encode`
-/// with one shape, so channel code can use `.encoded()` for every model.
+/// A model that is also read from clients: serde attributes that only
+/// concern `Deserialize` are fine beside `Encode`.
+#[derive(serde::Deserialize, Encode)]
+#[serde(deny_unknown_fields, rename_all(deserialize = "camelCase"))]
+#[encode(rename_all = "camelCase", except = [draft])]
+struct Draft {
+    #[serde(alias = "text")]
+    body_text: String,
+    #[serde(default)]
+    draft: bool,
+}
+
 #[test]
-fn default_implements_both() {
-    let reply = Reply { error: None, parent_id: Some(1) };
-    assert_eq!(serde_json::to_value(reply.encoded()).unwrap(), serde_json::to_value(&reply).unwrap());
+fn deserialize_attributes_beside_encode() {
+    let draft: Draft = serde_json::from_value(json!({"text": "hi"})).unwrap();
+    assert!(!draft.draft);
+    assert_eq!(serde_json::to_value(&draft).unwrap(), json!({"bodyText": "hi"}));
+    assert!(serde_json::from_value::<Draft>(json!({"bodyText": "hi", "x": 1})).is_err());
 }
 
-/// Generic: `T` is bounded because an encoded field uses it, through
-/// `.encoded()` as through `Serialize`.
+/// Generic: `T` is bounded because an encoded field uses it.
 #[derive(Encode)]
-#[encode(impl_serialize = false, skip_none)]
+#[encode(skip_none)]
 struct Page<T> {
     items: Vec<T>,
     next: Option<u32>,
 }
 
+fn channel_shape<T: Encode>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap()
+}
+
 #[test]
-fn generic_encode_only() {
+fn generic() {
     let page = Page { items: vec!["a"], next: None };
-    assert_eq!(serde_json::to_value(page.encoded()).unwrap(), json!({"items": ["a"]}));
+    assert_eq!(channel_shape(&page), json!({"items": ["a"]}));
     assert_ser_tokens(
-        &page.encoded(),
+        &page,
         &[
             Token::Struct { name: "Page", len: 1 },
             Token::Str("items"),
@@ -172,4 +210,13 @@ fn generic_encode_only() {
             Token::StructEnd,
         ],
     );
+}
+
+/// `.encoded()` stays for a release, deprecated: the value itself.
+#[test]
+#[allow(deprecated)]
+fn encoded_is_deprecated_and_the_value_itself() {
+    let reply = Reply { error: None, parent_id: Some(1) };
+    let encoded: phx_channels::Encoded<'_, Reply> = reply.encoded();
+    assert!(std::ptr::eq(encoded, &raw const reply));
 }

@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use phx_channels::client::{Backoff, Recovery, Socket as ClientSocket};
+use phx_channels::client::{Backoff, Recovery, RecvError, Socket as ClientSocket};
 use phx_channels::prelude::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -206,7 +205,11 @@ impl Outcome {
 /// after `done`.
 async fn rust_subscriber(url: String, topic: String, recover: bool, last: u64, done: Arc<AtomicBool>) -> Outcome {
     let quick = Backoff::steps([Duration::from_millis(20)], Duration::from_millis(50));
-    let socket = ClientSocket::builder(&url).reconnect_after(quick.clone()).rejoin_after(quick).connect();
+    // room for every broadcast: the test checks the server, not how fast
+    // a debug build reads
+    let buffer = usize::try_from(last).unwrap() + 100;
+    let socket =
+        ClientSocket::builder(&url).reconnect_after(quick.clone()).rejoin_after(quick).event_buffer(buffer).connect();
     let (chan, _): (_, Value) = loop {
         match channel(&socket, &topic, recover).join(json!({})).await {
             Ok(joined) => break joined,
@@ -232,9 +235,15 @@ async fn rust_subscriber(url: String, topic: String, recover: bool, last: u64, d
     let (mut got, mut rejoins, mut not_recovered, mut recoveries) = (Vec::new(), 0, 0, 0);
     let mut quiet_since = Instant::now();
     loop {
-        let event = match tokio::time::timeout(Duration::from_millis(100), events.next()).await {
-            Ok(Some(event)) => event,
-            Ok(None) => break,
+        let event = match tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
+            Ok(Ok(event)) => event,
+            // Dropped by the client for being read too slowly: what it
+            // dropped counts as missing.
+            Ok(Err(RecvError::Lagged(dropped))) => {
+                eprintln!("a Rust subscriber lagged: {dropped} events dropped");
+                continue;
+            }
+            Ok(Err(RecvError::Closed)) => break,
             Err(_) => {
                 if done.load(Ordering::Relaxed) && quiet_since.elapsed() > Duration::from_secs(5) {
                     break;

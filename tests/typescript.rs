@@ -1,165 +1,17 @@
 //! `phx_channels::typescript::render`: what a socket's channels become in
 //! TypeScript. Encode's wire names, ts-rs's serde renames, `Option`, `Vec`,
 //! nested types, enums; untyped handlers as `unknown`; typed replies and
-//! errors; declared pushes; hand-written channels; name clashes.
-
-// The types exist for their TypeScript; the handlers never read them.
-#![allow(dead_code)]
-
-use std::collections::HashMap;
+//! errors; declared pushes; hand-written channels; name clashes; strict
+//! mode. The channels are in `support/typed.rs`, shared with
+//! `tests/wire_types.rs`, which checks what they send against these types.
 
 use phx_channels::prelude::*;
-use phx_channels::typescript::{render, TypeScriptError};
-use phx_channels::{IntoReply, TypedReply};
-use serde::Deserialize;
-use ts_rs::TS;
+use phx_channels::typescript::{render, render_strict, TypeScriptError};
 
-socket! {
-    pub Typed {
-        channel "notes:*" => Notes;
-        channel "lobby" => Lobby<u8>;
-        channel "lobby:*" => Lobby<String>;
-        channel "raw:*" => Raw;
-    }
-}
+#[path = "support/typed.rs"]
+mod typed;
 
-impl Connect for Typed {
-    type State = ();
-    type Assigns = ();
-    async fn connect(_params: &Params, _info: &ConnectInfo, _state: &()) -> Result<(), Refuse> {
-        Ok(())
-    }
-}
-
-/// Encoded under its wire names: camelCase, a rename, a field left out
-/// when `None`, one left out always.
-#[derive(Encode)]
-#[encode(rename_all = "camelCase", except = [secret])]
-pub struct Note {
-    note_id: u64,
-    #[encode(rename = "by")]
-    author_name: String,
-    #[encode(skip_none)]
-    edited_at: Option<String>,
-    parent_id: Option<u64>,
-    tags: Vec<String>,
-    replies: Vec<Reply2>,
-    votes: HashMap<String, Vote>,
-    secret: String,
-}
-
-/// Nested in `Note`, with a name only TypeScript needs quoted.
-#[derive(Encode)]
-#[encode(rename_all = "kebab-case")]
-pub struct Reply2 {
-    reply_text: &'static str,
-}
-
-/// An enum from ts-rs, serde's tagging respected.
-#[derive(serde::Serialize, Deserialize, TS)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Vote {
-    Up,
-    Down { reason: Option<String> },
-}
-
-/// A payload from ts-rs, serde renames respected.
-#[derive(Deserialize, TS, validator::Validate)]
-#[serde(rename_all = "camelCase")]
-pub struct NewNote {
-    body_text: String,
-    #[serde(rename = "vote")]
-    first_vote: Option<Vote>,
-}
-
-/// A payload that says nothing of TypeScript: `unknown`, still compiles.
-#[derive(Deserialize)]
-pub struct Opaque {
-    _x: u8,
-}
-
-/// A typed error reply.
-#[derive(Encode)]
-pub struct Full {
-    limit: u32,
-}
-
-#[derive(Encode)]
-pub struct NoteJoined {
-    notes: Vec<Note>,
-}
-
-#[derive(Deserialize, TS)]
-pub struct NotesParams {
-    since: Option<u64>,
-}
-
-pub struct Notes;
-
-#[channel(socket = Typed, out = ["notes:*:new" => Note, "cleared" => Value])]
-impl Notes {
-    async fn join(_topic: Topic, _params: NotesParams) -> Join<Self, NoteJoined> {
-        Ok((NoteJoined { notes: Vec::new() }, Notes))
-    }
-
-    #[handle_in("add")]
-    async fn add(&mut self, _new: Valid<NewNote>) -> Result<TypedReply<Note, Full>, BroadcastError> {
-        Ok(TypedReply::error(Full { limit: 3 }))
-    }
-
-    #[handle_in("plain")]
-    async fn plain(&mut self, _new: NewNote) -> TypedReply<Reply2> {
-        TypedReply::ok(Reply2 { reply_text: "ok" })
-    }
-
-    #[handle_in("opaque")]
-    async fn opaque(&mut self, _payload: Opaque) -> Reply {
-        Reply::none()
-    }
-
-    #[handle_in("silent")]
-    #[handle_in("quiet")]
-    fn silent(&mut self, _payload: Value) {}
-
-    #[handle_in("raw")]
-    async fn raw(&mut self, payload: Payload) -> impl IntoReply {
-        Reply::ok(payload)
-    }
-}
-
-pub struct Lobby<T>(T);
-
-#[channel(socket = Typed)]
-impl<T: Default + Send + 'static> Lobby<T> {
-    fn join(_topic: Topic, _params: Value) -> Join<Self> {
-        Ok((json!({}), Lobby(T::default())))
-    }
-
-    #[handle_in("hello")]
-    fn hello(&self, _payload: Value) -> Reply {
-        Reply::ok(json!({}))
-    }
-}
-
-/// A channel implemented by hand says nothing: any event, untyped.
-pub struct Raw;
-
-impl Channel for Raw {
-    type Socket = Typed;
-
-    async fn join(_topic: Topic, _payload: Payload, _socket: &mut Socket<Typed>) -> Result<(Payload, Self), JoinError> {
-        Ok((Payload::from(json!({})), Raw))
-    }
-
-    async fn handle_in(
-        &mut self,
-        _event: &str,
-        _payload: Payload,
-        _socket: &mut Socket<Typed>,
-    ) -> Result<Reply, Crash> {
-        Ok(Reply::none())
-    }
-}
+use typed::{Clean, Typed};
 
 fn module() -> String {
     render::<Typed>().expect("renders")
@@ -199,22 +51,28 @@ fn channel_types() {
     let expected = r#"{
   params: NotesParams;
   joined: NoteJoined;
-  refused: unknown;
+  refused: JsonOrBinary;
   in: {
     "add": { payload: NewNote; reply: Note; error: Full | ValidationErrors };
     "plain": { payload: NewNote; reply: Reply2; error: InvalidPayload };
     "opaque": { payload: unknown; reply: unknown; error: unknown };
-    "silent": { payload: unknown; reply: never; error: InvalidPayload };
-    "quiet": { payload: unknown; reply: never; error: InvalidPayload };
-    "raw": { payload: unknown; reply: unknown; error: unknown };
+    "unruly": { payload: unknown; reply: never; error: ValidationErrors };
+    "silent": { payload: JsonValue; reply: never; error: InvalidPayload };
+    "quiet": { payload: JsonValue; reply: never; error: InvalidPayload };
+    "raw": { payload: JsonOrBinary; reply: unknown; error: unknown };
   };
   out: {
     [event: `notes:${string}:new`]: Note;
-    "cleared": unknown;
+    "cleared": JsonValue;
   };"#;
     assert_eq!(notes, expected, "in:\n{m}");
     has(&m, "export type Full = { limit: number };");
     has(&m, "export type ValidationErrors = { errors: FieldErrors };");
+    has(
+        &m,
+        "export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;",
+    );
+    has(&m, "export type JsonOrBinary = JsonValue | ArrayBuffer;");
 }
 
 #[test]
@@ -229,7 +87,7 @@ fn routes_and_topics() {
     let raw = m.split("export type Raw = ").nth(1).unwrap_or_default();
     assert!(
         raw.starts_with(
-            "{\n  params: unknown;\n  joined: unknown;\n  refused: unknown;\n  \
+            "{\n  params: unknown;\n  joined: unknown;\n  refused: JsonOrBinary;\n  \
              in: { [event: string]: { payload: unknown; reply: unknown; error: unknown } };\n  \
              out: { [event: string]: unknown };\n}"
         ),
@@ -285,4 +143,51 @@ mod clash {
         assert!(clash.first.ends_with("a::Item") && clash.second.ends_with("b::Item"), "{clash:?}");
         assert!(error.to_string().contains("two types are named `Item` in TypeScript"), "{error}");
     }
+}
+
+/// `render_strict` names every `unknown` the module would have: where, the
+/// Rust type, why.
+#[test]
+fn strict_names_every_unknown() {
+    let error = render_strict::<Typed>().unwrap_err();
+    let TypeScriptError::Unknown(unknowns) = &error else { panic!("{error}") };
+    let lines: Vec<String> = unknowns.iter().map(ToString::to_string).collect();
+    let notes = "channel `Notes` (topics `notes:*`)";
+    let expected = [
+        format!("{notes}, event \"opaque\", payload: `typescript::typed::Opaque` is `unknown`: it has no TypeScript"),
+        format!("{notes}, event \"opaque\", reply is `unknown`: the Rust return type does not say what is sent"),
+        format!("{notes}, event \"opaque\", error reply is `unknown`: the Rust return type"),
+        format!("{notes}, event \"unruly\", payload: `typescript::typed::Unruly` is `unknown`: it has no TypeScript"),
+        format!("{notes}, event \"raw\", reply is `unknown`"),
+        "channel `Lobby` (topics `lobby`), event \"hello\", reply is `unknown`".to_owned(),
+        "channel `Lobby` (topics `lobby`), pushes is `unknown`: the channel does not declare what it pushes: add `out = [".to_owned(),
+        "channel `Lobby2` (topics `lobby:*`), event \"hello\", reply is `unknown`".to_owned(),
+        "channel `Raw` (topics `raw:*`), join params is `unknown`: nothing describes it".to_owned(),
+        "channel `Raw` (topics `raw:*`), events is `unknown`: the channel does not list its events (a hand-written `Channel` impl)".to_owned(),
+    ];
+    for line in &expected {
+        assert!(lines.iter().any(|l| l.starts_with(line.as_str())), "no {line:?} in:\n{}", lines.join("\n"));
+    }
+    assert_eq!(lines.len(), 16, "{}", lines.join("\n"));
+    assert!(error.to_string().starts_with("the TypeScript would say `unknown` in 16 place(s):\n  - channel `Notes`"));
+    // Strict or not, the module is the same; `render` writes it.
+    assert!(render::<Typed>().is_ok());
+}
+
+/// A socket typed throughout: `render_strict` writes it, without `unknown`
+/// outside the fixed layer, presence events typed over the app's meta.
+#[test]
+fn a_typed_socket_renders_strictly() {
+    let m = render_strict::<Clean>().unwrap_or_else(|e| panic!("{e}"));
+    let (types, _layer) = m.split_once("// The typed layer over phoenix.js").unwrap();
+    assert!(!types.contains("unknown"), "{types}");
+    has(&m, "export type PresenceMeta<M> = M & { phx_ref: string; phx_ref_prev?: string };");
+    has(&m, "export type PresenceState<M> = { [key: string]: { metas: Array<PresenceMeta<M>> } };");
+    has(&m, "export type PresenceDiff<M> = { joins: PresenceState<M>; leaves: PresenceState<M> };");
+    has(&m, "export type Online = { online_at: string };");
+    has(&m, r#"    "presence_state": PresenceState<Online>;"#);
+    has(&m, r#"    "presence_diff": PresenceDiff<Online>;"#);
+    has(&m, r#"    "echo": { payload: JsonOrBinary; reply: JsonOrBinary; error: never };"#);
+    has(&m, r#"    "add": { payload: NewNote; reply: Note; error: Full | ValidationErrors };"#);
+    assert_eq!(m, render::<Clean>().unwrap(), "strict writes what render writes");
 }

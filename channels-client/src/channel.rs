@@ -12,29 +12,7 @@ use crate::error::JoinError;
 use crate::events::{EventPayloads, Events, Filter};
 use crate::push::{Push, PushError};
 use crate::state::ChannelState;
-use phx_channels_protocol::{EncodeError, IntoPayload, Payload, PayloadError, Position, Serializer};
-
-impl JoinError {
-    /// The refusal's response decoded into `E` (`None` if the join was not
-    /// refused).
-    ///
-    /// ```
-    /// use phx_channels_client::JoinError;
-    /// use phx_channels_client::Payload;
-    ///
-    /// #[derive(serde::Deserialize)]
-    /// struct Reason { reason: String }
-    ///
-    /// let refused = JoinError::Refused(Payload::from(serde_json::json!({"reason": "invalid topic"})));
-    /// assert_eq!(refused.reason::<Reason>().unwrap().unwrap().reason, "invalid topic");
-    /// ```
-    pub fn reason<E: DeserializeOwned>(&self) -> Option<Result<E, PayloadError>> {
-        match self {
-            JoinError::Refused(response) => Some(response.decode()),
-            _ => None,
-        }
-    }
-}
+use phx_channels_protocol::{EncodeError, IntoPayload, Payload, Position, Serializer};
 
 /// A topic about to be joined: [`Socket::channel`](super::Socket::channel).
 #[derive(Debug)]
@@ -105,7 +83,10 @@ impl ChannelBuilder {
     /// for any JSON).
     ///
     /// Waits for the socket to connect if it is not yet. A refusal is
-    /// [`JoinError::Refused`] and the channel is gone; once joined, the
+    /// [`JoinError::Refused`] and the channel is gone; a refused connection
+    /// ([`JoinError::Connect`]) fails it at once, and a server that cannot be
+    /// reached fails it at the timeout with the last attempt's error. Once
+    /// joined, the
     /// channel rejoins by itself, as phoenix.js does, after a `phx_error`, a
     /// refused or timed out rejoin, or a reconnect.
     ///
@@ -227,18 +208,26 @@ impl Channel {
     /// Events that arrived before any stream asked for them (since the
     /// join) are kept for the first stream that does (up to 256), so a push
     /// made right after the join reply is not missed.
+    ///
+    /// The stream holds at most [`SocketBuilder::event_buffer`] events: read
+    /// too slowly, it drops its oldest and says how many, as an
+    /// `Err(`[`Lagged`]`)` before the next payload.
+    ///
+    /// [`SocketBuilder::event_buffer`]: crate::SocketBuilder::event_buffer
+    /// [`Lagged`]: crate::Lagged
     pub fn on(&self, event: &str) -> EventPayloads {
         self.subscribe(Filter::Only(vec![event.to_owned()])).payloads()
     }
 
     /// Every event of the channel (pushes and broadcasts, and the
-    /// `phx_error` / `phx_close` the server sends), as they arrive.
+    /// `phx_error` / `phx_close` the server sends), as they arrive;
+    /// bounded as [`Channel::on`] is.
     pub fn events(&self) -> Events {
         self.subscribe(Filter::All)
     }
 
     pub(crate) fn subscribe(&self, filter: Filter) -> Events {
-        let (tx, events) = Events::new();
+        let (tx, events) = Events::new(self.shared.event_buffer);
         // When the socket's task is gone, the stream simply ends.
         let _ = self.shared.commands.send(Command::Subscribe { id: self.id, filter, tx });
         events

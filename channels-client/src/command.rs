@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::JoinError;
-use crate::events::{Event, Filter};
+use crate::events::{EventSender, Filter};
 use crate::push::PushError;
+use crate::queue::{self, Bound};
 use crate::state::{ChannelState, ConnectionState, SocketEvent};
 use phx_channels_protocol::{Payload, Position, Serializer};
 
@@ -37,14 +38,14 @@ pub(crate) enum Command {
     Subscribe {
         id: u64,
         filter: Filter,
-        tx: mpsc::UnboundedSender<Event>,
+        tx: EventSender,
     },
     Leave {
         id: u64,
         timeout: Duration,
         reply: oneshot::Sender<Result<(), PushError>>,
     },
-    SocketEvents(mpsc::UnboundedSender<SocketEvent>),
+    SocketEvents(queue::Sender<SocketEvent>),
     Disconnect,
 }
 
@@ -69,5 +70,7 @@ pub(crate) struct Shared {
     pub next_channel: AtomicU64,
     pub serializer: Serializer,
     pub timeout: Duration,
+    /// What each event stream holds at most.
+    pub event_buffer: Bound,
     pub connection: watch::Receiver<ConnectionState>,
 }

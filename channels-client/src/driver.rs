@@ -19,11 +19,12 @@ use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 
 use crate::backoff::Backoff;
 use crate::command::Command;
-use crate::error::JoinError;
+use crate::error::{JoinError, SocketError};
 use crate::events::{Event, Listeners};
-use crate::link::{ConnectError, Link, Reader, Target};
-use crate::options::SocketBuilder;
+use crate::link::{self, Link, Reader, Target};
+use crate::options::{OnRefused, SocketBuilder};
 use crate::push::PushError;
+use crate::queue::{self, Bound};
 use crate::recovery::Tracker;
 use crate::state::{ChannelState, ConnectionState, SocketEvent};
 use phx_channels_protocol::{
@@ -31,20 +32,31 @@ use phx_channels_protocol::{
     PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE,
 };
 
-type Opening = Pin<Box<dyn Future<Output = Result<(Link, Reader), ConnectError>> + Send>>;
+type Opening = Pin<Box<dyn Future<Output = Result<(Link, Reader), SocketError>> + Send>>;
+
+/// How long a connection must stay open for the reconnect backoff to start
+/// again from its first step: a server that closes every connection right
+/// after opening it (or sends something the client closes it for) is
+/// tried ever more slowly, not every 10 ms.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+/// At most this many events (phoenix.js's whole `Channel` callbacks
+/// registered before the join, in effect) wait in a channel's backlog for
+/// the streams made after the join.
+const BACKLOG_EVENTS: usize = 256;
 
 /// The connection, in phoenix.js's terms: closed (maybe with a reconnect
 /// scheduled), connecting, or open.
 enum Conn {
     Closed { retry_at: Option<Instant> },
     Connecting(Opening),
-    Open { link: Link, reader: Reader, close: Option<(u16, String)> },
+    Open { link: Link, reader: Reader, close: Option<(u16, String)>, opened_at: Instant },
 }
 
 /// What woke the task.
 enum Wake {
     Command(Option<Command>),
-    Opened(Result<(Link, Reader), ConnectError>),
+    Opened(Result<(Link, Reader), SocketError>),
     Frame(Option<Result<WsMessage, tungstenite::Error>>),
     Timer,
 }
@@ -130,6 +142,9 @@ pub(crate) struct Driver {
     heartbeat_interval: Duration,
     reconnect_after: Backoff,
     rejoin_after: Backoff,
+    on_refused: OnRefused,
+    max_message_size: usize,
+    backlog: Bound,
     commands: mpsc::UnboundedReceiver<Command>,
     connection_tx: watch::Sender<ConnectionState>,
     conn: Conn,
@@ -140,7 +155,13 @@ pub(crate) struct Driver {
     channels: BTreeMap<u64, Chan>,
     in_flight: HashMap<String, InFlight>,
     deadlines: BTreeSet<(Instant, String)>,
-    socket_listeners: Vec<mpsc::UnboundedSender<SocketEvent>>,
+    socket_listeners: Vec<queue::Sender<SocketEvent>>,
+    /// Why the last connection attempt failed, while none succeeded since:
+    /// what a join waiting for the connection is told at its timeout.
+    last_error: Option<SocketError>,
+    /// Why the socket stopped trying ([`OnRefused::stop`], an invalid
+    /// request): later joins fail with it.
+    stopped: Option<SocketError>,
 }
 
 impl Driver {
@@ -157,6 +178,9 @@ impl Driver {
             heartbeat_interval: options.heartbeat_interval,
             reconnect_after: options.reconnect_after,
             rejoin_after: options.rejoin_after,
+            on_refused: options.on_refused,
+            max_message_size: options.max_message_size,
+            backlog: Bound { items: BACKLOG_EVENTS.min(options.event_buffer.items), bytes: options.event_buffer.bytes },
             commands,
             connection_tx,
             conn: Conn::Closed { retry_at: None },
@@ -168,6 +192,8 @@ impl Driver {
             in_flight: HashMap::new(),
             deadlines: BTreeSet::new(),
             socket_listeners: Vec::new(),
+            last_error: None,
+            stopped: None,
         }
     }
 
@@ -184,7 +210,7 @@ impl Driver {
                 Wake::Command(Some(Command::Disconnect)) | Wake::Command(None) => break,
                 Wake::Command(Some(command)) => self.command(command),
                 Wake::Opened(Ok((link, reader))) => self.opened(link, reader),
-                Wake::Opened(Err(error)) => self.connect_failed(&error),
+                Wake::Opened(Err(error)) => self.connect_failed(error),
                 Wake::Frame(frame) => self.frame(frame),
                 Wake::Timer => self.timers(Instant::now()),
             }
@@ -195,7 +221,8 @@ impl Driver {
     // ---------------------------------------------------------------- connection
 
     fn start_connecting(&mut self) {
-        self.conn = Conn::Connecting(Box::pin(Link::open(self.target.clone(), self.connect_timeout)));
+        let open = Link::open(self.target.clone(), self.connect_timeout, self.max_message_size);
+        self.conn = Conn::Connecting(Box::pin(open));
         self.connection_tx.send_replace(ConnectionState::Connecting);
     }
 
@@ -206,9 +233,11 @@ impl Driver {
     /// phoenix.js's `onConnOpen`.
     fn opened(&mut self, link: Link, reader: Reader) {
         tracing::debug!(url = %self.target.url, "client connected");
-        self.conn = Conn::Open { link, reader, close: None };
+        self.conn = Conn::Open { link, reader, close: None, opened_at: Instant::now() };
         self.connection_tx.send_replace(ConnectionState::Open);
-        self.reconnect_tries = 0;
+        // The tries restart once this connection has proved stable
+        // (`connection_lost`), not now.
+        self.last_error = None;
         self.heartbeat = Some(Heartbeat { at: Instant::now() + self.heartbeat_interval, pending: None });
         for queued in std::mem::take(&mut self.send_buffer) {
             let outdated = queued.channel.is_some_and(|id| match self.channels.get(&id) {
@@ -234,10 +263,51 @@ impl Driver {
         }
     }
 
-    fn connect_failed(&mut self, error: &ConnectError) {
+    /// A connection attempt failed: a refusal fails the joins waiting for
+    /// the connection at once, and is retried or not as the app chose; any
+    /// other failure is retried (an invalid request excepted).
+    fn connect_failed(&mut self, error: SocketError) {
         tracing::debug!(url = %self.target.url, %error, "client connection failed");
-        self.notify(SocketEvent::Error(error.to_string()));
-        self.schedule_reconnect();
+        self.notify(SocketEvent::Error(error.clone()));
+        let retry = match &error {
+            SocketError::Refused(refusal) => {
+                self.fail_first_joins(&error);
+                self.on_refused.retries(refusal)
+            }
+            SocketError::InvalidRequest(_) => false,
+            _ => true,
+        };
+        if retry {
+            self.last_error = Some(error);
+            self.schedule_reconnect();
+        } else {
+            self.stop(error);
+        }
+    }
+
+    /// Every channel whose first join waits for the connection fails
+    /// with `error`, and is gone.
+    fn fail_first_joins(&mut self, error: &SocketError) {
+        let waiting: Vec<u64> =
+            self.channels.iter().filter(|(_, c)| c.first_join.is_some()).map(|(id, _)| *id).collect();
+        for id in waiting {
+            if let Some((_, first)) = self.channels.get_mut(&id).and_then(|c| c.first_join.take()) {
+                let _ = first.send(Err(JoinError::Connect(error.clone())));
+            }
+            self.close_channel(id, "cannot connect");
+        }
+    }
+
+    /// The socket gives up for good: as `disconnect`, but later joins are
+    /// told why.
+    fn stop(&mut self, error: SocketError) {
+        tracing::info!(url = %self.target.url, %error, "client socket stopped");
+        self.fail_first_joins(&error);
+        self.send_buffer.clear();
+        self.shut_down();
+        // The socket's event streams end, as they do after `disconnect`.
+        self.socket_listeners.clear();
+        self.stopped = Some(error);
     }
 
     fn schedule_reconnect(&mut self) {
@@ -251,7 +321,12 @@ impl Driver {
     /// `onConnClose` and `triggerChanError`.
     fn connection_lost(&mut self, reason: String) {
         let code = match std::mem::replace(&mut self.conn, Conn::Closed { retry_at: None }) {
-            Conn::Open { close, .. } => close,
+            Conn::Open { close, opened_at, .. } => {
+                if opened_at.elapsed() >= STABLE_AFTER {
+                    self.reconnect_tries = 0;
+                }
+                close
+            }
             _ => None,
         };
         self.heartbeat = None;
@@ -269,7 +344,7 @@ impl Driver {
     }
 
     fn notify(&mut self, event: SocketEvent) {
-        self.socket_listeners.retain(|tx| tx.send(event.clone()).is_ok());
+        self.socket_listeners.retain(|tx| tx.send(event.clone(), 0));
     }
 
     fn make_ref(&mut self) -> String {
@@ -305,6 +380,10 @@ impl Driver {
     fn command(&mut self, command: Command) {
         match command {
             Command::Join { id, topic, params, timeout, state, reply, recover, position } => {
+                if let Some(error) = &self.stopped {
+                    let _ = reply.send(Err(JoinError::Connect(error.clone())));
+                    return;
+                }
                 let now = Instant::now();
                 let chan = Chan {
                     topic,
@@ -318,7 +397,7 @@ impl Driver {
                     rejoin_tries: 0,
                     rejoin_at: None,
                     buffer: Vec::new(),
-                    listeners: Listeners::default(),
+                    listeners: Listeners::new(self.backlog),
                     tracker: recover.map(Tracker::new),
                     position_tx: position,
                 };
@@ -344,7 +423,9 @@ impl Driver {
                 }
             }
             Command::Leave { id, timeout, reply } => self.leave(id, timeout, reply),
-            Command::SocketEvents(tx) => self.socket_listeners.push(tx),
+            // A stopped socket has no more events: the stream ends at once.
+            Command::SocketEvents(tx) if self.stopped.is_none() => self.socket_listeners.push(tx),
+            Command::SocketEvents(_) => {}
             // Handled by the loop.
             Command::Disconnect => {}
         }
@@ -451,7 +532,12 @@ impl Driver {
             // Pings are answered by tungstenite.
             Some(Ok(_)) => return,
             Some(Err(error)) => {
-                self.notify(SocketEvent::Error(error.to_string()));
+                let error = link::read_error(&error);
+                if let (SocketError::MessageTooLarge { .. }, Conn::Open { link, .. }) = (&error, &self.conn) {
+                    // RFC 6455 §7.4.1: 1009, a message too big to process.
+                    link.close_with(1009, "message too big");
+                }
+                self.notify(SocketEvent::Error(error.clone()));
                 return self.connection_lost(error.to_string());
             }
             None => return self.connection_lost("connection closed".to_owned()),
@@ -677,9 +763,13 @@ impl Driver {
         let open = self.is_open();
         let Some(chan) = self.channels.get_mut(&id) else { return };
         if chan.first_join.as_ref().is_some_and(|(at, _)| *at <= now) {
-            let timeout = chan.timeout;
+            // Not connected since the last attempt failed: that is why.
+            let error = match &self.last_error {
+                Some(error) if !open => JoinError::Connect(error.clone()),
+                _ => JoinError::Timeout(chan.timeout),
+            };
             if let Some((_, first)) = chan.first_join.take() {
-                let _ = first.send(Err(JoinError::Timeout(timeout)));
+                let _ = first.send(Err(error));
             }
             self.join_timed_out(id);
             return self.close_channel(id, "join timeout");
@@ -723,6 +813,7 @@ impl Driver {
             link.close();
             self.notify(SocketEvent::Close { code: None, reason: "disconnected".to_owned() });
         }
+        self.heartbeat = None;
         self.connection_tx.send_replace(ConnectionState::Closed);
         let ids: Vec<u64> = self.channels.keys().copied().collect();
         for id in ids {

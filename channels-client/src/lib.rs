@@ -17,8 +17,17 @@
 //!   with phoenix.js's rejoin backoff; binary payloads both ways (V2).
 //! - [`Presence`]: state and diffs synced like phoenix.js's `Presence`.
 //!
+//! It tells the app what went wrong where the app waits: a refused
+//! connection fails the join with its HTTP status ([`JoinError::Connect`],
+//! [`SocketError::Refused`]), a server that cannot be reached fails it
+//! at its timeout with [`SocketError::Unreachable`]. And a server cannot
+//! exhaust it: every event stream is bounded (a stream read too slowly
+//! drops its oldest events and says so, [`Lagged`]), messages are limited
+//! in size ([`SocketBuilder::max_message_size`]), and a server that drops
+//! every connection right after opening it is reconnected ever more
+//! slowly.
+//!
 //! ```no_run
-//! use futures_util::StreamExt;
 //! use phx_channels_client::Socket;
 //! use serde::Deserialize;
 //! use serde_json::json;
@@ -34,7 +43,7 @@
 //!
 //!     let mut new_comments = chan.on("comments:42:new");
 //!     chan.push("comment:add", json!({"content": "hello"})).await?;
-//!     let comment = new_comments.next().await.ok_or("channel closed")?;
+//!     let comment = new_comments.recv().await?;
 //!     println!("{}", comment.as_json().unwrap_or_default());
 //!     Ok(())
 //! }
@@ -59,17 +68,19 @@ mod link;
 mod options;
 mod presence;
 mod push;
+mod queue;
 mod recovery;
 mod socket;
 mod state;
 
 pub use backoff::Backoff;
-/// Binary payloads are [`Bytes`] (or `Vec<u8>`).
+/// Binary payloads are [`Bytes`] (or `Vec<u8>`): push one, and read one
+/// with [`Payload::as_binary`].
 pub use bytes::Bytes;
 pub use channel::{Channel, ChannelBuilder};
-pub use error::JoinError;
-pub use events::{Event, EventPayloads, Events};
-pub use options::SocketBuilder;
+pub use error::{JoinError, Refusal, SocketError};
+pub use events::{Event, EventPayloads, Events, Lagged, RecvError};
+pub use options::{OnRefused, SocketBuilder};
 /// The Phoenix wire protocol (the `phx-channels-protocol` crate).
 pub use phx_channels_protocol as protocol;
 pub use phx_channels_protocol::{Payload, Position, Serializer};

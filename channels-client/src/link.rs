@@ -11,10 +11,13 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::{frame::CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as WsMessage};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use crate::error::{Refusal, SocketError};
 use phx_channels_protocol::{ClientFrame, Serializer};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -27,20 +30,6 @@ const AUTH_TOKEN_PREFIX: &str = "base64url.bearer.phx.";
 
 /// How long a closing connection may take to send its close frame.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// Why a connection could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ConnectError {
-    /// The URL, a parameter or the token cannot make a valid request.
-    #[error("invalid request: {0}")]
-    Request(String),
-    /// The handshake failed: refused (with its HTTP status), or a network error.
-    #[error("{0}")]
-    WebSocket(#[from] tungstenite::Error),
-    /// The server did not complete the handshake in time.
-    #[error("no WebSocket handshake within {0:?}")]
-    Timeout(Duration),
-}
 
 /// Where and how to connect: phoenix.js's `endPointURL()` and protocols.
 #[derive(Debug, Clone)]
@@ -80,16 +69,26 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// Connects, giving up after `timeout`.
-    pub async fn open(target: Target, timeout: Duration) -> Result<(Link, Reader), ConnectError> {
-        let mut request = target.url.as_str().into_client_request()?;
+    /// Connects, giving up after `timeout`; no message over
+    /// `max_message_size` bytes is read.
+    pub async fn open(
+        target: Target,
+        timeout: Duration,
+        max_message_size: usize,
+    ) -> Result<(Link, Reader), SocketError> {
+        let invalid = |e: &dyn std::fmt::Display| SocketError::InvalidRequest(e.to_string());
+        let mut request = target.url.as_str().into_client_request().map_err(|e| invalid(&e))?;
         if let Some(protocols) = &target.protocols {
-            let value = HeaderValue::from_str(protocols).map_err(|e| ConnectError::Request(e.to_string()))?;
+            let value = HeaderValue::from_str(protocols).map_err(|e| invalid(&e))?;
             request.headers_mut().insert("sec-websocket-protocol", value);
         }
-        let (ws, _response) = tokio::time::timeout(timeout, tokio_tungstenite::connect_async(request))
+        let config =
+            WebSocketConfig::default().max_message_size(Some(max_message_size)).max_frame_size(Some(max_message_size));
+        let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+        let (ws, _response) = tokio::time::timeout(timeout, connect)
             .await
-            .map_err(|_| ConnectError::Timeout(timeout))??;
+            .map_err(|_| SocketError::Timeout(timeout))?
+            .map_err(connect_error)?;
         let (sink, reader) = ws.split();
         let (writer, queue) = mpsc::unbounded_channel();
         let abort = tokio::spawn(write(sink, queue)).abort_handle();
@@ -111,10 +110,48 @@ impl Link {
         drop(self);
     }
 
+    /// Queues a close frame with `code`, after the frames already queued:
+    /// the client ends the connection for a reason of its own (1009, a
+    /// message too big). The connection closes once the link is dropped.
+    pub fn close_with(&self, code: u16, reason: &str) {
+        let frame = CloseFrame { code: code.into(), reason: reason.into() };
+        let _ = self.writer.send(WsMessage::Close(Some(frame)));
+    }
+
     /// Drops the connection at once: it is presumed dead (heartbeat
     /// timeout), so there is nothing to flush it for.
     pub fn kill(self) {
         self.abort.abort();
+    }
+}
+
+/// Why a handshake failed: refused (an HTTP answer other than 101),
+/// unreachable, or a handshake gone wrong.
+fn connect_error(error: tungstenite::Error) -> SocketError {
+    use tungstenite::Error;
+    match error {
+        Error::Http(response) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            SocketError::Refused(Refusal::new(response.status().as_u16(), body))
+        }
+        Error::Io(error) => SocketError::Unreachable(error.to_string()),
+        Error::ConnectionClosed | Error::AlreadyClosed => {
+            SocketError::Unreachable("the connection closed during the handshake".to_owned())
+        }
+        Error::Url(error) => SocketError::InvalidRequest(error.to_string()),
+        Error::HttpFormat(error) => SocketError::InvalidRequest(error.to_string()),
+        Error::Protocol(error) => SocketError::Handshake(error.to_string()),
+        other => SocketError::Handshake(other.to_string()),
+    }
+}
+
+/// Why an open connection could not be read from.
+pub(crate) fn read_error(error: &tungstenite::Error) -> SocketError {
+    match error {
+        tungstenite::Error::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            SocketError::MessageTooLarge { size: *size, max: *max_size }
+        }
+        other => SocketError::Broken(other.to_string()),
     }
 }
 

@@ -1,14 +1,24 @@
 //! How a socket connects and behaves: [`SocketBuilder`].
 
+use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::Backoff;
+use crate::error::Refusal;
+use crate::queue::Bound;
 use phx_channels_protocol::Serializer;
 
 /// phoenix.js's `DEFAULT_TIMEOUT`: joins and pushes.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// phoenix.js's `heartbeatIntervalMs`.
 const DEFAULT_HEARTBEAT: Duration = Duration::from_secs(30);
+/// The largest message the server may send (16 MiB): above this project's
+/// server's inbound limit (10 MB), so an echo of a large push fits, and a
+/// quarter of tungstenite's 64 MiB.
+const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+/// What one event stream holds at most before it drops its oldest events.
+const DEFAULT_EVENT_BUFFER: Bound = Bound { items: 1_024, bytes: 16 << 20 };
 
 /// How a [`Socket`](crate::Socket) connects: [`Socket::builder`](crate::Socket::builder).
 #[derive(Debug, Clone)]
@@ -22,6 +32,9 @@ pub struct SocketBuilder {
     pub(crate) heartbeat_interval: Duration,
     pub(crate) reconnect_after: Backoff,
     pub(crate) rejoin_after: Backoff,
+    pub(crate) on_refused: OnRefused,
+    pub(crate) max_message_size: usize,
+    pub(crate) event_buffer: Bound,
 }
 
 impl SocketBuilder {
@@ -36,6 +49,9 @@ impl SocketBuilder {
             heartbeat_interval: DEFAULT_HEARTBEAT,
             reconnect_after: Backoff::reconnect(),
             rejoin_after: Backoff::rejoin(),
+            on_refused: OnRefused::retry(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            event_buffer: DEFAULT_EVENT_BUFFER,
         }
     }
 
@@ -46,8 +62,18 @@ impl SocketBuilder {
     }
 
     /// The auth token, sent as phoenix.js's `authToken` option sends it:
-    /// in `Sec-WebSocket-Protocol`, `phoenix, base64url.bearer.phx.<base64>`
-    /// (read on the server with `ConnectInfo::auth_token`), not in the URL.
+    /// in `Sec-WebSocket-Protocol`, `phoenix, base64url.bearer.phx.<base64>`,
+    /// not in the URL.
+    ///
+    /// Servers that take it: this project's (`ConnectInfo::auth_token`
+    /// reads it), and Phoenix 1.8 or later with `auth_token: true` on the
+    /// socket (`connect_info[:auth_token]`). Phoenix 1.7 and earlier, or a
+    /// socket without that option, answer the upgrade without the
+    /// subprotocol and the connection fails with
+    /// [`SocketError::Handshake`]`("Server sent no subprotocol")`, as it does
+    /// for phoenix.js; send the token as a [`param`](Self::param) to those.
+    ///
+    /// [`SocketError::Handshake`]: crate::SocketError::Handshake
     pub fn auth_token(mut self, token: impl Into<String>) -> Self {
         self.auth_token = Some(token.into());
         self
@@ -76,6 +102,10 @@ impl SocketBuilder {
     }
 
     /// The delays between connection attempts ([`Backoff::reconnect`]).
+    ///
+    /// The count of tries starts again only once a connection has stayed
+    /// open for 10 s: a server that closes every connection right after
+    /// opening it is tried ever more slowly, not every 10 ms.
     pub fn reconnect_after(mut self, backoff: Backoff) -> Self {
         self.reconnect_after = backoff;
         self
@@ -86,5 +116,125 @@ impl SocketBuilder {
     pub fn rejoin_after(mut self, backoff: Backoff) -> Self {
         self.rejoin_after = backoff;
         self
+    }
+
+    /// What to do when the server refuses a connection (answers the
+    /// upgrade with an HTTP error status, as Phoenix answers 403 when
+    /// `connect` refuses): retry with the reconnect backoff (the default,
+    /// as phoenix.js), stop, or decide from the [`Refusal`].
+    ///
+    /// Either way the refusal is told where the app waits: every join
+    /// waiting for the connection fails at once with
+    /// [`JoinError::Connect`]`(`[`SocketError::Refused`]`)`, and
+    /// [`Socket::events`] gets [`SocketEvent::Error`] with it. A server
+    /// that is down ([`SocketError::Unreachable`]) is always retried.
+    ///
+    /// ```no_run
+    /// use phx_channels_client::{OnRefused, Socket};
+    ///
+    /// // A bot whose token was refused has nothing to retry for, but a
+    /// // server that is overloaded or restarting (5xx, 429) does.
+    /// let socket = Socket::builder("ws://127.0.0.1:4000/socket")
+    ///     .param("token", "…")
+    ///     .on_refused(OnRefused::retry_if(|refusal| refusal.status >= 500 || refusal.status == 429))
+    ///     .connect();
+    /// # drop(socket);
+    /// ```
+    ///
+    /// [`JoinError::Connect`]: crate::JoinError::Connect
+    /// [`SocketError::Refused`]: crate::SocketError::Refused
+    /// [`SocketError::Unreachable`]: crate::SocketError::Unreachable
+    /// [`Socket::events`]: crate::Socket::events
+    /// [`SocketEvent::Error`]: crate::SocketEvent::Error
+    pub fn on_refused(mut self, policy: OnRefused) -> Self {
+        self.on_refused = policy;
+        self
+    }
+
+    /// The largest message the server may send (16 MiB). A larger one is
+    /// not read: the connection is closed with 1009 ("message too big"),
+    /// [`SocketEvent::Error`]`(`[`SocketError::MessageTooLarge`]`)` is
+    /// reported, and the socket reconnects.
+    ///
+    /// [`SocketEvent::Error`]: crate::SocketEvent::Error
+    /// [`SocketError::MessageTooLarge`]: crate::SocketError::MessageTooLarge
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// How many events one stream ([`Channel::on`], [`Channel::events`],
+    /// [`Presence`]) keeps for its reader at most (1 024). The socket never
+    /// waits for a stream: one read too slowly drops its oldest events and
+    /// says how many ([`Lagged`], [`RecvError::Lagged`]) before the next.
+    ///
+    /// [`Channel::on`]: crate::Channel::on
+    /// [`Channel::events`]: crate::Channel::events
+    /// [`Presence`]: crate::Presence
+    /// [`Lagged`]: crate::Lagged
+    /// [`RecvError::Lagged`]: crate::RecvError::Lagged
+    pub fn event_buffer(mut self, events: usize) -> Self {
+        self.event_buffer.items = events.max(1);
+        self
+    }
+
+    /// How many bytes (event names and payloads) one stream keeps for its
+    /// reader at most (16 MiB), as [`event_buffer`](Self::event_buffer)
+    /// counts events. The newest event is always kept, whatever its size.
+    pub fn event_buffer_bytes(mut self, bytes: usize) -> Self {
+        self.event_buffer.bytes = bytes;
+        self
+    }
+}
+
+/// What a socket does when the server refuses a connection:
+/// [`SocketBuilder::on_refused`].
+#[derive(Clone)]
+pub struct OnRefused(Policy);
+
+#[derive(Clone)]
+enum Policy {
+    Retry,
+    Stop,
+    RetryIf(Arc<dyn Fn(&Refusal) -> bool + Send + Sync>),
+}
+
+impl OnRefused {
+    /// Retry with the reconnect backoff, as phoenix.js does (the default):
+    /// for a refusal that may pass (a token about to be valid, a server
+    /// shedding load).
+    pub fn retry() -> Self {
+        OnRefused(Policy::Retry)
+    }
+
+    /// Stop: the socket makes no more attempts, as after
+    /// [`Socket::disconnect`](crate::Socket::disconnect) (its channels are
+    /// closed, its streams end), and later joins fail with the refusal.
+    pub fn stop() -> Self {
+        OnRefused(Policy::Stop)
+    }
+
+    /// Retry when `retry` says so, stop otherwise.
+    pub fn retry_if(retry: impl Fn(&Refusal) -> bool + Send + Sync + 'static) -> Self {
+        OnRefused(Policy::RetryIf(Arc::new(retry)))
+    }
+
+    /// Whether to retry after `refusal`.
+    pub(crate) fn retries(&self, refusal: &Refusal) -> bool {
+        match &self.0 {
+            Policy::Retry => true,
+            Policy::Stop => false,
+            Policy::RetryIf(retry) => retry(refusal),
+        }
+    }
+}
+
+impl fmt::Debug for OnRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0 {
+            Policy::Retry => "OnRefused::Retry",
+            Policy::Stop => "OnRefused::Stop",
+            Policy::RetryIf(_) => "OnRefused::RetryIf(fn)",
+        })
     }
 }

@@ -9,7 +9,7 @@ use futures_util::Stream;
 use serde_json::{Map, Value};
 
 use crate::channel::Channel;
-use crate::events::{Event, Events, Filter};
+use crate::events::{Event, Events, Filter, Lagged, RecvError};
 
 /// The presences of a topic: key → `{"metas": [{"phx_ref": …, …}, …]}`
 /// (plus whatever else the server's `fetch` adds), as the server sends them.
@@ -49,16 +49,26 @@ pub enum PresenceChange {
 /// Read the changes as a stream (or with [`Presence::next`]); the state is
 /// [`Presence::list`].
 ///
+/// Its events are bounded as [`Channel::events`] are: a `Presence` not
+/// read for a long time while its room churns drops its oldest events, and
+/// says so with `Err(`[`Lagged`]`)` ([`RecvError::Lagged`] from
+/// [`Presence::next`]). Its list may then miss joins and leaves until the
+/// next `presence_state` (the server sends one with every join, so after a
+/// reconnect or a rejoin).
+///
 /// ```no_run
 /// # async fn demo(socket: phx_channels_client::Socket) -> Result<(), Box<dyn std::error::Error>> {
-/// use phx_channels_client::{Presence, PresenceChange};
+/// use phx_channels_client::{Presence, PresenceChange, RecvError};
 /// use serde_json::{json, Value};
 ///
 /// let (room, _): (_, Value) = socket.channel("room:lobby").join(json!({"name": "ann"})).await?;
 /// let mut presence = Presence::new(&room);
-/// while let Some(change) = presence.next().await {
-///     if change == PresenceChange::Sync {
-///         println!("online: {:?}", presence.list().keys().collect::<Vec<_>>());
+/// loop {
+///     match presence.next().await {
+///         Ok(PresenceChange::Sync) => println!("online: {:?}", presence.list().keys().collect::<Vec<_>>()),
+///         Ok(_) => {}
+///         Err(RecvError::Lagged(n)) => eprintln!("{n} presence events missed: the list may be stale"),
+///         Err(RecvError::Closed) => break,
 ///     }
 /// }
 /// # Ok(()) }
@@ -99,9 +109,13 @@ impl Presence {
         &self.state
     }
 
-    /// The next change; `None` once the channel is closed.
-    pub async fn next(&mut self) -> Option<PresenceChange> {
-        futures_util::StreamExt::next(self).await
+    /// The next change; [`RecvError::Lagged`] if events were dropped
+    /// before it, [`RecvError::Closed`] once the channel is closed.
+    pub async fn next(&mut self) -> Result<PresenceChange, RecvError> {
+        match futures_util::StreamExt::next(self).await {
+            Some(change) => Ok(change?),
+            None => Err(RecvError::Closed),
+        }
     }
 
     fn apply(&mut self, event: Event) {
@@ -128,15 +142,19 @@ impl Presence {
 }
 
 impl Stream for Presence {
-    type Item = PresenceChange;
+    type Item = Result<PresenceChange, Lagged>;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<PresenceChange>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         loop {
             if let Some(change) = self.changes.pop_front() {
-                return Poll::Ready(Some(change));
+                return Poll::Ready(Some(Ok(change)));
             }
             match Pin::new(&mut self.events).poll_next(cx) {
-                Poll::Ready(Some(event)) => self.apply(event),
+                Poll::Ready(Some(Ok(event))) => self.apply(event),
+                Poll::Ready(Some(Err(lagged))) => {
+                    tracing::warn!(dropped = lagged.0, "presence events dropped: read too slowly");
+                    return Poll::Ready(Some(Err(lagged)));
+                }
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }

@@ -8,14 +8,16 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+use crate::error::Described;
 use phx_channels_protocol::{EncodeError, Payload, PayloadError};
 
 /// Why a push got no `ok` reply.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PushError {
     /// The server answered with another status than `ok` (`error`, as a
     /// rule); its response is here.
-    #[error("the server answered `{status}`: {response:?}")]
+    #[error("the server answered `{status}`: {}", Described(.response))]
     Reply {
         /// The status, e.g. `error`.
         status: String,
@@ -41,6 +43,27 @@ pub enum PushError {
     /// The `ok` response does not fit the type asked for ([`Push::reply`]).
     #[error("the reply does not fit the type asked for: {0}")]
     Decode(#[from] PayloadError),
+}
+
+impl PushError {
+    /// The reason of an error reply: the `reason` string of its response
+    /// (`{"reason": "unknown event"}`, Phoenix's convention), `None` for
+    /// another error or another shape of response.
+    ///
+    /// ```
+    /// use phx_channels_client::{Payload, PushError};
+    /// use serde_json::json;
+    ///
+    /// let error = PushError::Reply { status: "error".into(), response: Payload::from(json!({"reason": "too fast"})) };
+    /// assert_eq!(error.reason().as_deref(), Some("too fast"));
+    /// assert_eq!(error.to_string(), "the server answered `error`: too fast");
+    /// ```
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            PushError::Reply { response, .. } => crate::error::reason_of(response),
+            _ => None,
+        }
+    }
 }
 
 /// The reply to a push: a future of the `ok` response.

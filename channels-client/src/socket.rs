@@ -13,6 +13,7 @@ use crate::command::{Command, Shared};
 use crate::driver::Driver;
 use crate::link::Target;
 use crate::options::SocketBuilder;
+use crate::queue::{self, Bound, Next};
 use crate::state::{ConnectionState, SocketEvent};
 use phx_channels_protocol::Serializer;
 
@@ -28,12 +29,17 @@ impl SocketBuilder {
             next_channel: AtomicU64::new(0),
             serializer: self.serializer,
             timeout: self.timeout,
+            event_buffer: self.event_buffer,
             connection,
         });
         tokio::spawn(Driver::new(target, self, inbox, connection_tx).run());
         Socket { shared }
     }
 }
+
+/// What a [`Socket::events`] stream keeps unread: the latest, the older
+/// dropped.
+const SOCKET_EVENTS: Bound = Bound { items: 64, bytes: usize::MAX };
 
 /// A Phoenix socket: one WebSocket connection to an endpoint, on which
 /// channels are joined. Cheap to clone; every clone is the same socket.
@@ -96,9 +102,11 @@ impl Socket {
         self.shared.connection.clone()
     }
 
-    /// The socket's events from now on: opens, closes, errors.
+    /// The socket's events from now on: opens, closes, errors (a refused
+    /// connection with its HTTP status). The stream keeps the latest 64
+    /// unread (older ones are dropped), and ends with the socket.
     pub fn events(&self) -> SocketEvents {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = queue::bounded(SOCKET_EVENTS);
         let _ = self.shared.commands.send(Command::SocketEvents(tx));
         SocketEvents { rx }
     }
@@ -115,20 +123,28 @@ impl Socket {
 /// socket.
 #[derive(Debug)]
 pub struct SocketEvents {
-    rx: mpsc::UnboundedReceiver<SocketEvent>,
+    rx: queue::Receiver<SocketEvent>,
 }
 
 impl SocketEvents {
     /// The next event, `None` once the socket ended.
     pub async fn recv(&mut self) -> Option<SocketEvent> {
-        self.rx.recv().await
+        futures_util::StreamExt::next(self).await
     }
 }
 
 impl Stream for SocketEvents {
     type Item = SocketEvent;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SocketEvent>> {
-        self.rx.poll_recv(cx)
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SocketEvent>> {
+        loop {
+            match self.rx.poll_next(cx) {
+                Poll::Ready(Next::Item(event)) => return Poll::Ready(Some(event)),
+                // Older events were dropped: the latest follow.
+                Poll::Ready(Next::Lagged(_)) => {}
+                Poll::Ready(Next::Closed) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }

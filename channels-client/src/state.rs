@@ -1,6 +1,8 @@
 //! What a handle can observe of the socket's task: the connection's state
 //! and events, and each channel's state, as phoenix.js names them.
 
+use crate::error::SocketError;
+
 /// Whether the socket's connection is open, as phoenix.js's
 /// `connectionState()` tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,6 +18,7 @@ pub enum ConnectionState {
 /// What happened to the socket's connection (phoenix.js's `onOpen`,
 /// `onClose`, `onError`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum SocketEvent {
     /// A connection opened (the first one, or a reconnect).
     Open,
@@ -27,9 +30,10 @@ pub enum SocketEvent {
         /// Why: the server's close reason, or what the client saw.
         reason: String,
     },
-    /// A connection attempt failed (refused, unreachable, timed out) or
-    /// the connection broke.
-    Error(String),
+    /// A connection attempt failed (refused with an HTTP status,
+    /// unreachable, timed out, …), or the open connection broke (then a
+    /// [`SocketEvent::Close`] follows).
+    Error(SocketError),
 }
 
 /// Where a channel is in its life, as phoenix.js names it.

@@ -8,13 +8,12 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use phx_channels_client::{
-    Backoff, Channel, ChannelState, ConnectionState, JoinError, Presence, PresenceChange, PushError, Socket,
-    SocketBuilder, SocketEvent,
+    Backoff, Channel, ChannelState, ConnectionState, JoinError, OnRefused, Presence, PresenceChange, PushError,
+    RecvError, Socket, SocketBuilder, SocketError, SocketEvent,
 };
 use phx_channels_protocol::{Payload, Serializer};
-use phx_channels_runtime::channel::{Channel as ServerChannel, Info, JoinError as ServerJoinError, Route, Routes};
+use phx_channels_runtime::channel::{Channel as ServerChannel, JoinError as ServerJoinError, Route, Routes};
 use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 use phx_channels_runtime::crash::Crash;
 use phx_channels_runtime::endpoint::Endpoint;
@@ -103,11 +102,7 @@ impl ServerChannel for Comments {
 
 /// `room:NAME` with presence: tracks `{"name": U}` after the join and
 /// pushes `presence_state`, as discuss's room does.
-struct Room {
-    name: String,
-}
-
-struct AfterJoin;
+struct Room;
 
 impl ServerChannel for Room {
     type Socket = AppSocket;
@@ -118,21 +113,13 @@ impl ServerChannel for Room {
         socket: &mut ServerSocket<AppSocket>,
     ) -> Result<(Payload, Self), ServerJoinError> {
         let params: Value = params.decode()?;
-        let name = params["name"].as_str().ok_or_else(|| ServerJoinError::reason("name required"))?.to_owned();
-        socket.channel_ref().send(AfterJoin).map_err(|_| ServerJoinError::reason("gone"))?;
-        Ok((Payload::empty(), Room { name }))
+        let name = params["name"].as_str().ok_or_else(|| ServerJoinError::reason("name required"))?;
+        ServerPresence::track_after_join(socket, name, json!({"online_at": "now"}))?;
+        Ok((Payload::empty(), Room))
     }
 
     async fn handle_in(&mut self, _: &str, _: Payload, _: &mut ServerSocket<AppSocket>) -> Result<Reply, Crash> {
         Ok(Reply::unknown_event())
-    }
-
-    async fn handle_info(&mut self, info: Info, socket: &mut ServerSocket<AppSocket>) -> Result<Reply, Crash> {
-        info.downcast::<AfterJoin>().map_err(|other| format!("unexpected {}", other.type_name()))?;
-        ServerPresence::track(socket, &self.name, json!({"online_at": "now"}))?;
-        let state = ServerPresence::list(socket);
-        socket.push("presence_state", state)?;
-        Ok(Reply::none())
     }
 }
 
@@ -212,6 +199,7 @@ async fn next_socket_event(events: &mut phx_channels_client::SocketEvents, wante
             SocketEvent::Open => wanted == "open",
             SocketEvent::Close { .. } => wanted == "close",
             SocketEvent::Error(_) => wanted == "error",
+            other => panic!("an event these tests do not know: {other:?}"),
         };
         if matches {
             return event;
@@ -242,9 +230,13 @@ async fn join_returns_the_reply_decoded_or_the_refusal() {
 
     let refused = within("refusal", socket.channel("comments:abc").join::<Value>(json!({}))).await.unwrap_err();
     assert!(matches!(refused, JoinError::Refused(_)), "{refused:?}");
-    assert_eq!(refused.reason::<Reason>().unwrap().unwrap().reason, "invalid topic");
+    assert_eq!(refused.reason().as_deref(), Some("invalid topic"));
+    assert_eq!(refused.to_string(), "join refused: invalid topic");
     let unmatched = within("unmatched", socket.channel("elsewhere:1").join::<Value>(json!({}))).await.unwrap_err();
-    assert_eq!(unmatched.reason::<Reason>().unwrap().unwrap().reason, "unmatched topic");
+    assert_eq!(unmatched.reason().as_deref(), Some("unmatched topic"));
+    // A shape of your own: decode the response.
+    let reason: Reason = unmatched.response().unwrap().decode().unwrap();
+    assert_eq!(reason.reason, "unmatched topic");
     // A reply that does not fit the type asked for is an error, not a panic.
     let wrong = within("decode", socket.channel("comments:7").join::<Vec<u8>>(json!({}))).await.unwrap_err();
     assert!(matches!(wrong, JoinError::Decode(_)), "{wrong:?}");
@@ -262,7 +254,10 @@ async fn pushes_answer_ok_error_or_timeout() {
     let pong: Pong = within("ping", chan.push("ping", json!({"n": 7})).reply()).await.unwrap();
     assert_eq!(pong.n, 7);
     match within("unknown", chan.push("nope", json!({}))).await {
-        Err(PushError::Reply { status, response }) => {
+        Err(error @ PushError::Reply { .. }) => {
+            assert_eq!(error.to_string(), "the server answered `error`: unknown event");
+            assert_eq!(error.reason().as_deref(), Some("unknown event"));
+            let PushError::Reply { status, response } = error else { unreachable!() };
             assert_eq!(
                 (status.as_str(), response.decode::<Value>().unwrap()),
                 ("error", json!({"reason": "unknown event"}))
@@ -283,14 +278,32 @@ async fn the_auth_token_and_params_reach_connect() {
     let chan = join(&socket, "comments:1").await;
     let who: Value = within("whoami", chan.push("whoami", json!({})).reply()).await.unwrap();
     assert_eq!(who, json!({"token": "user:7/secret+?"}));
+}
 
-    // A refused connect is retried with the backoff, and reported.
+#[tokio::test]
+async fn a_refused_connect_fails_the_join_at_once_with_its_status_and_is_retried() {
+    let server = Server::start().await;
     let refused = quick(&server.url()).param("token", "invalid").connect();
     let mut events = refused.events();
-    let SocketEvent::Error(error) = next_socket_event(&mut events, "error").await else { unreachable!() };
-    assert!(error.contains("403"), "{error}");
+    // The join's timeout is 10 s; `within` gives it 5.
+    let error = within("refusal", refused.channel("comments:1").join::<Value>(json!({}))).await.unwrap_err();
+    let JoinError::Connect(SocketError::Refused(refusal)) = &error else { panic!("{error:?}") };
+    assert_eq!((refusal.status, refusal.body.as_str()), (403, ""));
+    assert_eq!(error.to_string(), "cannot connect: the server refused the connection: HTTP 403 Forbidden");
+    // The socket says so too, and tries again (phoenix.js's default).
+    let event = next_socket_event(&mut events, "error").await;
+    assert_eq!(event, SocketEvent::Error(SocketError::Refused(refusal.clone())));
     next_socket_event(&mut events, "error").await;
     assert_ne!(refused.connection_state(), ConnectionState::Open);
+    // A join made meanwhile fails at the next attempt.
+    let again = within("refusal", refused.channel("comments:2").join::<Value>(json!({}))).await.unwrap_err();
+    assert!(matches!(&again, JoinError::Connect(SocketError::Refused(r)) if r.status == 403), "{again:?}");
+
+    // Stopping is the app's choice.
+    let stopped = quick(&server.url()).param("token", "invalid").on_refused(OnRefused::stop()).connect();
+    let error = within("refusal", stopped.channel("comments:1").join::<Value>(json!({}))).await.unwrap_err();
+    assert!(matches!(&error, JoinError::Connect(SocketError::Refused(r)) if r.status == 403), "{error:?}");
+    assert_eq!(stopped.connection_state(), ConnectionState::Closed);
 }
 
 #[tokio::test]
@@ -300,7 +313,7 @@ async fn the_v1_serializer_works_and_refuses_bytes() {
     let chan = join(&socket, "comments:5").await;
     let mut new = chan.on("comments:5:new");
     within("add", chan.push("comment:add", json!({"content": "v1"}))).await.unwrap();
-    let got = within("broadcast", new.next()).await.unwrap();
+    let got = within("broadcast", new.recv()).await.unwrap();
     assert_eq!(got.decode::<Value>().unwrap(), json!({"comment": {"content": "v1"}}));
     let bytes = within("bytes", chan.push("bytes", Bytes::from_static(b"x"))).await;
     assert!(matches!(bytes, Err(PushError::Encode(_))), "{bytes:?}");
@@ -315,7 +328,8 @@ async fn binary_payloads_round_trip() {
     let data = Bytes::from_static(&[0, 1, 2, 254, 255]);
     let reply = within("bytes", chan.push("bytes", data.clone())).await.unwrap();
     assert_eq!(reply, Payload::Binary(data.clone()));
-    assert_eq!(within("blob", blobs.next()).await.unwrap(), Payload::Binary(data));
+    let blob = within("blob", blobs.recv()).await.unwrap();
+    assert_eq!(blob.as_binary(), Some(&data));
 }
 
 #[tokio::test]
@@ -327,7 +341,7 @@ async fn a_crashed_channel_rejoins_by_itself() {
     let mut states = chan.watch_state();
     // No reply comes: the handler dies. The push is sent all the same.
     drop(chan.push_with_timeout("crash", json!({}), Duration::from_millis(200)));
-    let error = within("phx_error", events.next()).await.unwrap();
+    let error = within("phx_error", events.recv()).await.unwrap();
     assert_eq!(error.event, "phx_error");
     within("errored", states.wait_for(|s| *s == ChannelState::Errored)).await.unwrap();
     within("rejoined", states.wait_for(|s| *s == ChannelState::Joined)).await.unwrap();
@@ -421,7 +435,7 @@ async fn leave_closes_the_channel_and_ends_its_streams() {
     let mut events = chan.events();
     within("leave", chan.leave()).await.unwrap();
     assert_eq!(chan.state(), ChannelState::Closed);
-    assert_eq!(within("end", events.next()).await, None);
+    assert_eq!(within("end", events.recv()).await, Err(RecvError::Closed));
     assert!(matches!(within("push", chan.push("ping", json!({}))).await, Err(PushError::Closed)));
 
     socket.disconnect();
@@ -491,7 +505,7 @@ async fn broadcasts_flow_between_the_rust_client_and_phoenix_js() {
     assert_eq!(peer.expect("pushed").await, json!({}));
     let mut contents = Vec::new();
     while contents.len() < 2 {
-        let got: Value = within("broadcast", new.next()).await.unwrap().decode().unwrap();
+        let got: Value = within("broadcast", new.recv()).await.unwrap().decode().unwrap();
         contents.push(got["comment"]["content"].as_str().unwrap().to_owned());
     }
     assert_eq!(contents, ["from Rust", "from phoenix.js"]);
@@ -583,7 +597,7 @@ async fn a_channel_that_recovers_gets_what_it_missed_exactly_once_across_reconne
             }
         }
         while seen.len() < ((round + 1) * 5) as usize {
-            let event = within("an event", comments.next()).await.expect("channel open");
+            let event = within("an event", comments.recv()).await.expect("channel open, nothing dropped");
             match event.event.as_str() {
                 "comments:70:new" => {
                     let value: Value = event.payload.decode().unwrap();

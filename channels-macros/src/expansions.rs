@@ -202,12 +202,15 @@ fn channel_generic_minimal() {
 fn encode_all_fields_raw_identifiers() {
     snapshot!(
         "encode_all_fields_raw_identifiers",
-        crate::encode::derive(quote! {
-            struct r#Match {
-                id: u64,
-                r#type: &'static str,
-            }
-        })
+        crate::encode::derive(
+            quote! {
+                struct r#Match {
+                    id: u64,
+                    r#type: &'static str,
+                }
+            },
+            None
+        )
     );
 }
 
@@ -215,14 +218,17 @@ fn encode_all_fields_raw_identifiers() {
 fn encode_only() {
     snapshot!(
         "encode_only",
-        crate::encode::derive(quote! {
-            #[encode(only = [content, r#type])]
-            pub struct Comment {
-                r#type: &'static str,
-                content: String,
-                password_hash: String,
-            }
-        })
+        crate::encode::derive(
+            quote! {
+                #[encode(only = [content, r#type])]
+                pub struct Comment {
+                    r#type: &'static str,
+                    content: String,
+                    password_hash: String,
+                }
+            },
+            None
+        )
     );
 }
 
@@ -232,17 +238,20 @@ fn encode_only() {
 fn encode_except_generics() {
     snapshot!(
         "encode_except_generics",
-        crate::encode::derive(quote! {
-            #[encode(except = [hidden], crate = crate::reexport::chans)]
-            pub(crate) struct Page<'a, T, U, M>
-            where
-                T: Clone,
-            {
-                items: &'a [T],
-                hidden: U,
-                marker: PhantomData<M>,
-            }
-        })
+        crate::encode::derive(
+            quote! {
+                #[encode(except = [hidden], crate = crate::reexport::chans)]
+                pub(crate) struct Page<'a, T, U, M>
+                where
+                    T: Clone,
+                {
+                    items: &'a [T],
+                    hidden: U,
+                    marker: PhantomData<M>,
+                }
+            },
+            None
+        )
     );
 }
 
@@ -250,13 +259,16 @@ fn encode_except_generics() {
 fn encode_no_fields() {
     snapshot!(
         "encode_no_fields",
-        crate::encode::derive(quote! {
-            #[encode(except = [a, b])]
-            struct Nothing {
-                a: u8,
-                b: u8,
-            }
-        })
+        crate::encode::derive(
+            quote! {
+                #[encode(except = [a, b])]
+                struct Nothing {
+                    a: u8,
+                    b: u8,
+                }
+            },
+            None
+        )
     );
 }
 
@@ -265,11 +277,14 @@ fn encode_no_fields() {
 fn encode_serializer_name_taken() {
     snapshot!(
         "encode_serializer_name_taken",
-        crate::encode::derive(quote! {
-            struct Wrapper<__S> {
-                inner: __S,
-            }
-        })
+        crate::encode::derive(
+            quote! {
+                struct Wrapper<__S> {
+                    inner: __S,
+                }
+            },
+            None
+        )
     );
 }
 
@@ -280,34 +295,41 @@ fn encode_serializer_name_taken() {
 fn encode_rename_skip_none() {
     snapshot!(
         "encode_rename_skip_none",
-        crate::encode::derive(quote! {
-            #[derive(Debug)]
-            #[encode(rename_all = "camelCase", skip_none, except = [password_hash])]
-            pub struct Comment {
-                comment_id: u64,
-                #[encode(rename = "author")]
-                user_id: Option<u64>,
-                edited_at: ::std::option::Option<String>,
-                password_hash: String,
-            }
-        })
+        crate::encode::derive(
+            quote! {
+                #[derive(Debug)]
+                #[encode(rename_all = "camelCase", skip_none, except = [password_hash])]
+                pub struct Comment {
+                    comment_id: u64,
+                    #[encode(rename = "author")]
+                    user_id: Option<u64>,
+                    edited_at: ::std::option::Option<String>,
+                    password_hash: String,
+                }
+            },
+            None
+        )
     );
 }
 
-/// `impl_serialize = false`: no `Serialize` impl, so the struct can derive
-/// its own; the field serialization moves into `Encode::encode`.
+/// Generics with a `skip_none` field: `Serialize` and `Encode` bounded
+/// alike, `IntoPayload` by value, no `TypeScript` (a probe cannot see
+/// through a type parameter).
 #[test]
-fn encode_without_serialize() {
+fn encode_generic_skip_none() {
     snapshot!(
-        "encode_without_serialize",
-        crate::encode::derive(quote! {
-            #[encode(only = [content, parent_id], impl_serialize = false)]
-            pub struct Comment<T> {
-                content: T,
-                #[encode(skip_none)]
-                parent_id: Option<u64>,
-                author_email: String,
-            }
-        })
+        "encode_generic_skip_none",
+        crate::encode::derive(
+            quote! {
+                #[encode(only = [content, parent_id])]
+                pub struct Comment<T> {
+                    content: T,
+                    #[encode(skip_none)]
+                    parent_id: Option<u64>,
+                    author_email: String,
+                }
+            },
+            None
+        )
     );
 }

@@ -72,8 +72,9 @@ pub fn channel(args: TokenStream, item: TokenStream) -> TokenStream {
     channel::channel(args.into(), item.into()).into()
 }
 
-/// Derives `phx_channels::Encode` and `serde::Serialize` for a chosen subset of
-/// a struct's fields.
+/// Derives `serde::Serialize` for a chosen subset of a struct's fields, and
+/// `phx_channels::Encode` on top of it: the type's one shape, so every channel
+/// API sends only the chosen fields.
 ///
 /// ```ignore
 /// #[derive(Encode)]
@@ -94,13 +95,14 @@ pub fn channel(args: TokenStream, item: TokenStream) -> TokenStream {
 /// field's `rename`; `only` and `except` name the Rust fields.
 /// `skip_none` (on the struct: every `Option` field; on a field: that one)
 /// leaves out fields that are `None`. Type parameters used by an encoded
-/// field get a `Serialize` bound. `impl_serialize = false` implements only
-/// `Encode`, for a struct that derives its own `Serialize`; channels then
-/// send `value.encoded()`. `#[encode(crate = path)]` points the generated
-/// code at a re-export of `channels`.
+/// field get a `Serialize` bound. A second `Serialize` (derived beside it,
+/// written by hand) and `#[serde(..)]` attributes that would change a
+/// serialized shape are compile errors: a REST shape with other fields is a
+/// separate view type. `#[encode(crate = path)]` points the generated code
+/// at a re-export of `channels`.
 #[proc_macro_derive(Encode, attributes(encode))]
 pub fn derive_encode(input: TokenStream) -> TokenStream {
-    encode::derive(input.into()).into()
+    encode::derive(input.into(), Some(encode::CallSite::of_expansion())).into()
 }
 
 /// Marks a method of a [`macro@channel`] impl as the handler of a client

@@ -41,6 +41,23 @@ impl Payload {
         }
     }
 
+    /// The bytes, if this is a binary payload (a V2 binary frame).
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use phx_channels_protocol::Payload;
+    ///
+    /// let payload = Payload::from(vec![1, 2, 3]);
+    /// assert_eq!(payload.as_binary(), Some(&Bytes::from_static(&[1, 2, 3])));
+    /// assert_eq!(Payload::empty().as_binary(), None);
+    /// ```
+    pub fn as_binary(&self) -> Option<&Bytes> {
+        match self {
+            Payload::Json(_) => None,
+            Payload::Binary(bytes) => Some(bytes),
+        }
+    }
+
     /// Deserializes the payload into `T`, naming the offending field on failure.
     ///
     /// ```

@@ -40,6 +40,9 @@ pub enum Failure {
     TooBig,
     /// Text or a close reason that is not UTF-8 (1007).
     Utf8,
+    /// A large message over the endpoint's in-flight budget (1013; the
+    /// readers here have no budget, so never).
+    Busy,
     /// The stream ended.
     Eof,
 }
@@ -129,6 +132,7 @@ fn push(out: &mut Vec<Outcome>, result: Result<Incoming, ReadError>) -> bool {
         Err(ReadError::Protocol(_)) => Outcome::Failed(Failure::Protocol),
         Err(ReadError::TooBig { .. }) => Outcome::Failed(Failure::TooBig),
         Err(ReadError::Utf8) => Outcome::Failed(Failure::Utf8),
+        Err(ReadError::Busy(_)) => Outcome::Failed(Failure::Busy),
         Err(ReadError::Io(_)) => Outcome::Failed(Failure::Eof),
     };
     let end = matches!(outcome, Outcome::Close(_) | Outcome::Failed(_));

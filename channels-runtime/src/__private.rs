@@ -1,7 +1,9 @@
 //! What the macros of `channels` expand into. Not public API: names here
 //! may change in any release.
 
-pub use crate::channel::{Channel, FromPayload, Info, IntoJoin, JoinError, Rejection, Route, Routes, Terminate};
+pub use crate::channel::{
+    Channel, FromPayload, Info, IntoJoin, JoinError, Rejection, Route, Routes, Terminate, ValidPayload,
+};
 pub use crate::connect::Connect;
 pub use crate::crash::Crash;
 pub use crate::describe::probe::{
@@ -30,7 +32,7 @@ pub fn invalid_join_params(rejection: Rejection) -> JoinError {
 /// What a channel's `handle_info` does with a message no `#[handle_info]`
 /// method takes: log it and carry on.
 pub fn unhandled_info<S: crate::connect::Connect>(info: &Info, socket: &Socket<S>) -> Result<Reply, Crash> {
-    tracing::warn!(topic = %socket.topic(), message = info.type_name(), "no #[handle_info] method takes this message; dropped");
+    tracing::warn!(topic = ?crate::logging::clip(socket.topic()), message = info.type_name(), "no #[handle_info] method takes this message; dropped");
     Ok(Reply::none())
 }
 

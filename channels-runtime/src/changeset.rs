@@ -11,8 +11,9 @@
 //! answer.
 //!
 //! ```
-//! use phx_channels_runtime::changeset::{cast, Ecto, Errors};
-//! use phx_channels_runtime::protocol::Payload;
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::changeset::{cast, Ecto, Errors};
+//! use phx_channels::protocol::Payload;
 //! use serde::Deserialize;
 //! use validator::Validate;
 //!
@@ -88,7 +89,7 @@ use serde_json::{Map, Value};
 ///
 /// An application adds `validator = { version = "0.21", features = ["derive"] }`
 /// to its own `Cargo.toml` (the derive expands to paths under `::validator`),
-/// or points the derive here with `#[validate(crate = "phx_channels_runtime::changeset::validator")]`.
+/// or points the derive here with `#[validate(crate = "phx_channels::changeset::validator")]`.
 pub use validator;
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
 
@@ -110,7 +111,8 @@ const BUDGET_SLACK: usize = 4096;
 /// defaults are Ecto's, so an implementation overrides only what it wants:
 ///
 /// ```
-/// use phx_channels_runtime::changeset::Messages;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::changeset::Messages;
 ///
 /// /// Every unreadable field is "can't be blank", whatever was sent.
 /// struct BlankOnly;
@@ -142,6 +144,40 @@ pub struct Ecto;
 
 impl Messages for Ecto {}
 
+/// The rule of Ecto's `validate_required` for text: a string that is empty
+/// or only whitespace is blank ("can't be blank", [`Messages::blank`]), as
+/// Ecto trims before it looks. A `validator` custom rule, for any string
+/// field (`String`, `&str`, `Cow<str>`; on an `Option`, only a present
+/// value is checked: add `required` to refuse a missing one):
+///
+/// ```
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::changeset::{cast, Ecto};
+/// use phx_channels::protocol::Payload;
+/// use validator::Validate;
+///
+/// #[derive(Debug, serde::Deserialize, Validate)]
+/// struct NewComment {
+///     #[validate(custom(function = "phx_channels::changeset::not_blank"), length(max = 280))]
+///     content: String,
+/// }
+///
+/// let blank = Payload::json(&serde_json::json!({"content": " \t\n"})).unwrap();
+/// let errors = cast::<NewComment, Ecto>(&blank).unwrap_err();
+/// assert_eq!(errors.messages("content"), ["can't be blank"]);
+/// let padded = Payload::json(&serde_json::json!({"content": "  hi  "})).unwrap();
+/// assert_eq!(cast::<NewComment, Ecto>(&padded).unwrap().content, "  hi  "); // checked, not changed
+/// ```
+///
+/// The error's code is `blank`, so the message is [`Messages::blank`] of
+/// the payload's `Messages` (set `message = ".."` on the rule for another).
+pub fn not_blank<T: AsRef<str> + ?Sized>(value: &T) -> Result<(), ValidationError> {
+    if value.as_ref().trim().is_empty() {
+        return Err(ValidationError::new("blank"));
+    }
+    Ok(())
+}
+
 /// A handler argument holding a payload that decoded into `T` and passed
 /// `T`'s validation rules:
 /// `async fn add(&mut self, new: Valid<NewComment>, socket: &mut Socket<UserSocket>)`.
@@ -150,8 +186,9 @@ impl Messages for Ecto {}
 /// messages for unreadable fields ([`Ecto`] by default).
 ///
 /// ```
-/// use phx_channels_runtime::changeset::Valid;
-/// use phx_channels_runtime::protocol::Payload;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::changeset::Valid;
+/// use phx_channels::protocol::Payload;
 ///
 /// #[derive(Debug, serde::Deserialize, validator::Validate)]
 /// struct NewComment {
@@ -309,7 +346,8 @@ fn cast_counted<T: DeserializeOwned + Validate, M: Messages>(payload: &Payload) 
 /// `traverse_errors` renders embeds.
 ///
 /// ```
-/// use phx_channels_runtime::changeset::Errors;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::changeset::Errors;
 ///
 /// let mut errors = Errors::new();
 /// errors.add("content", "can't be blank");

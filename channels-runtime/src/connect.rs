@@ -5,8 +5,9 @@
 //! [`Connect`] trait, implemented on the socket type that `socket!` declares:
 //!
 //! ```
+//! # use phx_channels_runtime as phx_channels;
 //! use std::collections::HashSet;
-//! use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
+//! use phx_channels::connect::{Connect, ConnectInfo, Params, Refuse};
 //!
 //! struct UserSocket;
 //!
@@ -38,7 +39,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 
-use axum::http::{HeaderMap, StatusCode, Uri};
+/// The HTTP status a [`Refuse`] answers with: the `http` crate's, re-exported
+/// so an application needs no dependency for [`Refuse::with_status`].
+pub use axum::http::StatusCode;
+use axum::http::{HeaderMap, Uri};
 use serde::de::DeserializeOwned;
 
 use crate::trace::TraceParent;
@@ -94,6 +98,14 @@ impl Refuse {
 
     /// Refuse with another HTTP status (e.g. 401 or 429), as Phoenix's
     /// `:error_handler` allows.
+    ///
+    /// ```
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::connect::{Refuse, StatusCode};
+    ///
+    /// let refusal = Refuse::with_status(StatusCode::UNAUTHORIZED).reason("expired token");
+    /// assert_eq!(refusal.status(), StatusCode::UNAUTHORIZED);
+    /// ```
     pub fn with_status(status: StatusCode) -> Self {
         Refuse { status, reason: None }
     }
@@ -129,7 +141,8 @@ impl Default for Refuse {
 /// own `token` after the app's).
 ///
 /// ```
-/// use phx_channels_runtime::connect::Params;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::connect::Params;
 ///
 /// let params = Params::from_query("token=a&user_id=7&token=b&vsn=2.0.0");
 /// assert_eq!(params.get("token"), Some("b"));

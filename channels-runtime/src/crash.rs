@@ -22,7 +22,8 @@ pub type BoxError = Box<dyn Error + Send + Sync + 'static>;
 /// `": "` (as `anyhow` does with `{:#}`), so one log field holds the chain.
 ///
 /// ```
-/// use phx_channels_runtime::crash::Crash;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::crash::Crash;
 ///
 /// #[derive(Debug, thiserror::Error)]
 /// #[error("saving the comment failed")]

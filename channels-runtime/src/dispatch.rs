@@ -21,9 +21,9 @@ use crate::channel::{Joined, Routes, Start, Step};
 use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::fanout::FanoutLimits;
-use crate::logging::clip;
+use crate::logging::{clip, Line};
 use crate::mailbox::Mail;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Rejection};
 use crate::options::SocketOptions;
 use crate::outbox::Outbox;
 use crate::protocol::{Message, Outgoing, Payload, Serializer, HEARTBEAT, PHOENIX_TOPIC, PHX_JOIN, PHX_LEAVE};
@@ -169,6 +169,8 @@ pub(crate) struct Dispatcher<S: Connect + Routes> {
     state: Arc<S::State>,
     next_generation: u64,
     max_channels: usize,
+    /// 32 bits: every connection holds it (a limit above 4 GiB saturates).
+    max_topic_bytes: u32,
     join_rate: JoinRate,
 }
 
@@ -210,7 +212,8 @@ impl<S: Connect + Routes> Dispatcher<S> {
     pub(crate) fn new(assigns: S::Assigns, state: Arc<S::State>, wiring: Wiring, options: &SocketOptions) -> Self {
         let Wiring { outbox, serializer, pubsub, metrics, traceparent } = wiring;
         let id: Option<Arc<str>> = S::id(&assigns, &state).map(Arc::from);
-        let conn = Connection::open(outbox, serializer, pubsub, id, metrics, FanoutLimits::new(options), traceparent);
+        let limits = FanoutLimits::new(options, &pubsub);
+        let conn = Connection::open(outbox, serializer, pubsub, id, metrics, limits, traceparent);
         let join_rate = JoinRate { limit: options.max_joins_per_second, window: tokio::time::Instant::now(), count: 0 };
         Dispatcher {
             channels: Channels { conn, slots: Vec::new() },
@@ -218,6 +221,7 @@ impl<S: Connect + Routes> Dispatcher<S> {
             state,
             next_generation: 1,
             max_channels: options.max_channels,
+            max_topic_bytes: u32::try_from(options.max_topic_bytes).unwrap_or(u32::MAX),
             join_rate,
         }
     }
@@ -307,27 +311,46 @@ impl<S: Connect + Routes> Dispatcher<S> {
         // A join refused for flooding must not cost the client the channel it
         // already has on the topic: checked before the newest join displaces it.
         if !self.join_rate.allow() {
-            if self.conn().limits.warnings.allow() {
-                tracing::warn!(topic = ?clip(&msg.topic), limit = self.join_rate.limit, "join refused: too many joins per second");
+            if self.conn().metrics.lines.allow(Line::JoinRate) {
+                tracing::warn!(topic = ?clip(&msg.topic), limit = self.join_rate.limit, "{}", Line::JoinRate.what());
             }
             self.refused_before_routing();
             let join_ref = msg.join_ref.as_deref();
             return self.reply(join_ref, &msg, Status::Error, &reply::reason("too many joins"));
+        }
+        // Before anything is made for the topic: every reply, presence
+        // state and diff on it would echo it.
+        let max_topic = self.max_topic_bytes as usize;
+        if max_topic != 0 && msg.topic.len() > max_topic {
+            let metrics = &self.conn().metrics;
+            metrics.inputs_refused.incr(Rejection::TopicTooLong);
+            if metrics.lines.allow(Line::TopicTooLong) {
+                tracing::warn!(topic = ?clip(&msg.topic), max = max_topic, "{}", Line::TopicTooLong.what());
+            }
+            self.refused_before_routing();
+            let join_ref = msg.join_ref.as_deref();
+            let response = Payload::json(&serde_json::json!({"reason": "topic too long", "max": max_topic}));
+            return self.reply(
+                join_ref,
+                &msg,
+                Status::Error,
+                &response.unwrap_or_else(|_| reply::reason("topic too long")),
+            );
         }
         if let Some(old) = self.channels.attached(&msg.topic) {
             // The newest join wins; the old instance sends phx_close.
             self.detach(old, Mail::Displaced);
         }
         let Some(route) = S::ROUTES.iter().find(|r| r.pattern().matches(&msg.topic)) else {
-            if self.conn().limits.warnings.allow() {
-                tracing::warn!(topic = ?clip(&msg.topic), "join on a topic no route matches");
+            if self.conn().metrics.lines.allow(Line::Unmatched) {
+                tracing::warn!(topic = ?clip(&msg.topic), "{}", Line::Unmatched.what());
             }
             self.refused_before_routing();
             return self.unmatched(&msg);
         };
         if self.channels.slots.iter().filter(|s| s.attached).count() >= self.max_channels {
-            if self.conn().limits.warnings.allow() {
-                tracing::warn!(topic = ?clip(&msg.topic), limit = self.max_channels, "join refused: too many channels");
+            if self.conn().metrics.lines.allow(Line::ChannelLimit) {
+                tracing::warn!(topic = ?clip(&msg.topic), limit = self.max_channels, "{}", Line::ChannelLimit.what());
             }
             self.refused_before_routing();
             let join_ref = msg.join_ref.as_deref();

@@ -1,124 +1,78 @@
-//! What `#[derive(Encode)]` implements: how a value is shown to channel
-//! clients, which may differ from its `serde::Serialize` (the shape a REST
-//! API gives it).
+//! What `#[derive(Encode)]` promises: a model's `serde::Serialize` **is** its
+//! channel shape, as `@derive {Jason.Encoder, only: [..]}` is the one
+//! encoder of a Phoenix schema.
 //!
-//! The derive always implements [`Encode`]; unless told
-//! `#[encode(impl_serialize = false)]` it also implements `Serialize` with
-//! the same shape, so the value can be passed to `json!` and
-//! `Socket::broadcast` directly. With `impl_serialize = false` the type
-//! keeps its own `Serialize`, and [`Encode::encoded`] gives the channel
-//! shape wherever a `Serialize` value is expected.
+//! The derive implements `Serialize` with the chosen fields (renamed and
+//! skipped as asked) and [`Encode`] on top of it. Rust allows one
+//! `Serialize` impl per type, so every channel API that takes `&impl
+//! Serialize` (replies, typed replies, join replies, `push`, `broadcast`,
+//! `broadcast_from`, `local_broadcast`, `Endpoint::broadcast`, presence
+//! metas, a model nested in `json!(..)`) can only ever send that shape:
+//! there is no second one to send by mistake. A REST route that wants
+//! other fields serializes a separate view type (see "A REST shape beside
+//! the channel shape" in `docs/macros.md`).
 
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-/// A value with an encoding for channel clients.
+/// A type whose `serde::Serialize` is the shape channel clients see,
+/// chosen by `#[derive(Encode)]` (see the `phx-channels` crate).
 ///
-/// Usually derived; see `#[derive(Encode)]` in the `phx-channels` crate.
+/// A marker: the derive implements `Serialize` with the chosen fields and
+/// `Encode` on top of it, and `Serialize` is the supertrait, so a type's
+/// `Encode` shape and its `Serialize` shape cannot disagree. Implement it
+/// by hand for a type whose hand-written `Serialize` is already its channel
+/// shape.
 ///
 /// ```
-/// use phx_channels_runtime::encode::Encode;
-/// use serde::Serializer;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::encode::Encode;
 ///
-/// /// Serialized for the REST API with every field; channels only see `content`.
-/// #[derive(serde::Serialize)]
+/// /// Serialized (for channels and everything else) as its content alone.
 /// struct Comment { content: String, author_email: String }
 ///
-/// impl Encode for Comment {
-///     fn encode<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+/// impl serde::Serialize for Comment {
+///     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
 ///         serializer.serialize_str(&self.content)
 ///     }
 /// }
 ///
+/// impl Encode for Comment {}
+///
 /// let comment = Comment { content: "hi".into(), author_email: "a@example.com".into() };
-/// let rest = serde_json::to_value(&comment).unwrap();
-/// assert_eq!(rest, serde_json::json!({"content": "hi", "author_email": "a@example.com"}));
-/// let channel = serde_json::json!({"comment": comment.encoded()});
-/// assert_eq!(channel, serde_json::json!({"comment": "hi"}));
+/// assert_eq!(serde_json::json!({"comment": comment}), serde_json::json!({"comment": "hi"}));
 /// ```
-pub trait Encode {
-    /// Serializes `self` as channel clients see it.
-    ///
-    /// # Errors
-    ///
-    /// Whatever `serializer` reports.
-    fn encode<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error>;
-
-    /// `self` as a `Serialize` value that serializes through
-    /// [`encode`](Encode::encode): `json!({"comment": comment.encoded()})`.
-    fn encoded(&self) -> Encoded<'_, Self> {
-        Encoded(self)
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` does not say what channel clients see of it",
+    label = "`{Self}` is not `Encode`",
+    note = "add `#[derive(phx_channels::Encode)]` to `{Self}`, choosing its fields with `#[encode(only = [..])]`"
+)]
+pub trait Encode: Serialize {
+    /// `self`: a model's `Serialize` is its channel shape, so there is
+    /// nothing left to convert.
+    #[deprecated(
+        note = "a model's `Serialize` is its channel shape now: pass the value itself (`&value`, `json!({\"k\": value})`)"
+    )]
+    fn encoded(&self) -> &Self {
+        self
     }
 }
 
-/// A borrowed value that serializes through its [`Encode`] impl; made by
-/// [`Encode::encoded`].
-pub struct Encoded<'a, T: ?Sized>(&'a T);
+/// What [`Encode::encoded`] used to return: now the value itself.
+#[deprecated(note = "a model's `Serialize` is its channel shape now: use `&T` (or `T`) where `Encoded<'_, T>` was")]
+pub type Encoded<'a, T> = &'a T;
 
-impl<T: ?Sized> Encoded<'_, T> {
-    /// The value being encoded.
-    #[must_use]
-    pub fn get(&self) -> &T {
-        self.0
-    }
-}
+// Collections and references of `Encode` values are channel shapes too:
+// their `Serialize` is element by element.
 
-impl<T: Encode + ?Sized> Serialize for Encoded<'_, T> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.0.encode(serializer)
-    }
-}
+impl<T: Encode + ?Sized> Encode for &T {}
 
-// Not derived: a derive would require `T: Clone`, but only the reference is
-// copied.
-impl<T: ?Sized> Clone for Encoded<'_, T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
+impl<T: Encode> Encode for [T] {}
 
-impl<T: ?Sized> Copy for Encoded<'_, T> {}
+impl<T: Encode> Encode for Vec<T> {}
 
-impl<T: std::fmt::Debug + ?Sized> std::fmt::Debug for Encoded<'_, T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Encoded").field(&self.0).finish()
-    }
-}
+impl<T: Encode> Encode for Option<T> {}
 
-// Collections of encoded values encode element by element, so a join reply
-// can carry `comments.encoded()` for a `Vec<Comment>`.
-
-impl<T: Encode + ?Sized> Encode for &T {
-    fn encode<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (**self).encode(serializer)
-    }
-}
-
-impl<T: Encode> Encode for [T] {
-    fn encode<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.iter().map(Encode::encoded))
-    }
-}
-
-impl<T: Encode, const N: usize> Encode for [T; N] {
-    fn encode<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.as_slice().encode(serializer)
-    }
-}
-
-impl<T: Encode> Encode for Vec<T> {
-    fn encode<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.as_slice().encode(serializer)
-    }
-}
-
-impl<T: Encode> Encode for Option<T> {
-    fn encode<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Some(value) => serializer.serialize_some(&value.encoded()),
-            None => serializer.serialize_none(),
-        }
-    }
-}
+impl<T: Encode + ?Sized> Encode for Box<T> {}
 
 #[cfg(test)]
 mod tests {
@@ -126,40 +80,38 @@ mod tests {
 
     use super::*;
 
-    /// Encodes as its number, serializes as a string: which one a test
-    /// sees tells which impl ran.
-    #[derive(Debug)]
+    /// A hand-written channel shape.
     struct Id(u8);
 
     impl Serialize for Id {
-        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            serializer.serialize_str("rest")
-        }
-    }
-
-    impl Encode for Id {
-        fn encode<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
             serializer.serialize_u8(self.0)
         }
     }
 
-    #[test]
-    fn encoded_serializes_through_encode() {
-        let id = Id(7);
-        assert_eq!(serde_json::to_value(&id).unwrap(), json!("rest"));
-        assert_eq!(serde_json::to_value(id.encoded()).unwrap(), json!(7));
-        assert_eq!(id.encoded().get().0, 7);
-        assert_eq!(format!("{:?}", id.encoded()), "Encoded(Id(7))");
+    impl Encode for Id {}
+
+    fn channel_shape<T: Encode + ?Sized>(value: &T) -> serde_json::Value {
+        serde_json::to_value(value).unwrap()
     }
 
     #[test]
-    fn collections_encode_each_element() {
+    fn collections_of_encode_values_are_encode() {
         let ids = vec![Id(1), Id(2)];
-        assert_eq!(serde_json::to_value(ids.encoded()).unwrap(), json!([1, 2]));
-        assert_eq!(serde_json::to_value([Id(3)].encoded()).unwrap(), json!([3]));
-        assert_eq!(serde_json::to_value(ids[..1].encoded()).unwrap(), json!([1]));
-        assert_eq!(serde_json::to_value(vec![&ids[1]].encoded()).unwrap(), json!([2]));
-        assert_eq!(serde_json::to_value(Some(Id(4)).encoded()).unwrap(), json!(4));
-        assert_eq!(serde_json::to_value(None::<Id>.encoded()).unwrap(), json!(null));
+        assert_eq!(channel_shape(&ids), json!([1, 2]));
+        assert_eq!(channel_shape(&ids[..1]), json!([1]));
+        assert_eq!(channel_shape(&vec![&ids[1]]), json!([2]));
+        assert_eq!(channel_shape(&Some(Id(4))), json!(4));
+        assert_eq!(channel_shape(&None::<Id>), json!(null));
+        assert_eq!(channel_shape(&Box::new(Id(5))), json!(5));
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn encoded_is_the_value_itself() {
+        let id = Id(7);
+        let encoded: Encoded<'_, Id> = id.encoded();
+        assert!(std::ptr::eq(encoded, &id));
+        assert_eq!(json!({"id": id.encoded()}), json!({"id": 7}));
     }
 }

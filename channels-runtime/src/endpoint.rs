@@ -1,7 +1,8 @@
 //! [`Endpoint`]: the sockets of an application, served over HTTP.
 //!
 //! ```no_run
-//! # use phx_channels_runtime::{endpoint::Endpoint, channel::{Routes, Route}, connect::*};
+//! # use phx_channels_runtime as phx_channels;
+//! # use phx_channels::{endpoint::Endpoint, channel::{Routes, Route}, connect::*};
 //! # use std::sync::atomic::{AtomicU64, Ordering};
 //! # struct UserSocket;
 //! /// The application's state: whatever `connect`, the channels and the
@@ -52,6 +53,7 @@ use crate::protocol::IntoPayload;
 use crate::pubsub::{BroadcastError, PubSub};
 use crate::registry::Registry;
 use crate::server::{self, ServerOptions};
+use crate::transport::budget::Budget;
 use crate::transport::{longpoll, websocket, Mount};
 
 /// Adds one mounted socket's routes to the router being built.
@@ -62,6 +64,7 @@ struct Parts {
     pubsub: PubSub,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    budget: Arc<Budget>,
     state: Arc<dyn Any + Send + Sync>,
 }
 
@@ -81,6 +84,8 @@ pub struct Endpoint<St = ()> {
     routes: Vec<Router<Arc<St>>>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    /// Bytes of half-received messages, across the endpoint's sockets.
+    budget: Arc<Budget>,
     server: ServerOptions,
 }
 
@@ -93,6 +98,7 @@ impl<St> Clone for Endpoint<St> {
             routes: self.routes.clone(),
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
+            budget: self.budget.clone(),
             server: self.server,
         }
     }
@@ -133,6 +139,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
             routes: Vec::new(),
             metrics: Arc::default(),
             registry: Arc::default(),
+            budget: Budget::new(ServerOptions::default().max_inflight_bytes),
             server: ServerOptions::default(),
         }
     }
@@ -175,6 +182,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
                 options: options.clone(),
                 metrics: parts.metrics.clone(),
                 registry: parts.registry.clone(),
+                budget: parts.budget.clone(),
                 state: parts.state.clone(),
             });
             let mut router = router;
@@ -195,8 +203,9 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     /// nodes' watchers).
     ///
     /// ```no_run
-    /// use phx_channels_runtime::dashboard::TokenGuard;
-    /// use phx_channels_runtime::endpoint::Endpoint;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::dashboard::TokenGuard;
+    /// use phx_channels::endpoint::Endpoint;
     ///
     /// # async fn run() -> std::io::Result<()> {
     /// let token = std::env::var("DASHBOARD_TOKEN").expect("a secret for the dashboard");
@@ -208,7 +217,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     pub fn dashboard(mut self, path: &str, guard: impl crate::dashboard::Guard) -> Self {
         let dashboard = crate::dashboard::Dashboard::new(path, guard);
         self.sockets.push(Arc::new(move |router: Router, parts: &Parts| {
-            dashboard.mount(router, &parts.pubsub, &parts.metrics, &parts.registry)
+            dashboard.mount(router, &parts.pubsub, &parts.metrics, &parts.registry, &parts.budget)
         }));
         self
     }
@@ -238,6 +247,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
             pubsub: self.pubsub.clone(),
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
+            budget: self.budget.clone(),
             state: self.state.clone(),
         };
         let sockets = self.sockets.iter().fold(Router::new(), |router, mount| mount(router, &parts));
@@ -270,7 +280,8 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     /// Prometheus.
     ///
     /// ```
-    /// use phx_channels_runtime::endpoint::Endpoint;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::endpoint::Endpoint;
     ///
     /// let endpoint = Endpoint::new();
     /// let now = endpoint.metrics();
@@ -289,9 +300,12 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         self
     }
 
-    /// Sets the handshake timeout and the shutdown drain.
+    /// Sets the server's timeouts, its shutdown drain, and what clients
+    /// may hold ([`ServerOptions`]).
     #[must_use]
     pub fn server_options(mut self, options: ServerOptions) -> Self {
+        self.budget.set_max(options.max_inflight_bytes);
+        self.registry.set_max_per_source(options.max_connections_per_source);
         self.server = options;
         self
     }
@@ -324,7 +338,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         let router = self.router();
-        server::serve(listener, router, self.registry, self.server, shutdown).await
+        server::serve(listener, router, self.registry, self.metrics, self.server, shutdown).await
     }
 }
 

@@ -36,6 +36,7 @@ pub mod reply;
 pub mod router;
 pub mod server;
 pub mod socket;
+mod source;
 pub mod testing;
 pub mod token;
 pub mod trace;

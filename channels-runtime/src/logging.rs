@@ -60,8 +60,7 @@ impl fmt::Display for Clipped<'_> {
 /// back is counted and reported in one line when the next interval opens
 /// (or when the throttle is dropped, with its connection).
 ///
-/// Every connection has one: it is kept to 40 bytes (times in 32-bit
-/// milliseconds, see [`crate::clock`]).
+/// Kept to 40 bytes (times in 32-bit milliseconds, see [`crate::clock`]).
 pub(crate) struct Throttle {
     limit: u32,
     interval_ms: u32,
@@ -118,6 +117,114 @@ impl Drop for Throttle {
     }
 }
 
+/// How often each [`Line`] is let through: the first of each interval.
+pub(crate) const LINE_INTERVAL: Duration = Duration::from_secs(10);
+
+macro_rules! lines {
+    ($( $(#[doc = $doc:literal])* $name:ident => $what:literal, )*) => {
+        /// The log lines a peer can make the server write at will (a
+        /// refusal, a malformed frame, a connection it gets closed): each is
+        /// throttled endpoint-wide by [`Lines`], one per [`LINE_INTERVAL`],
+        /// and the next one says how many were held back. What a line says
+        /// is its [`Line::what`], so that its summary names it the same way.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Line {
+            $( $(#[doc = $doc])* $name, )*
+        }
+
+        impl Line {
+            const ALL: &'static [Line] = &[$(Line::$name,)*];
+
+            /// The line's message.
+            pub(crate) const fn what(self) -> &'static str {
+                match self {
+                    $( Line::$name => $what, )*
+                }
+            }
+        }
+    };
+}
+
+lines! {
+    /// An upgrade or LongPoll request from an `Origin` not allowed.
+    Origin => "connect refused: origin not allowed (see SocketOptions::check_origin)",
+    /// A `vsn` no serializer speaks.
+    Vsn => "connect refused: unsupported vsn",
+    /// The endpoint is at `max_connections`.
+    ConnectionLimit => "connect refused: the endpoint is at its connection limit",
+    /// A source is at `ServerOptions::max_connections_per_source`.
+    SourceLimit => "connect refused: the client's address is at ServerOptions::max_connections_per_source",
+    /// Out of file descriptors: a connection accepted on the spare one and answered 503.
+    OutOfFiles => "connection refused: the process is out of file descriptors",
+    /// The application's `connect` refused.
+    ConnectRefused => "connect refused",
+    /// The application's `connect` panicked.
+    ConnectPanicked => "connect panicked",
+    /// A LongPoll socket at `max_longpoll_sessions`.
+    LongpollFull => "longpoll session refused: the socket is at SocketOptions::max_longpoll_sessions",
+    /// A source opening LongPoll sessions faster than allowed.
+    LongpollRate => "longpoll session refused: too many LongPoll sessions opened from one address (SocketOptions::max_longpoll_opens_per_second)",
+    /// A LongPoll body over the limit, over the in-flight budget, or late.
+    LongpollBody => "longpoll body refused",
+    /// A LongPoll body that does not decode.
+    LongpollMalformed => "malformed longpoll body",
+    /// A frame the serializer cannot decode.
+    MalformedFrame => "closing a connection that sent a malformed frame",
+    /// A message over `max_frame_size`.
+    TooLarge => "closing a connection that sent an oversized message",
+    /// A message over the endpoint's in-flight budget.
+    InflightBudget => "closing a connection whose message does not fit the server's in-flight budget (ServerOptions::max_inflight_bytes)",
+    /// Text that is not UTF-8.
+    Utf8 => "closing a connection that sent a text frame that is not UTF-8",
+    /// A WebSocket protocol error.
+    Protocol => "closing a connection that broke the WebSocket protocol",
+    /// A client that fell behind `max_outbound_bytes`.
+    SlowConsumer => "closing a connection that fell too far behind (SocketOptions::max_outbound_bytes)",
+    /// A client silent, or stuck in one message, for the idle timeout.
+    Idle => "closing an idle connection",
+    /// A client that read nothing for the idle timeout.
+    Stalled => "closing a connection that read nothing for the idle period",
+    /// Joins over `max_joins_per_second`.
+    JoinRate => "join refused: too many joins per second",
+    /// A join on a topic no route matches.
+    Unmatched => "join on a topic no route matches",
+    /// Joins over `max_channels`.
+    ChannelLimit => "join refused: too many channels",
+    /// A topic over `max_topic_bytes`.
+    TopicTooLong => "join refused: topic too long (SocketOptions::max_topic_bytes)",
+    /// A join the channel refused.
+    JoinRefused => "join refused",
+    /// A join whose `phx_position` is not a position.
+    InvalidPosition => "join with an invalid phx_position: not recovered",
+    /// A handler or join that hit a fan-out limit.
+    FanoutLimit => "fan-out limit hit; answered with an error",
+    /// The dashboard's page refused.
+    DashboardRefused => "dashboard page refused",
+}
+
+/// One [`Throttle`] per [`Line`]: an endpoint's, so that however many
+/// connections a client opens, each reason logs one line per interval.
+pub(crate) struct Lines(Box<[Throttle]>);
+
+impl Default for Lines {
+    fn default() -> Self {
+        Lines(Line::ALL.iter().map(|line| Throttle::new(1, LINE_INTERVAL, line.what())).collect())
+    }
+}
+
+impl Lines {
+    /// Whether `line` may be logged now.
+    pub(crate) fn allow(&self, line: Line) -> bool {
+        self.0[line as usize].allow()
+    }
+}
+
+impl fmt::Debug for Lines {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lines").finish_non_exhaustive()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,5 +247,20 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         assert!(throttle.allow());
         assert_eq!(throttle.state.lock().suppressed, 0, "reported when the window opened");
+    }
+}
+
+#[cfg(test)]
+mod line_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn each_line_has_its_own_interval() {
+        let lines = Lines::default();
+        assert!(lines.allow(Line::Origin));
+        assert!(!lines.allow(Line::Origin));
+        assert!(lines.allow(Line::Vsn), "another reason is not held back");
+        tokio::time::advance(LINE_INTERVAL).await;
+        assert!(lines.allow(Line::Origin));
     }
 }

@@ -98,7 +98,8 @@ impl fmt::Debug for Mailbox {
 /// `handle_info` receives it.
 ///
 /// ```
-/// use phx_channels_runtime::mailbox::Info;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::mailbox::Info;
 ///
 /// struct Tick(u32);
 /// let info = Info::new(Tick(3));

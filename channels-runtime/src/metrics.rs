@@ -15,7 +15,8 @@
 //! | name | kind | labels |
 //! |---|---|---|
 //! | `connections_accepted_total` | counter | |
-//! | `connections_refused_total` | counter | `reason`: `origin`, `vsn`, `limit`, `connect`, `crash` |
+//! | `connections_refused_total` | counter | `reason`: `origin`, `vsn`, `limit`, `connect`, `crash`, `source`, `rate` |
+//! | `inputs_refused_total` | counter | `reason`: `malformed_frame`, `protocol_error`, `invalid_utf8`, `message_too_large`, `inflight_budget`, `body_too_large`, `body_timeout`, `body_malformed`, `topic_too_long` |
 //! | `connections_open` | gauge | |
 //! | `longpoll_sessions` | gauge | |
 //! | `joins_total` | counter | `channel`, `outcome`: `ok`, `refused`, `crashed` |
@@ -185,28 +186,37 @@ pub(crate) enum Refusal {
     Connect,
     /// The application's `connect` panicked.
     Crash,
+    /// The client's address is at
+    /// [`ServerOptions::max_connections_per_source`](crate::server::ServerOptions::max_connections_per_source),
+    /// or the process is out of file descriptors.
+    Source,
+    /// The client's address opens LongPoll sessions faster than
+    /// [`SocketOptions::max_longpoll_opens_per_second`](crate::SocketOptions::max_longpoll_opens_per_second).
+    Rate,
 }
 
-/// Refused connections, by reason.
-pub(crate) struct Refusals([Count; 5]);
+/// A reason a figure is counted by: its index among its kind's labels.
+pub(crate) trait Reason: Copy {
+    /// The reason's place in its label sets.
+    fn index(self) -> usize;
+}
 
-impl Default for Refusals {
-    fn default() -> Self {
-        const NAME: &str = "channels_connections_refused_total";
-        const HELP: &str = "Connections refused, by reason";
-        Refusals([
-            Count::new(NAME, &[("reason", "origin")], HELP),
-            Count::new(NAME, &[("reason", "vsn")], HELP),
-            Count::new(NAME, &[("reason", "limit")], HELP),
-            Count::new(NAME, &[("reason", "connect")], HELP),
-            Count::new(NAME, &[("reason", "crash")], HELP),
-        ])
+impl Reason for Refusal {
+    fn index(self) -> usize {
+        self as usize
     }
 }
 
-impl Refusals {
-    pub(crate) fn incr(&self, reason: Refusal) {
-        self.0[reason as usize].incr();
+/// A counter per reason, each exported with its own `reason` label.
+pub(crate) struct ByReason<R, const N: usize>([Count; N], std::marker::PhantomData<R>);
+
+impl<R: Reason, const N: usize> ByReason<R, N> {
+    fn new(name: &'static str, help: &'static str, labels: &'static [[(&'static str, &'static str); 1]; N]) -> Self {
+        ByReason(std::array::from_fn(|i| Count::new(name, &labels[i], help)), std::marker::PhantomData)
+    }
+
+    pub(crate) fn incr(&self, reason: R) {
+        self.0[reason.index()].incr();
     }
 
     fn total(&self) -> u64 {
@@ -218,12 +228,91 @@ impl Refusals {
     }
 }
 
+/// Refused connections, by reason.
+pub(crate) type Refusals = ByReason<Refusal, 7>;
+
+/// The label set of each [`Refusal`], in its order.
+static REFUSAL_LABELS: [[(&str, &str); 1]; 7] = [
+    [("reason", "origin")],
+    [("reason", "vsn")],
+    [("reason", "limit")],
+    [("reason", "connect")],
+    [("reason", "crash")],
+    [("reason", "source")],
+    [("reason", "rate")],
+];
+
+impl Default for Refusals {
+    fn default() -> Self {
+        ByReason::new("channels_connections_refused_total", "Connections refused, by reason", &REFUSAL_LABELS)
+    }
+}
+
+/// Why a client's input was refused (its connection closed, its request
+/// or its join refused): the `reason` label of `inputs_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejection {
+    /// A frame the serializer cannot decode.
+    MalformedFrame,
+    /// A WebSocket protocol error.
+    ProtocolError,
+    /// Text that is not UTF-8.
+    InvalidUtf8,
+    /// A message over `SocketOptions::max_frame_size`.
+    MessageTooLarge,
+    /// A message, or a LongPoll body, over the endpoint's in-flight budget.
+    InflightBudget,
+    /// A LongPoll body over its limit (413).
+    BodyTooLarge,
+    /// A LongPoll body that did not arrive within `body_timeout` (408).
+    BodyTimeout,
+    /// A LongPoll body that does not decode (400).
+    BodyMalformed,
+    /// A join on a topic over `SocketOptions::max_topic_bytes`.
+    TopicTooLong,
+}
+
+impl Reason for Rejection {
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The label set of each [`Rejection`], in its order.
+static REJECTION_LABELS: [[(&str, &str); 1]; 9] = [
+    [("reason", "malformed_frame")],
+    [("reason", "protocol_error")],
+    [("reason", "invalid_utf8")],
+    [("reason", "message_too_large")],
+    [("reason", "inflight_budget")],
+    [("reason", "body_too_large")],
+    [("reason", "body_timeout")],
+    [("reason", "body_malformed")],
+    [("reason", "topic_too_long")],
+];
+
+/// Refused inputs, by reason.
+pub(crate) type Rejections = ByReason<Rejection, 9>;
+
+impl Default for Rejections {
+    fn default() -> Self {
+        ByReason::new(
+            "channels_inputs_refused_total",
+            "Client inputs refused (a frame, a message, a LongPoll body, a join's topic), by reason",
+            &REJECTION_LABELS,
+        )
+    }
+}
+
 macro_rules! metrics {
     ($( $(#[doc = $doc:literal])* $kind:ident $name:ident = $exported:literal, )*) => {
         /// The live figures of one endpoint.
         pub(crate) struct Metrics {
             $( pub(crate) $name: $kind, )*
             pub(crate) connections_refused: Refusals,
+            pub(crate) inputs_refused: Rejections,
+            /// The throttles of the log lines a peer can trigger at will.
+            pub(crate) lines: crate::logging::Lines,
         }
 
         impl Default for Metrics {
@@ -231,6 +320,8 @@ macro_rules! metrics {
                 Metrics {
                     $( $name: $kind::define($exported, concat!($($doc),*).trim_ascii()), )*
                     connections_refused: Refusals::default(),
+                    inputs_refused: Rejections::default(),
+                    lines: crate::logging::Lines::default(),
                 }
             }
         }
@@ -242,9 +333,13 @@ macro_rules! metrics {
         #[non_exhaustive]
         pub struct MetricsSnapshot {
             $( $(#[doc = $doc])* pub $name: u64, )*
-            /// Connections refused (origin, `vsn`, the connection cap, or
-            /// `connect`).
+            /// Connections refused (origin, `vsn`, the connection caps, the
+            /// LongPoll open rate, or `connect`).
             pub connections_refused: u64,
+            /// Client inputs refused: malformed or oversized frames and
+            /// messages, messages over the in-flight budget, LongPoll
+            /// bodies refused, joins on topics over the length limit.
+            pub inputs_refused: u64,
             /// Broadcasts delivered on this node (from here or from other
             /// nodes), counted once each however many subscribers got them.
             pub broadcasts: u64,
@@ -257,7 +352,8 @@ macro_rules! metrics {
             /// up and down); every other field is a total that only grows.
             ///
             /// ```
-            /// use phx_channels_runtime::MetricsSnapshot;
+            /// # use phx_channels_runtime as phx_channels;
+            /// use phx_channels::MetricsSnapshot;
             ///
             /// assert!(MetricsSnapshot::is_current("connections_open"));
             /// assert!(MetricsSnapshot::is_current("outbound_queued_bytes"));
@@ -278,12 +374,14 @@ macro_rules! metrics {
             pub(crate) fn export(&self) {
                 $( self.$name.export(); )*
                 self.connections_refused.export();
+                self.inputs_refused.export();
             }
 
             pub(crate) fn snapshot(&self, fanout: &Fanout) -> MetricsSnapshot {
                 MetricsSnapshot {
                     $( $name: self.$name.get(), )*
                     connections_refused: self.connections_refused.total(),
+                    inputs_refused: self.inputs_refused.total(),
                     broadcasts: fanout.broadcasts.get(),
                     deliveries: fanout.deliveries.get(),
                 }
@@ -295,6 +393,7 @@ macro_rules! metrics {
                 f.debug_struct("Metrics")
                     $( .field(stringify!($name), &self.$name.get()) )*
                     .field("connections_refused", &self.connections_refused.total())
+                    .field("inputs_refused", &self.inputs_refused.total())
                     .finish()
             }
         }

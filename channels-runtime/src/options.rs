@@ -8,8 +8,9 @@ use crate::origin::CheckOrigin;
 /// [`Endpoint::socket_with`](crate::endpoint::Endpoint::socket_with).
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::time::Duration;
-/// use phx_channels_runtime::{origin::CheckOrigin, SocketOptions};
+/// use phx_channels::{origin::CheckOrigin, SocketOptions};
 ///
 /// let options = SocketOptions {
 ///     max_channels: 20,
@@ -25,6 +26,15 @@ pub struct SocketOptions {
     /// 100). A join over the limit is answered
     /// `{"reason":"too many channels joined"}`.
     pub max_channels: usize,
+    /// The longest topic a client may join, in bytes; 0: unlimited. A
+    /// longer one is refused at join with
+    /// `{"reason": "topic too long", "max": max_topic_bytes}`, before any
+    /// channel or subscription is made for it (every reply, presence
+    /// state and diff on a topic echoes it: 100 joins of 2 MB topics held
+    /// 600 MB). Phoenix sets no limit; Centrifugo's `channel_max_length`
+    /// is 255. Default: 1 KiB, far above an id-based topic
+    /// (`"room:" + uuid` is 41 bytes, an Absinthe subscription's topic 83).
+    pub max_topic_bytes: usize,
     /// Joins one connection may make per second (0: unlimited); more are
     /// answered `{"reason":"too many joins"}` (phoenix.js retries on its
     /// rejoin back-off). The default leaves room for a reconnect that
@@ -32,6 +42,10 @@ pub struct SocketOptions {
     pub max_joins_per_second: u32,
     /// A connection that sends nothing for this long is closed (1001, so
     /// phoenix.js reconnects). Phoenix: 60 s; phoenix.js heartbeats every 30 s.
+    /// A client is heard when a message of its completes, not on every
+    /// byte: a message must arrive whole within this long of the last one
+    /// (10 MB in 60 s is 170 KB/s), so that one dripped a byte at a time
+    /// cannot hold its buffer.
     pub idle_timeout: Duration,
     /// The largest message a client may send; larger ones close the
     /// connection with 1009. Phoenix (websock_adapter ≥ 0.6): 10 MB.
@@ -95,12 +109,43 @@ pub struct SocketOptions {
     /// `{"reason": "too many broadcasts", "max_per_second": max_broadcasts_per_second}`.
     /// Default: 100.
     pub max_broadcasts_per_second: u32,
+    /// Bytes the channels of one connection may broadcast per second,
+    /// together (a fixed one-second window; a broadcast counts its
+    /// payload, topic and event); 0: unlimited. Every subscriber gets each
+    /// broadcast, so this is what one sender can make every reader of its
+    /// topics download: under a reader's rate, readers are not closed as
+    /// slow consumers by one sender (at 100 broadcasts of 64 KiB a second,
+    /// the limits above let one member push 6.5 MB/s to every member).
+    /// Over it, broadcasts fail with
+    /// [`BroadcastError::RateLimited`](crate::pubsub::BroadcastError::RateLimited);
+    /// propagated from `handle_in`, the message is answered `error` with
+    /// `{"reason": "too many broadcast bytes", "max_bytes_per_second": N}`.
+    /// The first broadcast of a window always fits (it is bounded by
+    /// `max_broadcast_bytes`), so a payload larger than this goes out at
+    /// most once a second rather than never. Default: 256 KiB.
+    pub max_broadcast_bytes_per_second: usize,
+    /// Bytes the clients of this node may broadcast per second on one
+    /// topic, together (whoever sends: many senders on one topic are held
+    /// to what one reader of it can take); 0: unlimited. Over it,
+    /// broadcasts fail the same way, answered
+    /// `{"reason": "too many broadcast bytes on this topic", "max_bytes_per_second": N}`
+    /// (the first broadcast of a topic's window always fits). The
+    /// application's own broadcasts are not limited. Default: 512 KiB.
+    pub max_topic_broadcast_bytes_per_second: usize,
+    /// LongPoll sessions one client address may open per second (a fixed
+    /// one-second window; an IPv4 address or an IPv6 /64); 0: unlimited.
+    /// Over it, the open is refused like a full socket: HTTP 503 with
+    /// `Retry-After`, which phoenix.js retries with its back-off. A
+    /// session never polled after it opened ends after half the poll
+    /// window (phoenix.js polls at once). Default: 20.
+    pub max_longpoll_opens_per_second: u32,
 }
 
 impl Default for SocketOptions {
     fn default() -> Self {
         SocketOptions {
             max_channels: 100,
+            max_topic_bytes: 1024,
             max_joins_per_second: 200,
             idle_timeout: Duration::from_secs(60),
             max_frame_size: 10_000_000,
@@ -112,6 +157,9 @@ impl Default for SocketOptions {
             max_broadcast_bytes: 64 * 1024,
             max_presence_meta_bytes: 4 * 1024,
             max_broadcasts_per_second: 100,
+            max_broadcast_bytes_per_second: 256 * 1024,
+            max_topic_broadcast_bytes_per_second: 512 * 1024,
+            max_longpoll_opens_per_second: 20,
         }
     }
 }

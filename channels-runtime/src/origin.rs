@@ -8,7 +8,8 @@
 //! Requests without an `Origin` (non-browser clients) are allowed.
 //!
 //! ```
-//! use phx_channels_runtime::origin::CheckOrigin;
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::origin::CheckOrigin;
 //!
 //! let check = CheckOrigin::allow(["https://example.com", "//*.example.net"]).unwrap();
 //! assert!(check.allows(Some("https://example.com"), "api.internal"));

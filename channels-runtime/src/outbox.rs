@@ -39,7 +39,8 @@ pub enum CloseReason {
     /// The client sent nothing for the socket's idle timeout.
     Idle,
     /// The client read nothing for the idle timeout while frames waited:
-    /// the connection is dropped without a close frame (none could go).
+    /// its close frame goes after them, if it reads within the close grace;
+    /// else the connection is reset.
     Stalled,
 }
 

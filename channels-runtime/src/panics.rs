@@ -29,9 +29,10 @@
 //! handler panics included, and the runtime no longer logs their location.
 //!
 //! ```
+//! # use phx_channels_runtime as phx_channels;
 //! // At start, before `Endpoint::serve`: handler panics go to the standard
 //! // hook (or the application's own), as in a program without channels.
-//! phx_channels_runtime::panics::leave_hook_alone();
+//! phx_channels::panics::leave_hook_alone();
 //! ```
 
 use std::any::Any;

@@ -1,5 +1,5 @@
-//! The open connections of an endpoint, for the connection cap and for
-//! draining them on shutdown.
+//! The open connections of an endpoint, for the connection caps (in all,
+//! and per source address) and for draining them on shutdown.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use tokio_util::task::task_tracker::{TaskTracker, TaskTrackerToken};
 
 use crate::outbox::{CloseReason, ConnId, Outbox};
+use crate::source::{Counts, Source};
 
 /// Every open connection (WebSocket or LongPoll session) of an endpoint.
 #[derive(Debug, Default)]
@@ -16,6 +17,12 @@ pub(crate) struct Registry {
     open: Mutex<HashMap<ConnId, Weak<Outbox>>>,
     /// 0 means no cap.
     max: std::sync::atomic::AtomicUsize,
+    /// Connections one source may hold (registered here, and HTTP
+    /// connections the server is serving); 0 means no cap, and nothing is
+    /// counted.
+    max_per_source: std::sync::atomic::AtomicU32,
+    /// Connections open per source, while a cap is set.
+    sources: Counts,
     /// One token per registration: `drain` waits for them all to be given
     /// back, without polling the map.
     tracker: TaskTracker,
@@ -29,6 +36,8 @@ pub(crate) struct Registry {
 pub(crate) struct Registration {
     registry: Weak<Registry>,
     id: ConnId,
+    /// The source counted for it ([`Source::get`]), 0 for none.
+    source: u64,
     _open: TaskTrackerToken,
 }
 
@@ -36,7 +45,23 @@ impl Drop for Registration {
     fn drop(&mut self) {
         if let Some(registry) = self.registry.upgrade() {
             registry.open.lock().remove(&self.id);
+            if let Some(source) = Source::from_raw(self.source) {
+                registry.sources.leave(source);
+            }
         }
+    }
+}
+
+/// An HTTP connection of a source, counted while the server serves it.
+#[derive(Debug)]
+pub(crate) struct Serving {
+    registry: Arc<Registry>,
+    source: Source,
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.registry.sources.leave(self.source);
     }
 }
 
@@ -64,15 +89,59 @@ impl Registry {
         self.max.store(max, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Caps the connections one source may hold (0: no cap).
+    pub(crate) fn set_max_per_source(&self, max: u32) {
+        self.max_per_source.store(max, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Whether a new connection fits under the cap.
     pub(crate) fn has_room(&self) -> bool {
         let max = self.max.load(std::sync::atomic::Ordering::Relaxed);
         max == 0 || self.open.lock().len() < max
     }
 
-    pub(crate) fn register(self: &Arc<Self>, outbox: &Arc<Outbox>) -> Registration {
+    /// The source to count a connection from `peer` for, while a
+    /// per-source cap is set.
+    pub(crate) fn counted_source(&self, peer: Option<std::net::IpAddr>) -> Option<Source> {
+        let counted = self.max_per_source.load(std::sync::atomic::Ordering::Relaxed) != 0;
+        peer.filter(|_| counted).map(Source::of)
+    }
+
+    /// Whether `source` may open one more connection (it holds fewer than
+    /// the per-source cap).
+    pub(crate) fn source_has_room(&self, source: Option<Source>) -> bool {
+        let max = self.max_per_source.load(std::sync::atomic::Ordering::Relaxed);
+        match source {
+            Some(source) if max != 0 => self.sources.get(source) < max,
+            _ => true,
+        }
+    }
+
+    /// Counts an HTTP connection of `source` while the returned guard
+    /// lives; `None` when the source is at its cap (the connection is to be
+    /// refused), or no cap is set (nothing counted: `Some(None)`).
+    pub(crate) fn serve(self: &Arc<Self>, peer: std::net::IpAddr) -> Option<Option<Serving>> {
+        let max = self.max_per_source.load(std::sync::atomic::Ordering::Relaxed);
+        if max == 0 {
+            return Some(None);
+        }
+        let source = Source::of(peer);
+        self.sources.enter(source, max).then(|| Some(Serving { registry: self.clone(), source }))
+    }
+
+    /// Registers a connection (of `source`, counted toward its cap: a
+    /// connection admitted under the cap is never refused here).
+    pub(crate) fn register(self: &Arc<Self>, outbox: &Arc<Outbox>, source: Option<Source>) -> Registration {
         self.open.lock().insert(outbox.id(), Arc::downgrade(outbox));
-        Registration { registry: Arc::downgrade(self), id: outbox.id(), _open: self.tracker.token() }
+        if let Some(source) = source {
+            self.sources.add(source);
+        }
+        Registration {
+            registry: Arc::downgrade(self),
+            id: outbox.id(),
+            source: source.map_or(0, Source::get),
+            _open: self.tracker.token(),
+        }
     }
 
     /// Closes `outbox`'s connection once it is idle or stalled for `idle`

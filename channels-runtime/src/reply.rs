@@ -12,7 +12,8 @@ use crate::protocol::{IntoPayload, Payload, PayloadError};
 /// `{:noreply, ..}` and `{:stop, ..}`.
 ///
 /// ```
-/// use phx_channels_runtime::reply::Reply;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::reply::Reply;
 /// use serde_json::json;
 ///
 /// #[derive(serde::Serialize)]
@@ -33,8 +34,24 @@ pub struct Reply {
     pub(crate) stop: bool,
 }
 
-/// The status of a reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The status of a reply: what a handler answers with, and what the test
+/// helpers ([`TestChannel::reply`](crate::testing::TestChannel::reply),
+/// [`TestChannel::assert_reply`](crate::testing::TestChannel::assert_reply))
+/// read back. It compares equal to its wire form, so code written against
+/// the string still reads right:
+///
+/// ```
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::reply::Status;
+///
+/// let status: Status = "error".parse().unwrap();
+/// assert_eq!(status, Status::Error);
+/// assert_eq!(status, "error");
+/// assert!("ok" == Status::Ok && Status::Ok != "error");
+/// assert_eq!(Status::Ok.to_string(), "ok");
+/// assert!("created".parse::<Status>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     /// `"ok"`: phoenix.js calls the push's `receive("ok", ..)` hook.
     Ok,
@@ -51,6 +68,48 @@ impl Status {
         }
     }
 }
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A status other than `ok` and `error` (see [`Status`]'s `FromStr`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}` is not a reply status (`ok` or `error`)")]
+pub struct UnknownStatus(pub String);
+
+impl std::str::FromStr for Status {
+    type Err = UnknownStatus;
+
+    fn from_str(status: &str) -> Result<Self, Self::Err> {
+        match status {
+            "ok" => Ok(Status::Ok),
+            "error" => Ok(Status::Error),
+            other => Err(UnknownStatus(other.to_owned())),
+        }
+    }
+}
+
+/// `status == "ok"`, and the other way round, for every string type.
+macro_rules! status_eq_str {
+    ($($str:ty),*) => {$(
+        impl PartialEq<$str> for Status {
+            fn eq(&self, other: &$str) -> bool {
+                self.as_str() == AsRef::<str>::as_ref(other)
+            }
+        }
+
+        impl PartialEq<Status> for $str {
+            fn eq(&self, other: &Status) -> bool {
+                AsRef::<str>::as_ref(self) == other.as_str()
+            }
+        }
+    )*};
+}
+
+status_eq_str!(str, &str, String);
 
 impl Reply {
     /// Reply `ok` with `response`, JSON or binary (see [`IntoPayload`]; use
@@ -126,7 +185,8 @@ impl Reply {
 /// the push's reply as `T` (and its error as `E`) instead of `unknown`.
 ///
 /// ```
-/// use phx_channels_runtime::reply::{IntoReply, TypedReply};
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::reply::{IntoReply, TypedReply};
 ///
 /// #[derive(serde::Serialize)]
 /// struct Saved { id: u64 }
@@ -142,14 +202,21 @@ pub struct TypedReply<T, E = Never> {
     types: PhantomData<fn() -> (T, E)>,
 }
 
-impl<T: Serialize, E> TypedReply<T, E> {
-    /// Reply `ok` with `response`.
+impl<T, E> TypedReply<T, E>
+where
+    for<'a> &'a T: IntoPayload,
+{
+    /// Reply `ok` with `response`: a `Serialize` value (a model sends its
+    /// `Encode` shape), or a [`Payload`] as it is.
     pub fn ok(response: T) -> Self {
         TypedReply { reply: Reply::ok(&response), types: PhantomData }
     }
 }
 
-impl<T, E: Serialize> TypedReply<T, E> {
+impl<T, E> TypedReply<T, E>
+where
+    for<'a> &'a E: IntoPayload,
+{
     /// Reply `error` with `response`.
     pub fn error(response: E) -> Self {
         TypedReply { reply: Reply::error(&response), types: PhantomData }

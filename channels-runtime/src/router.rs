@@ -6,7 +6,8 @@
 //! wins, as in a Phoenix socket module.
 //!
 //! ```
-//! use phx_channels_runtime::router::TopicPattern;
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::router::TopicPattern;
 //!
 //! let comments = TopicPattern::new("comments:*");
 //! assert!(comments.matches("comments:42"));
@@ -121,7 +122,8 @@ pub enum PatternError {
 /// The topic a channel was joined on.
 ///
 /// ```
-/// use phx_channels_runtime::router::{Topic, TopicPattern};
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::router::{Topic, TopicPattern};
 ///
 /// let topic = Topic::new("comments:42", &TopicPattern::new("comments:*"));
 /// assert_eq!(topic.as_str(), "comments:42");

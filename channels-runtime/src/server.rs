@@ -11,7 +11,13 @@
 //!   it, so slow or silent clients cannot pin file descriptors; and a body
 //!   timeout: a request's body must arrive whole within it, so a client
 //!   that sends headers and withholds the body cannot either.
-//! - Running out of file descriptors does not spin: accepting pauses.
+//! - A per-source cap ([`ServerOptions::max_connections_per_source`]):
+//!   a client address over it is answered 503 as its connection is
+//!   accepted, before its request is read.
+//! - Running out of file descriptors does not leave clients hanging in the
+//!   listen queue until their own timeout: the server keeps one descriptor
+//!   spare, accepts on it, answers 503 and closes; and it does not spin:
+//!   accepting pauses.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,9 +36,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::logging::Line;
+use crate::metrics::{Metrics, Refusal};
 use crate::registry::Registry;
 
-/// How the server treats connections and shuts down.
+/// How the server treats connections and shuts down, and what it lets
+/// clients hold.
+///
+/// ```
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::server::ServerOptions;
+///
+/// let options = ServerOptions { max_connections_per_source: 1000, ..ServerOptions::default() };
+/// assert_eq!(options.max_inflight_bytes, 128 * 1024 * 1024);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerOptions {
     /// Time a client has to send its request headers.
@@ -46,6 +63,26 @@ pub struct ServerOptions {
     pub drain_period: Duration,
     /// How many sockets are closed per batch while draining.
     pub drain_batch: usize,
+    /// Bytes of half-received messages the endpoint holds at once, across
+    /// every connection: WebSocket messages whose frames have not all
+    /// arrived, and LongPoll `POST` bodies being read. A message larger than
+    /// 64 KiB that would go over it is refused as it starts (its header, or
+    /// its `Content-Length`): the WebSocket closes with 1013 ("try again
+    /// later"), the `POST` gets HTTP 503 with `Retry-After`. Smaller ones
+    /// are never refused by it. Each connection is bounded by
+    /// [`SocketOptions::max_frame_size`](crate::SocketOptions::max_frame_size);
+    /// this bounds them together (a thousand clients each holding most of
+    /// a 9 MB frame held 8.6 GB). Applies to every router of the endpoint,
+    /// served by [`Endpoint::serve`](crate::endpoint::Endpoint::serve) or
+    /// not. 0: no limit. Default: 128 MiB.
+    pub max_inflight_bytes: usize,
+    /// Connections one client address (an IPv4 address, or an IPv6 /64)
+    /// may hold at once: HTTP connections being served, WebSockets and
+    /// LongPoll sessions. A connection over it is answered HTTP 503 with
+    /// `Retry-After` as it is accepted, before its request is read. Behind
+    /// a proxy or a load balancer every client has the proxy's address:
+    /// leave it off there. 0: no cap. Default: 0.
+    pub max_connections_per_source: u32,
 }
 
 impl Default for ServerOptions {
@@ -55,6 +92,8 @@ impl Default for ServerOptions {
             body_timeout: Duration::from_secs(30),
             drain_period: Duration::from_secs(10),
             drain_batch: 1000,
+            max_inflight_bytes: 128 * 1024 * 1024,
+            max_connections_per_source: 0,
         }
     }
 }
@@ -74,6 +113,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
@@ -89,18 +129,47 @@ pub(crate) async fn serve(
     let closing = CancellationToken::new();
     let connections = TaskTracker::new();
     tokio::pin!(shutdown);
+    let mut spare = open_spare();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                Err(error) if out_of_files(&error) && spare.is_some() => {
+                    // The client is told (503), rather than left waiting in
+                    // the listen queue for descriptors to free up.
+                    drop(spare.take());
+                    // The client waiting now, not one that comes later.
+                    if let Ok((socket, _)) = socket2::SockRef::from(&listener).accept() {
+                        metrics.connections_refused.incr(Refusal::Source);
+                        if metrics.lines.allow(Line::OutOfFiles) {
+                            tracing::warn!(%error, "{}", Line::OutOfFiles.what());
+                        }
+                        refuse(socket.into());
+                    }
+                    spare = open_spare();
+                    continue;
+                }
                 Err(error) => {
                     // EMFILE and friends: wait for descriptors to free up.
-                    tracing::warn!(%error, "accept failed; pausing");
+                    if metrics.lines.allow(Line::OutOfFiles) {
+                        tracing::warn!(%error, "accept failed; pausing");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
+                    spare = spare.or_else(open_spare);
                     continue;
                 }
             },
             () = &mut shutdown => break,
+        };
+        let Some(serving) = registry.serve(peer.ip()) else {
+            metrics.connections_refused.incr(Refusal::Source);
+            if metrics.lines.allow(Line::SourceLimit) {
+                tracing::warn!(%peer, "{}", Line::SourceLimit.what());
+            }
+            if let Ok(stream) = stream.into_std() {
+                refuse(stream);
+            }
+            continue;
         };
         tune(&stream);
         let router = router.clone();
@@ -114,6 +183,10 @@ pub(crate) async fn serve(
         let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let closing = closing.clone();
         connections.spawn(async move {
+            // The source's count holds while hyper serves the connection
+            // (until it ends, or is handed over as a WebSocket, which
+            // counts on its own).
+            let _serving = serving;
             tokio::pin!(connection);
             let ended = tokio::select! {
                 ended = connection.as_mut() => ended,
@@ -139,6 +212,47 @@ pub(crate) async fn serve(
         tracing::info!(open = connections.len(), "http connections still open after 2 s of shutdown; leaving them");
     }
     Ok(())
+}
+
+/// A descriptor kept open for the moment the process runs out of them: it
+/// is closed to accept the client waiting, that client is refused, and it
+/// is opened again.
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Whether an accept failed for want of file descriptors.
+fn out_of_files(error: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = error;
+        false
+    }
+}
+
+/// Refuses a connection just accepted: answers HTTP 503 with
+/// `Retry-After`, without waiting for anything, and closes it. What its
+/// client already sent is read first (closing a socket with unread bytes
+/// resets it, and the client could lose the answer).
+fn refuse(mut stream: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 5\r\nContent-Type: text/plain\r\n\
+        Content-Length: 19\r\nConnection: close\r\n\r\nserver busy, retry\n";
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 4096];
+    for _ in 0..16 {
+        match stream.read(&mut scratch) {
+            Ok(n) if n > 0 => {}
+            _ => break,
+        }
+    }
+    let _ = stream.write(BUSY);
 }
 
 /// A request body did not arrive whole within [`ServerOptions::body_timeout`].
@@ -214,7 +328,8 @@ where
 /// call this at start.
 ///
 /// ```
-/// let limit = phx_channels_runtime::server::raise_fd_limit().unwrap();
+/// # use phx_channels_runtime as phx_channels;
+/// let limit = phx_channels::server::raise_fd_limit().unwrap();
 /// assert!(limit >= 256);
 /// ```
 #[cfg(unix)]
@@ -232,4 +347,38 @@ pub fn raise_fd_limit() -> std::io::Result<u64> {
         }
     }
     Ok(limit.rlim_cur)
+}
+
+/// Makes memory freed after a spike go back to the operating system at
+/// once; call it at start, before serving. Returns whether it applied.
+///
+/// With glibc's allocator (Linux), a block of 128 KiB or more (a large
+/// frame, a large body) is then always served by a mapping of its own,
+/// returned to the system when freed. Left alone, glibc raises that
+/// threshold to the largest block freed so far, and later large blocks
+/// come from its arenas, which keep what they held: 100 clients that each
+/// echoed one 5 MB message left a server at 386 MB after they all left,
+/// instead of its 8 MB idle size. Blocks under 128 KiB (the frames of
+/// ordinary traffic) are allocated as before: the hot path does not
+/// change. Elsewhere (another allocator, another C library) it does
+/// nothing and returns `false`.
+///
+/// ```
+/// # use phx_channels_runtime as phx_channels;
+/// # #[cfg(all(target_os = "linux", target_env = "gnu"))]
+/// assert!(phx_channels::server::return_memory_to_os());
+/// ```
+pub fn return_memory_to_os() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        /// glibc's own default threshold, kept fixed.
+        const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+        // SAFETY: mallopt only changes the allocator's tuning, and is safe
+        // to call at any time.
+        unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::mailbox::{Address, ChannelRef};
-use crate::presence::{PresenceScope, Scope};
+use crate::presence::{PendingTrack, PresenceError, PresenceScope, Scope, PRESENCE_DIFF, PRESENCE_STATE};
 use crate::protocol::{IntoPayload, Outgoing, Payload, Position, Serializer, PHX_POSITION};
 use crate::pubsub::{BroadcastError, Prepared, PubSub, Recovery};
 use crate::reply::Reply;
@@ -17,8 +17,9 @@ use crate::router::Topic;
 /// A joined channel's view of its connection, passed to every handler.
 ///
 /// ```no_run
-/// # use phx_channels_runtime::socket::Socket;
-/// # use phx_channels_runtime::connect::Connect;
+/// # use phx_channels_runtime as phx_channels;
+/// # use phx_channels::socket::Socket;
+/// # use phx_channels::connect::Connect;
 /// # fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error>> {
 /// use serde_json::json;
 /// socket.push("notice", json!({"text": "auto-saved"}))?;
@@ -60,6 +61,9 @@ struct Extras {
     address: std::sync::OnceLock<Arc<Address>>,
     /// Pushes made before the join reply went out, sent right after it.
     pending: Vec<(String, Payload)>,
+    /// Presences to track right after the join reply (then the state is
+    /// pushed): `Presence::track_after_join`.
+    tracks: Vec<PendingTrack>,
     timers: Vec<tokio::task::AbortHandle>,
     /// A rejoin on a topic with history, while `join` runs.
     recovery: Option<Prepared>,
@@ -253,17 +257,50 @@ impl<S: Connect> Socket<S> {
     /// encoded once per serializer, however many subscribers get it.
     ///
     /// Bounded by the socket's fan-out limits: a payload over
-    /// `max_broadcast_bytes` or a broadcast over `max_broadcasts_per_second`
+    /// `max_broadcast_bytes`, or a broadcast over `max_broadcasts_per_second`,
+    /// `max_broadcast_bytes_per_second` or `max_topic_broadcast_bytes_per_second`
     /// is not sent (see [`BroadcastError`]).
     pub fn broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
-        let payload = self.admit(payload)?;
+        let payload = self.admit(event, payload)?;
         self.conn.pubsub.broadcast(&self.topic, event, payload)
     }
 
+    /// Checks a broadcast against the connection's fan-out limits (counting
+    /// it toward the per-second limits, in broadcasts and in bytes) without
+    /// sending it yet:
+    /// [`AdmittedBroadcast::send`] sends it later, as [`Socket::broadcast`]
+    /// would have. For work that must happen only when the broadcast will
+    /// go out, between the two: a comment stored only once its broadcast
+    /// was admitted, so a refused one (`too many broadcasts`) is not kept.
+    /// Dropped unsent, it still counted toward the rate.
+    ///
+    /// ```no_run
+    /// # use phx_channels_runtime as phx_channels;
+    /// # use phx_channels::socket::Socket;
+    /// # use phx_channels::connect::Connect;
+    /// # async fn store(_content: &str) -> Result<(), std::io::Error> { Ok(()) }
+    /// # async fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    /// use serde_json::json;
+    /// // Refused here (a limit) before anything is stored:
+    /// let broadcast = socket.admit_broadcast("comments:42:new", json!({"comment": {"content": "hi"}}))?;
+    /// store("hi").await?; // an error here sends nothing
+    /// broadcast.send()?; // only a busy broker can refuse it now
+    /// # Ok(()) }
+    /// ```
+    pub fn admit_broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<AdmittedBroadcast, BroadcastError> {
+        let payload = self.admit(event, payload)?;
+        Ok(AdmittedBroadcast {
+            pubsub: self.conn.pubsub.clone(),
+            topic: self.topic.clone(),
+            event: event.to_owned(),
+            payload,
+        })
+    }
+
     /// The payload, if the connection's fan-out limits let it be broadcast.
-    fn admit(&self, payload: impl IntoPayload) -> Result<Payload, BroadcastError> {
+    fn admit(&self, event: &str, payload: impl IntoPayload) -> Result<Payload, BroadcastError> {
         let payload = payload.into_payload()?;
-        self.conn.limits.admit_broadcast(&payload)?;
+        self.conn.limits.admit_broadcast(&self.topic, event, &payload)?;
         Ok(payload)
     }
 
@@ -271,14 +308,14 @@ impl<S: Connect> Socket<S> {
     /// client, on every node. With the [`Payload`] a handler received, the
     /// bytes go out unchanged (a relay). Bounded like [`Socket::broadcast`].
     pub fn broadcast_from(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
-        let payload = self.admit(payload)?;
+        let payload = self.admit(event, payload)?;
         self.conn.pubsub.broadcast_from(self.conn.outbox.id(), &self.topic, event, payload)
     }
 
     /// Broadcasts to the subscribers of this channel's topic on this node
     /// only. Bounded like [`Socket::broadcast`].
     pub fn local_broadcast(&self, event: &str, payload: impl IntoPayload) -> Result<(), BroadcastError> {
-        let payload = self.admit(payload)?;
+        let payload = self.admit(event, payload)?;
         self.conn.pubsub.local_broadcast(&self.topic, event, payload)
     }
 
@@ -342,13 +379,42 @@ impl<S: Connect> Socket<S> {
         }
     }
 
-    /// Sends the pushes held back while joining; later pushes go out at once.
-    pub(crate) fn release_pending(&mut self) {
+    /// Sends the pushes held back while joining (later pushes go out at
+    /// once), then tracks the presences held for after the join and pushes
+    /// `presence_state`. Called right after the join reply.
+    pub(crate) fn release_pending(&mut self) -> Result<(), PresenceError> {
         self.joining = false;
-        let pending = self.extras.get_mut().map(|extras| std::mem::take(&mut extras.pending)).unwrap_or_default();
+        let Some(extras) = self.extras.get_mut() else { return Ok(()) };
+        let pending = std::mem::take(&mut extras.pending);
+        let tracks = std::mem::take(&mut extras.tracks);
         for (event, payload) in pending {
             self.push_frame(&event, payload);
         }
+        if tracks.is_empty() {
+            return Ok(());
+        }
+        self.track_and_push_state(tracks)
+    }
+
+    /// Tracks `tracks`, then pushes everyone on the topic as
+    /// `presence_state`: the joiner gets its own `presence_diff` first, as
+    /// from Phoenix.
+    fn track_and_push_state(&mut self, tracks: Vec<PendingTrack>) -> Result<(), PresenceError> {
+        let tracked = crate::presence::track_pending(&self.presence_scope(), tracks)?;
+        // Maps of JSON values always encode.
+        if let Some(Ok(payload)) = tracked.own_diff.as_ref().map(Payload::json) {
+            // As the topic's broadcast would reach this client: no join_ref.
+            self.conn.send(&Outgoing::Broadcast {
+                topic: &self.topic,
+                event: PRESENCE_DIFF,
+                payload: &payload,
+                position: None,
+            });
+        }
+        if let Ok(payload) = Payload::json(&tracked.state) {
+            self.push_frame(PRESENCE_STATE, payload);
+        }
+        Ok(())
     }
 }
 
@@ -360,6 +426,17 @@ impl<S: Connect> PresenceScope for Socket<S> {
             owner: self.owner(),
             max_meta_bytes: self.conn.limits.max_presence_meta_bytes(),
         }
+    }
+
+    fn track_after_join(&mut self, track: PendingTrack) -> Result<(), PresenceError> {
+        if !self.joining {
+            return self.track_and_push_state(vec![track]);
+        }
+        if self.extras().tracks.iter().any(|held| held.key == track.key) {
+            return Err(PresenceError::AlreadyTracked { topic: self.topic.to_string(), key: track.key });
+        }
+        self.extras().tracks.push(track);
+        Ok(())
     }
 }
 
@@ -421,5 +498,26 @@ impl SocketRef {
 impl std::fmt::Debug for SocketRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SocketRef").field("topic", &self.topic).field("msg_ref", &self.msg_ref).finish()
+    }
+}
+
+/// A broadcast the connection's fan-out limits admitted, not sent yet
+/// (made by [`Socket::admit_broadcast`]). It owns what it needs, so it can
+/// wait across an `.await`.
+#[must_use = "an admitted broadcast is sent only by `send`"]
+#[derive(Debug)]
+pub struct AdmittedBroadcast {
+    pubsub: PubSub,
+    topic: Topic,
+    event: String,
+    payload: Payload,
+}
+
+impl AdmittedBroadcast {
+    /// Broadcasts it to every subscriber of the channel's topic, this
+    /// client included, on every node. Only the broker to other nodes can
+    /// refuse it now ([`BroadcastError::BrokerBusy`]: nobody got it).
+    pub fn send(self) -> Result<(), BroadcastError> {
+        self.pubsub.broadcast(&self.topic, &self.event, self.payload)
     }
 }

@@ -1,10 +1,17 @@
 //! Channel tests without a network, in the manner of `Phoenix.ChannelTest`.
 //!
 //! A [`TestSocket`] runs the real dispatcher and channels in-process;
-//! only the transport is replaced by a queue the test reads. Joining a
-//! topic also subscribes the test to it, so [`TestChannel::assert_broadcast`]
-//! sees every broadcast on the topic, including those the channel sent with
-//! `broadcast_from`.
+//! only the transport is replaced by a queue the test reads. What the test
+//! sees is what Phoenix's test process sees:
+//!
+//! - [`TestChannel::assert_push`] sees every message the client would get
+//!   on the topic: the channel's own pushes, and the broadcasts its
+//!   subscription forwards to the client (as changed by `handle_out` for
+//!   intercepted events; not those it sent itself with `broadcast_from`);
+//! - joining a topic also subscribes the test to it (Phoenix's
+//!   `subscribe_and_join`), so [`TestChannel::assert_broadcast`] sees every
+//!   broadcast on the topic, including those the channel sent with
+//!   `broadcast_from`, before any `handle_out`.
 //!
 //! Assertions wait up to a timeout (1 s by default) and, on failure, panic
 //! with what did arrive.
@@ -56,11 +63,12 @@ pub enum Received {
         /// The ref of the message answered.
         msg_ref: String,
         /// `ok` or `error`.
-        status: String,
+        status: Status,
         /// The response.
         response: Value,
     },
-    /// A push from a channel (or `phx_close` / `phx_error`).
+    /// A push from the channel to its client (or `phx_close` /
+    /// `phx_error`): its frame carries the join_ref.
     Push {
         /// The topic.
         topic: String,
@@ -69,7 +77,9 @@ pub enum Received {
         /// The payload.
         payload: Value,
     },
-    /// A broadcast.
+    /// A broadcast: forwarded to the client by the channel's subscription
+    /// (its frame carries no join_ref), or seen on the topic by the test's
+    /// own subscription.
     Broadcast {
         /// The topic.
         topic: String,
@@ -86,7 +96,7 @@ impl Received {
             serde_json::from_slice(frame.as_bytes()).ok()?;
         if event == PHX_REPLY {
             let Value::Object(mut reply) = payload else { return None };
-            let status = reply.remove("status")?.as_str()?.to_owned();
+            let status = reply.remove("status")?.as_str()?.parse().ok()?;
             let response = reply.remove("response")?;
             return Some(Received::Reply { topic, msg_ref: msg_ref.unwrap_or_default(), status, response });
         }
@@ -95,6 +105,29 @@ impl Received {
             Some(Received::Broadcast { topic, event, payload })
         } else {
             Some(Received::Push { topic, event, payload })
+        }
+    }
+}
+
+impl Received {
+    /// The payload of a message the client got on `topic` named `event`:
+    /// a push, or a broadcast its channel forwarded (what Phoenix's
+    /// `assert_push` matches, `%Phoenix.Socket.Message{}`).
+    fn pushed(&self, topic: &str, event: &str) -> Option<&Value> {
+        match self {
+            Received::Push { topic: t, event: e, payload } | Received::Broadcast { topic: t, event: e, payload }
+                if t == topic && e == event =>
+            {
+                Some(payload)
+            }
+            _ => None,
+        }
+    }
+
+    fn into_payload(self) -> Option<Value> {
+        match self {
+            Received::Push { payload, .. } | Received::Broadcast { payload, .. } => Some(payload),
+            Received::Reply { .. } => None,
         }
     }
 }
@@ -236,7 +269,7 @@ fn show(frames: &[Received]) -> String {
 }
 
 /// Waits for the reply to `msg_ref` on `topic`, or panics saying what came.
-async fn expect_reply(inbox: &Inbox, timeout: Duration, topic: &str, msg_ref: &str, what: &str) -> (String, Value) {
+async fn expect_reply(inbox: &Inbox, timeout: Duration, topic: &str, msg_ref: &str, what: &str) -> (Status, Value) {
     let found = inbox
         .expect(timeout, |f| matches!(f, Received::Reply { topic: t, msg_ref: r, .. } if t == topic && r == msg_ref))
         .await;
@@ -329,7 +362,7 @@ impl<S: Connect + Routes> TestSocket<S> {
         let reply = self.wait_reply(topic, &join_ref).await;
         let channel = TestChannel { topic: topic.to_owned(), join_ref, socket: self.shared.clone(), observer };
         match reply {
-            (status, response) if status == Status::Ok.as_str() => Ok((response, channel)),
+            (Status::Ok, response) => Ok((response, channel)),
             (_, response) => {
                 channel.unsubscribe_observer();
                 Err(response)
@@ -337,7 +370,7 @@ impl<S: Connect + Routes> TestSocket<S> {
         }
     }
 
-    async fn wait_reply(&self, topic: &str, msg_ref: &str) -> (String, Value) {
+    async fn wait_reply(&self, topic: &str, msg_ref: &str) -> (Status, Value) {
         expect_reply(&self.shared.inbox, self.shared.timeout(), topic, msg_ref, "the join").await
     }
 
@@ -403,8 +436,15 @@ impl TestChannel {
         PushRef(msg_ref)
     }
 
-    /// Waits for the reply to `push` and returns its status and response.
-    pub async fn reply(&self, push: &PushRef) -> (String, Value) {
+    /// Waits for the reply to `push` and returns its status and response,
+    /// for assertions on part of the response:
+    ///
+    /// ```ignore
+    /// let (status, response) = channel.reply(&push).await;
+    /// assert_eq!(status, Status::Error);      // or `status == "error"`
+    /// assert!(response["errors"]["content"].is_array());
+    /// ```
+    pub async fn reply(&self, push: &PushRef) -> (Status, Value) {
         let what = format!("push {}", push.0);
         expect_reply(self.socket.inbox(), self.socket.timeout(), &self.topic, &push.0, &what).await
     }
@@ -414,45 +454,42 @@ impl TestChannel {
         let expected = value_of(&expected);
         let (got_status, got) = self.reply(push).await;
         assert!(
-            got_status == status.as_str() && got == expected,
-            "reply to push {} on {}:\n  expected {} {expected}\n  received {got_status} {got}",
+            got_status == status && got == expected,
+            "reply to push {} on {}:\n  expected {status} {expected}\n  received {got_status} {got}",
             push.0,
             self.topic,
-            status.as_str(),
         );
     }
 
-    /// Asserts the channel pushed `event` with this payload to its client.
+    /// Asserts the client got `event` with this payload on the topic:
+    /// pushed by the channel, or a broadcast its subscription forwarded
+    /// (Phoenix's `assert_push`, which matches every
+    /// `%Phoenix.Socket.Message{}` sent to the client). An intercepted
+    /// broadcast is seen as `handle_out` pushed it, or not at all if it
+    /// dropped it; a broadcast the channel sent with `broadcast_from` is not
+    /// seen here (its client is left out), only by
+    /// [`assert_broadcast`](Self::assert_broadcast).
     pub async fn assert_push<T: Serialize>(&self, event: &str, expected: T) {
         let expected = value_of(&expected);
         let timeout = self.socket.timeout();
         let topic = &self.topic;
-        let found = self
-            .socket
-            .inbox()
-            .expect(timeout, |f| {
-                matches!(f, Received::Push { topic: t, event: e, payload } if t == topic && e == event && *payload == expected)
-            })
-            .await;
+        let found = self.socket.inbox().expect(timeout, |f| f.pushed(topic, event) == Some(&expected)).await;
         if let Err(seen) = found {
             panic!("expected push {event} {expected} on {topic} within {timeout:?}; received: {}", show(&seen));
         }
     }
 
-    /// Waits for the channel's next push of `event` and returns its payload,
-    /// for assertions on part of it (Elixir's `assert_push "e", %{"k" => v}`
-    /// binding `v`).
+    /// Waits for the next `event` the client gets on the topic (as
+    /// [`assert_push`](Self::assert_push) sees them) and returns its
+    /// payload, for assertions on part of it (Elixir's
+    /// `assert_push "e", %{"k" => v}` binding `v`).
     pub async fn next_push(&self, event: &str) -> Value {
         let timeout = self.socket.timeout();
         let topic = &self.topic;
-        let found = self
-            .socket
-            .inbox()
-            .expect(timeout, |f| matches!(f, Received::Push { topic: t, event: e, .. } if t == topic && e == event))
-            .await;
-        match found {
-            Ok(Received::Push { payload, .. }) => payload,
-            Ok(_) => unreachable!("only pushes match"),
+        let found = self.socket.inbox().expect(timeout, |f| f.pushed(topic, event).is_some()).await;
+        match found.map(Received::into_payload) {
+            Ok(Some(payload)) => payload,
+            Ok(None) => unreachable!("only pushes and broadcasts match"),
             Err(seen) => panic!("expected push {event} on {topic} within {timeout:?}; received: {}", show(&seen)),
         }
     }
@@ -472,14 +509,12 @@ impl TestChannel {
         }
     }
 
-    /// Asserts the channel does not push `event` within `within`.
+    /// Asserts the client gets no `event` on the topic within `within`
+    /// (neither pushed nor forwarded, as [`assert_push`](Self::assert_push)
+    /// sees them).
     pub async fn refute_push(&self, event: &str, within: Duration) {
         let topic = &self.topic;
-        let found = self
-            .socket
-            .inbox()
-            .expect(within, |f| matches!(f, Received::Push { topic: t, event: e, .. } if t == topic && e == event))
-            .await;
+        let found = self.socket.inbox().expect(within, |f| f.pushed(topic, event).is_some()).await;
         if let Ok(push) = found {
             panic!("expected no push {event} on {topic} within {within:?}; received {push}");
         }
@@ -514,13 +549,28 @@ impl TestChannel {
         }
     }
 
-    /// Broadcasts on the channel's topic from the test.
+    /// Broadcasts on the channel's topic from the test, to every subscriber
+    /// the test's own included (Phoenix's `@endpoint.broadcast`): the channel
+    /// forwards it to its client (or hands it to `handle_out`), and
+    /// [`assert_broadcast`](Self::assert_broadcast) sees it.
     pub fn broadcast<T: Serialize>(&self, event: &str, payload: T) {
         self.socket.pubsub().broadcast(&self.topic, event, payload_of(&payload)).unwrap_or_else(|e| panic!("{e}"));
     }
 
+    /// Broadcasts on the channel's topic from the test, to every subscriber
+    /// but the test itself (Phoenix's `broadcast_from(socket, ..)` in a
+    /// channel test): the channel forwards it to its client (or hands it
+    /// to `handle_out`), and [`assert_broadcast`](Self::assert_broadcast)
+    /// does not see it.
+    pub fn broadcast_from<T: Serialize>(&self, event: &str, payload: T) {
+        self.socket
+            .pubsub()
+            .broadcast_from(self.observer.outbox.id(), &self.topic, event, payload_of(&payload))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// Leaves the topic; returns the leave reply's status and response.
-    pub async fn leave(self) -> (String, Value) {
+    pub async fn leave(self) -> (Status, Value) {
         let push = self.push_reserved(PHX_LEAVE);
         let reply = self.reply(&push).await;
         self.unsubscribe_observer();

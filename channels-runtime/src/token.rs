@@ -7,8 +7,9 @@
 //! given when verifying.
 //!
 //! ```
+//! # use phx_channels_runtime as phx_channels;
 //! use std::time::Duration;
-//! use phx_channels_runtime::token::{TokenError, Tokens};
+//! use phx_channels::token::{TokenError, Tokens};
 //!
 //! let tokens = Tokens::new(b"a secret of at least 32 bytes, from config!", "user socket");
 //! let token = tokens.sign(&42_u64).unwrap();

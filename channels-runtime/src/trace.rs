@@ -25,7 +25,8 @@ use std::fmt;
 /// the span in the caller that made it.
 ///
 /// ```
-/// use phx_channels_runtime::trace::TraceParent;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::trace::TraceParent;
 ///
 /// let parent = TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
 /// assert_eq!(parent.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");

@@ -12,7 +12,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use abuse_helpers::{mb, rss};
-use raw_ws::{client_text, fix_mmap_threshold, short_frame, upgraded};
+use raw_ws::{client_text, fix_mmap_threshold, heartbeat_client, short_frame};
 use support::server;
 use tokio::io::AsyncWriteExt;
 
@@ -23,10 +23,7 @@ async fn large_frames_read_leave_memory_at_its_idle_size() {
     let s = server().await;
     let mut clients = Vec::new();
     for _ in 0..CLIENTS {
-        let mut c = upgraded(s.addr).await;
-        c.write_all(&client_text(br#"[null,"0","phoenix","heartbeat",{}]"#)).await.unwrap();
-        assert!(short_frame(&mut c).await.contains(r#""status":"ok""#));
-        clients.push(c);
+        clients.push(heartbeat_client(s.addr).await);
     }
     let idle = rss();
     {

@@ -1,5 +1,7 @@
 //! Limits, contained faults and graceful shutdown, over real sockets.
 
+#[path = "support/abuse_helpers.rs"]
+mod abuse_helpers;
 mod support;
 
 use std::time::Duration;
@@ -110,4 +112,95 @@ async fn graceful_shutdown_drains_sockets_with_1012_and_terminates_channels() {
     }
     // nothing listens any more
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[tokio::test]
+async fn a_topic_over_the_length_limit_is_refused_at_join() {
+    let s = support::server().await;
+    let mut c = s.v2().await;
+    // Refused with the reason, before any channel or subscription exists
+    // (100 joins of 2 MB topics held 600 MB).
+    let long = format!("echo:{}", "x".repeat(2_000_000));
+    let refused = c.join("1", &long).await;
+    assert_eq!(refused[4], json!({"status": "error", "response": {"reason": "topic too long", "max": 1024}}));
+    assert_eq!(refused[2], long.as_str(), "the reply names the topic, so phoenix.js finds its channel");
+    let at_limit = format!("echo:{}", "x".repeat(1024 - 5));
+    assert_eq!(c.join("2", &at_limit).await[4]["status"], "ok");
+    let m = s.endpoint.metrics();
+    assert_eq!((m.channels_open, m.joins_refused, m.inputs_refused), (1, 1, 1));
+    assert_eq!(s.endpoint.pubsub().subscriber_count(&long), 0);
+}
+
+#[tokio::test]
+async fn a_source_over_its_connection_cap_is_answered_503_at_once() {
+    let options = ServerOptions { max_connections_per_source: 3, ..ServerOptions::default() };
+    let s = serve_with(Endpoint::new().server_options(options), SocketOptions::default()).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(s.v2().await);
+    }
+    // A fourth from the same address: a plain 503 with Retry-After, sent
+    // before the request is read, not a client left hanging.
+    let (status, head, _) = support::http(s.addr, "GET", "/socket/websocket?vsn=2.0.0", &[], "").await;
+    assert_eq!(status, 503, "{head}");
+    assert!(head.to_ascii_lowercase().contains("retry-after"), "{head}");
+    assert_eq!(s.refused_status("vsn=2.0.0").await, 503);
+    assert_eq!(s.endpoint.metrics().connections_refused, 2);
+    // One leaves: its place is free again.
+    drop(open.pop());
+    support::eventually("the dropped connection frees its place", || s.endpoint.connections() < 3).await;
+    open.push(s.v2().await);
+    assert_eq!(s.endpoint.connections(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_joining_at_once_gets_batched_diffs() {
+    // Every join of a room made every member a diff: 2 000 members joining
+    // at once were 4 million frames, and a bystander waited 2.6 s for its
+    // heartbeat. Diffs are batched per room per broadcast period (100 ms).
+    const MEMBERS: usize = 300;
+    let s = support::server().await;
+    let topic = "echo:storm";
+    let mut first = abuse_helpers::Raw::v2(s.addr).await;
+    assert_eq!(first.join("1", topic).await[4]["status"], "ok");
+    assert!(first.text(format!(r#"["1","t","{topic}","track","m-first"]"#)).await);
+    let mut bystander = abuse_helpers::Raw::v2(s.addr).await;
+    assert_eq!(bystander.join("1", "echo:elsewhere").await[4]["status"], "ok");
+
+    let members: Vec<_> = (0..MEMBERS)
+        .map(|i| {
+            let addr = s.addr;
+            tokio::spawn(async move {
+                let mut c = abuse_helpers::Raw::v2(addr).await;
+                assert_eq!(c.join("1", topic).await[4]["status"], "ok");
+                assert!(c.text(format!(r#"["1","t","{topic}","track","m{i}"]"#)).await);
+                // Reads what it gets until told to stop (dropped).
+                while !matches!(c.next().await, abuse_helpers::Got::Closed(_) | abuse_helpers::Got::Timeout) {}
+            })
+        })
+        .collect();
+
+    // The first member sees every member join, in how many diffs?
+    let mut joined = std::collections::HashSet::new();
+    let mut diffs = 0;
+    let mut slowest = Duration::ZERO;
+    let mut beat = 0;
+    while joined.len() < MEMBERS {
+        let frame = first.json().await;
+        if frame[3] == "presence_diff" {
+            diffs += 1;
+            joined.extend(frame[4]["joins"].as_object().unwrap().keys().filter(|k| *k != "m-first").cloned());
+            let sent = std::time::Instant::now();
+            beat += 1;
+            bystander.heartbeat(&beat.to_string()).await;
+            slowest = slowest.max(sent.elapsed());
+        }
+    }
+    println!(
+        "{MEMBERS} members joining at once: {diffs} diffs to the first; a bystander's slowest heartbeat {slowest:?}"
+    );
+    assert!(diffs < MEMBERS / 5, "{diffs} diffs for {MEMBERS} joins");
+    for member in members {
+        member.abort();
+    }
 }

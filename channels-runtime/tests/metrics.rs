@@ -11,7 +11,6 @@ mod abuse_helpers;
 mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 
 use abuse_helpers::{non_reader, Raw};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -19,7 +18,7 @@ use phx_channels_runtime::endpoint::Endpoint;
 use phx_channels_runtime::origin::CheckOrigin;
 use phx_channels_runtime::SocketOptions;
 use serde_json::json;
-use support::{eventually, http, serve, serve_with};
+use support::{eventually, serve, serve_with, upgrade_status};
 
 /// Every series the recorder holds, from its Prometheus text:
 /// `name{k=v,..}` → value (a histogram as its `_count`).
@@ -37,17 +36,6 @@ fn recorded(prometheus: &PrometheusHandle) -> HashMap<String, f64> {
 
 fn get(prometheus: &PrometheusHandle, series: &str) -> f64 {
     recorded(prometheus).get(series).copied().unwrap_or_else(|| panic!("{series} is not exported"))
-}
-
-async fn upgrade_status(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> u16 {
-    let mut all = vec![
-        ("connection", "Upgrade"),
-        ("upgrade", "websocket"),
-        ("sec-websocket-version", "13"),
-        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ];
-    all.extend_from_slice(headers);
-    http(addr, "GET", &format!("/socket/websocket?{query}"), &all, "").await.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

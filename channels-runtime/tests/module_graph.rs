@@ -5,8 +5,13 @@
 //! Read from the sources (code only: doc links may point anywhere, and a
 //! module's own unit tests may use what they like).
 
+#[path = "support/sources.rs"]
+mod sources;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+
+use sources::rust_sources;
 
 /// The core, lowest first.
 const LAYERS: &[&str] = &[
@@ -76,30 +81,17 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
 fn graph_of(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let src = src.to_path_buf();
     let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut stack = vec![src.clone()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                stack.push(path);
-                continue;
-            }
-            if path.extension().is_none_or(|e| e != "rs") {
-                continue;
-            }
-            let relative = path.strip_prefix(&src).unwrap();
-            let first = relative.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
-            let module = first.trim_end_matches(".rs").to_owned();
-            if OUTSIDE.contains(&module.as_str()) {
-                continue;
-            }
-            let source = std::fs::read_to_string(&path).unwrap();
-            let used = uses(&code(&source));
-            let entry = graph.entry(module.clone()).or_default();
-            // Items re-exported at the crate root (`crate::SocketOptions`)
-            // are not modules.
-            entry.extend(used.into_iter().filter(|m| *m != module && m.chars().next().is_some_and(char::is_lowercase)));
+    for (relative, source) in rust_sources(&src) {
+        let first = relative.split('/').next().unwrap();
+        let module = first.trim_end_matches(".rs").to_owned();
+        if OUTSIDE.contains(&module.as_str()) {
+            continue;
         }
+        let used = uses(&code(&source));
+        let entry = graph.entry(module.clone()).or_default();
+        // Items re-exported at the crate root (`crate::SocketOptions`)
+        // are not modules.
+        entry.extend(used.into_iter().filter(|m| *m != module && m.chars().next().is_some_and(char::is_lowercase)));
     }
     graph
 }

@@ -1,16 +1,22 @@
 //! The `discuss` app: its socket, channels and model, as a module the
 //! server (`main.rs`) mounts and the channel tests
-//! (`tests/discuss_channels.rs`) drive with `phx_channels::testing`.
+//! (`tests/discuss_channels.rs`, `tests/discuss_db.rs`) drive.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use phx_channels::changeset::Messages;
+use phx_channels::describe::{PresenceDiff, PresenceState};
 use phx_channels::prelude::*;
 use serde::Deserialize;
+use sqlx::types::time::{OffsetDateTime, PrimitiveDateTime};
 use ts_rs::TS;
 use validator::{Validate, ValidationError};
+
+// Beside this file however it is reached (`main.rs`, or a test's `#[path]`).
+#[path = "store.rs"]
+pub mod store;
+
+use store::{Store, Unavailable};
 
 socket! {
     /// The socket clients connect to at `/socket`.
@@ -46,7 +52,8 @@ impl Connect for UserSocket {
 /// every channel (`socket.state()`) and from the HTTP routes
 /// (`State<Arc<App>>`).
 pub struct App {
-    comments: Comments,
+    /// Where the comments are kept.
+    pub comments: Store,
     /// The endpoint's PubSub, for the HTTP routes to broadcast on.
     pub pubsub: PubSub,
     /// The token `POST /api/disconnect` must carry (`Authorization: Bearer ..`);
@@ -55,9 +62,9 @@ pub struct App {
 }
 
 impl App {
-    /// An app with no comments yet, broadcasting on `pubsub`.
-    pub fn new(pubsub: PubSub, admin_token: Option<String>) -> Self {
-        App { comments: Comments::default(), pubsub, admin_token }
+    /// An app keeping its comments in `comments`, broadcasting on `pubsub`.
+    pub fn new(comments: Store, pubsub: PubSub, admin_token: Option<String>) -> Self {
+        App { comments, pubsub, admin_token }
     }
 }
 
@@ -77,11 +84,19 @@ impl App {
     /// Checks an `Authorization` header value against the admin token.
     pub fn admin(&self, authorization: Option<&str>) -> Admin {
         let Some(expected) = self.admin_token.as_deref() else { return Admin::Closed };
-        match authorization.and_then(|v| v.strip_prefix("Bearer ")) {
+        match authorization.and_then(bearer_token) {
             Some(given) if constant_time_eq(given.as_bytes(), expected.as_bytes()) => Admin::Allowed,
             _ => Admin::Refused,
         }
     }
+}
+
+/// The token of a `Bearer` credential (RFC 6750): the scheme is matched
+/// without regard to case (RFC 7235 §2.1: `bearer`, `BEARER`), and is
+/// followed by one or more spaces.
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim_start_matches(' '))
 }
 
 /// Compares without leaking where the first difference is.
@@ -89,59 +104,39 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Comments a topic keeps (the oldest go first): what a join replays, so
-/// a 40-byte join can never make a reply of every comment ever written.
-pub const KEPT_PER_TOPIC: usize = 50;
-/// Topics kept at once; a new one past it replaces the one written to least
-/// recently.
-pub const KEPT_TOPICS: usize = 10_000;
+/// Comments a join replays: the topic's newest, so a 40-byte join can
+/// never make a reply of every comment ever written. Older ones are a
+/// `comments:before` away.
+pub const REPLAYED: u32 = 50;
+/// The most comments one `comments:before` answers: as many as a join
+/// replays, so a reply is at most 2 MB (50 comments of 40 000 bytes), far
+/// under `SocketOptions::max_outbound_bytes`.
+pub const MAX_PAGE: u32 = 50;
 
-/// Comments of every topic, newest last, bounded in both directions.
-#[derive(Default)]
-struct Comments {
-    topics: Mutex<Topics>,
-}
-
-#[derive(Default)]
-struct Topics {
-    by_topic: HashMap<String, (u64, VecDeque<Comment>)>,
-    /// Bumped on every write: a topic's last-write stamp, to evict.
-    clock: u64,
-}
-
-impl Comments {
-    fn of(&self, topic_id: &str) -> Vec<Comment> {
-        let topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-        topics.by_topic.get(topic_id).map(|(_, c)| c.iter().cloned().collect()).unwrap_or_default()
-    }
-
-    fn add(&self, topic_id: &str, comment: Comment) {
-        let mut topics = self.topics.lock().unwrap_or_else(|e| e.into_inner());
-        topics.clock += 1;
-        let now = topics.clock;
-        if !topics.by_topic.contains_key(topic_id) && topics.by_topic.len() >= KEPT_TOPICS {
-            // O(topics), only when a new topic arrives at the cap.
-            if let Some(oldest) = topics.by_topic.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone()) {
-                topics.by_topic.remove(&oldest);
-            }
-        }
-        let (at, comments) = topics.by_topic.entry(topic_id.to_owned()).or_default();
-        *at = now;
-        if comments.len() == KEPT_PER_TOPIC {
-            comments.pop_front();
-        }
-        comments.push_back(comment);
-    }
-}
-
-/// A comment as stored. Only `content` ever leaves the server, like
-/// `@derive {Jason.Encoder, only: [:content]}` on a Phoenix schema.
-#[derive(Clone, Debug, Encode)]
+/// A comment, as the `comments` table keeps it (the seed's `schema
+/// "comments"`: `belongs_to :user`, `belongs_to :topic`, `timestamps()`).
+/// Only `content` ever leaves the server, like `@derive {Jason.Encoder,
+/// only: [:content]}` on the Phoenix schema: the ids and timestamps are
+/// the server's.
+#[derive(Clone, Debug, sqlx::FromRow, Encode)]
 #[encode(only = [content])]
 pub struct Comment {
+    id: i64,
     content: String,
     user_id: Option<String>,
-    inserted_at: SystemTime,
+    topic_id: String,
+    inserted_at: PrimitiveDateTime,
+    updated_at: PrimitiveDateTime,
+}
+
+impl Comment {
+    /// A comment not stored yet (the database gives its id), stamped now
+    /// in UTC to the second, as Ecto's `timestamps()` does.
+    fn new(content: String, user_id: Option<String>, topic_id: String) -> Self {
+        let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let now = PrimitiveDateTime::new(now.date(), now.time());
+        Comment { id: 0, content, user_id, topic_id, inserted_at: now, updated_at: now }
+    }
 }
 
 /// `comments:N`, N all digits (any length: it is an id, not a number).
@@ -161,6 +156,54 @@ pub struct CommentsJoined {
 #[derive(Encode)]
 pub struct Added {}
 
+/// The error response of a handler whose database failed:
+/// `{"reason": "storage unavailable"}` (the cause is in the server's log).
+#[derive(Encode)]
+pub struct StorageError {
+    reason: &'static str,
+}
+
+impl From<Unavailable> for StorageError {
+    fn from(_: Unavailable) -> Self {
+        StorageError { reason: "storage unavailable" }
+    }
+}
+
+/// The `comments:before` payload: `{"before": cursor, "limit": n}`, both
+/// optional.
+#[derive(Deserialize, Validate, TS)]
+pub struct PageParams {
+    /// The `next` of the page before; without it (or `null`), the newest
+    /// comments.
+    #[serde(default)]
+    #[ts(optional = nullable)]
+    #[validate(custom(function = "cursor"))]
+    before: Option<String>,
+    /// How many comments, 1 to 50 (`MAX_PAGE`, the default).
+    #[serde(default)]
+    #[ts(optional)]
+    #[validate(range(min = 1, max = MAX_PAGE))]
+    limit: Option<u32>,
+}
+
+/// A cursor is the id of the oldest comment of the page that gave it; to
+/// the client, an opaque string.
+fn cursor(before: &str) -> Result<(), ValidationError> {
+    match before.parse::<i64>() {
+        Ok(id) if id > 0 && !before.starts_with('+') => Ok(()),
+        _ => Err(ValidationError::new("cursor").with_message("is invalid".into())),
+    }
+}
+
+/// The reply of `comments:before`: up to `limit` comments older than the
+/// cursor, oldest first, and the cursor of the page before it (`null` when
+/// there is none, at the oldest comment kept).
+#[derive(Encode)]
+pub struct CommentsPage {
+    comments: Vec<Comment>,
+    next: Option<String>,
+}
+
 /// What `comments:N:new` broadcasts on `comments:N`.
 #[derive(Encode)]
 pub struct NewCommentEvent {
@@ -175,15 +218,8 @@ pub struct NewCommentEvent {
 pub struct NewComment {
     /// At most 10 000 characters: what is kept and broadcast stays well
     /// under `SocketOptions::max_broadcast_bytes`.
-    #[validate(custom(function = "not_blank"), length(max = 10_000))]
+    #[validate(custom(function = "phx_channels::changeset::not_blank"), length(max = 10_000))]
     content: String,
-}
-
-fn not_blank(content: &str) -> Result<(), ValidationError> {
-    if content.trim().is_empty() {
-        return Err(ValidationError::new("blank"));
-    }
-    Ok(())
 }
 
 /// The contract answers "can't be blank" for a `content` that is missing,
@@ -203,7 +239,10 @@ impl CommentsChannel {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(JoinError::reason("invalid topic"));
         }
-        let comments = socket.state().comments.of(id);
+        // The cause is logged by the store; the client reads the reason.
+        let Ok(comments) = socket.state().comments.latest(id, REPLAYED).await else {
+            return Err(JoinError::reason("storage unavailable"));
+        };
         Ok((CommentsJoined { comments, hey: "there" }, CommentsChannel { topic_id: id.to_owned() }))
     }
 
@@ -212,25 +251,71 @@ impl CommentsChannel {
         &mut self,
         new: Valid<NewComment, BlankIfUnreadable>,
         socket: &mut Socket<UserSocket>,
-    ) -> Result<TypedReply<Added>, BroadcastError> {
-        let content = new.into_inner().content;
-        let comment = Comment { content, user_id: socket.assigns().id.clone(), inserted_at: SystemTime::now() };
-        tracing::info!(topic = self.topic_id, user = ?comment.user_id, at = ?comment.inserted_at, "comment added");
-        // Kept before it is broadcast: whoever hears of it and joins sees it.
-        socket.state().comments.add(&self.topic_id, comment.clone());
-        socket.broadcast(&format!("comments:{}:new", self.topic_id), &NewCommentEvent { comment })?;
+    ) -> Result<TypedReply<Added, StorageError>, BroadcastError> {
+        let comment = Comment::new(new.into_inner().content, socket.assigns().id.clone(), self.topic_id.clone());
+        // Kept only when its broadcast goes out, and broadcast only once
+        // kept (whoever hears of it and joins then sees it): the fan-out
+        // limits first (a refusal stores nothing), then the row, then
+        // the broadcast.
+        let event = NewCommentEvent { comment };
+        let broadcast = socket.admit_broadcast(&format!("comments:{}:new", self.topic_id), &event)?;
+        let comments = &socket.state().comments;
+        let comment = match comments.insert(event.comment).await {
+            Ok(comment) => comment,
+            Err(unavailable) => return Ok(TypedReply::error(unavailable.into())),
+        };
+        if let Err(refused) = broadcast.send() {
+            // The broker to other nodes refused it: nobody got it, so it is
+            // not kept either. (Should the delete fail too, it is logged;
+            // the old comments its insert pruned stay pruned.)
+            let _ = comments.delete(comment.id).await;
+            return Err(refused);
+        }
+        tracing::info!(topic = self.topic_id, id = comment.id, user = ?comment.user_id, at = %comment.inserted_at, "comment added");
         Ok(TypedReply::ok(Added {}))
     }
 
-    /// Echoes any payload, unchanged.
+    /// A page of older comments: `{"before": cursor, "limit": n}` (both
+    /// optional) answers `{"comments": [..], "next": cursor | null}`, the
+    /// comments oldest first. Without `before`, the newest `limit`: the
+    /// first page is what a join replays, and its `next` goes on from there.
+    #[handle_in("comments:before")]
+    async fn before(
+        &mut self,
+        page: Valid<PageParams>,
+        socket: &mut Socket<UserSocket>,
+    ) -> TypedReply<CommentsPage, StorageError> {
+        let PageParams { before, limit } = page.into_inner();
+        let limit = limit.unwrap_or(MAX_PAGE);
+        let comments = &socket.state().comments;
+        // Validated: a positive integer.
+        let found = match before.and_then(|b| b.parse::<i64>().ok()) {
+            Some(before) => comments.before(&self.topic_id, before, limit + 1).await,
+            None => comments.latest(&self.topic_id, limit + 1).await,
+        };
+        let mut comments = match found {
+            Ok(comments) => comments,
+            Err(unavailable) => return TypedReply::error(unavailable.into()),
+        };
+        // One more than asked for says whether there is a page before.
+        let next = if comments.len() > limit as usize {
+            comments.remove(0);
+            comments.first().map(|oldest| oldest.id.to_string())
+        } else {
+            None
+        };
+        TypedReply::ok(CommentsPage { comments, next })
+    }
+
+    /// Echoes any payload, JSON or binary, unchanged.
     #[handle_in("ping")]
-    async fn ping(&mut self, payload: Payload) -> Reply {
-        Reply::ok(payload)
+    async fn ping(&mut self, payload: Payload) -> TypedReply<Payload> {
+        TypedReply::ok(payload)
     }
 
     /// Dies on purpose: the client gets `phx_error` for this topic alone.
     #[handle_in("crash")]
-    async fn crash(&mut self, _payload: Payload) -> Reply {
+    async fn crash(&mut self, _payload: Payload) {
         panic!("crash requested by the client on comments:{}", self.topic_id)
     }
 }
@@ -242,10 +327,6 @@ pub const MAX_NAME_BYTES: usize = 256;
 pub struct RoomChannel {
     name: String,
 }
-
-/// Sent by a room to itself from `join`, so presence work runs right after
-/// the join reply (Phoenix's `send(self(), :after_join)`).
-struct AfterJoin;
 
 fn unix_seconds() -> String {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or_default().to_string()
@@ -282,9 +363,16 @@ impl From<Value> for RoomParams {
     }
 }
 
+/// A member's presence meta: since when they are here (Unix seconds, as a
+/// string, as the Phoenix app sends it).
+#[derive(Encode)]
+pub struct Online {
+    online_at: String,
+}
+
 #[channel(
     socket = UserSocket,
-    out = ["shout" => ShoutEvent, "presence_state" => Value, "presence_diff" => Value],
+    out = ["shout" => ShoutEvent, "presence_state" => PresenceState<Online>, "presence_diff" => PresenceDiff<Online>],
 )]
 impl RoomChannel {
     /// Joins with `{"name": U}`; anything else is Phoenix's plain refusal.
@@ -297,20 +385,10 @@ impl RoomChannel {
         if name.len() > MAX_NAME_BYTES {
             return Err(JoinError::reason("name too long"));
         }
-        // The channel is running as long as this is; the send cannot fail.
-        let _ = socket.channel_ref().send(AfterJoin);
+        // Right after the join reply: tracked (everyone gets a
+        // `presence_diff`), then the whole `presence_state` pushed here.
+        Presence::track_after_join(socket, &name, Online { online_at: unix_seconds() })?;
         Ok((json!({}), RoomChannel { name }))
-    }
-
-    /// Tracks this user (everyone gets a `presence_diff`), then pushes the
-    /// whole `presence_state` to this client.
-    #[handle_info]
-    async fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<UserSocket>) -> Result<(), PresenceError> {
-        Presence::track(socket, &self.name, json!({"online_at": unix_seconds()}))?;
-        let state = Presence::list(socket);
-        // Only a payload that is not JSON can fail to push; this one is.
-        let _ = socket.push("presence_state", state);
-        Ok(())
     }
 
     #[handle_in("shout")]

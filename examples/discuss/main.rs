@@ -6,7 +6,7 @@
 //! ```text
 //! cargo run --release --example discuss              # http://127.0.0.1:4000
 //! cargo run --release --example discuss -- --port 4100 --host 127.0.0.1
-//! cargo run --example discuss -- typescript tests/js/ts/discuss.ts  # the typed client module
+//! cargo run --example discuss -- typescript --strict tests/js/ts/discuss.ts  # the typed client module
 //! ```
 //!
 //! Several nodes share broadcasts and presence through the broker named in
@@ -19,12 +19,35 @@
 //! NATS_URL=nats://127.0.0.1:4222 cargo run --release --example discuss
 //! ```
 //!
+//! Comments are kept in a database, through `sqlx` (`app/store.rs`):
+//! `DATABASE_URL` names it, `sqlite://discuss.db` (a file in the working
+//! directory, made at the first start) by default; migrations
+//! (`examples/discuss/migrations/`) run at start. Nodes that share comments
+//! share a PostgreSQL database:
+//!
+//! ```text
+//! DATABASE_URL=sqlite:///var/lib/discuss/comments.db cargo run --release --example discuss
+//! DATABASE_URL=postgres://discuss@127.0.0.1/discuss REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example discuss
+//! ```
+//!
+//! A topic keeps its newest `DISCUSS_COMMENTS_PER_TOPIC` comments (default
+//! 1 000) and the database its newest `DISCUSS_COMMENTS_KEPT` (default
+//! 100 000); older ones are deleted as new ones come.
+//!
 //! `NODE_NAME` names the node among the others (a node restarted under the
 //! same name replaces its previous life at once); `PRESENCE_DOWN_PERIOD_MS`
 //! sets how long a silent node's presences survive (default 3 s).
 //! `DISCUSS_MAX_BROADCASTS_PER_SECOND` sets the broadcasts one connection
 //! may make per second (default 100; 0: unlimited), for benchmarks that
 //! push from one client faster than that.
+//!
+//! Connections are capped below the open-file limit, so that a flood gets
+//! 503 while the server still has descriptors to answer it with
+//! (`DISCUSS_MAX_CONNECTIONS`, default: the limit less 256), and per client
+//! address (`DISCUSS_MAX_CONNECTIONS_PER_SOURCE`, default 1000; 0: no cap;
+//! leave it at 0 behind a proxy, where every client has its address). At
+//! start the example makes memory freed after a spike go back to the system
+//! (`server::return_memory_to_os`).
 //!
 //! `POST /api/disconnect?id=SOCKET_ID` (every connection with that socket id
 //! is closed), `GET /api/stats` (the endpoint's and the broker's counters)
@@ -61,9 +84,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use phx_channels::dashboard::{Access, Guard, TokenGuard};
 use phx_channels::prelude::*;
 use phx_channels::pubsub::{Nats, Redis, RedisCluster};
-use phx_channels::{MetricsSnapshot, PresenceOptions, SocketOptions};
+use phx_channels::{MetricsSnapshot, PresenceOptions, ServerOptions, SocketOptions};
 use serde::Deserialize;
 
+use app::store::{Limits, Store};
 use app::{Admin, App, UserSocket};
 
 #[derive(Deserialize)]
@@ -268,6 +292,29 @@ fn pubsub() -> anyhow::Result<PubSub> {
     Ok(pubsub)
 }
 
+/// Where comments go without `DATABASE_URL`: `discuss.db` in the working
+/// directory, made (and migrated) at the first start.
+const DEFAULT_DATABASE_URL: &str = "sqlite://discuss.db";
+
+/// The comments' database, from `DATABASE_URL` and the limits' variables.
+async fn store() -> anyhow::Result<Store> {
+    let url = env("DATABASE_URL").unwrap_or_else(|| DEFAULT_DATABASE_URL.to_owned());
+    let mut limits = Limits::default();
+    if let Some(n) = env("DISCUSS_COMMENTS_PER_TOPIC") {
+        limits.per_topic = n.parse()?;
+    }
+    if let Some(n) = env("DISCUSS_COMMENTS_KEPT") {
+        limits.total = n.parse()?;
+    }
+    // The URL may hold a password: only its scheme is logged.
+    let backend = url.split(':').next().unwrap_or_default();
+    let store = Store::connect(&url, limits)
+        .await
+        .map_err(|e| e.context(format!("cannot open the comments' database ({backend}:..., from DATABASE_URL)")))?;
+    tracing::info!(backend = store.backend(), ?limits, "comments kept in the database");
+    Ok(store)
+}
+
 /// A variable of the environment, unless unset or empty.
 fn env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
@@ -300,11 +347,16 @@ fn args() -> Result<Args, String> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    // `discuss typescript FILE`: writes the socket's TypeScript module (docs/typescript.md).
-    if let [_, command, file] = std::env::args().collect::<Vec<_>>().as_slice() {
-        if command == "typescript" {
+    // `discuss typescript [--strict] FILE`: writes the socket's TypeScript
+    // module (docs/typescript.md); `--strict` refuses to write `unknown`.
+    match std::env::args().collect::<Vec<_>>().as_slice() {
+        [_, command, file] if command == "typescript" => {
             return Ok(std::fs::write(file, phx_channels::typescript::render::<UserSocket>()?)?);
         }
+        [_, command, strict, file] if command == "typescript" && strict == "--strict" => {
+            return Ok(std::fs::write(file, phx_channels::typescript::render_strict::<UserSocket>()?)?);
+        }
+        _ => {}
     }
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -313,9 +365,25 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = args().map_err(anyhow::Error::msg)?;
+    // Memory a spike of large messages took goes back once they are gone.
+    let returned = phx_channels::server::return_memory_to_os();
+    tracing::debug!(returned, "freed memory returned to the system");
     // Every connection is a file descriptor; the default soft limit is low.
     let fd_limit = phx_channels::server::raise_fd_limit()?;
     tracing::debug!(fd_limit, "open-file limit");
+    // Room under the limit for the listener, the broker's connections and
+    // the HTTP connections being answered (503s included).
+    let max_connections = match env("DISCUSS_MAX_CONNECTIONS") {
+        Some(n) => n.parse()?,
+        None => usize::try_from(fd_limit.saturating_sub(256).max(fd_limit / 2)).unwrap_or(usize::MAX),
+    };
+    let server = ServerOptions {
+        max_connections_per_source: match env("DISCUSS_MAX_CONNECTIONS_PER_SOURCE") {
+            Some(n) => n.parse()?,
+            None => 1000,
+        },
+        ..ServerOptions::default()
+    };
 
     let mut options = SocketOptions { longpoll: true, ..SocketOptions::default() };
     if let Some(n) = env("DISCUSS_MAX_BROADCASTS_PER_SECOND") {
@@ -324,10 +392,13 @@ async fn main() -> anyhow::Result<()> {
     let admin_token = env("DISCUSS_ADMIN_TOKEN");
     let prometheus = prometheus()?;
     let pubsub = pubsub()?;
-    let endpoint = Endpoint::with_state(App::new(pubsub.clone(), admin_token))
+    let app = Arc::new(App::new(store().await?, pubsub.clone(), admin_token));
+    let endpoint = Endpoint::with_state(app.clone())
         .with_pubsub(pubsub)
         .socket_with("/socket", UserSocket, options)
-        .dashboard("/dashboard", DashboardGuard(env("DISCUSS_DASHBOARD_TOKEN").map(TokenGuard::new)));
+        .dashboard("/dashboard", DashboardGuard(env("DISCUSS_DASHBOARD_TOKEN").map(TokenGuard::new)))
+        .max_connections(max_connections)
+        .server_options(server);
     // A clone shares the endpoint's counters.
     let counters = endpoint.clone();
     let stats = get(move |State(app): State<Arc<App>>, headers: HeaderMap| {
@@ -344,5 +415,8 @@ async fn main() -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     println!("listening on http://{addr}");
     endpoint.serve_on(listener).await?;
+    // Every channel has ended: the last writes are in, SQLite's WAL is
+    // folded back into its file.
+    app.comments.close().await;
     Ok(())
 }

@@ -45,6 +45,13 @@ test("GET /metrics needs the admin token", T, async () => {
   const ok = await scrape();
   assert.equal(ok.status, 200);
   assert.match(ok.text, /# TYPE channels_connections_accepted_total counter/);
+  // The scheme is case-insensitive (RFC 7235 §2.1), as proxies and
+  // clients may send it.
+  for (const scheme of ["bearer", "BEARER"]) {
+    const res = await fetch(`${HTTP_BASE}/metrics`, { headers: { authorization: `${scheme} ${ADMIN_TOKEN}` } });
+    assert.equal(res.status, 200, `${scheme} ${res.status}`);
+    await res.text();
+  }
 });
 
 test("a scripted session moves every figure it touches by exactly what it did", T, async () => {

@@ -19,7 +19,7 @@ import path from "node:path";
 import { Socket, Presence } from "phoenix";
 import WebSocket from "ws";
 import { ADMIN_TOKEN, freePort, settle, sleep } from "./lib/helpers.mjs";
-import { selectedEngines, startBroker, spawnReady, kill, killAll } from "./lib/brokers.mjs";
+import { LOG_DIR, selectedEngines, startBroker, spawnReady, kill, killAll } from "./lib/brokers.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const BIN = process.env.DISCUSS_BIN || path.join(ROOT, "target/release/examples/discuss");
@@ -31,7 +31,7 @@ const ENGINES = selectedEngines();
 
 /** The environment of a node: ours minus any broker or presence setting of the caller's shell. */
 const BASE_ENV = { ...process.env };
-for (const k of ["REDIS_URL", "REDIS_CLUSTER_URLS", "NATS_URL", "PRESENCE_DOWN_PERIOD_MS", "NODE_NAME"]) delete BASE_ENV[k];
+for (const k of ["REDIS_URL", "REDIS_CLUSTER_URLS", "NATS_URL", "PRESENCE_DOWN_PERIOD_MS", "NODE_NAME", "DATABASE_URL"]) delete BASE_ENV[k];
 
 const sockets = new Set();
 
@@ -144,6 +144,9 @@ for (const engine of ENGINES) {
         env: {
           ...BASE_ENV,
           ...broker.env,
+          // A SQLite file per node, fresh each run (the tests here are about
+          // the broker; tests/discuss_db.rs runs nodes on one PostgreSQL).
+          DATABASE_URL: `sqlite://${path.join(LOG_DIR, `${engine}-node-${port}.db`)}`,
           ...env,
           DISCUSS_ADMIN_TOKEN: ADMIN_TOKEN,
           NO_COLOR: "1",

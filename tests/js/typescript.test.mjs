@@ -38,11 +38,11 @@ test("ts/discuss.ts is what `discuss typescript` writes now", T, async () => {
   const dir = mkdtempSync(path.join(tmpdir(), "discuss-ts-"));
   try {
     const file = path.join(dir, "discuss.ts");
-    await run(BIN, ["typescript", file]);
+    await run(BIN, ["typescript", "--strict", file]);
     assert.equal(
       readFileSync(file, "utf8"),
       readFileSync(path.join(TS, "discuss.ts"), "utf8"),
-      "stale: run `cargo run --example discuss -- typescript tests/js/ts/discuss.ts`",
+      "stale: run `cargo run --example discuss -- typescript --strict tests/js/ts/discuss.ts`",
     );
   } finally {
     rmSync(dir, { recursive: true, force: true });
@@ -81,6 +81,8 @@ test("a correct use type-checks and, compiled, drives discuss through the typed 
     joinedComments: [],
     heard: ["typed hello"],
     added: {},
+    paged: ["typed hello"],
+    next: null,
     blank: ["can't be blank"],
     echoed: { any: ["thing", 1] },
     shouted: { body: { text: "hi" }, from: "ada" },

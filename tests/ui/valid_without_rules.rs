@@ -1,3 +1,5 @@
+// `Valid<T>` where `T` has no `validator::Validate`: the first (and only)
+// error says so, at the argument.
 use phx_channels::prelude::*;
 
 struct S;

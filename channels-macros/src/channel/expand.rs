@@ -5,7 +5,7 @@ use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use super::validate::{Channel, Handler, Kind};
-use crate::common::crate_path;
+use crate::common::{crate_path, crate_path_at};
 
 /// The impl block as written (minus `#[handle_in]`) and, when the socket is
 /// known, the `Channel` impl. With `has_errors` the `Channel` impl routes
@@ -33,7 +33,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
     let join_body = match &channel.join {
         Some(join) => {
             let params = &join.params;
-            let from_payload = quote_spanned! {params.span()=> <#params as #p::FromPayload<_>>::from_payload };
+            let from_payload = from_payload(params, channel.krate.as_ref());
             let socket_arg = join.socket.then(|| quote!(, #socket_var));
             let await_ = join.is_async.then(|| quote!(.await));
             // Located at the return type: "`X` is not a join result" is
@@ -96,7 +96,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             .into_iter()
             .map(|(events, handler)| {
                 let ty = &handler.payload;
-                let from_payload = quote_spanned! {ty.span()=> <#ty as #p::FromPayload<_>>::from_payload };
+                let from_payload = from_payload(ty, channel.krate.as_ref());
                 let (call, reply) = call(handler);
                 quote! {
                     #(#events)|* => match #from_payload(#payload) {
@@ -276,6 +276,33 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
     }
 }
 
+/// The function that decodes a payload argument of type `ty`, located at
+/// it so a type that cannot be a payload is reported there: `FromPayload`,
+/// or, for an argument written `Valid<T>`, a function that asks for `T`'s
+/// rules first (`T` without `validator::Validate` is then the first error,
+/// not "`Valid<T>` cannot be a payload").
+fn from_payload(ty: &syn::Type, krate: Option<&syn::Path>) -> TokenStream {
+    let krate = crate_path_at(krate, ty.span());
+    if is_valid(ty) {
+        quote_spanned! {ty.span()=> <#ty as #krate::__private::ValidPayload>::valid_from_payload }
+    } else {
+        quote_spanned! {ty.span()=> <#ty as #krate::__private::FromPayload<_>>::from_payload }
+    }
+}
+
+/// Whether `ty` is written `Valid<T>` or `Valid<T, M>` (any path to it).
+fn is_valid(ty: &syn::Type) -> bool {
+    match ty {
+        syn::Type::Path(path) if path.qself.is_none() => path.path.segments.last().is_some_and(|last| {
+            last.ident == "Valid"
+                && matches!(&last.arguments, syn::PathArguments::AngleBracketed(args) if (1..=2).contains(&args.args.len()))
+        }),
+        syn::Type::Group(group) => is_valid(&group.elem),
+        syn::Type::Paren(paren) => is_valid(&paren.elem),
+        _ => false,
+    }
+}
+
 /// `Channel::describe`: the types of the join, each `#[handle_in]` event
 /// and the declared `out` events, found by the probes of
 /// `__private` (so a type without TypeScript is `unknown`, never an error).
@@ -293,10 +320,10 @@ fn describe(channel: &Channel, p: &TokenStream) -> TokenStream {
                 None => unknown.clone(),
             };
             quote! {
-                [{ let (__params, _) = (&&#p::Probe::<#params>::NEW).payload(); (&&&__params).type_fn() }, #joined, #unknown]
+                [{ let (__params, _) = (&&#p::Probe::<#params>::NEW).payload(); (&&&__params).type_fn() }, #joined, #p::describe::refusal]
             }
         }
-        None => quote!([#unknown, #unknown, #unknown]),
+        None => quote!([#unknown, #unknown, #p::describe::refusal]),
     };
     let events = channel.handlers.iter().filter_map(|handler| {
         let Kind::In(event) = &handler.kind else { return None };

@@ -2,6 +2,7 @@
 //! `async fn join` and `#[handle_in("event")]` methods.
 
 mod expand;
+mod join_response;
 mod parse;
 mod validate;
 

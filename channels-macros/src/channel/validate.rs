@@ -125,6 +125,7 @@ pub(crate) fn validate(args: ChannelArgs, mut item: ItemImpl, errors: &mut Error
         if attrs.is_empty() {
             match unraw(&f.sig.ident).as_str() {
                 "join" => {
+                    super::join_response::check(f, errors);
                     let join = check_join(f, errors);
                     if join.is_none() && f.sig.generics.params.is_empty() {
                         rejected.push(f.sig.ident.clone());

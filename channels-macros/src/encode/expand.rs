@@ -1,5 +1,5 @@
-//! Generating the `Encode` impl and, unless `impl_serialize = false`, the
-//! `Serialize` impl it delegates to.
+//! Generating the `Serialize` impl with the chosen fields, `Encode` on top
+//! of it, `IntoPayload` by value and `TypeScript`.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{quote, quote_spanned};
@@ -54,47 +54,23 @@ pub(crate) fn expand(encode: &Encode) -> TokenStream {
         #(#fields)*
         #serde::ser::SerializeStruct::end(#state)
     };
-    let signature = |method: &str| {
-        let method = Ident::new(method, Span::call_site());
-        quote! {
-            fn #method<#serializer_ty>(&self, #serializer: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
+    let extras = by_value_and_typescript(encode, &p);
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
+            fn serialize<#serializer_ty>(&self, #serializer: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
             where
                 #serializer_ty: #serde::Serializer,
-        }
-    };
-    let encode_sig = signature("encode");
-    let extras = by_value_and_typescript(encode, &p);
-    let impls = if encode.impl_serialize {
-        let serialize_sig = signature("serialize");
-        quote! {
-            #[automatically_derived]
-            impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
-                #serialize_sig
-                {
-                    #body
-                }
+            {
+                #body
             }
+        }
 
-            #[automatically_derived]
-            impl #impl_generics #p::Encode for #ident #ty_generics #where_clause {
-                #encode_sig
-                {
-                    #serde::Serialize::serialize(self, #serializer)
-                }
-            }
-        }
-    } else {
-        quote! {
-            #[automatically_derived]
-            impl #impl_generics #p::Encode for #ident #ty_generics #where_clause {
-                #encode_sig
-                {
-                    #body
-                }
-            }
-        }
-    };
-    quote!(#impls #extras)
+        #[automatically_derived]
+        impl #impl_generics #p::Encode for #ident #ty_generics #where_clause {}
+
+        #extras
+    }
 }
 
 /// `IntoPayload` by value (a join response, a push, a broadcast), and,
@@ -114,7 +90,7 @@ fn by_value_and_typescript(encode: &Encode, p: &TokenStream) -> TokenStream {
         #[automatically_derived]
         impl #impl_generics #p::IntoPayload for #ident #ty_generics #where_clause {
             fn into_payload(self) -> ::core::result::Result<#p::Payload, #p::JsonError> {
-                #p::IntoPayload::into_payload(&#p::Encode::encoded(&self))
+                #p::IntoPayload::into_payload(&self)
             }
         }
     };
@@ -168,26 +144,17 @@ fn count(encode: &Encode) -> TokenStream {
 }
 
 /// Impls that never run, emitted with errors so that uses of the type do
-/// not add "not `Serialize`" or "not `Encode`" errors to them.
-pub(crate) fn fallback(input: &DeriveInput, args: &EncodeArgs) -> TokenStream {
+/// not add "not `Serialize`" or "not `Encode`" errors to them. No
+/// `Serialize` when the type has one already (`has_serialize`): the error
+/// about it is the only one.
+pub(crate) fn fallback(input: &DeriveInput, args: &EncodeArgs, has_serialize: bool) -> TokenStream {
     let krate = crate_path(args.krate.as_ref());
     let p = quote!(#krate::__private);
     let serde = quote!(#p::serde);
     let ident = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let serializer_ty = serializer_param(&input.generics);
-    let encode = quote! {
-        #[automatically_derived]
-        impl #impl_generics #p::Encode for #ident #ty_generics #where_clause {
-            fn encode<#serializer_ty>(&self, _: #serializer_ty) -> ::core::result::Result<#serializer_ty::Ok, #serializer_ty::Error>
-            where
-                #serializer_ty: #serde::Serializer,
-            {
-                ::core::unreachable!()
-            }
-        }
-    };
-    let serialize = args.impl_serialize().then(|| {
+    let serialize = (!has_serialize).then(|| {
         quote! {
             #[automatically_derived]
             impl #impl_generics #serde::Serialize for #ident #ty_generics #where_clause {
@@ -200,7 +167,12 @@ pub(crate) fn fallback(input: &DeriveInput, args: &EncodeArgs) -> TokenStream {
             }
         }
     });
-    quote!(#serialize #encode)
+    quote! {
+        #serialize
+
+        #[automatically_derived]
+        impl #impl_generics #p::Encode for #ident #ty_generics #where_clause {}
+    }
 }
 
 /// The name of the serializer type parameter: `__S`, or `__S` with a

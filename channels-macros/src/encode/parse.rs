@@ -1,17 +1,18 @@
 //! Parsing `#[encode(..)]` on the struct (`only = [..]`, `except = [..]`,
-//! `rename_all = ".."`, `skip_none`, `impl_serialize = false`,
-//! `crate = path`) and on its fields (`rename = ".."`, `skip_none`).
+//! `rename_all = ".."`, `skip_none`, `crate = path`) and on its fields
+//! (`rename = ".."`, `skip_none`). The removed `impl_serialize = ..` is
+//! recognized to say what to do instead.
 
 use proc_macro2::{Ident, Span, TokenTree};
 use syn::ext::IdentExt;
 use syn::parse::ParseStream;
 use syn::punctuated::Punctuated;
-use syn::{Attribute, Data, DeriveInput, LitBool, LitStr, Token};
+use syn::{Attribute, Data, DeriveInput, LitStr, Token};
 
 use super::case::{RenameRule, RULES};
 use crate::common::{did_you_mean, Errors};
 
-const STRUCT_KEYS: [&str; 6] = ["only", "except", "rename_all", "skip_none", "impl_serialize", "crate"];
+const STRUCT_KEYS: [&str; 5] = ["only", "except", "rename_all", "skip_none", "crate"];
 const FIELD_KEYS: [&str; 2] = ["rename", "skip_none"];
 
 /// A field list: the key as written and the names in it.
@@ -31,19 +32,10 @@ pub(crate) struct EncodeArgs {
     pub(crate) rename_all: Option<(RenameRule, LitStr)>,
     /// The `skip_none` key, where it is given.
     pub(crate) skip_none: Option<Ident>,
-    /// `impl_serialize = false`: implement `Encode` only.
-    pub(crate) impl_serialize: Option<LitBool>,
     pub(crate) krate: Option<syn::Path>,
     /// One per field of the struct, in declaration order (none for enums
     /// and unions).
     pub(crate) fields: Vec<FieldArgs>,
-}
-
-impl EncodeArgs {
-    /// Whether a `Serialize` impl is wanted (the default).
-    pub(crate) fn impl_serialize(&self) -> bool {
-        self.impl_serialize.as_ref().is_none_or(LitBool::value)
-    }
 }
 
 /// What a field's `#[encode]` attributes say.
@@ -128,14 +120,6 @@ fn parse_struct_args(input: ParseStream, args: &mut EncodeArgs, errors: &mut Err
                 flag(input, name)?;
                 set(&mut args.skip_none, key.clone(), key, errors);
             }
-            "impl_serialize" => {
-                let input = value(input, name, "false")?;
-                if !input.peek(LitBool) {
-                    return Err(input.error("expected `true` or `false`, as in `impl_serialize = false`"));
-                }
-                let lit: LitBool = input.parse()?;
-                set(&mut args.impl_serialize, lit, key, errors);
-            }
             _ => {
                 let (brackets, fields) = parse_list(value(input, name, "[field]")?, name)?;
                 let slot = if name == "only" { &mut args.only } else { &mut args.except };
@@ -180,17 +164,21 @@ fn parse_keys(
     while !input.is_empty() {
         let key = Ident::parse_any(input)?;
         let name = key.to_string();
-        if valid.contains(&name.as_str()) {
+        if on == On::Struct && name == "impl_serialize" {
+            errors.push_spanned(&key, IMPL_SERIALIZE_GONE);
+            while !input.is_empty() && !input.peek(Token![,]) {
+                input.parse::<TokenTree>()?;
+            }
+        } else if valid.contains(&name.as_str()) {
             each(&key, &name, input, errors)?;
         } else {
             let message = if other.contains(&name.as_str()) {
                 misplaced(&name, on)
             } else {
                 let (level, list) = match on {
-                    On::Struct => (
-                        "the struct's `#[encode]`",
-                        "`only`, `except`, `rename_all`, `skip_none`, `impl_serialize` and `crate`",
-                    ),
+                    On::Struct => {
+                        ("the struct's `#[encode]`", "`only`, `except`, `rename_all`, `skip_none` and `crate`")
+                    }
                     On::Field => ("a field's `#[encode]`", "`rename` and `skip_none`"),
                 };
                 format!(
@@ -209,6 +197,13 @@ fn parse_keys(
     }
     Ok(())
 }
+
+/// The error for `impl_serialize = ..`, which is gone.
+pub(crate) const IMPL_SERIALIZE_GONE: &str = "`impl_serialize` is gone: `#[derive(Encode)]` always implements \
+     `serde::Serialize` with the chosen fields, so the one shape a type has is the one channels send. Remove \
+     `impl_serialize` and the type's other `Serialize` (its `#[derive(serde::Serialize)]` or `impl Serialize`); \
+     for a REST shape with other fields, serialize a separate view type (see \"A REST shape beside the channel \
+     shape\" in docs/macros.md)";
 
 /// The error for a key given at the wrong level.
 fn misplaced(name: &str, on: On) -> String {

@@ -20,8 +20,6 @@ pub(crate) struct Encode<'a> {
     pub(crate) fields: Vec<Field<'a>>,
     /// Type parameters that need a `Serialize` bound.
     pub(crate) bounded: Vec<&'a Ident>,
-    /// Whether to implement `Serialize` as well as `Encode`.
-    pub(crate) impl_serialize: bool,
 }
 
 pub(crate) struct Field<'a> {
@@ -155,14 +153,7 @@ pub(crate) fn validate<'a>(input: &'a DeriveInput, args: &'a EncodeArgs, errors:
         .map(|p| &p.ident)
         .filter(|param| fields.iter().any(|f| mentions(f.ty, param)))
         .collect();
-    Some(Encode {
-        krate: args.krate.as_ref(),
-        ident: &input.ident,
-        generics: &input.generics,
-        fields,
-        bounded,
-        impl_serialize: args.impl_serialize(),
-    })
+    Some(Encode { krate: args.krate.as_ref(), ident: &input.ident, generics: &input.generics, fields, bounded })
 }
 
 /// A named field and its options.
@@ -426,7 +417,6 @@ mod tests {
         assert!(!errors.has_errors());
         let skipped: Vec<bool> = encode.fields.iter().map(|f| f.skip_none).collect();
         assert_eq!(skipped, [true, false, true]);
-        assert!(encode.impl_serialize);
     }
 
     #[test]
@@ -487,13 +477,13 @@ mod tests {
         assert!(err.contains("`only` goes on the struct's"), "{err}");
         assert!(err.contains("did you mean `rename`?"), "{err}");
         let err = run(syn::parse_quote!(
-            #[encode(impl_serialize = no)]
+            #[encode(impl_serialize = false, only = [a])]
             struct S {
                 a: u8,
             }
         ))
         .unwrap_err();
-        assert!(err.contains("`true` or `false`"), "{err}");
+        assert!(err.contains("`impl_serialize` is gone"), "{err}");
         let err = run(syn::parse_quote!(
             struct S {
                 #[encode(skip_none = true)]

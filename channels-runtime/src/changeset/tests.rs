@@ -24,15 +24,8 @@ fn answer<T: DeserializeOwned + Validate, M: Messages>(value: Value) -> String {
 /// discuss's `comment:add` payload: content, not blank after trimming.
 #[derive(Debug, Deserialize, Validate)]
 struct NewComment {
-    #[validate(custom(function = "not_blank"))]
+    #[validate(custom(function = "crate::changeset::not_blank"))]
     content: String,
-}
-
-fn not_blank(content: &str) -> Result<(), ValidationError> {
-    if content.trim().is_empty() {
-        return Err(ValidationError::new("blank"));
-    }
-    Ok(())
 }
 
 /// discuss answers a wrong type as blank too.
@@ -70,6 +63,59 @@ fn ecto_messages_tell_wrong_type_from_blank() {
     assert_eq!(answer::<NewComment, Ecto>(json!({"content": null})), r#"{"errors":{"content":["can't be blank"]}}"#);
     assert_eq!(answer::<NewComment, Ecto>(json!({})), r#"{"errors":{"content":["can't be blank"]}}"#);
     assert_eq!(answer::<NewComment, Ecto>(json!({"content": " "})), r#"{"errors":{"content":["can't be blank"]}}"#);
+}
+
+// --- not_blank: Ecto's validate_required for text --------------------------
+
+#[derive(Debug, Deserialize, Validate)]
+struct Blanks {
+    #[validate(custom(function = "not_blank"))]
+    owned: String,
+    #[validate(custom(function = "not_blank"))]
+    borrowed: std::borrow::Cow<'static, str>,
+    #[validate(custom(function = "not_blank"))]
+    optional: Option<String>,
+    #[validate(custom(function = "not_blank", message = "say something, %{value}?"))]
+    worded: String,
+}
+
+#[test]
+fn not_blank_refuses_empty_and_whitespace_only_text_as_ecto_trims() {
+    for blank in ["", " ", "\t\n\r ", "\u{a0}", "\u{3000}\u{2003}"] {
+        assert_eq!(not_blank(blank), Err(ValidationError::new("blank")), "{blank:?}");
+        assert_eq!(not_blank(&blank.to_owned()), Err(ValidationError::new("blank")), "{blank:?}");
+    }
+    for text in ["x", " x ", "\u{200b}", "0"] {
+        assert_eq!(not_blank(text), Ok(()), "{text:?}");
+    }
+}
+
+#[test]
+fn not_blank_as_a_rule_answers_cant_be_blank_or_the_rules_message() {
+    let good = || json!({"owned": "a", "borrowed": "b", "optional": "c", "worded": "d"});
+    assert_eq!(answer::<Blanks, Ecto>(good()), "ok");
+    let mut all_blank = good();
+    for field in ["owned", "borrowed", "optional", "worded"] {
+        all_blank[field] = json!("  ");
+    }
+    assert_eq!(
+        answer::<Blanks, Ecto>(all_blank),
+        r#"{"errors":{"borrowed":["can't be blank"],"optional":["can't be blank"],"owned":["can't be blank"],"worded":["say something,   ?"]}}"#
+    );
+    // A missing optional field is not checked (`required` is for that).
+    let mut absent = good();
+    absent["optional"] = Value::Null;
+    assert_eq!(answer::<Blanks, Ecto>(absent), "ok");
+    // The message of a blank is the payload's `Messages::blank`.
+    struct Empty;
+    impl Messages for Empty {
+        fn blank(_field: &str) -> String {
+            "is empty".to_owned()
+        }
+    }
+    let mut one = good();
+    one["owned"] = json!("");
+    assert_eq!(answer::<Blanks, Empty>(one), r#"{"errors":{"owned":["is empty"]}}"#);
 }
 
 // --- Every message kind ---------------------------------------------------

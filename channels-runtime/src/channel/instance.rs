@@ -20,7 +20,7 @@ use super::{Channel, JoinError, JoinFailure, Start, Terminate};
 use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::crash::Crash;
-use crate::logging::{clip, clip_error};
+use crate::logging::{clip, clip_error, Line};
 use crate::mailbox::Mail;
 use crate::metrics::channel::{self as exported, Figures, Outcome};
 use crate::presence::Presence;
@@ -136,8 +136,8 @@ async fn run_join<C: Channel>(
     let (payload, asked) = asked_in(payload);
     let mut no_history = false;
     if let Some(asked) = asked {
-        if asked == Asked::Invalid && conn.limits.warnings.allow() {
-            tracing::warn!(topic = ?clip(&topic), "join with an invalid phx_position: not recovered");
+        if asked == Asked::Invalid && conn.metrics.lines.allow(Line::InvalidPosition) {
+            tracing::warn!(topic = ?clip(&topic), "{}", Line::InvalidPosition.what());
         }
         match conn.pubsub.history_of(&topic) {
             Some(history) => socket.set_recovery(conn.pubsub.prepare(&topic, history, asked).await),
@@ -181,22 +181,36 @@ async fn run_join<C: Channel>(
                     drop(hold);
                 }
             }
-            socket.release_pending();
+            // Pushes made in `join`, then `Presence::track_after_join`'s work:
+            // in this step, so no other message reaches the channel between.
+            let after_join = socket.release_pending();
             conn.metrics.joins.incr();
             conn.metrics.channels_open.incr();
             figures.joined(Outcome::Ok, started);
             tracing::info!(topic = ?clip(&topic), elapsed = ?started.elapsed(), "joined");
-            Some(Box::new(Instance { channel, socket }))
+            let me = Box::new(Instance { channel, socket });
+            if let Err(error) = after_join {
+                // The client was told "ok": the channel crashes, as a Phoenix
+                // channel whose `{:ok, _} = Presence.track(..)` fails.
+                let error = Crash::from(error);
+                tracing::error!(topic = ?clip(&topic), error = ?clip_error(&error.to_string()), "channel crashed after its join");
+                conn.metrics.channel_crashes.incr();
+                figures.crashed("join");
+                return end(me, Terminate::Crashed(error)).await;
+            }
+            Some(me)
         }
         Err(JoinError(JoinFailure::Refused { response, source })) => {
             join_reply(Status::Error, &response);
-            let refusal = response.as_json().map(|json| tracing::field::debug(clip(json)));
-            match source {
-                Some(error) => {
-                    let error = Crash::from(error).to_string();
-                    tracing::info!(topic = ?clip(&topic), refusal, error = ?clip_error(&error), "join refused");
+            if conn.metrics.lines.allow(Line::JoinRefused) {
+                let refusal = response.as_json().map(|json| tracing::field::debug(clip(json)));
+                match source {
+                    Some(error) => {
+                        let error = Crash::from(error).to_string();
+                        tracing::info!(topic = ?clip(&topic), refusal, error = ?clip_error(&error), "{}", Line::JoinRefused.what());
+                    }
+                    None => tracing::info!(topic = ?clip(&topic), refusal, "{}", Line::JoinRefused.what()),
                 }
-                None => tracing::info!(topic = ?clip(&topic), refusal, "join refused"),
             }
             conn.metrics.joins_refused.incr();
             figures.joined(Outcome::Refused, started);
@@ -364,9 +378,9 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
 fn over_limit(crash: &Crash, conn: &Connection, topic: &str, event: &str) -> Option<Payload> {
     let response = crate::fanout::refusal(crash)?;
     conn.metrics.fanout_refused.incr();
-    if conn.limits.warnings.allow() {
+    if conn.metrics.lines.allow(Line::FanoutLimit) {
         let error = crash.to_string();
-        tracing::warn!(topic = ?clip(topic), event = ?clip(event), error = ?clip_error(&error), "fan-out limit hit; answered with an error");
+        tracing::warn!(topic = ?clip(topic), event = ?clip(event), error = ?clip_error(&error), "{}", Line::FanoutLimit.what());
     }
     Some(response)
 }
@@ -388,9 +402,9 @@ fn refuse_over_limit(error: JoinError, conn: &Connection, topic: &str) -> JoinEr
         JoinFailure::Refused { source: None, .. } => "fan-out limit".into(),
         JoinFailure::Crashed(crash) => crash.to_string().into(),
     };
-    if conn.limits.warnings.allow() {
+    if conn.metrics.lines.allow(Line::FanoutLimit) {
         let error = source.to_string();
-        tracing::warn!(topic = ?clip(topic), error = ?clip_error(&error), "fan-out limit hit in join; refused");
+        tracing::warn!(topic = ?clip(topic), error = ?clip_error(&error), "{} (in join)", Line::FanoutLimit.what());
     }
     JoinError(JoinFailure::Refused { response, source: Some(source) })
 }

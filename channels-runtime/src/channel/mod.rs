@@ -112,7 +112,7 @@ pub trait Channel: Sized + Send + 'static {
         info: Info,
         socket: &mut Socket<Self::Socket>,
     ) -> impl Future<Output = Result<Reply, Crash>> + Send {
-        tracing::warn!(topic = %socket.topic(), message = info.type_name(), "no handle_info for this message; dropped");
+        tracing::warn!(topic = ?crate::logging::clip(socket.topic()), message = info.type_name(), "no handle_info for this message; dropped");
         std::future::ready(Ok(Reply::none()))
     }
 
@@ -171,7 +171,8 @@ pub enum Terminate {
 /// error's message>"}`.
 ///
 /// ```
-/// use phx_channels_runtime::channel::{Join, JoinError};
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::channel::{Join, JoinError};
 /// use serde_json::json;
 ///
 /// #[derive(Debug)]
@@ -354,6 +355,43 @@ impl<T: DeserializeOwned + Validate, M: Messages> FromPayload for Valid<T, M> {
             let message = format!("invalid payload: {errors}");
             Rejection::new(errors.into_payload(), message)
         })
+    }
+}
+
+/// A type a [`Valid`] argument can check: one with `validator::Validate`
+/// rules. `#[channel]` decodes a `Valid<T>` argument through
+/// [`ValidPayload::valid_from_payload`], so a `T` without rules is reported
+/// as that, at the argument, and nothing else is.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` has no rules to check: `Valid<{Self}>` needs `validator::Validate` on `{Self}`",
+    label = "`Valid<..>` checks this payload against its type's `#[validate(..)]` rules",
+    note = "add `#[derive(serde::Deserialize, validator::Validate)]` to `{Self}` and rules such as `#[validate(length(min = 1))]` to its fields, or take `{Self}` without `Valid<..>`"
+)]
+pub trait ValidRules: Validate {}
+
+impl<T: Validate + ?Sized> ValidRules for T {}
+
+/// [`FromPayload`] of a `Valid<T, M>` argument, with `T`'s rules asked for
+/// first (see [`ValidRules`]): `#[channel]` decodes `Valid<T>` arguments
+/// with `<Valid<T> as ValidPayload>::valid_from_payload`.
+pub trait ValidPayload: Sized {
+    /// The checked type, `T`.
+    type Checked;
+
+    /// Decodes and checks the payload, or says what to answer instead.
+    fn valid_from_payload(payload: Payload) -> Result<Self, Rejection>
+    where
+        Self::Checked: ValidRules + DeserializeOwned;
+}
+
+impl<T, M: Messages> ValidPayload for Valid<T, M> {
+    type Checked = T;
+
+    fn valid_from_payload(payload: Payload) -> Result<Self, Rejection>
+    where
+        T: ValidRules + DeserializeOwned,
+    {
+        <Valid<T, M> as FromPayload>::from_payload(payload)
     }
 }
 

@@ -37,16 +37,19 @@
 //! **The guard.** A browser opening a page cannot set headers, so the
 //! token travels as `?token=` on the page's URL; the page hands it to its
 //! socket the way phoenix.js's `authToken` does (in the WebSocket
-//! sub-protocol, so it is in no socket URL or access log). The guard sees
-//! both through [`Access::token`], and the request's headers (cookies) and
+//! sub-protocol, so it is in no socket URL or access log). The socket
+//! takes it there only: a token in the socket's query is ignored (proxies
+//! log URLs). The guard sees both through [`Access::token`], and the
+//! request's headers (cookies) and
 //! parameters through [`Access::info`] and [`Access::params`]. A page
 //! refused gets the refusal's status (401 or 403), a socket refused is an
 //! upgrade refused with it.
 //!
 //! ```no_run
-//! use phx_channels_runtime::connect::Refuse;
-//! use phx_channels_runtime::dashboard::{Access, TokenGuard};
-//! use phx_channels_runtime::endpoint::Endpoint;
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::connect::Refuse;
+//! use phx_channels::dashboard::{Access, TokenGuard};
+//! use phx_channels::endpoint::Endpoint;
 //!
 //! # async fn run() -> std::io::Result<()> {
 //! // http://127.0.0.1:4000/dashboard?token=s3cret
@@ -77,6 +80,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::connect::{ConnectInfo, Params, Refuse};
+use crate::logging::Line;
 use crate::metrics::Metrics;
 use crate::options::SocketOptions;
 use crate::pubsub::PubSub;
@@ -112,19 +116,36 @@ where
 pub struct Access<'a> {
     params: &'a Params,
     info: &'a ConnectInfo,
+    /// The socket's upgrade, not the page.
+    socket: bool,
 }
 
 impl<'a> Access<'a> {
-    /// A request with these query parameters and this connection information.
+    /// The page's request, with these query parameters and this
+    /// connection information.
     pub fn new(params: &'a Params, info: &'a ConnectInfo) -> Self {
-        Access { params, info }
+        Access { params, info, socket: false }
     }
 
-    /// The token the request carries: the socket's `authToken` (which the
-    /// page sends in the WebSocket sub-protocol), else the `token` query
-    /// parameter (how the page itself is opened: `{path}?token=..`).
+    /// The socket's upgrade request.
+    pub(crate) fn socket(params: &'a Params, info: &'a ConnectInfo) -> Self {
+        Access { params, info, socket: true }
+    }
+
+    /// The token the request carries: for the socket, its `authToken`
+    /// (which the page sends in the WebSocket sub-protocol) and nothing
+    /// else; for the page, the `token` query parameter (how the page
+    /// itself is opened: `{path}?token=..`).
     pub fn token(&self) -> Option<&str> {
+        if self.socket {
+            return self.info.auth_token();
+        }
         self.info.auth_token().or_else(|| self.params.get("token"))
+    }
+
+    /// Whether this is the socket's upgrade (else the page's request).
+    pub fn is_socket(&self) -> bool {
+        self.socket
     }
 
     /// The query parameters.
@@ -142,8 +163,9 @@ impl<'a> Access<'a> {
 /// ([`Access::token`]): without a token, 401; with another, 403.
 ///
 /// ```
-/// use phx_channels_runtime::connect::{ConnectInfo, Params};
-/// use phx_channels_runtime::dashboard::{Access, Guard, TokenGuard};
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::connect::{ConnectInfo, Params};
+/// use phx_channels::dashboard::{Access, Guard, TokenGuard};
 ///
 /// let guard = TokenGuard::new("s3cret");
 /// let info = ConnectInfo::new(None, "/dashboard".parse().unwrap(), Default::default());
@@ -208,6 +230,7 @@ impl Dashboard {
         pubsub: &PubSub,
         metrics: &Arc<Metrics>,
         registry: &Arc<Registry>,
+        budget: &Arc<crate::transport::budget::Budget>,
     ) -> Router {
         let sampler = Arc::new(Sampler::new(metrics.clone()));
         sample::answer_asks(pubsub, &sampler);
@@ -219,17 +242,19 @@ impl Dashboard {
             // Its own counters: the dashboard does not show itself.
             metrics: Arc::default(),
             registry: registry.clone(),
+            budget: budget.clone(),
             state: Arc::new(watch),
         });
         let path = &self.path;
         let page = Arc::new(PAGE.replace("{{base}}", &html_escape(path)));
         let guard = self.guard.clone();
+        let lines = mount.metrics.clone();
         router
             .route(
                 if path.is_empty() { "/" } else { path },
                 get(move |req: Request| {
-                    let (page, guard) = (page.clone(), guard.clone());
-                    async move { serve_page(&page, &*guard, &req) }
+                    let (page, guard, lines) = (page.clone(), guard.clone(), lines.clone());
+                    async move { serve_page(&page, &*guard, &req, &lines) }
                 }),
             )
             .route(
@@ -245,11 +270,14 @@ impl Dashboard {
 }
 
 /// The page, if the guard lets the request in.
-fn serve_page(page: &str, guard: &dyn Guard, req: &Request) -> Response {
+fn serve_page(page: &str, guard: &dyn Guard, req: &Request, metrics: &Metrics) -> Response {
     let params = Params::from_query(req.uri().query().unwrap_or(""));
     let info = transport::connect_info(req);
     if let Err(refusal) = guard.check(&Access::new(&params, &info)) {
-        tracing::info!(status = refusal.status().as_u16(), reason = refusal.log_reason(), "dashboard page refused");
+        if metrics.lines.allow(Line::DashboardRefused) {
+            let reason = refusal.log_reason().map(|reason| tracing::field::debug(crate::logging::clip(reason)));
+            tracing::info!(status = refusal.status().as_u16(), reason, "{}", Line::DashboardRefused.what());
+        }
         let hint = if refusal.status() == StatusCode::UNAUTHORIZED { " (open it with ?token=...)" } else { "" };
         return (refusal.status(), format!("the dashboard is guarded{hint}\n")).into_response();
     }

@@ -60,10 +60,32 @@ impl Sampler {
             metrics,
             presences: presence.map_or(0, |p| p.tracked_here as u64),
             topics: pubsub
-                .largest_topics(LARGEST_TOPICS, |topic| !topic.starts_with(TOPIC_PREFIX) && topic != GOSSIP_TOPIC),
+                .largest_topics(LARGEST_TOPICS, |topic| !topic.starts_with(TOPIC_PREFIX) && topic != GOSSIP_TOPIC)
+                .into_iter()
+                .map(|(topic, count)| (clip_topic(topic), count))
+                .collect(),
             broker: pubsub.broker_stats().and_then(|stats| serde_json::to_value(stats).ok()),
         }
     }
+}
+
+/// How much of a topic a row shows: topics are as long as the app lets
+/// them be, and eight of 1.1 MB made a row too large for the watcher's
+/// outbound queue.
+const TOPIC_SHOWN: usize = 96;
+
+/// `topic`, cut to [`TOPIC_SHOWN`] bytes (on a char boundary) and marked
+/// `…` when cut.
+fn clip_topic(mut topic: String) -> String {
+    if topic.len() > TOPIC_SHOWN {
+        let mut end = TOPIC_SHOWN;
+        while !topic.is_char_boundary(end) {
+            end -= 1;
+        }
+        topic.truncate(end);
+        topic.push('…');
+    }
+    topic
 }
 
 /// One node's figures at one moment.
@@ -274,6 +296,13 @@ mod tests {
         let second: serde_json::Value = rates.row(sample("a", 500, 4, 1), true).unwrap().decode().unwrap();
         assert_eq!(second["rates"]["joins"], 8.0);
         assert_eq!((&second["node"], &second["here"]), (&serde_json::json!("a"), &serde_json::json!(true)));
+    }
+
+    #[test]
+    fn long_topics_are_clipped_on_a_char_boundary() {
+        assert_eq!(clip_topic("room:1".to_owned()), "room:1");
+        let clipped = clip_topic(format!("room:{}", "é".repeat(100)));
+        assert!(clipped.len() <= TOPIC_SHOWN + '…'.len_utf8() && clipped.ends_with('…'), "{clipped}");
     }
 
     #[test]

@@ -36,7 +36,7 @@ impl Connect for DashboardSocket {
     type Assigns = ();
 
     async fn connect(params: &Params, info: &ConnectInfo, watch: &Watch) -> Result<(), Refuse> {
-        watch.guard.check(&Access { params, info })
+        watch.guard.check(&Access::socket(params, info))
     }
 }
 
@@ -118,7 +118,10 @@ impl Channel for Watcher {
         match payload.decode::<Sample>() {
             Ok(sample) => self.push(sample, false, socket)?,
             // Whatever else reaches this topic is no node's answer.
-            Err(error) => tracing::warn!(%error, topic = %socket.topic(), "malformed dashboard row ignored"),
+            Err(error) => {
+                let error = error.to_string();
+                tracing::warn!(error = ?crate::logging::clip(&error), topic = ?crate::logging::clip(socket.topic()), "malformed dashboard row ignored");
+            }
         }
         Ok(Reply::none())
     }

@@ -11,10 +11,15 @@
 //! and here for the runtime's own types), `ts_rs::TS` (with the
 //! `typescript` feature: payload types that derive it, serde renames
 //! respected), and `unknown` for every other type, so typing is opt-in and
-//! an untyped handler still compiles.
+//! an untyped handler still compiles. Every `unknown` written is recorded
+//! ([`Declarations::unknowns`]) with where it is and why, for
+//! `typescript::render_strict` to refuse and name.
 
+mod presence;
 #[doc(hidden)]
 pub mod probe;
+
+pub use presence::{PresenceDiff, PresenceState};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -25,7 +30,8 @@ use crate::protocol::Payload;
 /// `"Array<Comment>"`), declaring the named types it uses.
 pub type TypeFn = fn(&mut Declarations) -> String;
 
-/// The named types a module declares, in the order they were first needed.
+/// The named types a module declares, in the order they were first needed,
+/// and every place it had to write `unknown`.
 #[derive(Debug, Default)]
 pub struct Declarations {
     order: Vec<String>,
@@ -33,6 +39,30 @@ pub struct Declarations {
     /// while it is being written, so recursive types terminate).
     by_name: HashMap<String, (String, String)>,
     clashes: Vec<Clash>,
+    /// Where the module is being written, outermost first.
+    at: Vec<String>,
+    unknowns: Vec<Unknown>,
+}
+
+/// A place the module writes `unknown`: where, which Rust type, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unknown {
+    /// Where, outermost first: the channel, the message, the fields.
+    pub at: Vec<String>,
+    /// The Rust type written `unknown`, when one is named there.
+    pub rust_type: Option<String>,
+    /// Why, and how to type it.
+    pub why: String,
+}
+
+impl std::fmt::Display for Unknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.at.join(", "))?;
+        if let Some(rust_type) = &self.rust_type {
+            write!(f, ": `{rust_type}`")?;
+        }
+        write!(f, " is `unknown`: {}", self.why)
+    }
 }
 
 /// Two Rust types that want the same TypeScript name.
@@ -91,6 +121,30 @@ impl Declarations {
     pub fn clashes(&self) -> &[Clash] {
         &self.clashes
     }
+
+    /// Runs `write` with `place` (a channel, a message, a field) as where
+    /// the module is: an `unknown` written meanwhile is recorded there.
+    pub fn within<R>(&mut self, place: impl Into<String>, write: impl FnOnce(&mut Self) -> R) -> R {
+        self.at.push(place.into());
+        let out = write(self);
+        self.at.pop();
+        out
+    }
+
+    /// Records an `unknown` for `rust_type` (if one is named) at the
+    /// current place, saying `why`, and returns `"unknown"`.
+    pub fn unknown(&mut self, rust_type: Option<&str>, why: impl Into<String>) -> String {
+        let unknown = Unknown { at: self.at.clone(), rust_type: rust_type.map(str::to_owned), why: why.into() };
+        if !self.unknowns.contains(&unknown) {
+            self.unknowns.push(unknown);
+        }
+        "unknown".to_owned()
+    }
+
+    /// Every place the module wrote `unknown`, in order.
+    pub fn unknowns(&self) -> &[Unknown] {
+        &self.unknowns
+    }
 }
 
 /// A type whose TypeScript this crate or `#[derive(Encode)]` knows.
@@ -111,8 +165,12 @@ pub enum Untyped {}
 pub enum Never {}
 
 impl TypeScript for Untyped {
-    fn typescript(_: &mut Declarations) -> String {
-        "unknown".to_owned()
+    fn typescript(declarations: &mut Declarations) -> String {
+        declarations.unknown(
+            None,
+            "the Rust return type does not say what is sent (a `Reply`, or a type naming `impl Trait`): return \
+             `TypedReply<T>` (or `TypedReply<T, E>`, `()` for no reply) from a handler, `Join<Self, R>` from `join`",
+        )
     }
 }
 
@@ -122,17 +180,36 @@ impl TypeScript for Never {
     }
 }
 
-/// Any JSON, read as `unknown` so client code checks what it uses.
+/// Any JSON: `JsonValue`, `number | string | boolean | Array<JsonValue> |
+/// { [key in string]: JsonValue } | null`, which client code narrows before
+/// use. With the `typescript` feature it is ts-rs's own declaration, so a
+/// module with ts-rs types holding a `Value` declares it once.
 impl TypeScript for serde_json::Value {
-    fn typescript(_: &mut Declarations) -> String {
-        "unknown".to_owned()
+    #[cfg(feature = "typescript")]
+    fn typescript(declarations: &mut Declarations) -> String {
+        probe::ts_rs_type::<serde_json::Value>(declarations)
+    }
+
+    #[cfg(not(feature = "typescript"))]
+    fn typescript(declarations: &mut Declarations) -> String {
+        declarations.declare("JsonValue", std::any::type_name::<serde_json::Value>(), |_| {
+            "export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;"
+                .to_owned()
+        })
     }
 }
 
-/// JSON or binary: `unknown`.
+/// JSON or binary: `JsonOrBinary`, `JsonValue | ArrayBuffer` (phoenix.js
+/// sends and receives binary payloads as `ArrayBuffer`s).
 impl TypeScript for Payload {
-    fn typescript(_: &mut Declarations) -> String {
-        "unknown".to_owned()
+    fn typescript(declarations: &mut Declarations) -> String {
+        let json = serde_json::Value::typescript(declarations);
+        declarations.declare("JsonOrBinary", "phx_channels::Payload", |_| {
+            format!(
+                "/** A payload as it travels: JSON, or binary (an `ArrayBuffer` in phoenix.js). */\n\
+                 export type JsonOrBinary = {json} | ArrayBuffer;"
+            )
+        })
     }
 }
 
@@ -220,7 +297,8 @@ pub fn object(name: &str, fields: &[(&str, bool, TypeFn)], declarations: &mut De
         .map(|(wire, optional, type_fn)| {
             let key = if is_identifier(wire) { (*wire).to_owned() } else { serde_json::Value::from(*wire).to_string() };
             let optional = if *optional { "?" } else { "" };
-            format!("{key}{optional}: {}", type_fn(declarations))
+            let ty = declarations.within(format!("field `{wire}` of `{name}`"), *type_fn);
+            format!("{key}{optional}: {ty}")
         })
         .collect();
     format!("export type {name} = {{ {} }};", fields.join("; "))
@@ -238,9 +316,26 @@ pub fn never(_: &mut Declarations) -> String {
     "never".to_owned()
 }
 
-/// `unknown`.
-pub fn unknown(_: &mut Declarations) -> String {
-    "unknown".to_owned()
+/// `unknown`, for a place nothing describes (recorded).
+pub fn unknown(declarations: &mut Declarations) -> String {
+    declarations.unknown(None, "nothing describes it")
+}
+
+/// `unknown` for the Rust type `T`, which has no TypeScript this crate can
+/// find (recorded with its name).
+pub fn unknown_type<T: ?Sized>(declarations: &mut Declarations) -> String {
+    declarations.unknown(
+        Some(std::any::type_name::<T>()),
+        "it has no TypeScript: derive `phx_channels::Encode` on a type the server sends, `ts_rs::TS` on one \
+         clients send (with the `typescript` feature)",
+    )
+}
+
+/// The response of a refused join: whatever `JoinError` carries, JSON
+/// (`{"reason": ..}` from `JoinError::reason`, `?` and the runtime's own
+/// refusals) or binary.
+pub fn refusal(declarations: &mut Declarations) -> String {
+    Payload::typescript(declarations)
 }
 
 /// The response types a handler's return type sends: `Ok` for an ok
@@ -296,6 +391,6 @@ pub struct ChannelShape {
 impl ChannelShape {
     /// A channel that says nothing: any join params, any event, untyped.
     pub fn untyped(name: &'static str) -> Self {
-        ChannelShape { name, join: [unknown, unknown, unknown], events: None, out: None }
+        ChannelShape { name, join: [unknown, unknown, refusal], events: None, out: None }
     }
 }

@@ -19,7 +19,7 @@
 
 use std::marker::PhantomData;
 
-use super::{invalid_payload, never, unknown, validation_errors, JoinTypes, ReplyTypes, TypeFn, TypeScript};
+use super::{invalid_payload, never, unknown_type, validation_errors, JoinTypes, ReplyTypes, TypeFn, TypeScript};
 use crate::changeset::Valid;
 use crate::protocol::Payload;
 
@@ -57,7 +57,7 @@ impl<T: ts_rs::TS + 'static + ?Sized> ViaTsRs for &Probe<T> {
     }
 }
 
-/// The last choice: `unknown`.
+/// The last choice: `unknown`, recorded with the type's name.
 pub trait ViaUnknown {
     /// `unknown`'s [`TypeFn`].
     fn type_fn(&self) -> TypeFn;
@@ -65,7 +65,7 @@ pub trait ViaUnknown {
 
 impl<T: ?Sized> ViaUnknown for Probe<T> {
     fn type_fn(&self) -> TypeFn {
-        unknown
+        unknown_type::<T>
     }
 }
 

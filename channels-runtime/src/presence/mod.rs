@@ -6,27 +6,37 @@
 //! Phoenix's exact shapes (`metas`, `phx_ref`, `phx_ref_prev`), so
 //! phoenix.js `Presence` works unchanged.
 //!
-//! ```ignore
-//! struct AfterJoin;
+//! What a Phoenix app writes after a join (`send(self(), :after_join)`,
+//! then `Presence.track` and `push(socket, "presence_state", ..)` in
+//! `handle_info`) is one call from `join`,
+//! [`Presence::track_after_join`]:
 //!
+//! ```ignore
 //! #[channel(socket = UserSocket)]
 //! impl RoomChannel {
 //!     async fn join(_topic: Topic, params: RoomParams, socket: &mut Socket<UserSocket>) -> Join<Self> {
-//!         socket.channel_ref().send(AfterJoin).ok();      // runs after the join reply
+//!         // Right after the join reply: tracked, then the state pushed.
+//!         Presence::track_after_join(socket, &params.name, json!({"online_at": now()}))?;
 //!         Ok((json!({}), RoomChannel { name: params.name }))
-//!     }
-//!
-//!     #[handle_info]
-//!     async fn after_join(&mut self, _: AfterJoin, socket: &mut Socket<UserSocket>) -> Result<(), PresenceError> {
-//!         Presence::track(socket, &self.name, json!({"online_at": now()}))?;
-//!         socket.push("presence_state", &Presence::list(socket)).ok();
-//!         Ok(())
 //!     }
 //! }
 //! ```
 //!
+//! [`Presence::track`], [`Presence::update`], [`Presence::untrack`] and
+//! [`Presence::list`] are there for everything else, from any handler.
+//!
 //! A presence lives as long as the channel that tracked it: when the
 //! channel leaves, crashes or its connection drops, its presences leave.
+//!
+//! The `presence_diff`s of one topic are batched over
+//! [`PresenceOptions::broadcast_period`] (100 ms): one diff per topic per
+//! period, with every join and leave of the period, instead of one per
+//! change. A room of N members joining at once is then N diffs of one
+//! entry to each of N members no more (N² frames: 2 000 joining at once
+//! stalled everyone else 2.6 s), but a few diffs per member. phoenix.js's
+//! `Presence` merges a diff of many entries as it does one of one (joins
+//! first, then leaves, by `phx_ref`), so a key that joins and leaves in
+//! one period is shown neither.
 //!
 //! Across nodes, each node replicates its presences over the PubSub's
 //! adapter the way Phoenix.Tracker does: changes are gossiped as deltas
@@ -72,8 +82,9 @@ pub const PRESENCE_DIFF: &str = "presence_diff";
 /// dozen bytes per node every 500 ms, whatever the number of presences.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::time::Duration;
-/// use phx_channels_runtime::presence::PresenceOptions;
+/// use phx_channels::presence::PresenceOptions;
 ///
 /// let options = PresenceOptions {
 ///     node_name: Some("web-1".into()),
@@ -92,8 +103,10 @@ pub struct PresenceOptions {
     pub down_period: Duration,
     /// Changes made on this node reach the other nodes batched over this
     /// interval: one message per interval, however many joins and leaves
-    /// (Phoenix's `broadcast_period`). Clients on this node see them at
-    /// once. Default 100 ms; zero sends every change on its own.
+    /// (Phoenix's `broadcast_period`); and the clients on this node get
+    /// one `presence_diff` per topic per interval, with the topic's joins
+    /// and leaves of the interval. Default 100 ms; zero sends every
+    /// change on its own, to other nodes and to clients.
     pub broadcast_period: Duration,
     /// This node's name among the nodes (its host or pod name), unique
     /// among live nodes. A node restarted under the same name replaces its
@@ -121,10 +134,13 @@ impl Default for PresenceOptions {
 /// tracks nothing itself still shows its clients the others' presences.
 pub(crate) struct Tracker {
     replica: Mutex<Replica>,
+    /// This node's changes not yet sent to its clients, by topic, when
+    /// batched.
+    diffs: Mutex<Diffs>,
     pubsub: WeakPubSub,
     started: Instant,
-    /// Whether deltas wait for the broadcast period (else each change goes
-    /// out at once).
+    /// Whether deltas and diffs wait for the broadcast period (else each
+    /// change goes out at once).
     batched: bool,
 }
 
@@ -161,6 +177,7 @@ impl Tracker {
         pubsub.subscribe(GOSSIP_TOPIC, subscriber);
         let tracker = Arc::new(Tracker {
             replica: Mutex::new(Replica::new(me, incarnation())),
+            diffs: Mutex::new(Diffs::new()),
             pubsub: pubsub.downgrade(),
             started: Instant::now(),
             batched: !options.broadcast_period.is_zero(),
@@ -195,8 +212,9 @@ impl Tracker {
         }
     }
 
-    /// A change made here: clients here see it at once; other nodes with
-    /// the next delta (at once when unbatched, or when the delta is full).
+    /// A change made here: clients here see it with the next diff of its
+    /// topic, other nodes with the next delta (both at once when
+    /// unbatched; a delta also when it is full).
     fn apply(
         &self,
         change: impl FnOnce(&mut Replica) -> Result<Option<replica::Change>, PresenceError>,
@@ -212,10 +230,20 @@ impl Tracker {
                 self.gossip(&pubsub, delta);
             }
             if let Some(change) = change {
-                broadcast_diffs(&pubsub, change.diffs);
+                if self.batched {
+                    merge(&mut self.diffs.lock(), change.diffs);
+                } else {
+                    broadcast_diffs(&pubsub, change.diffs);
+                }
             }
         }
         Ok(())
+    }
+
+    /// The clients here get the diffs of the period.
+    fn flush_diffs(&self, pubsub: &PubSub) {
+        let diffs = std::mem::take(&mut *self.diffs.lock());
+        broadcast_diffs(pubsub, diffs);
     }
 
     pub(crate) fn untrack_owner(&self, owner: Owner) {
@@ -261,6 +289,7 @@ async fn run(tracker: Weak<Tracker>, mut inbox: mpsc::UnboundedReceiver<Payload>
                 if let Some(delta) = delta {
                     tracker.gossip(&pubsub, &delta);
                 }
+                tracker.flush_diffs(&pubsub);
             }
             _ = heartbeat.tick() => {
                 let Some(tracker) = tracker.upgrade() else { return };
@@ -316,6 +345,16 @@ fn diff_payload(diff: TopicDiff) -> Value {
     Value::Object(payload)
 }
 
+/// Adds `more` to the diffs waiting in `diffs`: joins after joins, leaves
+/// after leaves, in the order they happened.
+fn merge(diffs: &mut Diffs, more: Diffs) {
+    for (topic, diff) in more {
+        let waiting = diffs.entry(topic).or_default();
+        waiting.joins.extend(diff.joins);
+        waiting.leaves.extend(diff.leaves);
+    }
+}
+
 /// Broadcasts each topic's diff to the subscribers on this node: every node
 /// computes the diffs of its own view, so nothing is sent twice.
 fn broadcast_diffs(pubsub: &PubSub, diffs: Diffs) {
@@ -361,6 +400,54 @@ fn admit(scope: &Scope<'_>, key: &str, meta: &Map<String, Value>) -> Result<(), 
 pub trait PresenceScope {
     #[doc(hidden)]
     fn presence_scope(&self) -> Scope<'_>;
+
+    /// Holds `track` until the join reply is out, then tracks it and pushes
+    /// `presence_state`; at once if the reply is out already.
+    #[doc(hidden)]
+    fn track_after_join(&mut self, track: PendingTrack) -> Result<(), PresenceError>;
+}
+
+/// A presence [`Presence::track_after_join`] holds for its channel until the
+/// join reply is out: its meta checked already.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct PendingTrack {
+    pub(crate) key: String,
+    meta: Map<String, Value>,
+}
+
+/// What a joiner's tracks make it push: its own `presence_diff` (when
+/// diffs are batched) and the `presence_state`.
+pub(crate) struct Tracked {
+    /// The joiner's own joins, for the joiner alone, when the topic's diff
+    /// waits for the broadcast period; `None` when it went out already.
+    pub(crate) own_diff: Option<Value>,
+    /// Everyone on the topic, the tracks included.
+    pub(crate) state: Value,
+}
+
+/// Tracks `tracks` (held by [`Presence::track_after_join`]) in `scope`.
+///
+/// Phoenix sends a joiner its own `presence_diff` before its
+/// `presence_state`. Batched, the topic's diff (the joiner's join in it, for
+/// everyone else) goes out at the end of the period, so the joiner gets its
+/// own joins pushed here first; the batch repeats them, which clients merge
+/// by `phx_ref` as they merge any join they already hold.
+pub(crate) fn track_pending(scope: &Scope<'_>, tracks: Vec<PendingTrack>) -> Result<Tracked, PresenceError> {
+    let tracker = Tracker::of(scope.pubsub);
+    let mut joins = Map::new();
+    for PendingTrack { key, meta } in tracks {
+        let phx_ref = phx_ref();
+        let mut shown = meta.clone();
+        shown.insert("phx_ref".to_owned(), Value::String(phx_ref.clone()));
+        tracker.apply(|replica| replica.track(scope.owner, scope.topic, &key, meta, phx_ref).map(Some))?;
+        let metas = joins.entry(key).or_insert_with(|| serde_json::json!({"metas": []}));
+        if let Some(list) = metas.get_mut("metas").and_then(Value::as_array_mut) {
+            list.push(Value::Object(shown));
+        }
+    }
+    let own_diff = tracker.batched.then(|| serde_json::json!({"joins": joins, "leaves": {}}));
+    Ok(Tracked { own_diff, state: Presence::list_topic(scope.pubsub, scope.topic) })
 }
 
 /// A channel's presence scope (see [`PresenceScope`]).
@@ -433,6 +520,45 @@ impl Presence {
             .apply(|replica| replica.track(scope.owner, scope.topic, key, meta, phx_ref()).map(Some))
     }
 
+    /// Tracks `key` with `meta` right after the join reply, then pushes the
+    /// whole `presence_state` to this client: what a Phoenix channel does
+    /// with `send(self(), :after_join)` and a `handle_info(:after_join, ..)`
+    /// that calls `Presence.track/3` and pushes `Presence.list/1`, in one
+    /// call from `join`.
+    ///
+    /// The client gets Phoenix's frames in Phoenix's order: the join reply,
+    /// the `presence_diff` with itself in `joins` (everyone on the topic gets
+    /// it), then `presence_state`, which includes itself. The work runs in
+    /// the join itself, right after the reply and before any other message
+    /// reaches the channel: nothing can come between, and if the join is
+    /// refused or crashes, nothing is tracked. Pushes made in `join` go out
+    /// before it. Called after the join (from a handler), it tracks and
+    /// pushes at once.
+    ///
+    /// The meta is checked at the call, so `?` in `join` refuses the join
+    /// with the error: [`PresenceError::MetaNotAnObject`],
+    /// [`PresenceError::MetaTooLarge`] (refused with `{"reason": "presence
+    /// meta too large", "max": N}`), or [`PresenceError::AlreadyTracked`]
+    /// for a key this channel already holds for after its join. A tracking
+    /// that still fails after the reply crashes the channel (`phx_error`,
+    /// logged), as `{:ok, _} = Presence.track(..)` does in Phoenix.
+    ///
+    /// ```ignore
+    /// async fn join(_topic: Topic, params: RoomParams, socket: &mut Socket<UserSocket>) -> Join<Self> {
+    ///     Presence::track_after_join(socket, &params.name, json!({"online_at": now()}))?;
+    ///     Ok((json!({}), RoomChannel { name: params.name }))
+    /// }
+    /// ```
+    pub fn track_after_join<T: Serialize>(
+        socket: &mut impl PresenceScope,
+        key: &str,
+        meta: T,
+    ) -> Result<(), PresenceError> {
+        let meta = meta_object(&meta)?;
+        admit(&socket.presence_scope(), key, &meta)?;
+        socket.track_after_join(PendingTrack { key: key.to_owned(), meta })
+    }
+
     /// Replaces the meta of a key this channel tracks: one diff with the
     /// new meta joining (`phx_ref_prev` naming the old) and the old leaving.
     /// Bounded like [`Presence::track`].
@@ -469,8 +595,9 @@ impl Presence {
     /// started there (asking does not start it).
     ///
     /// ```
-    /// use phx_channels_runtime::presence::{Presence, PresenceOptions};
-    /// use phx_channels_runtime::pubsub::PubSub;
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::presence::{Presence, PresenceOptions};
+    /// use phx_channels::pubsub::PubSub;
     ///
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
     /// let pubsub = PubSub::local();
@@ -515,6 +642,32 @@ mod tests {
             })
         );
         assert_eq!(diff_payload(TopicDiff::default()), json!({"joins": {}, "leaves": {}}));
+    }
+
+    #[test]
+    fn batched_diffs_keep_every_change_in_order() {
+        let meta = |r: &str| match json!({"phx_ref": r}) {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let diff = |joins: &[(&str, &str)], leaves: &[(&str, &str)]| {
+            let pairs = |l: &[(&str, &str)]| l.iter().map(|(k, r)| ((*k).to_owned(), meta(r))).collect();
+            Diffs::from([("room:1".to_owned(), TopicDiff { joins: pairs(joins), leaves: pairs(leaves) })])
+        };
+        let mut waiting = Diffs::new();
+        merge(&mut waiting, diff(&[("ada", "A")], &[]));
+        merge(&mut waiting, diff(&[("bob", "B")], &[]));
+        // ada updates her meta: the new one joins, the old one leaves.
+        merge(&mut waiting, diff(&[("ada", "A2")], &[("ada", "A")]));
+        merge(&mut waiting, diff(&[], &[("bob", "B")]));
+        assert_eq!(
+            diff_payload(waiting.remove("room:1").unwrap()),
+            json!({
+                "joins": {"ada": {"metas": [{"phx_ref": "A"}, {"phx_ref": "A2"}]}, "bob": {"metas": [{"phx_ref": "B"}]}},
+                "leaves": {"ada": {"metas": [{"phx_ref": "A"}]}, "bob": {"metas": [{"phx_ref": "B"}]}}
+            }),
+            "phoenix.js applies the joins, then the leaves: ada is left with A2, bob is gone"
+        );
     }
 
     #[test]

@@ -40,7 +40,8 @@ use crate::outbox::ConnId;
 /// How topics map to broker channels (Redis channels, NATS subjects).
 ///
 /// ```
-/// use phx_channels_runtime::pubsub::Routing;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::pubsub::Routing;
 ///
 /// // the default: a node receives exactly the topics it has subscribers for
 /// assert_eq!(Routing::default(), Routing::Topic);

@@ -11,7 +11,8 @@
 //! broadcasts does not change.
 //!
 //! ```
-//! use phx_channels_runtime::pubsub::PubSub;
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::pubsub::PubSub;
 //! use serde_json::json;
 //!
 //! let pubsub = PubSub::local();
@@ -110,8 +111,9 @@ pub struct BroadcastMessage {
 /// an internal topic.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::sync::{Arc, Mutex};
-/// use phx_channels_runtime::pubsub::{Adapter, BroadcastMessage, PubSub, PublishError};
+/// use phx_channels::pubsub::{Adapter, BroadcastMessage, PubSub, PublishError};
 ///
 /// /// Every broadcast made here, kept for a look (a broker would send it on).
 /// #[derive(Clone, Default)]
@@ -348,10 +350,11 @@ impl Sink for Outbox {
 /// and where they go.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::sync::Arc;
-/// use phx_channels_runtime::outbox::{ConnId, Outbox};
-/// use phx_channels_runtime::protocol::Serializer;
-/// use phx_channels_runtime::pubsub::{PubSub, Subscriber};
+/// use phx_channels::outbox::{ConnId, Outbox};
+/// use phx_channels::protocol::Serializer;
+/// use phx_channels::pubsub::{PubSub, Subscriber};
 ///
 /// let pubsub = PubSub::local();
 /// let outbox = Arc::new(Outbox::new(1 << 20));
@@ -509,8 +512,9 @@ pub struct PubSub {
 /// [`PubSub`] broadcasts fail only to encode. A channel's broadcasts
 /// (through its [`Socket`](crate::socket::Socket)) are also bounded by the
 /// socket's fan-out limits
-/// ([`SocketOptions`](crate::SocketOptions)`::max_broadcast_bytes` and
-/// `max_broadcasts_per_second`). A `handle_in` that propagates a limit
+/// ([`SocketOptions`](crate::SocketOptions)`::max_broadcast_bytes`,
+/// `max_broadcasts_per_second`, `max_broadcast_bytes_per_second` and
+/// `max_topic_broadcast_bytes_per_second`). A `handle_in` that propagates a limit
 /// error with `?` does not crash its channel: the client's message is
 /// answered `error` with `{"reason": "broadcast too large", "max": N}` or
 /// `{"reason": "too many broadcasts", "max_per_second": N}`, and a `join`
@@ -521,7 +525,8 @@ pub struct PubSub {
 /// `BroadcastError` is answered the same way.
 ///
 /// ```
-/// use phx_channels_runtime::pubsub::BroadcastError;
+/// # use phx_channels_runtime as phx_channels;
+/// use phx_channels::pubsub::BroadcastError;
 ///
 /// let error = BroadcastError::TooLarge { size: 100_000, max: 65_536 };
 /// assert_eq!(error.to_string(), "broadcast payload of 100000 bytes is over the limit of 65536 bytes");
@@ -546,6 +551,23 @@ pub enum BroadcastError {
     RateLimited {
         /// The limit.
         max_per_second: u32,
+    },
+    /// The connection's channels broadcast more than
+    /// `max_broadcast_bytes_per_second` this second. From `handle_in` with
+    /// `?`, answered `{"reason": "too many broadcast bytes", "max_bytes_per_second": N}`.
+    #[error("more than {max_bytes_per_second} bytes broadcast in one second on this connection")]
+    BytesRateLimited {
+        /// The limit.
+        max_bytes_per_second: usize,
+    },
+    /// The clients of this node broadcast more than
+    /// `max_topic_broadcast_bytes_per_second` on this topic this second.
+    /// From `handle_in` with `?`, answered
+    /// `{"reason": "too many broadcast bytes on this topic", "max_bytes_per_second": N}`.
+    #[error("more than {max_bytes_per_second} bytes broadcast in one second on this topic")]
+    TopicBytesRateLimited {
+        /// The limit.
+        max_bytes_per_second: usize,
     },
     /// The broker to other nodes is up but cannot keep up with this node:
     /// nobody, here or elsewhere, got the broadcast. From `handle_in` with
@@ -763,10 +785,11 @@ impl PubSub {
     /// in between.
     ///
     /// ```
+    /// # use phx_channels_runtime as phx_channels;
     /// use std::sync::Arc;
-    /// use phx_channels_runtime::outbox::Outbox;
-    /// use phx_channels_runtime::protocol::Serializer;
-    /// use phx_channels_runtime::pubsub::PubSub;
+    /// use phx_channels::outbox::Outbox;
+    /// use phx_channels::protocol::Serializer;
+    /// use phx_channels::pubsub::PubSub;
     ///
     /// let pubsub = PubSub::local();
     /// for (topic, subscribers) in [("room:a", 3), ("room:b", 1), ("room:c", 2), ("internal", 5)] {
@@ -830,7 +853,7 @@ impl PubSub {
                     Ok(frame) => Some(frame),
                     Err(error) => {
                         // Once per broadcast, not per subscriber.
-                        tracing::warn!(topic, event, %error, serializer = ?sub.serializer, "broadcast not delivered to the subscribers of this serializer");
+                        tracing::warn!(topic = ?crate::logging::clip(topic), event = ?crate::logging::clip(event), %error, serializer = ?sub.serializer, "broadcast not delivered to the subscribers of this serializer");
                         None
                     }
                 }

@@ -22,7 +22,8 @@
 //! backoff, and every subscription is renewed.
 //!
 //! ```no_run
-//! use phx_channels_runtime::pubsub::{Nats, PubSub};
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::pubsub::{Nats, PubSub};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let pubsub = PubSub::with_adapter(Nats::new("nats://127.0.0.1:4222")?);

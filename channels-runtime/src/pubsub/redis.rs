@@ -17,7 +17,8 @@
 //! with backoff, and every subscription is renewed.
 //!
 //! ```no_run
-//! use phx_channels_runtime::pubsub::{PubSub, Redis};
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::pubsub::{PubSub, Redis};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let pubsub = PubSub::with_adapter(Redis::new("redis://127.0.0.1:6379")?);

@@ -30,7 +30,8 @@
 //! election).
 //!
 //! ```no_run
-//! use phx_channels_runtime::pubsub::{PubSub, RedisCluster};
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::pubsub::{PubSub, RedisCluster};
 //!
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let cluster = RedisCluster::new(&["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])?;

@@ -8,10 +8,17 @@
 //! carries queued frames, `204` says the poll window passed empty, `403`
 //! refuses.
 //!
-//! A session ends when no poll has arrived for 1.5 × the poll window, when
-//! its socket id is told to `disconnect`, or when it falls too far behind.
+//! A session ends when no poll has arrived for 1.5 × the poll window (half
+//! the window for one never polled at all), when its socket id is told to
+//! `disconnect`, or when it falls too far behind. One client address may
+//! open only so many sessions per second
+//! ([`SocketOptions::max_longpoll_opens_per_second`](crate::SocketOptions::max_longpoll_opens_per_second)),
+//! and a `POST` body is bounded on its own (refused at once when its
+//! `Content-Length` is over the limit) and with every other message in
+//! flight ([`super::budget`]).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,13 +33,16 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use super::budget::{Budget, Hold};
 use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, Params};
 use crate::dispatch::{Dispatcher, Driven, Wiring};
-use crate::metrics::Refusal;
+use crate::logging::{clip, Line};
+use crate::metrics::{Refusal, Rejection};
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Serializer};
+use crate::source::{Rate, Source};
 use crate::trace;
 
 /// phoenix.js (≥ 1.8.6) sends at most this many frames per POST; Phoenix
@@ -49,6 +59,8 @@ struct Session<S: Connect + Routes> {
     outbox: Arc<Outbox>,
     serializer: Serializer,
     last_poll: Mutex<Instant>,
+    /// Whether a poll ever came.
+    polled: AtomicBool,
     socket: std::marker::PhantomData<fn() -> S>,
 }
 
@@ -56,11 +68,14 @@ struct Session<S: Connect + Routes> {
 pub(crate) struct Sessions<S: Connect + Routes> {
     mount: Arc<Mount>,
     sessions: Mutex<HashMap<String, Arc<Session<S>>>>,
+    /// Sessions opened per second, per client address.
+    opens: Rate,
 }
 
 impl<S: Connect + Routes> Sessions<S> {
     pub(crate) fn new(mount: Arc<Mount>) -> Arc<Self> {
-        Arc::new(Sessions { mount, sessions: Mutex::new(HashMap::new()) })
+        let opens = Rate::new(mount.options.max_longpoll_opens_per_second);
+        Arc::new(Sessions { mount, sessions: Mutex::new(HashMap::new()), opens })
     }
 
     fn get(&self, token: &str) -> Option<Arc<Session<S>>> {
@@ -76,8 +91,8 @@ impl<S: Connect + Routes> Sessions<S> {
     /// Whether the socket holds [`SocketOptions::max_longpoll_sessions`](crate::SocketOptions::max_longpoll_sessions).
     fn full(&self) -> bool {
         let full = self.sessions.lock().len() >= self.mount.options.max_longpoll_sessions;
-        if full {
-            tracing::warn!("longpoll session refused: the socket is at SocketOptions::max_longpoll_sessions");
+        if full && self.mount.metrics.lines.allow(Line::LongpollFull) {
+            tracing::warn!("{}", Line::LongpollFull.what());
         }
         full
     }
@@ -119,7 +134,13 @@ fn answer(status: u16, token: Option<&str>, messages: Option<Vec<&str>>) -> Resp
 /// status it does not know (a JSON `503`), while a body it cannot parse is
 /// a lost server, which it retries with its back-off.
 fn at_capacity() -> Response {
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, "the server is at its connection limit").into_response();
+    busy("the server is at its connection limit")
+}
+
+/// HTTP 503 with `Retry-After`, saying why in plain text (see
+/// [`at_capacity`]).
+fn busy(why: &'static str) -> Response {
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     let h = response.headers_mut();
     h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
@@ -155,7 +176,7 @@ pub(crate) async fn handle<S: Connect + Routes>(sessions: Arc<Sessions<S>>, req:
             let Some(session) = session_token(req.headers(), &params).and_then(|t| sessions.get(t)) else {
                 return answer(410, None, None);
             };
-            publish(&session, req).await
+            publish(mount, &session, req).await
         }
         _ => (StatusCode::BAD_REQUEST, "LongPoll takes GET, POST and OPTIONS").into_response(),
     }
@@ -183,6 +204,22 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
         return at_capacity();
     }
     let info = super::connect_info(&req);
+    let peer = info.peer_addr().map(|addr| addr.ip());
+    if let Some(ip) = peer.filter(|ip| !sessions.opens.allow(Source::of(*ip))) {
+        mount.metrics.connections_refused.incr(Refusal::Rate);
+        if mount.metrics.lines.allow(Line::LongpollRate) {
+            tracing::warn!(peer = %ip, "{}", Line::LongpollRate.what());
+        }
+        return busy("too many sessions opened from this address; retry later");
+    }
+    let source = mount.registry.counted_source(peer);
+    if !mount.registry.source_has_room(source) {
+        mount.metrics.connections_refused.incr(Refusal::Source);
+        if mount.metrics.lines.allow(Line::SourceLimit) {
+            tracing::warn!(peer = ?peer, "{}", Line::SourceLimit.what());
+        }
+        return at_capacity();
+    }
     let span = trace::connection_span("longpoll", info.peer_addr(), info.traceparent());
     let traceparent = info.traceparent().copied();
     let admitted = super::admit::<S>(mount, &params, info).instrument(span.clone()).await;
@@ -214,11 +251,12 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     // The dispatcher subscribed the socket id itself.
     drop(hold);
     let session = Arc::new(Session {
-        _registration: mount.registry.register(&outbox),
+        _registration: mount.registry.register(&outbox, source),
         dispatcher: Driven::spawn(dispatcher, span),
         outbox,
         serializer,
         last_poll: Mutex::new(Instant::now()),
+        polled: AtomicBool::new(false),
         socket: std::marker::PhantomData,
     });
     {
@@ -233,20 +271,28 @@ async fn open<S: Connect + Routes>(sessions: &Arc<Sessions<S>>, req: Request, pa
     }
     mount.metrics.connections_open.incr();
     mount.metrics.longpoll_sessions.incr();
-    reap_when_idle(sessions.clone(), token.clone(), session, mount.options.longpoll_window * 3 / 2);
+    reap_when_idle(sessions.clone(), token.clone(), session, mount.options.longpoll_window);
     answer(410, Some(&token), Some(Vec::new()))
 }
 
-/// Ends the session once no poll has arrived for `idle`.
+/// Ends the session once no poll has arrived for 1.5 × `window`, or none
+/// at all within half of it (phoenix.js polls as soon as its session
+/// opens: one never polled is abandoned, or hoarded).
 fn reap_when_idle<S: Connect + Routes>(
     sessions: Arc<Sessions<S>>,
     token: String,
     session: Arc<Session<S>>,
-    idle: Duration,
+    window: Duration,
 ) {
     let weak = Arc::downgrade(&session);
     drop(session);
+    let idle = window * 3 / 2;
     tokio::spawn(async move {
+        tokio::time::sleep(window / 2).await;
+        if weak.upgrade().is_some_and(|session| !session.polled.load(Ordering::Relaxed)) {
+            sessions.end(&token);
+            return;
+        }
         loop {
             tokio::time::sleep(idle).await;
             let Some(session) = weak.upgrade() else { return };
@@ -262,6 +308,7 @@ fn reap_when_idle<S: Connect + Routes>(
 /// Holds a poll until frames are queued or the window passes.
 async fn poll<S: Connect + Routes>(sessions: &Sessions<S>, token: &str, session: &Session<S>) -> Response {
     *session.last_poll.lock() = Instant::now();
+    session.polled.store(true, Ordering::Relaxed);
     let window = sessions.mount.options.longpoll_window;
     let outcome = tokio::time::timeout(window, session.outbox.next_batch()).await;
     *session.last_poll.lock() = Instant::now();
@@ -289,28 +336,98 @@ fn text_only(frame: &Frame) -> Option<&str> {
     text
 }
 
+/// Why a `POST` body was not read whole.
+enum BodyRefused {
+    /// Over [`MAX_BODY`] (announced, or as it came): 413.
+    TooLarge,
+    /// Over the endpoint's in-flight budget: 503, retry later.
+    Busy,
+    /// Not whole within `ServerOptions::body_timeout`: 408.
+    Late,
+    /// The connection broke.
+    Failed,
+}
+
+/// The request's `Content-Length`, if it has a valid one.
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Reads a `POST` body whole, counting it in the endpoint's `budget` as it
+/// comes: its `Content-Length` at once, or (chunked) each chunk.
+async fn read_body(body: Body, announced: Option<usize>, budget: &Arc<Budget>) -> Result<bytes::Bytes, BodyRefused> {
+    use futures_util::StreamExt;
+    let announced = announced.unwrap_or(0);
+    let mut hold: Hold = budget.take(announced, announced).map_err(|_| BodyRefused::Busy)?;
+    let mut body = body.into_data_stream();
+    let mut read = bytes::BytesMut::with_capacity(announced.min(super::budget::SMALL));
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(error) if crate::server::BodyTimeout::caused(&error) => return Err(BodyRefused::Late),
+            Err(_) => return Err(BodyRefused::Failed),
+        };
+        let total = read.len() + chunk.len();
+        if total > MAX_BODY {
+            return Err(BodyRefused::TooLarge);
+        }
+        if total > hold.bytes() {
+            hold.grow(budget, total - hold.bytes(), total).map_err(|_| BodyRefused::Busy)?;
+        }
+        read.extend_from_slice(&chunk);
+    }
+    Ok(read.freeze())
+}
+
 /// Hands the frames of a POST to the session, in order.
-async fn publish<S: Connect + Routes>(session: &Session<S>, req: Request) -> Response {
+async fn publish<S: Connect + Routes>(mount: &Mount, session: &Session<S>, req: Request) -> Response {
     let ndjson = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-ndjson"));
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
+    let announced = content_length(req.headers());
+    let refused = |rejection: Rejection, why: &str| {
+        mount.metrics.inputs_refused.incr(rejection);
+        if mount.metrics.lines.allow(Line::LongpollBody) {
+            tracing::warn!(why, announced, "{}", Line::LongpollBody.what());
+        }
+    };
+    // Refused before a byte of it is read; the connection closes once the
+    // answer is written (what follows the headers is that body).
+    if announced.is_some_and(|n| n > MAX_BODY) {
+        refused(Rejection::BodyTooLarge, "over the body limit");
+        return closing(answer(413, None, None), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let body = match read_body(req.into_body(), announced, &mount.budget).await {
         Ok(body) => body,
-        Err(error) if crate::server::BodyTimeout::caused(&error) => {
-            tracing::info!("longpoll body did not arrive within ServerOptions::body_timeout");
+        Err(BodyRefused::Late) => {
+            refused(Rejection::BodyTimeout, "did not arrive within ServerOptions::body_timeout");
             // A real 408, with a body phoenix.js reads as a failed send
-            // (it retries); the connection closes once it is written.
-            let mut response = answer(408, None, None);
-            *response.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            // (it retries).
+            return closing(answer(408, None, None), StatusCode::REQUEST_TIMEOUT);
+        }
+        Err(BodyRefused::TooLarge) => {
+            refused(Rejection::BodyTooLarge, "over the body limit");
+            return closing(answer(413, None, None), StatusCode::PAYLOAD_TOO_LARGE);
+        }
+        Err(BodyRefused::Busy) => {
+            refused(
+                Rejection::InflightBudget,
+                "over the server's in-flight budget (ServerOptions::max_inflight_bytes)",
+            );
+            let mut response = busy("the server is busy; retry later");
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             return response;
         }
-        Err(error) => {
-            tracing::warn!(%error, "longpoll body refused");
-            return answer(413, None, None);
+        Err(BodyRefused::Failed) => return answer(400, None, None),
+    };
+    let malformed = |why: &str| {
+        mount.metrics.inputs_refused.incr(Rejection::BodyMalformed);
+        if mount.metrics.lines.allow(Line::LongpollMalformed) {
+            tracing::warn!(why = ?clip(why), "{}", Line::LongpollMalformed.what());
         }
+        answer(400, None, None)
     };
     let frames: Vec<&[u8]> = if ndjson {
         body.split(|b| *b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).filter(|l| !l.is_empty()).collect()
@@ -318,8 +435,7 @@ async fn publish<S: Connect + Routes>(session: &Session<S>, req: Request) -> Res
         vec![&body[..]]
     };
     if frames.len() > MAX_FRAMES_PER_POST {
-        tracing::warn!(frames = frames.len(), "longpoll POST over the batch limit");
-        return answer(400, None, None);
+        return malformed("over the batch limit of 100 frames");
     }
     let mut messages = Vec::with_capacity(frames.len());
     for frame in frames {
@@ -328,24 +444,26 @@ async fn publish<S: Connect + Routes>(session: &Session<S>, req: Request) -> Res
         } else {
             match STANDARD.decode(frame) {
                 Ok(bytes) => session.serializer.decode_binary(&bytes),
-                Err(_) => {
-                    tracing::warn!("longpoll line is neither a JSON frame nor base64");
-                    return answer(400, None, None);
-                }
+                Err(_) => return malformed("a line is neither a JSON frame nor base64"),
             }
         };
         match decoded {
             Ok(msg) => messages.push(msg),
-            Err(error) => {
-                tracing::warn!(%error, "malformed longpoll frame");
-                return answer(400, None, None);
-            }
+            Err(error) => return malformed(&error.to_string()),
         }
     }
     for msg in messages {
         session.dispatcher.dispatch(msg);
     }
     answer(200, None, None)
+}
+
+/// `response` with its real HTTP `status`, closing the connection once it
+/// is written.
+fn closing(mut response: Response, status: StatusCode) -> Response {
+    *response.status_mut() = status;
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// 128 random bits, URL-safe.

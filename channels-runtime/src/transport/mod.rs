@@ -13,12 +13,14 @@ use axum::http::{header, HeaderMap, StatusCode};
 use futures_util::FutureExt;
 
 use crate::connect::{Connect, Params};
+use crate::logging::{clip, Line};
 use crate::metrics::{Metrics, Refusal};
 use crate::options::SocketOptions;
 use crate::protocol::Serializer;
 use crate::pubsub::PubSub;
 use crate::registry::Registry;
 
+pub(crate) mod budget;
 pub(crate) mod longpoll;
 pub(crate) mod websocket;
 pub(crate) mod wire;
@@ -30,6 +32,8 @@ pub(crate) struct Mount {
     pub(crate) options: SocketOptions,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) registry: Arc<Registry>,
+    /// The endpoint's budget of bytes in flight.
+    pub(crate) budget: Arc<budget::Budget>,
     /// The application's state, an `Arc<S::State>` of the mounted socket:
     /// the transports are not generic over it, the socket's code is.
     pub(crate) state: Arc<dyn Any + Send + Sync>,
@@ -64,8 +68,11 @@ pub(crate) fn origin_allowed(mount: &Mount, headers: &HeaderMap) -> bool {
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
     let allowed = mount.options.check_origin.allows(origin, host);
     if !allowed {
-        tracing::warn!(origin, host, "connect refused: origin not allowed (see SocketOptions::check_origin)");
         mount.metrics.connections_refused.incr(Refusal::Origin);
+        if mount.metrics.lines.allow(Line::Origin) {
+            let origin = origin.map(|origin| tracing::field::debug(clip(origin)));
+            tracing::warn!(origin, host = ?clip(host), "{}", Line::Origin.what());
+        }
     }
     allowed
 }
@@ -81,14 +88,19 @@ pub(crate) async fn admit<S: Connect>(
 ) -> Result<(Serializer, S::Assigns), StatusCode> {
     let admitted = async {
         let Some(serializer) = Serializer::negotiate(params.get("vsn")) else {
-            tracing::info!(vsn = params.get("vsn"), "connect refused: unsupported vsn");
+            if mount.metrics.lines.allow(Line::Vsn) {
+                let vsn = params.get("vsn").map(|vsn| tracing::field::debug(clip(vsn)));
+                tracing::info!(vsn, "{}", Line::Vsn.what());
+            }
             return Err((Refusal::Vsn, StatusCode::FORBIDDEN));
         };
         if !mount.registry.has_room() {
-            tracing::warn!("connect refused: the endpoint is at its connection limit");
+            if mount.metrics.lines.allow(Line::ConnectionLimit) {
+                tracing::warn!("{}", Line::ConnectionLimit.what());
+            }
             return Err((Refusal::Limit, StatusCode::SERVICE_UNAVAILABLE));
         }
-        let assigns = connect::<S>(params, &info, &mount.state::<S>()).await?;
+        let assigns = connect::<S>(params, &info, mount).await?;
         Ok((serializer, assigns))
     }
     .await;
@@ -116,17 +128,23 @@ pub(crate) fn connect_info(req: &Request) -> crate::connect::ConnectInfo {
 async fn connect<S: Connect>(
     params: &Params,
     info: &crate::connect::ConnectInfo,
-    state: &S::State,
+    mount: &Mount,
 ) -> Result<S::Assigns, (Refusal, StatusCode)> {
-    match std::panic::AssertUnwindSafe(S::connect(params, info, state)).catch_unwind().await {
+    let state = mount.state::<S>();
+    match std::panic::AssertUnwindSafe(S::connect(params, info, &state)).catch_unwind().await {
         Ok(Ok(assigns)) => Ok(assigns),
         Ok(Err(refusal)) => {
-            tracing::info!(status = refusal.status().as_u16(), reason = refusal.log_reason(), "connect refused");
+            if mount.metrics.lines.allow(Line::ConnectRefused) {
+                let reason = refusal.log_reason().map(|reason| tracing::field::debug(clip(reason)));
+                tracing::info!(status = refusal.status().as_u16(), reason, "{}", Line::ConnectRefused.what());
+            }
             Err((Refusal::Connect, refusal.status()))
         }
         Err(panic) => {
-            let message = crate::panics::message(&*panic);
-            tracing::error!(panic = ?crate::logging::clip(message), "connect panicked");
+            if mount.metrics.lines.allow(Line::ConnectPanicked) {
+                let message = crate::panics::message(&*panic);
+                tracing::error!(panic = ?clip(message), "{}", Line::ConnectPanicked.what());
+            }
             Err((Refusal::Crash, StatusCode::INTERNAL_SERVER_ERROR))
         }
     }

@@ -50,7 +50,8 @@ use super::Mount;
 use crate::channel::Routes;
 use crate::connect::{Connect, Params};
 use crate::dispatch::{Dispatcher, Wiring};
-use crate::metrics::Metrics;
+use crate::logging::{clip, Line};
+use crate::metrics::{Metrics, Rejection};
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Serializer};
 use crate::registry::Registration;
@@ -103,6 +104,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     }
     let params = Params::from_query(req.uri().query().unwrap_or(""));
     let info = super::connect_info(&req);
+    let source = mount.registry.counted_source(info.peer_addr().map(|addr| addr.ip()));
     let span = trace::connection_span("websocket", info.peer_addr(), info.traceparent());
     let traceparent = info.traceparent().copied();
     let admitted = super::admit::<S>(&mount, &params, info).instrument(span.clone()).await;
@@ -119,7 +121,7 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     // the connection's own task.
     tokio::spawn(async move {
         match on_upgrade.await {
-            Ok(upgraded) => start::<S>(mount, upgraded, serializer, assigns, Traced { span, traceparent }),
+            Ok(upgraded) => start::<S>(mount, upgraded, serializer, assigns, Traced { span, traceparent, source }),
             Err(error) => tracing::debug!(%error, "upgrade failed"),
         }
         drop(hold);
@@ -139,10 +141,12 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
     response
 }
 
-/// The span a connection runs in, and the trace context its client sent.
+/// The span a connection runs in, the trace context its client sent, and
+/// the source it counts for (while a per-source cap is set).
 struct Traced {
     span: tracing::Span,
     traceparent: Option<TraceParent>,
+    source: Option<crate::source::Source>,
 }
 
 /// Why the server ends a connection, with the close frame it sends.
@@ -156,6 +160,11 @@ enum End {
     /// The server closes with this code and reason, and waits (a bounded
     /// grace) for the client's answer.
     Close(CloseCode, String),
+    /// The server refuses what the client sent (a frame it cannot read, or
+    /// one it will not): it closes with this code and reason, and drops
+    /// whatever else comes, unread (it cannot be framed any more), until
+    /// the client closes or the grace ends.
+    Refuse(CloseCode, String),
 }
 
 /// What a connection needs of its socket's options while it lives.
@@ -185,7 +194,7 @@ fn start<S: Connect + Routes>(
 ) {
     let options = &mount.options;
     let outbox = Arc::new(Outbox::new(options.max_outbound_bytes));
-    let registration = mount.registry.register(&outbox);
+    let registration = mount.registry.register(&outbox, traced.source);
     let wiring = Wiring {
         outbox: outbox.clone(),
         serializer,
@@ -239,7 +248,8 @@ async fn serve_generic<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + '
     serializer: Serializer,
 ) {
     let limits = Limits { idle: mount.options.idle_timeout, max_frame: mount.options.max_frame_size };
-    let linger = Box::pin(serve_io(io, dispatcher, serializer, limits, &mount.metrics)).await;
+    let decoder = Decoder::new(limits.max_frame).with_budget(mount.budget.clone());
+    let linger = Box::pin(serve_io(io, decoder, dispatcher, serializer, limits, &mount.metrics)).await;
     leave(&mount, registration, linger).await;
 }
 
@@ -313,6 +323,11 @@ fn poll_socket(
 type Ended = Box<(End, Vec<u8>)>;
 
 /// What a connection does with the messages it reads.
+///
+/// The client is heard (for the idle timeout) when a message completes, or
+/// when nothing unfinished is left: bytes of a message that never
+/// completes (one byte every 30 s) do not keep a connection alive, so a
+/// started message must finish within the idle timeout.
 struct Receiver<'a, S: Connect + Routes> {
     dispatcher: &'a mut Dispatcher<S>,
     serializer: Serializer,
@@ -323,12 +338,21 @@ impl<S: Connect + Routes> Receiver<'_, S> {
     /// Decodes every message in `input` and handles it; `Some` ends the
     /// connection, with what was not decoded yet.
     fn take(&mut self, decoder: &mut Decoder, mut input: &[u8], outbox: &Outbox) -> Option<Ended> {
+        let mut completed = false;
         loop {
             let incoming = match decoder.decode(&mut input) {
                 Ok(Some(incoming)) => incoming,
-                Ok(None) => return None,
+                Ok(None) => {
+                    if completed || !decoder.mid_message() {
+                        outbox.heard();
+                    }
+                    return None;
+                }
                 Err(error) => return Some(Box::new((read_error(error, self.metrics), input.to_vec()))),
             };
+            // A control frame in the middle of a fragmented message does
+            // not finish it.
+            completed |= !matches!(incoming, Incoming::Ping(_) | Incoming::Pong) || !decoder.in_message();
             let end = match incoming {
                 // In order with everything else the connection writes. A
                 // pong the outbox refuses is for a connection that is
@@ -370,14 +394,12 @@ impl<S: Connect + Routes> Live<S> {
     fn on_socket(&mut self, event: std::io::Result<Event>) -> Option<Ended> {
         match event {
             Ok(Event::Read(scratch, n)) => {
-                self.outbox.heard();
                 let (mut receiver, decoder, outbox) = self.receiver();
                 let ended = receiver.take(decoder, &scratch[..n], outbox);
                 SCRATCH.set(Some(scratch));
                 ended
             }
             Ok(Event::Direct) => {
-                self.outbox.heard();
                 let (mut receiver, decoder, outbox) = self.receiver();
                 receiver.take(decoder, &[], outbox)
             }
@@ -393,7 +415,7 @@ impl<S: Connect + Routes> Live<S> {
                     }
                     None
                 }
-                Err(error) => Some(Box::new((write_failed(&error), Vec::new()))),
+                Err(error) => Some(Box::new((write_failed(&error, &self.mount.metrics), Vec::new()))),
             },
             Err(error) => Some(Box::new((read_error(ReadError::Io(error), &self.mount.metrics), Vec::new()))),
         }
@@ -424,7 +446,7 @@ impl<S: Connect + Routes> Live<S> {
                     }
                     // Frames were queued for the task to write.
                     if let Err(error) = self.outbox.flush() {
-                        break (write_failed(&error), Vec::new());
+                        break (write_failed(&error, &self.mount.metrics), Vec::new());
                     }
                 }
                 () = self.dispatcher.drive() => {}
@@ -444,7 +466,7 @@ fn serve_tcp<S: Connect + Routes>(
     serializer: Serializer,
 ) -> impl Future<Output = ()> + Send {
     let outbox = dispatcher.outbox().clone();
-    let decoder = Decoder::new(mount.options.max_frame_size);
+    let decoder = Decoder::new(mount.options.max_frame_size).with_budget(mount.budget.clone());
     let mut live = Live { mount, read, decoder, dispatcher, outbox, ended: None, serializer };
     // Before the task: what it keeps is only what the bytes left unfinished.
     if let Some(early) = early {
@@ -490,7 +512,11 @@ fn serve_tcp<S: Connect + Routes>(
                     let deadline = Instant::now() + CLOSE_GRACE;
                     match tokio::time::timeout_at(deadline, close).await {
                         Ok(Ok(())) => Some(Linger { reader: Reader::resume(read, decoder, &rest), answered, deadline }),
-                        Ok(Err(_)) | Err(_) => None,
+                        Ok(Err(_)) => None,
+                        Err(_) => {
+                            reset(&read);
+                            None
+                        }
                     }
                 }
                 _ => None,
@@ -499,6 +525,14 @@ fn serve_tcp<S: Connect + Routes>(
         })
         .await;
     }
+}
+
+/// Closes a connection whose close frame could not be written within the
+/// grace (its client reads nothing) with a reset: a plain close would leave
+/// the kernel holding what was queued for it, and retrying to send it, for
+/// minutes after the server is done with it.
+fn reset(read: &OwnedReadHalf) {
+    let _ = socket2::SockRef::from(read.as_ref()).set_linger(Some(Duration::ZERO));
 }
 
 /// The close frame a connection ends with, and whether it answers the
@@ -514,6 +548,10 @@ fn closing(end: End) -> Option<(Option<u16>, String, bool)> {
             tracing::debug!(%code, reason, "closing connection");
             Some((Some(code.into()), reason, false))
         }
+        End::Refuse(code, reason) => {
+            tracing::debug!(%code, reason, "closing connection");
+            Some((Some(code.into()), reason, true))
+        }
     }
 }
 
@@ -522,6 +560,7 @@ fn closing(end: End) -> Option<(Option<u16>, String, bool)> {
 /// frame is out is returned.
 async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'static>(
     io: I,
+    decoder: Decoder,
     mut dispatcher: Dispatcher<S>,
     serializer: Serializer,
     limits: Limits,
@@ -529,7 +568,7 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
 ) -> Option<Linger<tokio::io::ReadHalf<I>>> {
     let idle = limits.idle;
     let (read, write) = tokio::io::split(io);
-    let mut reader = Reader::new(read, limits.max_frame);
+    let mut reader = Reader::resume(read, decoder, &[]);
     // A write that makes no progress for the idle period ends the
     // connection like a client that says nothing for that long.
     let mut writer = Writer::new(write, idle);
@@ -541,12 +580,16 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
     let end = loop {
         tokio::select! {
             incoming = reader.next() => {
-                last_seen = Instant::now();
+                // Heard when a message completes (see `Receiver`): a ping
+                // in the middle of a fragmented message is not one.
+                if !matches!(incoming, Ok(Incoming::Ping(_) | Incoming::Pong)) || !reader.in_message() {
+                    last_seen = Instant::now();
+                }
                 match incoming {
                     Ok(Incoming::Ping(payload)) => {
                         metrics.frames_out.incr();
                         if let Err(error) = async { writer.frame(&pong_frame(&payload)).await?; writer.flush().await }.await {
-                            break write_failed(&error);
+                            break write_failed(&error, metrics);
                         }
                     }
                     Ok(Incoming::Pong) => {}
@@ -572,7 +615,9 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
             () = &mut idle_timer => {
                 let deadline = last_seen + idle;
                 if Instant::now() >= deadline {
-                    tracing::info!(?idle, "closing an idle connection");
+                    if metrics.lines.allow(Line::Idle) {
+                        tracing::info!(?idle, "{}", Line::Idle.what());
+                    }
                     break End::Close(CloseCode::Away, "idle timeout".to_owned());
                 }
                 idle_timer.as_mut().reset(deadline);
@@ -618,13 +663,11 @@ impl<R: AsyncRead + Unpin> Linger<R> {
     }
 }
 
-fn stalled_error() -> std::io::Error {
-    std::io::Error::new(std::io::ErrorKind::TimedOut, "the client read nothing for the idle period")
-}
-
-fn write_failed(error: &std::io::Error) -> End {
+fn write_failed(error: &std::io::Error, metrics: &Metrics) -> End {
     if error.kind() == std::io::ErrorKind::TimedOut {
-        tracing::info!("closing a connection that read nothing for the idle period");
+        if metrics.lines.allow(Line::Stalled) {
+            tracing::info!("{}", Line::Stalled.what());
+        }
     } else {
         tracing::debug!(%error, "write failed");
     }
@@ -661,12 +704,12 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
         }
     };
     tokio::select! {
-        written = &mut write => written.map_err(|error| write_failed(&error)),
+        written = &mut write => written.map_err(|error| write_failed(&error, metrics)),
         reason = closed => {
             let end = closed_by(reason, metrics);
             match tokio::time::timeout(CLOSE_GRACE, write).await {
                 Ok(Ok(())) => Err(end),
-                Ok(Err(error)) => Err(write_failed(&error)),
+                Ok(Err(error)) => Err(write_failed(&error, metrics)),
                 Err(_elapsed) => Err(End::ClientGone),
             }
         }
@@ -676,11 +719,15 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
 fn closed_by(reason: CloseReason, metrics: &Metrics) -> End {
     match reason {
         CloseReason::SlowConsumer => {
-            tracing::warn!("closing a connection that fell too far behind (SocketOptions::max_outbound_bytes)");
+            if metrics.lines.allow(Line::SlowConsumer) {
+                tracing::warn!("{}", Line::SlowConsumer.what());
+            }
             metrics.slow_consumers.incr();
         }
-        CloseReason::Idle => tracing::info!("closing an idle connection"),
-        CloseReason::Stalled => return write_failed(&stalled_error()),
+        CloseReason::Idle if metrics.lines.allow(Line::Idle) => tracing::info!("{}", Line::Idle.what()),
+        // Its close frame waits behind what it did not read: it gets it
+        // if it reads within the grace, else its socket is reset.
+        CloseReason::Stalled if metrics.lines.allow(Line::Stalled) => tracing::info!("{}", Line::Stalled.what()),
         _ => {}
     }
     End::Close(CloseCode::from(reason.ws_code()), reason.as_str().to_owned())
@@ -704,10 +751,15 @@ fn receive<S: Connect + Routes>(
             None
         }
         Err(error) => {
-            tracing::warn!(%error, frame = %preview(bytes), "closing a connection that sent a malformed frame");
             metrics.malformed_frames.incr();
+            metrics.inputs_refused.incr(Rejection::MalformedFrame);
+            let error = error.to_string();
+            if metrics.lines.allow(Line::MalformedFrame) {
+                // The error may quote the frame: clipped like it.
+                tracing::warn!(error = ?clip(&error), frame = %preview(bytes), "{}", Line::MalformedFrame.what());
+            }
             let code = if binary && serializer == Serializer::V1 { CloseCode::Unsupported } else { CloseCode::Invalid };
-            Some(End::Close(code, truncate(error.to_string(), 120)))
+            Some(End::Refuse(code, truncate(error, 120)))
         }
     }
 }
@@ -722,18 +774,35 @@ fn read_error(error: ReadError, metrics: &Metrics) -> End {
         }
         ReadError::TooBig { size, max } => {
             metrics.malformed_frames.incr();
-            tracing::warn!(size, max, "closing a connection that sent an oversized message");
-            End::Close(CloseCode::Size, format!("message of {size} bytes exceeds the limit of {max}"))
+            metrics.inputs_refused.incr(Rejection::MessageTooLarge);
+            if metrics.lines.allow(Line::TooLarge) {
+                tracing::warn!(size, max, "{}", Line::TooLarge.what());
+            }
+            End::Refuse(CloseCode::Size, format!("message of {size} bytes exceeds the limit of {max}"))
+        }
+        ReadError::Busy(busy) => {
+            // Not the client's fault: its message was within the limits.
+            metrics.inputs_refused.incr(Rejection::InflightBudget);
+            if metrics.lines.allow(Line::InflightBudget) {
+                tracing::warn!(wanted = busy.wanted, max = busy.max, "{}", Line::InflightBudget.what());
+            }
+            End::Refuse(CloseCode::Again, "server busy, try again later".to_owned())
         }
         ReadError::Utf8 => {
             metrics.malformed_frames.incr();
-            tracing::warn!("closing a connection that sent a text frame that is not UTF-8");
-            End::Close(CloseCode::Invalid, "text frame is not valid UTF-8".to_owned())
+            metrics.inputs_refused.incr(Rejection::InvalidUtf8);
+            if metrics.lines.allow(Line::Utf8) {
+                tracing::warn!("{}", Line::Utf8.what());
+            }
+            End::Refuse(CloseCode::Invalid, "text frame is not valid UTF-8".to_owned())
         }
         ReadError::Protocol(error) => {
             metrics.malformed_frames.incr();
-            tracing::warn!(error, "closing a connection that broke the WebSocket protocol");
-            End::Close(CloseCode::Protocol, error.to_owned())
+            metrics.inputs_refused.incr(Rejection::ProtocolError);
+            if metrics.lines.allow(Line::Protocol) {
+                tracing::warn!(error, "{}", Line::Protocol.what());
+            }
+            End::Refuse(CloseCode::Protocol, error.to_owned())
         }
     }
 }

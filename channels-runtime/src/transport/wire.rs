@@ -19,18 +19,23 @@
 //!   subscriber; the [`Writer`] here gathers small frames into one write
 //!   per batch and writes large ones from where they are;
 //! - every write must make progress within a deadline, so a client that
-//!   stops reading cannot hold a write (and its memory) forever.
+//!   stops reading cannot hold a write (and its memory) forever;
+//! - what a message holds while it arrives is counted in the endpoint's
+//!   [`Budget`] (a frame announced, the fragments gathered): a large one
+//!   that does not fit is refused as its header arrives.
 //!
 //! The handshake stays tungstenite's (`derive_accept_key`), and so does the
 //! list of valid close codes.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tungstenite::protocol::frame::coding::CloseCode;
 
+use super::budget::{Budget, Busy, Hold};
 use crate::protocol::opcode::{BINARY as OP_BINARY, CLOSE as OP_CLOSE, PONG as OP_PONG, TEXT as OP_TEXT};
 use crate::protocol::Frame;
 
@@ -86,6 +91,10 @@ pub(crate) enum ReadError {
     /// A text message, or a close reason, that is not UTF-8 (close with 1007).
     #[error("text is not valid UTF-8")]
     Utf8,
+    /// A large message that does not fit the endpoint's in-flight budget
+    /// (close with 1013, "try again later").
+    #[error(transparent)]
+    Busy(#[from] Busy),
 }
 
 /// A frame header as it arrived.
@@ -144,6 +153,8 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
 struct Pending {
     header: Header,
     data: Vec<u8>,
+    /// What its announced length holds of the budget.
+    hold: Hold,
 }
 
 impl Pending {
@@ -180,15 +191,36 @@ pub(crate) struct Decoder {
     /// Boxed: rare (a frame split across reads), and an idle connection
     /// should not carry its room.
     pending: Option<Box<Pending>>,
-    /// A fragmented message being gathered: its opcode and bytes so far.
-    fragments: Option<Box<(u8, Vec<u8>)>>,
+    /// A fragmented message being gathered: its opcode, its bytes so far,
+    /// and what they hold of the budget.
+    fragments: Option<Box<(u8, Vec<u8>, Hold)>>,
     max_message: usize,
+    budget: Option<Arc<Budget>>,
 }
 
 impl Decoder {
     /// A decoder that refuses messages larger than `max_message` bytes.
     pub(crate) fn new(max_message: usize) -> Self {
-        Decoder { head: [0; MAX_HEADER], head_len: 0, pending: None, fragments: None, max_message }
+        Decoder { head: [0; MAX_HEADER], head_len: 0, pending: None, fragments: None, max_message, budget: None }
+    }
+
+    /// Counts what unfinished messages hold in `budget`, refusing those that
+    /// do not fit.
+    pub(crate) fn with_budget(mut self, budget: Arc<Budget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// `hold`, grown to cover `bytes` of a message whose size so far (these
+    /// bytes included) is `total`. A frame that arrives whole holds nothing
+    /// until it joins a message being gathered.
+    fn held(&self, mut hold: Hold, bytes: usize, total: usize) -> Result<Hold, ReadError> {
+        if let Some(budget) = &self.budget {
+            if hold.bytes() < bytes {
+                hold.grow(budget, bytes - hold.bytes(), total)?;
+            }
+        }
+        Ok(hold)
     }
 
     /// Takes bytes from the front of `input` until they complete a message
@@ -207,9 +239,9 @@ impl Decoder {
                     return Ok(None);
                 }
                 let Some(pending) = self.pending.take() else { continue };
-                let Pending { header, mut data } = *pending;
+                let Pending { header, mut data, hold } = *pending;
                 unmask(&mut data, header.mask);
-                if let Some(incoming) = self.frame(&header, Bytes::from(data))? {
+                if let Some(incoming) = self.frame(&header, Bytes::from(data), hold)? {
                     return Ok(Some(incoming));
                 }
                 continue;
@@ -221,15 +253,22 @@ impl Decoder {
                 let mut payload = BytesMut::from(&input[..len]);
                 *input = &input[len..];
                 unmask(&mut payload, header.mask);
-                if let Some(incoming) = self.frame(&header, payload.freeze())? {
+                if let Some(incoming) = self.frame(&header, payload.freeze(), Hold::none())? {
                     return Ok(Some(incoming));
                 }
                 continue;
             }
+            // A data frame that will take more reads holds its announced
+            // length (a control frame is at most 125 bytes).
+            let hold = if header.opcode < OP_CLOSE {
+                self.held(Hold::none(), len, self.gathered().saturating_add(len))?
+            } else {
+                Hold::none()
+            };
             let mut data = Vec::with_capacity(len.min(input.len().max(GROW)));
             data.extend_from_slice(input);
             *input = &[];
-            self.pending = Some(Box::new(Pending { header, data }));
+            self.pending = Some(Box::new(Pending { header, data, hold }));
             return Ok(None);
         }
     }
@@ -281,6 +320,17 @@ impl Decoder {
         self.fragments.is_some()
     }
 
+    /// Whether anything unfinished is kept: part of a header, a frame, or
+    /// a fragmented message.
+    pub(crate) fn mid_message(&self) -> bool {
+        self.head_len > 0 || self.pending.is_some() || self.fragments.is_some()
+    }
+
+    /// Bytes of the fragmented message gathered so far.
+    fn gathered(&self) -> usize {
+        self.fragments.as_ref().map_or(0, |f| f.1.len())
+    }
+
     /// What can be refused from the header alone.
     fn check(&self, header: &Header) -> Result<(), ReadError> {
         let control = header.opcode >= OP_CLOSE;
@@ -303,26 +353,35 @@ impl Decoder {
         Ok(())
     }
 
-    /// A whole frame: a message when it completes one.
-    fn frame(&mut self, header: &Header, payload: Bytes) -> Result<Option<Incoming>, ReadError> {
+    /// A whole frame, and what it holds of the budget: a message when it
+    /// completes one.
+    fn frame(&mut self, header: &Header, payload: Bytes, hold: Hold) -> Result<Option<Incoming>, ReadError> {
         let (opcode, message) = match header.opcode {
             OP_PING => return Ok(Some(Incoming::Ping(payload))),
             OP_PONG => return Ok(Some(Incoming::Pong)),
             OP_CLOSE => return close_code(&payload).map(|code| Some(Incoming::Close(code))),
             OP_CONTINUATION => {
+                let more = if header.fin {
+                    hold
+                } else {
+                    self.held(hold, payload.len(), self.gathered().saturating_add(payload.len()))?
+                };
                 let Some(fragments) = &mut self.fragments else {
                     return Err(ReadError::Protocol("continuation frame without a message"));
                 };
                 fragments.1.extend_from_slice(&payload);
+                fragments.2.absorb(more);
                 if !header.fin {
                     return Ok(None);
                 }
                 let Some(fragments) = self.fragments.take() else { return Ok(None) };
-                let (opcode, data) = *fragments;
+                // The message is whole: what it held goes back.
+                let (opcode, data, _hold) = *fragments;
                 (opcode, Bytes::from(data))
             }
             opcode if !header.fin => {
-                self.fragments = Some(Box::new((opcode, payload.to_vec())));
+                let hold = self.held(hold, payload.len(), payload.len())?;
+                self.fragments = Some(Box::new((opcode, payload.to_vec(), hold)));
                 return Ok(None);
             }
             opcode => (opcode, payload),
@@ -624,6 +683,36 @@ mod tests {
             assert!(matches!(&got[2], Incoming::Binary(b) if b.len() == 70_001));
             assert!(decoder.pending.is_none() && decoder.fragments.is_none() && decoder.head_len == 0);
         }
+    }
+
+    #[test]
+    fn unfinished_messages_hold_the_budget_until_they_complete() {
+        let budget = Budget::new(150_000);
+        let frame = client(OP_BINARY, true, &[7; 100_000]);
+        let mut a = Decoder::new(1 << 20).with_budget(budget.clone());
+        let mut input = &frame[..50_000];
+        assert!(a.decode(&mut input).unwrap().is_none());
+        assert_eq!(budget.used(), 100_000, "the frame's announced length");
+        // Another large one does not fit.
+        let mut b = Decoder::new(1 << 20).with_budget(budget.clone());
+        let mut input = &frame[..50_000];
+        assert!(matches!(b.decode(&mut input), Err(ReadError::Busy(_))));
+        let mut rest = &frame[50_000..];
+        assert!(matches!(a.decode(&mut rest).unwrap(), Some(Incoming::Binary(b)) if b.len() == 100_000));
+        assert_eq!(budget.used(), 0, "given back once whole");
+        // A fragmented message holds what it gathered, frame after frame,
+        // and a decoder dropped midway gives it back.
+        let mut c = Decoder::new(1 << 20).with_budget(budget.clone());
+        let mut fragments =
+            [client(OP_BINARY, false, &[1; 70_000]), client(OP_CONTINUATION, false, &[2; 40_000])].concat();
+        let mut input = &fragments[..];
+        assert!(c.decode(&mut input).unwrap().is_none());
+        assert_eq!(budget.used(), 110_000);
+        fragments = client(OP_CONTINUATION, false, &[3; 60_000]);
+        let mut input = &fragments[..];
+        assert!(matches!(c.decode(&mut input), Err(ReadError::Busy(_))), "170 000 bytes do not fit");
+        drop(c);
+        assert_eq!(budget.used(), 0);
     }
 
     #[test]

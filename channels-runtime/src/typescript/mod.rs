@@ -5,8 +5,9 @@
 //!
 //! ```
 //! # #[cfg(feature = "typescript")] {
-//! use phx_channels_runtime::describe::{ChannelShape, Declarations, EventShape, TypeScript};
-//! use phx_channels_runtime::typescript::{render_shapes, RouteShape};
+//! # use phx_channels_runtime as phx_channels;
+//! use phx_channels::describe::{ChannelShape, Declarations, EventShape, TypeScript};
+//! use phx_channels::typescript::{render_shapes, RouteShape};
 //!
 //! struct Saved;
 //! impl TypeScript for Saved {
@@ -18,9 +19,9 @@
 //! let mut lobby = ChannelShape::untyped("Lobby");
 //! lobby.events = Some(vec![EventShape {
 //!     event: "save",
-//!     payload: phx_channels_runtime::describe::unknown,
+//!     payload: phx_channels::describe::unknown,
 //!     reply: Saved::typescript,
-//!     errors: [phx_channels_runtime::describe::unknown, phx_channels_runtime::describe::never],
+//!     errors: [phx_channels::describe::unknown, phx_channels::describe::never],
 //! }]);
 //! let module = render_shapes([RouteShape { pattern: "lobby", channel: lobby, history: false }]).unwrap();
 //! assert!(module.contains("export type Saved = { id: number };"));
@@ -36,4 +37,6 @@
 mod render;
 
 #[cfg(feature = "typescript")]
-pub use render::{render, render_shapes, RouteShape, TypeScriptError};
+pub use render::{
+    render, render_shapes, render_shapes_strict, render_strict, route_shapes, RouteShape, TypeScriptError,
+};

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::fmt::Write;
 
 use crate::channel::Routes;
-use crate::describe::{ChannelShape, Clash, Declarations, TypeFn};
+use crate::describe::{ChannelShape, Clash, Declarations, TypeFn, Unknown};
 
 /// The typed layer every module ends with.
 const LAYER: &str = include_str!("layer.ts");
@@ -31,20 +31,61 @@ pub enum TypeScriptError {
     /// = "..")]`, or the struct itself).
     #[error("two types are named `{}` in TypeScript: `{}` and `{}`; rename one of them", .0.name, .0.first, .0.second)]
     NameClash(Clash),
+    /// [`render_strict`]: the module would say `unknown` in these places
+    /// (each names where, the Rust type and why).
+    #[error("the TypeScript would say `unknown` in {} place(s):\n{}", .0.len(), list(.0))]
+    Unknown(Vec<Unknown>),
+}
+
+fn list(unknowns: &[Unknown]) -> String {
+    unknowns.iter().map(|u| format!("  - {u}")).collect::<Vec<_>>().join("\n")
 }
 
 /// The TypeScript module for socket `S`: every route's channel types and
 /// the typed phoenix.js layer (`typedChannel(socket, "comments:42")`).
+/// Whatever says nothing of its type is `unknown`; [`render_strict`]
+/// refuses that.
 pub fn render<S: Routes>() -> Result<String, TypeScriptError> {
-    render_shapes(S::ROUTES.iter().map(|route| RouteShape {
-        pattern: route.pattern().as_str(),
-        channel: route.shape(),
-        history: route.history().is_some(),
-    }))
+    render_shapes(route_shapes::<S>())
+}
+
+/// [`render`], refusing to write `unknown` anywhere: the error names every
+/// place that would be (channel, message, field), the Rust type there and
+/// how to type it.
+pub fn render_strict<S: Routes>() -> Result<String, TypeScriptError> {
+    render_shapes_strict(route_shapes::<S>())
+}
+
+/// The routes of socket `S` with their channels' types, in order: what
+/// [`render`] writes the module from.
+pub fn route_shapes<S: Routes>() -> Vec<RouteShape> {
+    S::ROUTES
+        .iter()
+        .map(|route| RouteShape {
+            pattern: route.pattern().as_str(),
+            channel: route.shape(),
+            history: route.history().is_some(),
+        })
+        .collect()
 }
 
 /// The module for these routes, tried in this order as a socket tries them.
 pub fn render_shapes(routes: impl IntoIterator<Item = RouteShape>) -> Result<String, TypeScriptError> {
+    write(routes).map(|(module, _)| module)
+}
+
+/// [`render_shapes`], refusing to write `unknown` ([`render_strict`]).
+pub fn render_shapes_strict(routes: impl IntoIterator<Item = RouteShape>) -> Result<String, TypeScriptError> {
+    let (module, unknowns) = write(routes)?;
+    if unknowns.is_empty() {
+        Ok(module)
+    } else {
+        Err(TypeScriptError::Unknown(unknowns))
+    }
+}
+
+/// The module, and every place it says `unknown`.
+fn write(routes: impl IntoIterator<Item = RouteShape>) -> Result<(String, Vec<Unknown>), TypeScriptError> {
     let mut declarations = Declarations::new();
     let mut channels = String::new();
     let mut topics: Vec<(String, String)> = Vec::new();
@@ -56,7 +97,9 @@ pub fn render_shapes(routes: impl IntoIterator<Item = RouteShape>) -> Result<Str
         }
         let name = unique(route.channel.name, &mut names);
         let _ = writeln!(channels, "/** The channel of topics `{}`. */", route.pattern);
-        let _ = writeln!(channels, "export type {name} = {};\n", channel_type(&route.channel, &mut declarations));
+        let place = format!("channel `{name}` (topics `{}`)", route.pattern);
+        let body = declarations.within(place, |d| channel_type(&route.channel, d));
+        let _ = writeln!(channels, "export type {name} = {body};\n");
         topics.push((topic_type(route.pattern), name));
     }
     if let Some(clash) = declarations.clashes().first() {
@@ -88,7 +131,7 @@ pub fn render_shapes(routes: impl IntoIterator<Item = RouteShape>) -> Result<Str
     );
     let _ = writeln!(out, "export const HISTORY_TOPICS: readonly string[] = [{}];\n", kept.join(", "));
     out.push_str(LAYER);
-    Ok(out)
+    Ok((out, declarations.unknowns().to_vec()))
 }
 
 /// `name`, or `name2`, `name3`.. when a route before took it (one channel
@@ -106,46 +149,62 @@ fn unique(name: &str, taken: &mut HashSet<String>) -> String {
 fn channel_type(channel: &ChannelShape, declarations: &mut Declarations) -> String {
     let [params, joined, refused] = channel.join;
     let mut out = String::from("{\n");
-    let _ = writeln!(out, "  params: {};", ts(params, declarations));
-    let _ = writeln!(out, "  joined: {};", ts(joined, declarations));
-    let _ = writeln!(out, "  refused: {};", ts(refused, declarations));
+    let _ = writeln!(out, "  params: {};", ts("join params", params, declarations));
+    let _ = writeln!(out, "  joined: {};", ts("join reply", joined, declarations));
+    let _ = writeln!(out, "  refused: {};", ts("join refusal", refused, declarations));
     match &channel.events {
         Some(events) => {
             out.push_str("  in: {\n");
             for event in events {
-                let payload = ts(event.payload, declarations);
-                let reply = ts(event.reply, declarations);
+                let name = string_literal(event.event);
+                let payload = ts(format!("event {name}, payload"), event.payload, declarations);
+                let reply = ts(format!("event {name}, reply"), event.reply, declarations);
                 let [own, rejection] = event.errors;
-                let error = union(&[ts(own, declarations), ts(rejection, declarations)]);
-                let _ = writeln!(
-                    out,
-                    "    {}: {{ payload: {payload}; reply: {reply}; error: {error} }};",
-                    string_literal(event.event)
-                );
+                let error =
+                    declarations.within(format!("event {name}, error reply"), |d| union(&[own(d), rejection(d)]));
+                let _ = writeln!(out, "    {name}: {{ payload: {payload}; reply: {reply}; error: {error} }};");
             }
             out.push_str("  };\n");
         }
-        None => out.push_str("  in: { [event: string]: { payload: unknown; reply: unknown; error: unknown } };\n"),
+        None => {
+            declarations.within("events", |d| {
+                d.unknown(
+                    None,
+                    "the channel does not list its events (a hand-written `Channel` impl): use `#[channel]`",
+                )
+            });
+            out.push_str("  in: { [event: string]: { payload: unknown; reply: unknown; error: unknown } };\n");
+        }
     }
     match &channel.out {
         Some(events) => {
             out.push_str("  out: {\n");
             for (event, payload) in events {
-                let payload = ts(*payload, declarations);
+                let payload = ts(format!("push {}", string_literal(event)), *payload, declarations);
                 let key =
                     if event.contains('*') { format!("[event: {}]", template(event)) } else { string_literal(event) };
                 let _ = writeln!(out, "    {key}: {payload};");
             }
             out.push_str("  };\n");
         }
-        None => out.push_str("  out: { [event: string]: unknown };\n"),
+        None => {
+            declarations.within("pushes", |d| {
+                d.unknown(
+                    None,
+                    "the channel does not declare what it pushes: add `out = [\"event\" => Type, ..]` to \
+                     `#[channel(..)]` (`out = []` when it pushes nothing)",
+                )
+            });
+            out.push_str("  out: { [event: string]: unknown };\n");
+        }
     }
     out.push('}');
     out
 }
 
-fn ts(type_fn: TypeFn, declarations: &mut Declarations) -> String {
-    type_fn(declarations)
+/// The type at `place`.
+fn ts(place: impl Into<String>, type_fn: TypeFn, declarations: &mut Declarations) -> String {
+    declarations.within(place, type_fn)
 }
 
 /// `A | B` as a person writes it: `unknown` absorbs the rest, `never`

@@ -15,6 +15,7 @@ use phx_channels_runtime::channel::{Channel, Info, JoinError, Route, Routes, Ter
 use phx_channels_runtime::connect::{Connect, ConnectInfo, Params, Refuse};
 use phx_channels_runtime::crash::Crash;
 use phx_channels_runtime::endpoint::Endpoint;
+use phx_channels_runtime::presence::Presence;
 use phx_channels_runtime::protocol::Payload;
 use phx_channels_runtime::reply::Reply;
 use phx_channels_runtime::router::Topic;
@@ -129,6 +130,7 @@ impl Channel for Echo {
         payload: Payload,
         socket: &mut Socket<TestSocket>,
     ) -> Result<(Payload, Self), JoinError> {
+        track_after_join(&payload, socket)?;
         match topic.rest() {
             "refuse" => Err(JoinError::reason("refused")),
             "panic" => panic!("join panics on purpose"),
@@ -171,6 +173,16 @@ impl Channel for Echo {
                 socket.broadcast("shout", &payload.decode::<Value>()?)?;
                 Ok(Reply::ok(json!({})))
             }
+            "admit" => {
+                // Admitted now, sent after an await (or dropped unsent).
+                let payload = payload.decode::<Value>()?;
+                let broadcast = socket.admit_broadcast("shout", &payload)?;
+                tokio::task::yield_now().await;
+                if payload["send"] == true {
+                    broadcast.send()?;
+                }
+                Ok(Reply::ok(json!({})))
+            }
             "relay" => {
                 // The payload as received, bytes unchanged.
                 socket.broadcast_from("relayed", payload)?;
@@ -207,8 +219,13 @@ impl Channel for Echo {
             },
             "track" => {
                 let key = payload.decode::<String>()?;
-                phx_channels_runtime::presence::Presence::track(socket, &key, json!({"k": key}))?;
-                Ok(Reply::ok(phx_channels_runtime::presence::Presence::list(socket)))
+                Presence::track(socket, &key, json!({"k": key}))?;
+                Ok(Reply::ok(Presence::list(socket)))
+            }
+            "track_after_join" => {
+                let key = payload.decode::<String>()?;
+                Presence::track_after_join(socket, &key, json!({"k": key}))?;
+                Ok(Reply::ok(json!({})))
             }
             "tick" => {
                 socket.send_after(Duration::from_millis(50), Tick(1));
@@ -230,6 +247,26 @@ impl Channel for Echo {
             _ => Ok(Reply::unknown_event()),
         }
     }
+}
+
+/// A join whose params say `{"track": key or [key, ..], "meta": m}` tracks
+/// each key with `m` (`{"k": key}` by default) right after its reply;
+/// `"track_now": key` tracks one at once, in `join`.
+fn track_after_join(payload: &Payload, socket: &mut Socket<TestSocket>) -> Result<(), JoinError> {
+    let Ok(Value::Object(params)) = payload.decode::<Value>() else { return Ok(()) };
+    if let Some(key) = params.get("track_now").and_then(Value::as_str) {
+        Presence::track(socket, key, json!({"now": true}))?;
+    }
+    let keys = match params.get("track") {
+        Some(Value::String(key)) => vec![key.clone()],
+        Some(Value::Array(keys)) => keys.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => return Ok(()),
+    };
+    for key in keys {
+        let meta = params.get("meta").cloned().unwrap_or_else(|| json!({"k": key}));
+        Presence::track_after_join(socket, &key, meta)?;
+    }
+    Ok(())
 }
 
 /// Waits until `done` holds, failing the test after 3 s: for what the server
@@ -298,6 +335,28 @@ pub async fn http(
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
     let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     (status, head.to_owned(), body.to_owned())
+}
+
+/// A WebSocket upgrade request with these extra headers and query; the
+/// HTTP status it is answered with.
+pub async fn upgrade_status(addr: SocketAddr, query: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut all = vec![
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    all.extend_from_slice(headers);
+    http(addr, "GET", &format!("/socket/websocket?{query}"), &all, "").await.0
+}
+
+/// The head of a LongPoll `POST` of session `token` announcing a body
+/// of `len` bytes (the body is the caller's to send).
+pub fn longpoll_post_head(addr: SocketAddr, token: &str, len: usize) -> String {
+    format!(
+        "POST /socket/longpoll?vsn=2.0.0&token={token} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {len}\r\n\r\n"
+    )
 }
 
 impl Server {

@@ -11,23 +11,15 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-extern "C" {
-    /// glibc's `mallopt`.
-    fn mallopt(param: i32, value: i32) -> i32;
-}
-
-/// glibc's `M_MMAP_THRESHOLD`.
-const M_MMAP_THRESHOLD: i32 = -3;
-
-/// glibc serves blocks from this size on with their own mapping, given back
-/// when freed. Left alone, it raises the threshold to the largest block
-/// freed (a 5 MB frame), and later 5 MB blocks come from an arena's heap,
-/// whose free top `malloc_trim` does not release for non-main arenas: RSS
-/// would then count memory that glibc keeps free, not memory in use. A
-/// fixed threshold makes RSS count what stays allocated.
+/// What ships: `server::return_memory_to_os` (glibc serves blocks from
+/// 128 KiB on with their own mapping, given back when freed). Left alone,
+/// glibc raises that threshold to the largest block freed (a 5 MB frame),
+/// and later 5 MB blocks come from an arena's heap, whose free top
+/// `malloc_trim` does not release for non-main arenas: RSS would then count
+/// memory that glibc keeps free, not memory in use. The fixed threshold
+/// makes RSS count what stays allocated, as in a server that calls it.
 pub fn fix_mmap_threshold() {
-    // SAFETY: mallopt only changes the allocator's tuning.
-    assert_eq!(unsafe { mallopt(M_MMAP_THRESHOLD, 128 * 1024) }, 1);
+    assert!(phx_channels_runtime::server::return_memory_to_os());
 }
 
 /// A text frame from a client, masked with the all-zero key (valid, and
@@ -52,7 +44,12 @@ pub fn client_text(payload: &[u8]) -> Vec<u8> {
 
 /// Upgrades (the response is read, nothing else).
 pub async fn upgraded(addr: SocketAddr) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
+    upgraded_on(tokio::net::TcpSocket::new_v4().unwrap(), addr).await
+}
+
+/// Upgrades over `socket` (e.g. one with a small receive buffer).
+pub async fn upgraded_on(socket: tokio::net::TcpSocket, addr: SocketAddr) -> TcpStream {
+    let mut s = socket.connect(addr).await.unwrap();
     let request = format!(
         "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
@@ -64,6 +61,24 @@ pub async fn upgraded(addr: SocketAddr) -> TcpStream {
     }
     assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
     s
+}
+
+/// A client upgraded, whose first heartbeat was answered.
+pub async fn heartbeat_client(addr: SocketAddr) -> TcpStream {
+    let mut c = upgraded(addr).await;
+    c.write_all(&client_text(br#"[null,"0","phoenix","heartbeat",{}]"#)).await.unwrap();
+    assert!(short_frame(&mut c).await.contains(r#""status":"ok""#));
+    c
+}
+
+/// A client over a socket whose receive buffer is `bytes`, joined to
+/// `topic` (the reply is left unread).
+pub async fn joined_with_buffer(addr: SocketAddr, bytes: u32, topic: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(bytes).unwrap();
+    let mut c = upgraded_on(socket, addr).await;
+    c.write_all(&client_text(format!(r#"["1","1","{topic}","phx_join",{{}}]"#).as_bytes())).await.unwrap();
+    c
 }
 
 /// Reads one short server frame.

@@ -3,9 +3,14 @@
 
 import type { Channel, Push, Socket } from "phoenix";
 
+export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
+
 export type CommentsJoined = { comments: Array<Comment>; hey: string };
 
 export type Comment = { content: string };
+
+/** A payload as it travels: JSON, or binary (an `ArrayBuffer` in phoenix.js). */
+export type JsonOrBinary = JsonValue | ArrayBuffer;
 
 /**
  * The `comment:add` payload, checked like an Ecto changeset's
@@ -22,11 +27,30 @@ content: string, };
 
 export type Added = Record<string, never>;
 
+export type StorageError = { reason: string };
+
 /** Messages per field; nested objects and lists of them for nested fields. */
 export type FieldErrors = { [field: string]: string[] | FieldErrors | FieldErrors[] };
 
 /** The error reply to a payload that fails its rules (a `Valid<T>` argument). */
 export type ValidationErrors = { errors: FieldErrors };
+
+/**
+ * The `comments:before` payload: `{"before": cursor, "limit": n}`, both
+ * optional.
+ */
+export type PageParams = { 
+/**
+ * The `next` of the page before; without it (or `null`), the newest
+ * comments.
+ */
+before?: string | null, 
+/**
+ * How many comments, 1 to 50 (`MAX_PAGE`, the default).
+ */
+limit?: number, };
+
+export type CommentsPage = { comments: Array<Comment>; next: string | null };
 
 export type NewCommentEvent = { comment: Comment };
 
@@ -42,22 +66,32 @@ export type RoomParams = { name: string, };
  */
 export type Shout = { body?: JsonValue, };
 
-export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
-
 /** The error reply to a payload that does not fit the handler's type. */
 export type InvalidPayload = { reason: "invalid payload"; path: string; message: string };
 
-export type ShoutEvent = { body: unknown; from: string };
+export type ShoutEvent = { body: JsonValue; from: string };
+
+/** One meta of a presence as Phoenix sends it: the application's, with its `phx_ref`. */
+export type PresenceMeta<M> = M & { phx_ref: string; phx_ref_prev?: string };
+
+/** The `presence_state` payload: every key's metas. */
+export type PresenceState<M> = { [key: string]: { metas: Array<PresenceMeta<M>> } };
+
+export type Online = { online_at: string };
+
+/** The `presence_diff` payload: the keys that joined and those that left, with their metas. */
+export type PresenceDiff<M> = { joins: PresenceState<M>; leaves: PresenceState<M> };
 
 /** The channel of topics `comments:*`. */
 export type CommentsChannel = {
-  params: unknown;
+  params: JsonValue;
   joined: CommentsJoined;
-  refused: unknown;
+  refused: JsonOrBinary;
   in: {
-    "comment:add": { payload: NewComment; reply: Added; error: ValidationErrors };
-    "ping": { payload: unknown; reply: unknown; error: unknown };
-    "crash": { payload: unknown; reply: unknown; error: unknown };
+    "comment:add": { payload: NewComment; reply: Added; error: StorageError | ValidationErrors };
+    "comments:before": { payload: PageParams; reply: CommentsPage; error: StorageError | ValidationErrors };
+    "ping": { payload: JsonOrBinary; reply: JsonOrBinary; error: never };
+    "crash": { payload: JsonOrBinary; reply: never; error: never };
   };
   out: {
     [event: `comments:${string}:new`]: NewCommentEvent;
@@ -67,15 +101,15 @@ export type CommentsChannel = {
 /** The channel of topics `room:*`. */
 export type RoomChannel = {
   params: RoomParams;
-  joined: unknown;
-  refused: unknown;
+  joined: JsonValue;
+  refused: JsonOrBinary;
   in: {
     "shout": { payload: Shout; reply: Added; error: InvalidPayload };
   };
   out: {
     "shout": ShoutEvent;
-    "presence_state": unknown;
-    "presence_diff": unknown;
+    "presence_state": PresenceState<Online>;
+    "presence_diff": PresenceDiff<Online>;
   };
 };
 

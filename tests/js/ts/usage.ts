@@ -8,6 +8,8 @@ export type Seen = {
   joinedComments: string[];
   heard: string[];
   added: object;
+  paged: string[];
+  next: string | null;
   blank: string[] | undefined;
   echoed: unknown;
   shouted: { body: unknown; from: string };
@@ -32,10 +34,13 @@ export async function run(url: string, transport: new (endpoint: string) => obje
     });
     const added = await comments.push("comment:add", { content: "typed hello" });
     await first;
+    const page = await comments.push("comments:before", { limit: 1 });
+    const paged = page.comments.map((c) => c.content);
 
     const outcome = await comments.pushOutcome("comment:add", { content: "   " });
     let blank: string[] | undefined;
-    if (outcome.status === "error") {
+    // The error is `StorageError | ValidationErrors`: only the second has `errors`.
+    if (outcome.status === "error" && "errors" in outcome.response) {
       const content = outcome.response.errors["content"];
       blank = Array.isArray(content) && content.every((m) => typeof m === "string") ? (content as string[]) : undefined;
     }
@@ -57,7 +62,7 @@ export async function run(url: string, transport: new (endpoint: string) => obje
 
     await comments.leave();
     await room.leave();
-    return { joinedComments, heard, added, blank, echoed, shouted, refused };
+    return { joinedComments, heard, added, paged, next: page.next, blank, echoed, shouted, refused };
   } finally {
     socket.disconnect();
   }

@@ -1,11 +1,11 @@
 //! `#[derive(Encode)]`: field selection, raw identifiers, generics,
 //! lifetimes, bounds only where needed, renames, `skip_none`, and
-//! `impl_serialize = false` beside serde's own derive.
+//! `Deserialize` with its own serde attributes beside `Encode`.
 #![deny(warnings)]
 
 use std::marker::PhantomData;
 
-use phx_channels::{Encode, Encoded};
+use phx_channels::Encode;
 use serde_json::json;
 
 #[derive(Encode)]
@@ -60,13 +60,24 @@ struct Options {
     r#secret: &'static str,
 }
 
-/// Its own `Serialize` for REST; `Encode` for channels, without an impl
-/// that would conflict with serde's.
-#[derive(serde::Serialize, Encode)]
-#[encode(only = [content], impl_serialize = false, crate = phx_channels)]
+/// Read from clients with serde's `Deserialize` (and attributes only it
+/// reads), sent with `Encode`'s `Serialize`.
+#[derive(serde::Deserialize, Encode)]
+#[serde(default, rename(deserialize = "Incoming"), bound(deserialize = ""))]
+#[encode(only = [content], crate = phx_channels)]
 struct Both {
+    #[serde(alias = "text")]
     content: String,
+    #[serde(rename(deserialize = "email"))]
     author_email: String,
+    #[serde(skip_deserializing)]
+    seen: u8,
+}
+
+impl Default for Both {
+    fn default() -> Self {
+        Both { content: "none".into(), author_email: String::new(), seen: 0 }
+    }
 }
 
 fn main() {
@@ -88,8 +99,7 @@ fn main() {
     assert_eq!(o.r#secret, "s");
     assert_eq!(serde_json::to_string(&o).unwrap(), r#"{"user-id":1,"TYPE":"t","edited-at":2}"#);
 
-    let both = Both { content: "hi".into(), author_email: "a@example.com".into() };
-    assert_eq!(serde_json::to_value(&both).unwrap(), json!({"content": "hi", "author_email": "a@example.com"}));
-    let encoded: Encoded<'_, Both> = both.encoded();
-    assert_eq!(serde_json::to_value(encoded).unwrap(), json!({"content": "hi"}));
+    let both: Both = serde_json::from_value(json!({"email": "a@example.com"})).unwrap();
+    assert_eq!((both.author_email.as_str(), both.seen), ("a@example.com", 0));
+    assert_eq!(serde_json::to_value(&both).unwrap(), json!({"content": "none"}));
 }
