@@ -62,23 +62,6 @@ impl Plain {
 
 // ---------------------------------------------------------------- the proxy
 
-/// xorshift64*: enough randomness for cutting, and replayable.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// In `lo..hi`.
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo).max(1)
-    }
-}
-
 /// Forwards TCP to the server; while `cutting`, every connection is cut
 /// when it has carried a random number of bytes one way or the other, or
 /// lived a random time: the bytes of the read in hand are forwarded only
@@ -97,17 +80,17 @@ async fn proxy(to: SocketAddr, seed: u64) -> Proxy {
     let cuts = Arc::new(AtomicU64::new(0));
     let (on, count) = (cutting.clone(), cuts.clone());
     tokio::spawn(async move {
-        let mut rng = Rng(seed | 1);
+        let mut rng = fastrand::Rng::with_seed(seed);
         while let Ok((client, _)) = listener.accept().await {
             let cut = on.load(Ordering::Relaxed);
             // Budgets: server→client 4..300 KB (from a few dozen frames to
             // a few seconds of this test's stream); client→server usually
             // unbounded, one connection in five cut within its first 400
             // bytes (the upgrade, the join, a heartbeat).
-            let down = if cut { rng.range(4_000, 300_000) } else { u64::MAX };
-            let up = if cut && rng.range(0, 5) == 0 { rng.range(1, 400) } else { u64::MAX };
+            let down = if cut { rng.u64(4_000..300_000) } else { u64::MAX };
+            let up = if cut && rng.u64(0..5) == 0 { rng.u64(1..400) } else { u64::MAX };
             // and some die of old age, traffic or not
-            let life = if cut { Duration::from_millis(rng.range(300, 8_000)) } else { Duration::from_secs(3600) };
+            let life = if cut { Duration::from_millis(rng.u64(300..8_000)) } else { Duration::from_secs(3600) };
             let count = count.clone();
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(to).await else { return };

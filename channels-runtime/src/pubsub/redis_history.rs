@@ -26,6 +26,43 @@ use super::kept::{HistoryUnavailable, ReadHistory};
 use super::History;
 use crate::protocol::{Payload, Position};
 
+/// The scripts' opening: the stream's epoch, made from `ARGV[$n]` (and the
+/// stream emptied) when the meta hash is missing (a first broadcast, or
+/// Redis lost its data); and Redis's time in ms.
+macro_rules! lua_epoch_and_time {
+    ($n:literal) => {
+        concat!(
+            "local stream, meta = KEYS[1], KEYS[2]\n",
+            "local epoch = redis.call('HGET', meta, 'e')\n",
+            "if not epoch then\n",
+            "  epoch = ARGV[",
+            $n,
+            "]\n",
+            "  redis.call('HSET', meta, 'e', epoch, 's', 0)\n",
+            "  redis.call('DEL', stream)\n",
+            "end\n",
+            "local now = redis.call('TIME')\n",
+            "local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)\n",
+        )
+    };
+}
+
+/// Drops the entries older than `age` ms from the stream's front, at most
+/// 100 a run (the rest by the next runs).
+macro_rules! lua_trim_by_age {
+    () => {
+        r#"for _ = 1, 100 do
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+  if #first == 0 then break end
+  local fields, t = first[1][2], nil
+  for i = 1, #fields, 2 do if fields[i] == 't' then t = tonumber(fields[i + 1]) end end
+  if t == nil or ms - t <= age then break end
+  redis.call('XDEL', stream, first[1][1])
+end
+"#
+    };
+}
+
 /// Gives a broadcast its offset, keeps it, and publishes its envelope with
 /// the position written in. At most 100 entries are dropped for their age
 /// per run (the rest by the next runs); the hash is kept a day
@@ -33,66 +70,40 @@ use crate::protocol::{Payload, Position};
 ///
 /// KEYS: stream, meta. ARGV: channel, envelope head, payload, event, kind,
 /// size, age (ms), epoch if none, publish command.
-pub(crate) const PUBLISH: &str = r#"
-local stream, meta = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = ARGV[8]
-  redis.call('HSET', meta, 'e', epoch, 's', 0)
-  redis.call('DEL', stream)
-end
-local offset = redis.call('HINCRBY', meta, 's', 1)
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+pub(crate) const PUBLISH: &str = concat!(
+    lua_epoch_and_time!(8),
+    r#"local offset = redis.call('HINCRBY', meta, 's', 1)
 redis.call('XADD', stream, 'MAXLEN', ARGV[6], offset .. '-0', 'e', ARGV[4], 'k', ARGV[5], 'd', ARGV[3], 't', ms)
 local age = tonumber(ARGV[7])
-for _ = 1, 100 do
-  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
-  if #first == 0 then break end
-  local fields, t = first[1][2], nil
-  for i = 1, #fields, 2 do if fields[i] == 't' then t = tonumber(fields[i + 1]) end end
-  if t == nil or ms - t <= age then break end
-  redis.call('XDEL', stream, first[1][1])
-end
-redis.call('PEXPIRE', stream, age + 1000)
+"#,
+    lua_trim_by_age!(),
+    r#"redis.call('PEXPIRE', stream, age + 1000)
 redis.call('EXPIRE', meta, 86400)
 local position = epoch .. ':' .. offset
 redis.call(ARGV[9], ARGV[1], ARGV[2] .. string.char(#position) .. position .. ARGV[3])
 return {offset, epoch}
-"#;
+"#
+);
 
 /// Reads a topic's stream: its epoch, its last offset, and the entries
 /// after an offset of that epoch (when asked), dropping the ones too old.
 ///
 /// KEYS: stream, meta. ARGV: epoch asked, offset asked ("" for none), size,
 /// age (ms), epoch if none.
-pub(crate) const READ: &str = r#"
-local stream, meta = KEYS[1], KEYS[2]
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = ARGV[5]
-  redis.call('HSET', meta, 'e', epoch, 's', 0)
-  redis.call('DEL', stream)
-end
-redis.call('EXPIRE', meta, 86400)
+pub(crate) const READ: &str = concat!(
+    lua_epoch_and_time!(5),
+    r#"redis.call('EXPIRE', meta, 86400)
 local top = tonumber(redis.call('HGET', meta, 's') or '0')
-local now = redis.call('TIME')
-local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local age = tonumber(ARGV[4])
-for _ = 1, 100 do
-  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
-  if #first == 0 then break end
-  local fields, t = first[1][2], nil
-  for i = 1, #fields, 2 do if fields[i] == 't' then t = tonumber(fields[i + 1]) end end
-  if t == nil or ms - t <= age then break end
-  redis.call('XDEL', stream, first[1][1])
-end
-local entries = {}
+"#,
+    lua_trim_by_age!(),
+    r#"local entries = {}
 if ARGV[2] ~= '' and ARGV[1] == epoch and tonumber(ARGV[2]) < top then
   entries = redis.call('XRANGE', stream, (tonumber(ARGV[2]) + 1) .. '-0', '+', 'COUNT', ARGV[3])
 end
 return {epoch, tostring(top), entries}
-"#;
+"#
+);
 
 /// The scripts, loaded once per process.
 pub(crate) fn scripts() -> &'static (redis::Script, redis::Script) {

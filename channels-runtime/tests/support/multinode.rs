@@ -13,7 +13,7 @@ use phx_channels_runtime::pubsub::{BroadcastError, BrokerStats, PubSub};
 use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 
-use super::support::{serve_with, Received, Server};
+use super::support::{Received, Server, TestSocket};
 
 /// Makes a fresh node's PubSub on the broker under test.
 pub type Make = Arc<dyn Fn() -> PubSub + Send + Sync>;
@@ -21,6 +21,9 @@ pub type Make = Arc<dyn Fn() -> PubSub + Send + Sync>;
 /// One node: a server on its own PubSub.
 pub struct Node {
     pub server: Server,
+    /// Stops the server ([`Node::kill`]).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Node {
@@ -45,8 +48,28 @@ pub fn fast_presence() -> PresenceOptions {
 pub async fn node(make: &Make) -> Node {
     let pubsub = make();
     assert!(Presence::start(&pubsub, fast_presence()));
-    let server = serve_with(Endpoint::new().with_pubsub(pubsub), SocketOptions::default()).await;
-    Node { server }
+    let endpoint = Endpoint::new().with_pubsub(pubsub).socket_with("/socket", TestSocket, SocketOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(endpoint.clone().serve_with_shutdown(listener, async move {
+        let _ = stopped.await;
+    }));
+    Node { server: Server { addr, endpoint }, stop: Some(stop), served: Some(served) }
+}
+
+impl Node {
+    /// The node goes away: it stops accepting and closes its clients'
+    /// connections (they reconnect elsewhere), and its PubSub is dropped.
+    pub async fn kill(mut self) {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        let served = self.served.take().expect("a node is killed once");
+        tokio::time::timeout(Duration::from_secs(15), served)
+            .await
+            .expect("the node stops within its drain period")
+            .unwrap()
+            .unwrap();
+    }
 }
 
 pub async fn until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
@@ -284,8 +307,9 @@ pub async fn shout_kept(node: &Node, topic: &str, from: u64, n: u64) {
 
 /// The broker gives positions: a broadcast made on either node reaches the
 /// clients of both with the same position, in one order; a client whose
-/// node goes away rejoins on the other node with its last position and is
-/// sent what it missed (made on either node), then live ones.
+/// node is killed rejoins on another node with its last position and is
+/// sent what it missed, then live ones: on a node new to the topic (read
+/// from the broker's stream) and on one that follows it (from its mirror).
 pub async fn a_client_recovers_on_another_node(make: Make) {
     let (a, b) = (node(&make).await, node(&make).await);
     connected(&a, &b).await;
@@ -299,21 +323,44 @@ pub async fn a_client_recovers_on_another_node(make: Make) {
 
     shout_kept(&a, &topic, 1, 1).await;
     shout_kept(&b, &topic, 2, 1).await;
-    let expected = [(1, 1), (2, 2)];
-    assert_eq!(positioned(&mut on_a, "shout", 2).await, expected);
-    assert_eq!(positioned(&mut watcher, "shout", 2).await, expected, "one order on every node");
+    // the broker orders the two nodes' broadcasts (either may come first),
+    // one order for every node
+    let seen = positioned(&mut on_a, "shout", 2).await;
+    assert_eq!(positioned(&mut watcher, "shout", 2).await, seen, "one order on every node");
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2], "{seen:?}");
+    let mut shouts: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    shouts.sort_unstable();
+    assert_eq!(shouts, [1, 2], "{seen:?}");
 
-    // the client's node goes: its connection with it
+    // the client's node is killed: its connection goes with it
+    a.kill().await;
+    loop {
+        match on_a.recv_within(Duration::from_secs(5)).await {
+            Some(Received::Closed(_)) => break,
+            Some(_) => {}
+            None => panic!("the killed node's connection is still open"),
+        }
+    }
     drop(on_a);
-    shout_kept(&b, &topic, 3, 2).await;
-    shout_kept(&a, &topic, 5, 1).await;
+    shout_kept(&b, &topic, 3, 3).await;
     assert_eq!(positioned(&mut watcher, "shout", 3).await, [(3, 3), (4, 4), (5, 5)]);
-    let mut on_b = b.server.v2().await;
-    let recovery = join_at(&mut on_b, "7", &topic, json!(format!("{epoch}:2"))).await;
+    // on a node that had no client on the topic: it reads the broker's stream
+    let c = node(&make).await;
+    connected(&b, &c).await;
+    let mut on_c = c.server.v2().await;
+    let recovery = join_at(&mut on_c, "7", &topic, json!(format!("{epoch}:2"))).await;
     assert_eq!(recovery[4], json!({"recovered": true, "position": format!("{epoch}:2"), "missed": 3}), "{recovery}");
-    assert_eq!(positioned(&mut on_b, "shout", 3).await, [(3, 3), (4, 4), (5, 5)]);
-    shout_kept(&a, &topic, 6, 1).await;
-    assert_eq!(positioned(&mut on_b, "shout", 1).await, [(6, 6)]);
+    assert_eq!(positioned(&mut on_c, "shout", 3).await, [(3, 3), (4, 4), (5, 5)]);
+    shout_kept(&b, &topic, 6, 1).await;
+    assert_eq!(positioned(&mut on_c, "shout", 1).await, [(6, 6)]);
+    // and on the node with a client on it: from what that node kept
+    let mut on_b = b.server.v2().await;
+    let recovery = join_at(&mut on_b, "7", &topic, json!(format!("{epoch}:4"))).await;
+    // (6 may be on its way back from the broker: then it comes live, after 5)
+    assert_eq!(recovery[4]["recovered"], true, "{recovery}");
+    assert_eq!(recovery[4]["position"], format!("{epoch}:4"), "{recovery}");
+    assert_eq!(positioned(&mut on_b, "shout", 2).await, [(5, 5), (6, 6)]);
+    on_c.silent(200).await;
     on_b.silent(200).await;
 }
 
