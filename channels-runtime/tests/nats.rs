@@ -111,6 +111,12 @@ async fn a_gap_beyond_the_history_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_positions_get_a_clear_answer() {
+    let nats = NatsServer::start_js_on(NatsServer::free_port());
+    multinode::hostile_positions_get_a_clear_answer(nats.make("h4", Routing::Topic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nats_restarted_empty_changes_the_epoch() {
     let mut nats = NatsServer::start_js_on(NatsServer::free_port());
     let port = nats.port;

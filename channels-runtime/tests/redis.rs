@@ -44,6 +44,12 @@ async fn a_gap_beyond_the_history_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_positions_get_a_clear_answer() {
+    let redis = RedisServer::start();
+    multinode::hostile_positions_get_a_clear_answer(make(&redis, "h4", Routing::Topic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restarted_empty_changes_the_epoch() {
     let mut redis = RedisServer::start();
     let port = redis.port();

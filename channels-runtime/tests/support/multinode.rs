@@ -436,3 +436,50 @@ pub async fn a_broker_restarted_empty_changes_the_epoch<T>(make: Make, restart: 
     };
     assert_eq!(epoch_of(&frame[1]), new_epoch);
 }
+
+/// Hostile positions against the broker's stream (5 kept, 8 made): each on
+/// a fresh connection, so most joins read the broker. A clear answer each
+/// (`recovered: false` and why), never a refused join or a crash, and never
+/// more than the history's bound replayed.
+pub async fn hostile_positions_get_a_clear_answer(make: Make) {
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topic = format!("kept:hostile-{}", rand_suffix());
+    let elsewhere = format!("kept:elsewhere-{}", rand_suffix());
+    let mut first = a.server.v2().await;
+    let epoch = epoch_of(&join_at(&mut first, "1", &topic, serde_json::Value::Null).await[1]);
+    let other_epoch = epoch_of(&join_at(&mut first, "2", &elsewhere, serde_json::Value::Null).await[1]);
+    assert_ne!(epoch, other_epoch, "two topics share an epoch");
+    drop(first);
+    shout_kept(&a, &topic, 1, 8).await;
+    let cases = [
+        (json!("garbage"), "invalid"),
+        (json!(-1), "invalid"),
+        (json!({"offset": 1}), "invalid"),
+        (json!(format!("{epoch}:-1")), "invalid"),
+        (json!(format!("{epoch}:99999999999999999999999")), "invalid"),
+        (json!("x".repeat(100_000)), "invalid"),
+        (json!(format!("{epoch}:9")), "future"),
+        (json!(format!("{epoch}:{}", u64::MAX)), "future"),
+        (json!(format!("{other_epoch}:3")), "epoch"),
+        (json!("never:1"), "epoch"),
+        (json!(format!("{epoch}:0")), "expired"),
+    ];
+    for (hostile, reason) in cases {
+        let mut client = b.server.v2().await;
+        let recovery = join_at(&mut client, "1", &topic, hostile.clone()).await;
+        let shown = hostile.to_string().chars().take(80).collect::<String>();
+        assert_eq!(
+            recovery[4],
+            json!({"recovered": false, "position": format!("{epoch}:8"), "missed": 0, "reason": reason}),
+            "{shown}"
+        );
+        client.silent(100).await;
+    }
+    // the oldest position still kept: the history's bound, no more
+    let mut client = b.server.v2().await;
+    let recovery = join_at(&mut client, "1", &topic, json!(format!("{epoch}:3"))).await;
+    assert_eq!(recovery[4], json!({"recovered": true, "position": format!("{epoch}:3"), "missed": 5}), "{recovery}");
+    assert_eq!(positioned(&mut client, "shout", 5).await, [(4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]);
+    client.silent(200).await;
+}
