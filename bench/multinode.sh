@@ -176,7 +176,8 @@ start_broker() {
             ;;
         nats)
             p=$(free_port)
-            nats-server -a 127.0.0.1 -p "$p" >"$WORK/nats-$p.log" 2>&1 &
+            # -js: discuss's comments:* keep history, in JetStream on NATS
+            nats-server -a 127.0.0.1 -p "$p" -js -sd "$WORK/js-$p" >"$WORK/nats-$p.log" 2>&1 &
             PIDS+=($!)
             BROKER_PIDS+=($!)
             wait_listening "$p"

@@ -516,7 +516,9 @@ pub struct AdmittedBroadcast {
 impl AdmittedBroadcast {
     /// Broadcasts it to every subscriber of the channel's topic, this
     /// client included, on every node. Only the broker to other nodes can
-    /// refuse it now ([`BroadcastError::BrokerBusy`]: nobody got it).
+    /// refuse it now ([`BroadcastError::BrokerBusy`], or on a topic with
+    /// history [`BroadcastError::BrokerUnavailable`] while the broker is
+    /// away: nobody got it).
     pub fn send(self) -> Result<(), BroadcastError> {
         self.pubsub.broadcast(&self.topic, &self.event, self.payload)
     }
