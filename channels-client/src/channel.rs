@@ -49,7 +49,6 @@ impl ChannelBuilder {
     ///
     /// ```no_run
     /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use futures_util::StreamExt;
     /// use phx_channels_client::{Recovery, Socket};
     /// use serde_json::{json, Value};
     ///
@@ -57,7 +56,7 @@ impl ChannelBuilder {
     /// let (chan, _): (_, Value) = socket.channel("comments:42").recover().join(json!({})).await?;
     /// let mut recoveries = chan.on("phx_recovery");
     /// tokio::spawn(async move {
-    ///     while let Some(report) = recoveries.next().await {
+    ///     while let Ok(report) = recoveries.recv().await {
     ///         let report: Recovery = report.decode().unwrap();
     ///         if !report.recovered {
     ///             // reload the state: what was missed is gone
