@@ -81,6 +81,7 @@ impl ConnId {
 
     /// The id a number names (one this process handed out: a broker hands a
     /// node's own ids back with its broadcasts).
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     pub(crate) fn from_raw(id: u64) -> Self {
         ConnId(id)
     }

@@ -88,6 +88,7 @@ impl Names {
     }
 
     /// Topics with history go to `kept(namespace, topic)`.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn with_kept(mut self, kept: fn(&str, &str) -> String) -> Self {
         self.kept = Some(kept);
         self
@@ -306,6 +307,7 @@ pub(crate) const RETAIN: Duration = Duration::from_secs(10);
 /// How long a broker may take to answer before it counts as away: a broker
 /// that stalls (a slow disk, a pause) but answers within this is up, and
 /// broadcasts are pushed back meanwhile rather than dropped.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) const STALL: Duration = Duration::from_secs(5);
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -322,8 +324,11 @@ pub(crate) struct Outbound {
     pub(crate) kept: Option<Box<KeptOut>>,
 }
 
-/// What the broker needs to keep a broadcast and give it its position.
+/// What the broker needs to keep a broadcast and give it its position
+/// (the topic, event and kind for Redis's stream entry; JetStream takes
+/// the envelope as it is).
 #[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct KeptOut {
     pub(crate) topic: String,
     pub(crate) event: String,
@@ -349,7 +354,9 @@ pub(crate) struct Broker {
     busy: AtomicBool,
     queue: mpsc::Sender<Outbound>,
     queued: Mutex<Option<mpsc::Receiver<Outbound>>>,
-    /// Epochs for the streams this node finds without one.
+    /// Epochs for the streams this node finds without one (Redis: JetStream
+    /// names its own).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     epochs: Epochs,
     /// The node's PubSub, to tell topics with history apart.
     local: std::sync::OnceLock<WeakPubSub>,
@@ -359,6 +366,7 @@ pub(crate) struct Broker {
     kept_channels: Mutex<HashMap<Arc<str>, (String, History)>>,
     /// The epoch this node proposes for a stream found without one, made
     /// anew once a stream took it (so no epoch is used twice).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     proposal: Mutex<Arc<str>>,
 }
 
@@ -400,6 +408,7 @@ impl Broker {
 
     /// The topic and history of a channel of a topic with history, for an
     /// engine that keeps them elsewhere.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn kept_channel(&self, channel: &str) -> Option<(String, History)> {
         self.kept_channels.lock().get(channel).cloned()
     }
@@ -409,11 +418,13 @@ impl Broker {
     /// must not get an old epoch back): a fresh one is made whenever the
     /// broker says it took the proposal ([`Broker::epoch_taken`]), and a
     /// fresh one per process.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn epoch_proposal(&self) -> Arc<str> {
         self.proposal.lock().clone()
     }
 
     /// A stream took `epoch`: this node proposes another from now on.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn epoch_taken(&self, epoch: &str) {
         let mut proposal = self.proposal.lock();
         if **proposal == *epoch {

@@ -83,7 +83,7 @@ pub(crate) fn encode_kept(node: &NodeId, message: &BroadcastMessage, except: Opt
 
 /// The whole version 2 envelope, as the broker makes it (for tests, and for
 /// engines that put the position in themselves).
-#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) fn with_position(head: &[u8], position: &str, payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(head.len() + 1 + position.len() + payload.len());
     out.put_slice(head);
@@ -98,6 +98,7 @@ pub(crate) fn with_position(head: &[u8], position: &str, payload: &[u8]) -> Byte
 /// What a broker message is: a broadcast of another node, or one of a
 /// topic with history (from any node: this one's too), with its position
 /// and, when it was sent here, the connection it is not for.
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decoded {
     Plain(BroadcastMessage),
@@ -105,6 +106,7 @@ pub(crate) enum Decoded {
 }
 
 /// Decodes either version: `None` for this node's own plain broadcasts.
+#[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
 pub(crate) fn decode_any(bytes: &[u8], me: &NodeId) -> Result<Option<Decoded>, EnvelopeError> {
     if bytes.first() != Some(&ENVELOPE_V2) {
         return Ok(decode(bytes, me)?.map(Decoded::Plain));
@@ -155,6 +157,7 @@ pub(crate) enum EnvelopeError {
     #[error("JSON payload is not valid JSON: {0}")]
     Json(String),
     #[error("the position is not a position")]
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     Position,
 }
 
