@@ -24,6 +24,10 @@
 #                client example, tsc on the generated TypeScript; screenshots
 #                in tests/js/artifacts/demo*.png and dashboard.png)
 #   conformance  $SHARED_DIR/conformance/run.sh against it (comments + socket suites)
+#   autobahn     Autobahn|Testsuite's fuzzingclient against the `echo` example
+#                (scripts/autobahn/test.sh: installs wstest on Python 2.7 from
+#                pyenv, then every case must be OK or INFORMATIONAL; plain
+#                ws:// and wss:// through the endpoint's own TLS)
 #
 # Environment:
 #   SHARED_DIR   folder holding conformance/ (default: ../shared beside the repo)
@@ -35,6 +39,8 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$ROOT"
+# One build per run: incremental caches would only double the target dir.
+export CARGO_INCREMENTAL=0
 SHARED_DIR="${SHARED_DIR:-$ROOT/../shared}"
 CONFORMANCE_TESTS="${CONFORMANCE_TESTS:-comments.test.mjs socket.test.mjs room.test.mjs}"
 ARTIFACTS="$ROOT/tests/js/artifacts" # server logs; ignored by git
@@ -167,6 +173,16 @@ run_conformance() {
   TESTS="$CONFORMANCE_TESTS" bash "$run" "$DISCUSS_URL"
 }
 
+# Packages every published crate and builds each from its .crate alone.
+# Cargo extracts the .crates into $CARGO_HOME/registry/src once per version
+# and never again: a copy left by an earlier run (same 0.1.0, older source)
+# would be built instead of this one, so it goes first.
+package_crates() {
+  local home="${CARGO_HOME:-$HOME/.cargo}"
+  rm -rf "$home"/registry/src/*/phx-channels*-[0-9]* "$home"/registry/cache/*/phx-channels*-[0-9]*.crate
+  cargo package --workspace --exclude bench --allow-dirty
+}
+
 server_alive() {
   [ -n "$DISCUSS_PID" ] && kill -0 "$DISCUSS_PID" 2>/dev/null
 }
@@ -177,10 +193,11 @@ stage install install_deps
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage cargo-test cargo test --workspace
-stage package cargo package --workspace --exclude bench --allow-dirty
+stage package package_crates
 stage build cargo build --release --examples
+build_status="${results[-1]%% *}"
 
-if [ -x "$ROOT/target/release/examples/discuss" ] && [ "${results[-1]%% *}" = "PASS" ]; then
+if [ -x "$ROOT/target/release/examples/discuss" ] && [ "$build_status" = "PASS" ]; then
   # not a subshell: start_server sets DISCUSS_PID/DISCUSS_URL for the stages below
   section "start: scripts/start-discuss.sh"
   start=$SECONDS
@@ -212,6 +229,12 @@ if [ -n "$DISCUSS_LOG" ] && [ "$failed" -gt 0 ] && [ -s "$DISCUSS_LOG" ]; then
   tail -n 50 "$DISCUSS_LOG"
 fi
 stop_server
+
+if [ "$build_status" = "PASS" ]; then
+  stage autobahn "$ROOT/scripts/autobahn/test.sh"
+else
+  skip autobahn "the release build of the examples failed"
+fi
 
 section "summary"
 printf '%s\n' "${results[@]}"

@@ -88,6 +88,10 @@ pub use phx_channels_runtime::token::{TokenError, Tokens};
 // Every module of the runtime, by the same name: a path in the runtime's
 // documentation (`phx_channels::channel::Routes`) is a path here
 // (tests/doc_paths.rs checks it).
+/// Serving HTTPS and WSS directly: [`tls::Tls`], given to
+/// [`Endpoint::tls`] (the `tls` feature, on by default; docs/tls.md).
+#[cfg(feature = "tls")]
+pub use phx_channels_runtime::tls;
 pub use phx_channels_runtime::{
     changeset, channel, connect, crash, dashboard, describe, encode, endpoint, mailbox, origin, outbox, panics,
     presence, protocol, pubsub, reply, router, server, socket, testing, token, trace, transport, typescript,
@@ -113,6 +117,11 @@ pub mod prelude {
 #[cfg(all(doctest, feature = "client"))]
 #[doc = include_str!("../docs/client.md")]
 struct ClientDocs;
+
+/// The examples of `docs/tls.md`, compiled as doctests.
+#[cfg(all(doctest, feature = "client", feature = "tls"))]
+#[doc = include_str!("../docs/tls.md")]
+struct TlsDocs;
 
 /// The examples of `docs/dashboard.md`, compiled as doctests.
 #[cfg(doctest)]

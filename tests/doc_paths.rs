@@ -16,7 +16,7 @@ use sources::rust_sources;
 #[allow(unused_imports)]
 use phx_channels::{
     changeset, channel, client, connect, crash, dashboard, describe, encode, endpoint, mailbox, origin, outbox, panics,
-    presence, protocol, pubsub, reply, router, server, socket, testing, token, trace, transport, typescript,
+    presence, protocol, pubsub, reply, router, server, socket, testing, tls, token, trace, transport, typescript,
     MetricsSnapshot, SocketOptions,
 };
 
@@ -42,6 +42,7 @@ const FACADE_NAMES: &[&str] = &[
     "server",
     "socket",
     "testing",
+    "tls",
     "token",
     "trace",
     "transport",

@@ -44,6 +44,13 @@ fn published_crates_have_their_metadata_and_the_others_say_publish_false() {
     published.sort();
     assert_eq!(
         published,
-        ["phx-channels", "phx-channels-client", "phx-channels-macros", "phx-channels-protocol", "phx-channels-runtime"]
+        [
+            "phx-channels",
+            "phx-channels-client",
+            "phx-channels-macros",
+            "phx-channels-protocol",
+            "phx-channels-runtime",
+            "phx-channels-wire"
+        ]
     );
 }

@@ -274,6 +274,11 @@ impl Driver {
                 self.fail_first_joins(&error);
                 self.on_refused.retries(refusal)
             }
+            SocketError::Tls(_) => {
+                // Nothing will change by waiting for it: the app hears now.
+                self.fail_first_joins(&error);
+                true
+            }
             SocketError::InvalidRequest(_) => false,
             _ => true,
         };

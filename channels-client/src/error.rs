@@ -104,6 +104,16 @@ pub enum SocketError {
     /// `auth_token: true`).
     #[error("WebSocket handshake failed: {0}")]
     Handshake(String),
+    /// The TLS handshake with a `wss://` server failed: most often its
+    /// certificate is not trusted (`invalid peer certificate: UnknownIssuer`:
+    /// signed by a CA the client does not trust, see
+    /// [`SocketBuilder::tls`]) or not for this host (`NotValidForName`).
+    /// Joins waiting for the connection fail with it at once; the socket
+    /// retries with the reconnect backoff (a certificate may be renewed).
+    ///
+    /// [`SocketBuilder::tls`]: crate::SocketBuilder::tls
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     /// The URL, a parameter or the token cannot make a request. Never
     /// retried: the socket stops.
     #[error("invalid request: {0}")]

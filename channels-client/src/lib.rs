@@ -72,6 +72,8 @@ mod queue;
 mod recovery;
 mod socket;
 mod state;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub use backoff::Backoff;
 /// Binary payloads are [`Bytes`] (or `Vec<u8>`): push one, and read one
@@ -87,5 +89,10 @@ pub use phx_channels_protocol::{Payload, Position, Serializer};
 pub use presence::{sync_diff, sync_state, Presence, PresenceChange, PresenceState};
 pub use push::{Push, PushError};
 pub use recovery::Recovery;
+/// The rustls the client is built with, for [`Tls::from_config`].
+#[cfg(feature = "tls")]
+pub use rustls;
 pub use socket::{Socket, SocketEvents};
 pub use state::{ChannelState, ConnectionState, SocketEvent};
+#[cfg(feature = "tls")]
+pub use tls::{Tls, TlsError};

@@ -38,6 +38,25 @@ pub(crate) struct Target {
     pub url: String,
     /// `Sec-WebSocket-Protocol: phoenix, base64url.bearer.phx.<token>`.
     pub protocols: Option<String>,
+    /// What a `wss://` server's certificate is checked against.
+    #[cfg(feature = "tls")]
+    pub tls: crate::tls::Tls,
+}
+
+/// The WebSocket URL of an endpoint given as `http(s)://`, as a browser's
+/// `WebSocket` makes it (phoenix.js passes its endpoint to it as given):
+/// `http://` is `ws://`, `https://` is `wss://`, any case.
+pub(crate) fn websocket_url(endpoint: &str) -> String {
+    let scheme_end = endpoint.find("://").unwrap_or(0);
+    let scheme = &endpoint[..scheme_end];
+    let ws = if scheme.eq_ignore_ascii_case("http") {
+        "ws"
+    } else if scheme.eq_ignore_ascii_case("https") {
+        "wss"
+    } else {
+        return endpoint.to_owned();
+    };
+    format!("{ws}{}", &endpoint[scheme_end..])
 }
 
 impl Target {
@@ -51,14 +70,19 @@ impl Target {
             query.append_pair(key, value);
         }
         query.append_pair("vsn", vsn);
-        let base = format!("{}/websocket", endpoint.trim_end_matches('/'));
+        let base = format!("{}/websocket", websocket_url(endpoint).trim_end_matches('/'));
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}{}", query.finish());
         // phoenix.js: btoa(token) without its `=` padding.
         let protocols = token.map(|t| {
             format!("phoenix, {AUTH_TOKEN_PREFIX}{}", base64::engine::general_purpose::STANDARD_NO_PAD.encode(t))
         });
-        Target { url, protocols }
+        Target {
+            url,
+            protocols,
+            #[cfg(feature = "tls")]
+            tls: crate::tls::Tls::default(),
+        }
     }
 }
 
@@ -84,6 +108,12 @@ impl Link {
         }
         let config =
             WebSocketConfig::default().max_message_size(Some(max_message_size)).max_frame_size(Some(max_message_size));
+        #[cfg(feature = "tls")]
+        let connect = {
+            let connector = tokio_tungstenite::Connector::Rustls(target.tls.config.clone());
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, Some(connector))
+        };
+        #[cfg(not(feature = "tls"))]
         let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), false);
         let (ws, _response) = tokio::time::timeout(timeout, connect)
             .await
@@ -134,13 +164,25 @@ fn connect_error(error: tungstenite::Error) -> SocketError {
             let body = response.body().as_deref().unwrap_or_default();
             SocketError::Refused(Refusal::new(response.status().as_u16(), body))
         }
+        // tokio-rustls reports a refused certificate as an IO error that
+        // wraps rustls's.
+        #[cfg(feature = "tls")]
+        Error::Io(error) if error.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            SocketError::Tls(error.to_string())
+        }
         Error::Io(error) => SocketError::Unreachable(error.to_string()),
         Error::ConnectionClosed | Error::AlreadyClosed => {
             SocketError::Unreachable("the connection closed during the handshake".to_owned())
         }
+        Error::Url(tungstenite::error::UrlError::TlsFeatureNotEnabled) => SocketError::InvalidRequest(
+            "a `wss://` endpoint needs the client's `tls` feature (on by default)".to_owned(),
+        ),
         Error::Url(error) => SocketError::InvalidRequest(error.to_string()),
         Error::HttpFormat(error) => SocketError::InvalidRequest(error.to_string()),
         Error::Protocol(error) => SocketError::Handshake(error.to_string()),
+        // The certificate's error first: "invalid peer certificate:
+        // UnknownIssuer", "... NotValidForName".
+        Error::Tls(error) => SocketError::Tls(error.to_string()),
         other => SocketError::Handshake(other.to_string()),
     }
 }
@@ -181,5 +223,20 @@ mod tests {
         assert_eq!(t.url, "ws://h/socket/websocket?vsn=1.0.0");
         assert_eq!(t.protocols.as_deref(), Some("phoenix, base64url.bearer.phx.YWI"));
         assert_eq!(Target::new("ws://h/socket", &[], None, Serializer::V2).protocols, None);
+    }
+
+    #[test]
+    fn http_urls_are_websocket_ones_as_in_a_browser() {
+        assert_eq!(
+            Target::new("http://h:4000/socket", &[], None, Serializer::V2).url,
+            "ws://h:4000/socket/websocket?vsn=2.0.0"
+        );
+        assert_eq!(
+            Target::new("HTTPS://h/socket/", &[], None, Serializer::V2).url,
+            "wss://h/socket/websocket?vsn=2.0.0"
+        );
+        assert_eq!(websocket_url("wss://h/socket"), "wss://h/socket");
+        assert_eq!(websocket_url("ws://h/http://x"), "ws://h/http://x");
+        assert_eq!(websocket_url("h/socket"), "h/socket");
     }
 }

@@ -35,6 +35,8 @@ pub struct SocketBuilder {
     pub(crate) on_refused: OnRefused,
     pub(crate) max_message_size: usize,
     pub(crate) event_buffer: Bound,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::tls::Tls>,
 }
 
 impl SocketBuilder {
@@ -52,7 +54,31 @@ impl SocketBuilder {
             on_refused: OnRefused::retry(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             event_buffer: DEFAULT_EVENT_BUFFER,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
+    }
+
+    /// What a `wss://` (or `https://`) endpoint's certificate is checked
+    /// against: Mozilla's roots by default ([`Tls::webpki_roots`]), the
+    /// app's own CA with [`Tls::roots_pem`], or any rustls configuration
+    /// ([`Tls::from_config`]: client certificates, the system's roots).
+    ///
+    /// ```no_run
+    /// use phx_channels_client::{Socket, Tls};
+    ///
+    /// # fn demo(ca_pem: &[u8]) -> Result<(), Box<dyn std::error::Error>> {
+    /// let socket = Socket::builder("https://chat.internal/socket").tls(Tls::roots_pem(ca_pem)?).connect();
+    /// # drop(socket); Ok(()) }
+    /// ```
+    ///
+    /// [`Tls::webpki_roots`]: crate::Tls::webpki_roots
+    /// [`Tls::roots_pem`]: crate::Tls::roots_pem
+    /// [`Tls::from_config`]: crate::Tls::from_config
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::Tls) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// A connect param, sent in the query string (`?token=…&vsn=2.0.0`).

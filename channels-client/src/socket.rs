@@ -21,7 +21,12 @@ impl SocketBuilder {
     /// Starts the socket's task, which connects at once and keeps the
     /// connection open, and returns the socket. Needs a tokio runtime.
     pub fn connect(self) -> Socket {
-        let target = Target::new(&self.endpoint, &self.params, self.auth_token.as_deref(), self.serializer);
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut target = Target::new(&self.endpoint, &self.params, self.auth_token.as_deref(), self.serializer);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            target.tls = tls.clone();
+        }
         let (commands, inbox) = mpsc::unbounded_channel();
         let (connection_tx, connection) = watch::channel(ConnectionState::Connecting);
         let shared = Arc::new(Shared {

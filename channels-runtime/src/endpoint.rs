@@ -54,6 +54,7 @@ use crate::pubsub::{BroadcastError, PubSub};
 use crate::registry::Registry;
 use crate::server::{self, ServerOptions};
 use crate::transport::budget::Budget;
+use crate::transport::raw::{self, RawSocket};
 use crate::transport::{longpoll, websocket, Mount};
 
 /// Adds one mounted socket's routes to the router being built.
@@ -66,6 +67,20 @@ struct Parts {
     registry: Arc<Registry>,
     budget: Arc<Budget>,
     state: Arc<dyn Any + Send + Sync>,
+}
+
+impl Parts {
+    /// What a socket mounted with `options` needs.
+    fn mount(&self, options: SocketOptions) -> Mount {
+        Mount {
+            pubsub: self.pubsub.clone(),
+            options,
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
+            budget: self.budget.clone(),
+            state: self.state.clone(),
+        }
+    }
 }
 
 /// An application's sockets, their PubSub, the application's state `St`
@@ -87,6 +102,9 @@ pub struct Endpoint<St = ()> {
     /// Bytes of half-received messages, across the endpoint's sockets.
     budget: Arc<Budget>,
     server: ServerOptions,
+    /// What `serve` wraps connections in, if anything.
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::Tls>,
 }
 
 impl<St> Clone for Endpoint<St> {
@@ -100,6 +118,8 @@ impl<St> Clone for Endpoint<St> {
             registry: self.registry.clone(),
             budget: self.budget.clone(),
             server: self.server,
+            #[cfg(feature = "tls")]
+            tls: self.tls.clone(),
         }
     }
 }
@@ -141,6 +161,8 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
             registry: Arc::default(),
             budget: Budget::new(ServerOptions::default().max_inflight_bytes),
             server: ServerOptions::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -177,14 +199,7 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
             // The topics of channels declared with `history(..)` keep it.
             crate::channel::keep_histories::<S>(&parts.pubsub);
             let longpoll = options.longpoll;
-            let mount = Arc::new(Mount {
-                pubsub: parts.pubsub.clone(),
-                options: options.clone(),
-                metrics: parts.metrics.clone(),
-                registry: parts.registry.clone(),
-                budget: parts.budget.clone(),
-                state: parts.state.clone(),
-            });
+            let mount = Arc::new(parts.mount(options.clone()));
             let mut router = router;
             if longpoll {
                 let sessions = longpoll::Sessions::<S>::new(mount.clone());
@@ -192,6 +207,27 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
                     router.route(&format!("{path}/longpoll"), any(move |req| longpoll::handle(sessions.clone(), req)));
             }
             router.route(&format!("{path}/websocket"), any(move |req| websocket::upgrade::<S>(mount.clone(), req)))
+        }));
+        self
+    }
+
+    /// Mounts a raw transport at `path`: a handler of plain WebSocket
+    /// messages at `{path}/websocket` (see [`crate::transport::raw`]),
+    /// with the default limits.
+    #[must_use]
+    pub fn raw_socket<T: RawSocket<State = St>>(self, path: &str, socket: T) -> Self {
+        self.raw_socket_with(path, socket, SocketOptions::default())
+    }
+
+    /// Mounts a raw transport with non-default limits (the framing,
+    /// idle and outbound limits, the origin check; the rest of
+    /// [`SocketOptions`] is for Phoenix sockets).
+    #[must_use]
+    pub fn raw_socket_with<T: RawSocket<State = St>>(mut self, path: &str, _socket: T, options: SocketOptions) -> Self {
+        let path = path.trim_end_matches('/').to_owned();
+        self.sockets.push(Arc::new(move |router: Router, parts: &Parts| {
+            let mount = Arc::new(parts.mount(options.clone()));
+            router.route(&format!("{path}/websocket"), any(move |req| raw::upgrade::<T>(mount.clone(), req)))
         }));
         self
     }
@@ -310,6 +346,28 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         self
     }
 
+    /// Serves HTTPS and WSS instead of HTTP and WS ([`Endpoint::serve`] and
+    /// friends; a router served by the app's own server is the app's to
+    /// wrap). Keep a clone of `tls` to [`reload`](crate::tls::Tls::reload)
+    /// the certificate while the endpoint serves. See `docs/tls.md`.
+    ///
+    /// ```no_run
+    /// # use phx_channels_runtime as phx_channels;
+    /// use phx_channels::endpoint::Endpoint;
+    /// use phx_channels::tls::Tls;
+    ///
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// let tls = Tls::from_pem_files("cert.pem", "key.pem")?;
+    /// Endpoint::new().tls(tls).serve("0.0.0.0:443").await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[must_use]
+    pub fn tls(mut self, tls: crate::tls::Tls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Connections open now (WebSocket and LongPoll).
     pub fn connections(&self) -> usize {
         self.registry.len()
@@ -338,7 +396,11 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
         let router = self.router();
-        server::serve(listener, router, self.registry, self.metrics, self.server, shutdown).await
+        #[cfg(feature = "tls")]
+        let tls = self.tls.as_ref().map(crate::tls::Tls::acceptor);
+        #[cfg(not(feature = "tls"))]
+        let tls = None;
+        server::serve(listener, router, self.registry, self.metrics, self.server, tls, shutdown).await
     }
 }
 

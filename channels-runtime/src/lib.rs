@@ -38,6 +38,8 @@ pub mod server;
 pub mod socket;
 mod source;
 pub mod testing;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod token;
 pub mod trace;
 pub mod transport;

@@ -154,18 +154,11 @@ impl Queue {
         set_backlog(self.sink.as_deref(), &mut self.bytes, bytes);
     }
 
+    /// Refuses every later frame. What is queued stays: it was due before
+    /// the close, and goes out before the close frame (within the close
+    /// grace) or is dropped with the connection; it is within the limit.
     fn close(&mut self, reason: CloseReason) {
         self.closed = Some(reason);
-        // A frame partly on the wire is finished (so that the close frame
-        // can follow it); nothing else queued is sent.
-        if self.written > 0 {
-            self.frames.truncate(1);
-            let left = self.frames.front().map_or(0, |f| f.wire_len() - self.written);
-            self.set_bytes(left);
-        } else {
-            self.frames = VecDeque::new();
-            self.set_bytes(0);
-        }
     }
 
     /// Writes queued frames until the socket takes no more or none is left.
@@ -310,18 +303,28 @@ impl Outbox {
         self.queue.lock().sink = Some(Box::new(Sink { socket, metrics }));
     }
 
-    /// Gives the socket back, with the rest of a frame partly written (to
-    /// finish before a close frame). Nothing is written by the outbox after.
-    pub(crate) fn detach(&self) -> (Option<OwnedWriteHalf>, Option<Bytes>) {
+    /// Gives the socket back, with what is due on it, in order: the rest of
+    /// a frame partly written, then every frame queued (to write before a
+    /// close frame). Nothing is written by the outbox after.
+    pub(crate) fn detach(&self) -> (Option<OwnedWriteHalf>, Vec<Bytes>) {
         let mut q = self.queue.lock();
-        let rest = match q.frames.front() {
-            Some(front) if q.written > 0 => Some(front.wire().slice(q.written..)),
-            _ => None,
-        };
-        q.frames = VecDeque::new();
+        let written = std::mem::take(&mut q.written);
+        let frames = std::mem::take(&mut q.frames);
+        let due = frames
+            .into_iter()
+            .enumerate()
+            .map(|(i, frame)| if i == 0 { frame.wire().slice(written..) } else { frame.wire().clone() })
+            .collect();
         q.set_bytes(0);
-        q.written = 0;
-        (q.sink.take().map(|sink| sink.socket), rest)
+        (q.sink.take().map(|sink| sink.socket), due)
+    }
+
+    /// Takes what is still queued, closed or not: what a closing
+    /// connection writes before its close frame.
+    pub(crate) fn take_due(&self) -> VecDeque<Frame> {
+        let mut q = self.queue.lock();
+        q.set_bytes(0);
+        std::mem::take(&mut q.frames)
     }
 
     /// Queues a frame, or writes it when nothing is queued and a socket is
@@ -438,8 +441,10 @@ impl Outbox {
         q.blocked && !q.frames.is_empty()
     }
 
-    /// Closes the connection; frames already queued are dropped (but for
-    /// the rest of one partly written). The first reason given wins.
+    /// Closes the connection: no frame is queued after this one. Frames
+    /// already queued were due before it: the connection writes them
+    /// before its close frame, within its close grace. The first reason
+    /// given wins.
     pub fn close(&self, reason: CloseReason) {
         let mut q = self.queue.lock();
         if q.closed.is_none() {
@@ -641,8 +646,8 @@ mod tests {
 
     /// What the socket does not take is queued, the partly written frame
     /// first with its offset; over the limit the connection closes, and
-    /// only the rest of that frame is kept (to finish before the close
-    /// frame).
+    /// what was queued before is kept, in order, to write before the close
+    /// frame (the rest of the partly written frame first).
     #[tokio::test]
     async fn what_the_socket_does_not_take_is_queued_then_bounded() {
         let big = frame(1 << 20);
@@ -665,8 +670,31 @@ mod tests {
             }
         };
         assert_eq!(closed, CloseReason::SlowConsumer);
-        let (_, rest) = outbox.detach();
-        assert_eq!(rest.map(|r| r.len()), (written > 0).then(|| big.wire_len() - written));
+        let (queued, backlog) = {
+            let q = outbox.queue.lock();
+            (q.frames.len(), q.bytes)
+        };
+        assert!(queued > 1 && backlog <= 8 * big.wire_len());
+        let (_, due) = outbox.detach();
+        assert_eq!(due.len(), queued);
+        assert_eq!(due[0].len(), big.wire_len() - written);
+        assert!(due[1..].iter().all(|frame| frame.len() == big.wire_len()));
+        assert_eq!(due.iter().map(Bytes::len).sum::<usize>(), backlog);
+        assert_eq!(outbox.queue.lock().bytes, 0);
+    }
+
+    /// Closing refuses what comes after, and keeps what was queued before:
+    /// it was due, and goes out before the close frame.
+    #[test]
+    fn a_close_keeps_what_was_due() {
+        let outbox = Outbox::new(1 << 20);
+        outbox.push(frame(10)).unwrap();
+        outbox.push(frame(20)).unwrap();
+        outbox.close(CloseReason::Shutdown);
+        assert_eq!(outbox.push(frame(30)), Err(Closed(CloseReason::Shutdown)));
+        let due = outbox.take_due();
+        assert_eq!(due.iter().map(Frame::len).collect::<Vec<_>>(), [frame(10).len(), frame(20).len()]);
+        assert!(outbox.take_due().is_empty());
     }
 
     #[tokio::test]

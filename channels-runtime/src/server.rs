@@ -7,8 +7,9 @@
 //! - TCP keepalive: a peer that vanished without a FIN (a half-open
 //!   connection) is found and reaped by the kernel even if the socket has
 //!   no heartbeat timeout running (LongPoll, a handshake in progress).
-//! - A handshake timeout: a client must send its request headers within
-//!   it, so slow or silent clients cannot pin file descriptors; and a body
+//! - A handshake timeout: a client must finish its TLS handshake (with
+//!   `Endpoint::tls`), then send its request headers, each within it, so
+//!   slow or silent clients cannot pin file descriptors; and a body
 //!   timeout: a request's body must arrive whole within it, so a client
 //!   that sends headers and withholds the body cannot either.
 //! - A per-source cap ([`ServerOptions::max_connections_per_source`]):
@@ -98,6 +99,30 @@ impl Default for ServerOptions {
     }
 }
 
+/// Serves HTTP on one connection (upgrades included) until it ends, or
+/// finishes its requests once the server is `closing`.
+async fn http<I, S>(builder: &http1::Builder, io: I, service: S, closing: &CancellationToken, peer: SocketAddr)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<Incoming>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder.serve_connection(io, service).with_upgrades();
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = closing.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = ended {
+        tracing::debug!(%error, %peer, "http connection ended with an error");
+    }
+}
+
 fn tune(stream: &TcpStream) {
     // Best effort: a socket that refuses these options still works.
     let _ = stream.set_nodelay(true);
@@ -108,13 +133,25 @@ fn tune(stream: &TcpStream) {
     let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, then drains.
+/// What wraps each accepted connection in TLS
+/// ([`Endpoint::tls`](crate::endpoint::Endpoint::tls)); without the `tls`
+/// feature, nothing can.
+#[cfg(feature = "tls")]
+pub(crate) type Acceptor = tokio_rustls::TlsAcceptor;
+/// What wraps each accepted connection in TLS: without the `tls` feature,
+/// nothing can.
+#[cfg(not(feature = "tls"))]
+pub(crate) type Acceptor = std::convert::Infallible;
+
+/// Serves `router` on `listener` (in TLS with `tls`) until `shutdown`
+/// completes, then drains.
 pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     options: ServerOptions,
+    tls: Option<Acceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     // HTTP/1.1 only: WebSocket upgrades and phoenix.js's LongPoll use it,
@@ -180,24 +217,36 @@ pub(crate) async fn serve(
             let deadline = tokio::time::Instant::now() + body_timeout;
             async move { router.call(request.map(|body| axum::body::Body::new(Deadline::new(body, deadline)))).await }
         });
-        let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
         let closing = closing.clone();
+        let builder = builder.clone();
+        #[cfg_attr(not(feature = "tls"), allow(clippy::clone_on_copy))]
+        let tls = tls.clone();
+        let handshake_timeout = options.handshake_timeout;
         connections.spawn(async move {
             // The source's count holds while hyper serves the connection
             // (until it ends, or is handed over as a WebSocket, which
             // counts on its own).
             let _serving = serving;
-            tokio::pin!(connection);
-            let ended = tokio::select! {
-                ended = connection.as_mut() => ended,
-                () = closing.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
+            match tls {
+                None => http(&builder, TokioIo::new(stream), service, &closing, peer).await,
+                #[cfg(feature = "tls")]
+                Some(acceptor) => {
+                    // The TLS handshake has the handshake timeout too (then
+                    // hyper's header timer starts): a client that opens a
+                    // connection and says nothing holds it no longer than
+                    // one that sends no headers.
+                    let started = tokio::time::Instant::now();
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => http(&builder, TokioIo::new(stream), service, &closing, peer).await,
+                        Ok(Err(error)) => tracing::debug!(%error, %peer, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, elapsed = ?started.elapsed(), "no TLS handshake in time"),
+                    }
                 }
-            };
-            if let Err(error) = ended {
-                tracing::debug!(%error, %peer, "http connection ended with an error");
+                #[cfg(not(feature = "tls"))]
+                Some(never) => match never {},
             }
+            #[cfg(not(feature = "tls"))]
+            let _ = handshake_timeout;
         });
     }
     drop(listener);

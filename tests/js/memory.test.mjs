@@ -114,7 +114,14 @@ test("the shipped discuss gives a spike's memory back within a second of its cli
   assert.ok(existsSync(BIN), `${BIN} is missing: cargo build --release --example discuss (./test.sh builds it)`);
   const port = await freePort();
   const server = await spawnReady(BIN, ["--port", String(port)], {
-    env: { ...process.env, DISCUSS_ADMIN_TOKEN: ADMIN_TOKEN, NO_COLOR: "1", RUST_LOG: "warn" },
+    env: {
+      ...process.env,
+      DISCUSS_ADMIN_TOKEN: ADMIN_TOKEN,
+      NO_COLOR: "1",
+      RUST_LOG: "warn",
+      // Its own SQLite file among the artifacts, not one in the working directory.
+      DATABASE_URL: `sqlite://${path.join(ROOT, "tests/js/artifacts", `memory-${port}.db`)}`,
+    },
     ready: `listening on http://127.0.0.1:${port}`,
     what: "discuss",
     log: "memory",

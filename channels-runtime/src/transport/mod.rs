@@ -22,6 +22,7 @@ use crate::registry::Registry;
 
 pub(crate) mod budget;
 pub(crate) mod longpoll;
+pub mod raw;
 pub(crate) mod websocket;
 pub(crate) mod wire;
 
@@ -54,10 +55,15 @@ impl Mount {
     }
 
     pub(crate) fn state<S: Connect>(&self) -> Arc<S::State> {
-        // `Endpoint::socket` mounts a socket only with its own state type.
+        self.state_of::<S::State>()
+    }
+
+    /// The application's state, as the endpoint's type `St`.
+    pub(crate) fn state_of<St: Send + Sync + 'static>(&self) -> Arc<St> {
+        // The endpoint mounts a socket only with its own state type.
         Arc::clone(&self.state)
-            .downcast::<S::State>()
-            .unwrap_or_else(|_| unreachable!("a socket is mounted with an `Arc` of its own `Connect::State`"))
+            .downcast::<St>()
+            .unwrap_or_else(|_| unreachable!("a socket is mounted with an `Arc` of the endpoint's state"))
     }
 }
 
@@ -94,16 +100,27 @@ pub(crate) async fn admit<S: Connect>(
             }
             return Err((Refusal::Vsn, StatusCode::FORBIDDEN));
         };
-        if !mount.registry.has_room() {
-            if mount.metrics.lines.allow(Line::ConnectionLimit) {
-                tracing::warn!("{}", Line::ConnectionLimit.what());
-            }
-            return Err((Refusal::Limit, StatusCode::SERVICE_UNAVAILABLE));
-        }
-        let assigns = connect::<S>(params, &info, mount).await?;
+        room(mount)?;
+        let assigns = contained(mount, S::connect(params, &info, &mount.state::<S>())).await?;
         Ok((serializer, assigns))
     }
     .await;
+    counted(mount, admitted)
+}
+
+/// Whether the endpoint has room for one more connection.
+pub(crate) fn room(mount: &Mount) -> Result<(), (Refusal, StatusCode)> {
+    if mount.registry.has_room() {
+        return Ok(());
+    }
+    if mount.metrics.lines.allow(Line::ConnectionLimit) {
+        tracing::warn!("{}", Line::ConnectionLimit.what());
+    }
+    Err((Refusal::Limit, StatusCode::SERVICE_UNAVAILABLE))
+}
+
+/// Counts an admission, or the refusal and its reason.
+pub(crate) fn counted<A>(mount: &Mount, admitted: Result<A, (Refusal, StatusCode)>) -> Result<A, StatusCode> {
     match admitted {
         Ok(admitted) => {
             mount.metrics.connections_accepted.incr();
@@ -125,13 +142,11 @@ pub(crate) fn connect_info(req: &Request) -> crate::connect::ConnectInfo {
 
 /// Runs the application's `connect`, containing a panic in it: the client is
 /// refused (HTTP 500) and the panic logged, the server carries on.
-async fn connect<S: Connect>(
-    params: &Params,
-    info: &crate::connect::ConnectInfo,
+pub(crate) async fn contained<A>(
     mount: &Mount,
-) -> Result<S::Assigns, (Refusal, StatusCode)> {
-    let state = mount.state::<S>();
-    match std::panic::AssertUnwindSafe(S::connect(params, info, &state)).catch_unwind().await {
+    connect: impl std::future::Future<Output = Result<A, crate::connect::Refuse>>,
+) -> Result<A, (Refusal, StatusCode)> {
+    match std::panic::AssertUnwindSafe(connect).catch_unwind().await {
         Ok(Ok(assigns)) => Ok(assigns),
         Ok(Err(refusal)) => {
             if mount.metrics.lines.allow(Line::ConnectRefused) {

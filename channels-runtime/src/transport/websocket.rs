@@ -48,13 +48,14 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use super::wire::{close_frame, pong_frame, Decoder, Incoming, ReadError, Reader, Writer};
 use super::Mount;
 use crate::channel::Routes;
-use crate::connect::{Connect, Params};
+use crate::connect::{Connect, ConnectInfo, Params};
 use crate::dispatch::{Dispatcher, Wiring};
 use crate::logging::{clip, Line};
 use crate::metrics::{Metrics, Rejection};
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{Frame, Serializer};
 use crate::registry::Registration;
+use crate::source::Source;
 use crate::trace::{self, TraceParent};
 
 /// How long a closing connection has to take its close frame and answer
@@ -74,45 +75,111 @@ fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> boo
         .any(|v| v.trim().eq_ignore_ascii_case(token))
 }
 
+/// Why a request gets no upgrade: its HTTP status, and what the body says.
+pub(crate) struct NotUpgraded(StatusCode, Option<&'static str>);
+
+impl IntoResponse for NotUpgraded {
+    fn into_response(self) -> Response {
+        match self.1 {
+            Some(why) => plain(self.0, why),
+            None => self.0.into_response(),
+        }
+    }
+}
+
+/// What a valid upgrade request asks for, and the answer it gets once the
+/// connection is admitted.
+pub(crate) struct Handshake {
+    accept: String,
+    /// The sub-protocol selected, if any.
+    protocol: Option<&'static str>,
+}
+
+impl Handshake {
+    /// Checks an upgrade request (method, headers, origin); a request that
+    /// cannot be upgraded gets its HTTP answer. `protocol` is the
+    /// sub-protocol selected when the client offers it.
+    pub(crate) fn check(mount: &Mount, req: &Request, protocol: Option<&'static str>) -> Result<Self, NotUpgraded> {
+        let bad = |why| Err(NotUpgraded(StatusCode::BAD_REQUEST, Some(why)));
+        if req.method() != Method::GET {
+            return bad("WebSocket upgrades use GET");
+        }
+        let headers = req.headers();
+        let is_upgrade =
+            header_has(headers, header::CONNECTION, "upgrade") && header_has(headers, header::UPGRADE, "websocket");
+        if !is_upgrade {
+            return bad("expected a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)");
+        }
+        if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
+            return bad("unsupported Sec-WebSocket-Version (expected 13)");
+        }
+        let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+            return bad("missing Sec-WebSocket-Key");
+        };
+        let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let protocol = protocol.filter(|p| header_has(headers, header::SEC_WEBSOCKET_PROTOCOL, p));
+        if !super::origin_allowed(mount, headers) {
+            return Err(NotUpgraded(StatusCode::FORBIDDEN, None));
+        }
+        Ok(Handshake { accept, protocol })
+    }
+
+    /// The `101 Switching Protocols` answer.
+    pub(crate) fn response(&self) -> Response {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let h = response.headers_mut();
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        if let Ok(accept) = HeaderValue::from_str(&self.accept) {
+            h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+        }
+        if let Some(protocol) = self.protocol {
+            h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
+        }
+        response
+    }
+}
+
+/// An upgrade request that can be upgraded, taken apart for admission.
+pub(crate) struct Upgrading {
+    pub(crate) handshake: Handshake,
+    pub(crate) params: Params,
+    pub(crate) info: ConnectInfo,
+    pub(crate) span: tracing::Span,
+    pub(crate) traceparent: Option<TraceParent>,
+    /// The source the connection counts for, while a per-source cap is set.
+    pub(crate) source: Option<Source>,
+}
+
+impl Upgrading {
+    /// Checks `req` ([`Handshake::check`]) and reads what `connect` gets.
+    pub(crate) fn new(mount: &Mount, req: &Request, protocol: Option<&'static str>) -> Result<Self, NotUpgraded> {
+        let handshake = Handshake::check(mount, req, protocol)?;
+        let params = Params::from_query(req.uri().query().unwrap_or(""));
+        let info = super::connect_info(req);
+        let source = mount.registry.counted_source(info.peer_addr().map(|addr| addr.ip()));
+        let span = trace::connection_span("websocket", info.peer_addr(), info.traceparent());
+        let traceparent = info.traceparent().copied();
+        Ok(Upgrading { handshake, params, info, span, traceparent, source })
+    }
+}
+
 /// Answers `GET <mount>/websocket`.
 pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Request) -> Response {
-    if req.method() != Method::GET {
-        return plain(StatusCode::BAD_REQUEST, "WebSocket upgrades use GET");
-    }
-    let headers = req.headers();
-    let is_upgrade =
-        header_has(headers, header::CONNECTION, "upgrade") && header_has(headers, header::UPGRADE, "websocket");
-    if !is_upgrade {
-        return plain(
-            StatusCode::BAD_REQUEST,
-            "expected a WebSocket upgrade (Connection: upgrade, Upgrade: websocket)",
-        );
-    }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(HeaderValue::as_bytes) != Some(b"13") {
-        return plain(StatusCode::BAD_REQUEST, "unsupported Sec-WebSocket-Version (expected 13)");
-    }
-    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
-    };
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     // phoenix.js ≥ 1.8 offers the `phoenix` sub-protocol when it carries an
     // auth token; a browser aborts unless the server selects it.
-    let protocol = header_has(headers, header::SEC_WEBSOCKET_PROTOCOL, "phoenix").then_some("phoenix");
-
-    if !super::origin_allowed(&mount, headers) {
-        return StatusCode::FORBIDDEN.into_response();
-    }
-    let params = Params::from_query(req.uri().query().unwrap_or(""));
-    let info = super::connect_info(&req);
-    let source = mount.registry.counted_source(info.peer_addr().map(|addr| addr.ip()));
-    let span = trace::connection_span("websocket", info.peer_addr(), info.traceparent());
-    let traceparent = info.traceparent().copied();
+    let Upgrading { handshake, params, info, span, traceparent, source } =
+        match Upgrading::new(&mount, &req, Some("phoenix")) {
+            Ok(upgrading) => upgrading,
+            Err(refused) => return refused.into_response(),
+        };
     let admitted = super::admit::<S>(&mount, &params, info).instrument(span.clone()).await;
     let (serializer, assigns) = match admitted {
         Ok(admitted) => admitted,
         Err(status) => return status.into_response(),
     };
-    let Some(on_upgrade) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>() else {
+    let Some(on_upgrade) = on_upgrade(&mut req) else {
         return plain(StatusCode::UPGRADE_REQUIRED, "this connection cannot be upgraded");
     };
     let hold = mount.hold_socket_id::<S>(&assigns).await;
@@ -127,31 +194,67 @@ pub(crate) async fn upgrade<S: Connect + Routes>(mount: Arc<Mount>, mut req: Req
         drop(hold);
     });
 
-    let mut response = Response::new(Body::empty());
-    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-    let h = response.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    if let Ok(accept) = HeaderValue::from_str(&accept) {
-        h.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
-    }
-    if let Some(protocol) = protocol {
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(protocol));
-    }
-    response
+    handshake.response()
+}
+
+/// What hyper hands the connection over with, once the `101` is sent.
+pub(crate) fn on_upgrade(req: &mut Request) -> Option<hyper::upgrade::OnUpgrade> {
+    req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
 }
 
 /// The span a connection runs in, the trace context its client sent, and
 /// the source it counts for (while a per-source cap is set).
-struct Traced {
-    span: tracing::Span,
-    traceparent: Option<TraceParent>,
-    source: Option<crate::source::Source>,
+pub(crate) struct Traced {
+    pub(crate) span: tracing::Span,
+    pub(crate) traceparent: Option<TraceParent>,
+    pub(crate) source: Option<Source>,
+}
+
+/// What a connection does with the messages it reads: Phoenix channels
+/// (a [`Dispatcher`] and its serializer), or a raw handler
+/// ([`super::raw`]). The connection's loop (reading, writing, limits,
+/// closing) is the same for both.
+pub(crate) trait Service: Send + 'static {
+    /// The outbox the connection writes.
+    fn outbox(&self) -> &Arc<Outbox>;
+
+    /// Handles one text or binary message; `Some` ends the connection.
+    fn receive(&mut self, message: Incoming, metrics: &Metrics) -> Option<End>;
+
+    /// The service's own work (its channels), polled beside the socket.
+    fn drive(&mut self) -> impl Future<Output = ()> + Send;
+
+    /// The connection is over (`shutdown`: the endpoint is shutting down).
+    fn finish(self, shutdown: bool);
+}
+
+/// Phoenix channels over a WebSocket.
+struct Channels<S: Connect + Routes> {
+    dispatcher: Dispatcher<S>,
+    serializer: Serializer,
+}
+
+impl<S: Connect + Routes> Service for Channels<S> {
+    fn outbox(&self) -> &Arc<Outbox> {
+        self.dispatcher.outbox()
+    }
+
+    fn receive(&mut self, message: Incoming, metrics: &Metrics) -> Option<End> {
+        receive(message, self.serializer, &mut self.dispatcher, metrics)
+    }
+
+    fn drive(&mut self) -> impl Future<Output = ()> + Send {
+        self.dispatcher.drive()
+    }
+
+    fn finish(self, shutdown: bool) {
+        self.dispatcher.finish(shutdown);
+    }
 }
 
 /// Why the server ends a connection, with the close frame it sends.
 #[derive(Debug)]
-enum End {
+pub(crate) enum End {
     /// The connection broke: nothing more can be sent.
     ClientGone,
     /// The client sent a close frame: answer it with its code (RFC 6455
@@ -176,15 +279,8 @@ struct Limits {
     max_frame: usize,
 }
 
-/// Starts the task of an upgraded connection: registered, with its
-/// dispatcher, over its TCP stream when hyper gives it back, else over
-/// hyper's IO.
-///
-/// The task's future is the connection's state while it lives, in the
-/// task's own allocation (nothing else is allocated for it): it is made by
-/// plain functions returning `async move` blocks, so that no argument is
-/// stored twice (an `async fn` keeps its arguments beside the locals they
-/// move into), and what only a closing connection needs is boxed then.
+/// Starts the task of an upgraded connection to a Phoenix socket:
+/// registered, with its dispatcher (see [`serve`]).
 fn start<S: Connect + Routes>(
     mount: Arc<Mount>,
     upgraded: hyper::upgrade::Upgraded,
@@ -207,6 +303,25 @@ fn start<S: Connect + Routes>(
     if let Some(id) = dispatcher.socket_id() {
         span.record("id", id);
     }
+    serve(mount, registration, upgraded, Channels { dispatcher, serializer }, span);
+}
+
+/// Serves an upgraded connection with `service` in its own task, over its
+/// TCP stream when hyper gives it back, else over hyper's IO.
+///
+/// The task's future is the connection's state while it lives, in the
+/// task's own allocation (nothing else is allocated for it): it is made by
+/// plain functions returning `async move` blocks, so that no argument is
+/// stored twice (an `async fn` keeps its arguments beside the locals they
+/// move into), and what only a closing connection needs is boxed then.
+pub(crate) fn serve<V: Service>(
+    mount: Arc<Mount>,
+    registration: Registration,
+    upgraded: hyper::upgrade::Upgraded,
+    service: V,
+    span: tracing::Span,
+) {
+    let outbox = service.outbox().clone();
     mount.metrics.connections_open.incr();
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(hyper::upgrade::Parts { io, read_buf, .. }) => {
@@ -218,12 +333,13 @@ fn start<S: Connect + Routes>(
             let (read, write) = io.into_inner().into_split();
             outbox.attach(write, mount.metrics.clone());
             mount.registry.watch_idle(&outbox, mount.options.idle_timeout);
-            let connection = serve_tcp(mount, registration, read, early, dispatcher, serializer);
+            drop(outbox);
+            let connection = serve_tcp(mount, registration, read, early, service);
             tracing::trace!(bytes = std::mem::size_of_val(&connection), "a TCP connection's state");
             trace::spawn_in(span, connection);
         }
         Err(upgraded) => {
-            let connection = serve_generic(mount, registration, TokioIo::new(upgraded), dispatcher, serializer);
+            let connection = serve_generic(mount, registration, TokioIo::new(upgraded), service);
             trace::spawn_in(span, connection);
         }
     }
@@ -240,16 +356,15 @@ async fn leave<R: AsyncRead + Unpin>(mount: &Mount, registration: Registration, 
 }
 
 /// A connection over another IO type than a plain TCP stream (rare: boxed).
-async fn serve_generic<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'static>(
+async fn serve_generic<V: Service, I: AsyncRead + AsyncWrite + Send + 'static>(
     mount: Arc<Mount>,
     registration: Registration,
     io: I,
-    dispatcher: Dispatcher<S>,
-    serializer: Serializer,
+    service: V,
 ) {
     let limits = Limits { idle: mount.options.idle_timeout, max_frame: mount.options.max_frame_size };
     let decoder = Decoder::new(limits.max_frame).with_budget(mount.budget.clone());
-    let linger = Box::pin(serve_io(io, decoder, dispatcher, serializer, limits, &mount.metrics)).await;
+    let linger = Box::pin(serve_io(io, decoder, service, limits, &mount.metrics)).await;
     leave(&mount, registration, linger).await;
 }
 
@@ -328,13 +443,12 @@ type Ended = Box<(End, Vec<u8>)>;
 /// when nothing unfinished is left: bytes of a message that never
 /// completes (one byte every 30 s) do not keep a connection alive, so a
 /// started message must finish within the idle timeout.
-struct Receiver<'a, S: Connect + Routes> {
-    dispatcher: &'a mut Dispatcher<S>,
-    serializer: Serializer,
+struct Receiver<'a, V: Service> {
+    service: &'a mut V,
     metrics: &'a Metrics,
 }
 
-impl<S: Connect + Routes> Receiver<'_, S> {
+impl<V: Service> Receiver<'_, V> {
     /// Decodes every message in `input` and handles it; `Some` ends the
     /// connection, with what was not decoded yet.
     fn take(&mut self, decoder: &mut Decoder, mut input: &[u8], outbox: &Outbox) -> Option<Ended> {
@@ -360,7 +474,7 @@ impl<S: Connect + Routes> Receiver<'_, S> {
                 Incoming::Ping(payload) => outbox.push(pong_frame(&payload)).err().and(None),
                 Incoming::Pong => None,
                 Incoming::Close(code) => Some(End::Answer(code)),
-                message => receive(message, self.serializer, self.dispatcher, self.metrics),
+                message => self.service.receive(message, self.metrics),
             };
             if let Some(end) = end {
                 return Some(Box::new((end, input.to_vec())));
@@ -372,21 +486,19 @@ impl<S: Connect + Routes> Receiver<'_, S> {
 /// A TCP connection's state while it is served, in one place so that the
 /// loop serving it borrows one thing (a future keeps a pointer for every
 /// local it borrows, and this one is alive as long as the connection).
-struct Live<S: Connect + Routes> {
+struct Live<V: Service> {
     mount: Arc<Mount>,
     read: OwnedReadHalf,
     decoder: Decoder,
-    dispatcher: Dispatcher<S>,
+    service: V,
     outbox: Arc<Outbox>,
     /// How the connection ended, once it has.
     ended: Option<Ended>,
-    serializer: Serializer,
 }
 
-impl<S: Connect + Routes> Live<S> {
-    fn receiver(&mut self) -> (Receiver<'_, S>, &mut Decoder, &Outbox) {
-        let receiver =
-            Receiver { dispatcher: &mut self.dispatcher, serializer: self.serializer, metrics: &self.mount.metrics };
+impl<V: Service> Live<V> {
+    fn receiver(&mut self) -> (Receiver<'_, V>, &mut Decoder, &Outbox) {
+        let receiver = Receiver { service: &mut self.service, metrics: &self.mount.metrics };
         (receiver, &mut self.decoder, &self.outbox)
     }
 
@@ -449,7 +561,7 @@ impl<S: Connect + Routes> Live<S> {
                         break (write_failed(&error, &self.mount.metrics), Vec::new());
                     }
                 }
-                () = self.dispatcher.drive() => {}
+                () = self.service.drive() => {}
             }
         }
     }
@@ -457,17 +569,16 @@ impl<S: Connect + Routes> Live<S> {
 
 /// Serves a connection over its TCP stream until it ends, then leaves
 /// (see [`leave`]).
-fn serve_tcp<S: Connect + Routes>(
+fn serve_tcp<V: Service>(
     mount: Arc<Mount>,
     registration: Registration,
     read: OwnedReadHalf,
     early: Option<Vec<u8>>,
-    dispatcher: Dispatcher<S>,
-    serializer: Serializer,
+    service: V,
 ) -> impl Future<Output = ()> + Send {
-    let outbox = dispatcher.outbox().clone();
+    let outbox = service.outbox().clone();
     let decoder = Decoder::new(mount.options.max_frame_size).with_budget(mount.budget.clone());
-    let mut live = Live { mount, read, decoder, dispatcher, outbox, ended: None, serializer };
+    let mut live = Live { mount, read, decoder, service, outbox, ended: None };
     // Before the task: what it keeps is only what the bytes left unfinished.
     if let Some(early) = early {
         let (mut receiver, decoder, outbox) = live.receiver();
@@ -490,21 +601,22 @@ fn serve_tcp<S: Connect + Routes>(
             })
             .await
         };
-        let Live { mount, read, decoder, dispatcher, outbox, .. } = live;
+        let Live { mount, read, decoder, service, outbox, .. } = live;
         // Channels get no more frames through a connection that is ending.
         let shutdown = outbox.close_reason() == Some(CloseReason::Shutdown);
         outbox.close(CloseReason::Gone);
-        dispatcher.finish(shutdown);
-        let (write, unfinished) = outbox.detach();
+        service.finish(shutdown);
+        let (write, due) = outbox.detach();
         drop(outbox);
         // Boxed: only a closing connection needs room for it.
         Box::pin(async move {
             let linger = match (write, closing(end)) {
                 (Some(mut write), Some((code, reason, answered))) => {
-                    // The rest of a frame partly on the wire, then the close frame.
+                    // What was due (the rest of a frame partly on the wire,
+                    // then what was queued), then the close frame.
                     let close = async {
-                        if let Some(unfinished) = unfinished {
-                            write.write_all(&unfinished).await?;
+                        for bytes in due {
+                            write.write_all(&bytes).await?;
                         }
                         write.write_all(close_frame(code, &reason).wire()).await?;
                         write.shutdown().await
@@ -558,11 +670,10 @@ fn closing(end: End) -> Option<(Option<u16>, String, bool)> {
 /// Serves a connection over any IO type until it ends (the generic path:
 /// the connection's task writes every frame); what is left once its close
 /// frame is out is returned.
-async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'static>(
+async fn serve_io<V: Service, I: AsyncRead + AsyncWrite + Send + 'static>(
     io: I,
     decoder: Decoder,
-    mut dispatcher: Dispatcher<S>,
-    serializer: Serializer,
+    mut service: V,
     limits: Limits,
     metrics: &Metrics,
 ) -> Option<Linger<tokio::io::ReadHalf<I>>> {
@@ -572,7 +683,7 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
     // A write that makes no progress for the idle period ends the
     // connection like a client that says nothing for that long.
     let mut writer = Writer::new(write, idle);
-    let outbox = dispatcher.outbox().clone();
+    let outbox = service.outbox().clone();
     let mut last_seen = Instant::now();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
@@ -595,7 +706,7 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
                     Ok(Incoming::Pong) => {}
                     Ok(Incoming::Close(code)) => break End::Answer(code),
                     Ok(message) => {
-                        if let Some(end) = receive(message, serializer, &mut dispatcher, metrics) {
+                        if let Some(end) = service.receive(message, metrics) {
                             break end;
                         }
                     }
@@ -611,7 +722,7 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
                     break end;
                 }
             }
-            () = dispatcher.drive() => {}
+            () = service.drive() => {}
             () = &mut idle_timer => {
                 let deadline = last_seen + idle;
                 if Instant::now() >= deadline {
@@ -627,11 +738,19 @@ async fn serve_io<S: Connect + Routes, I: AsyncRead + AsyncWrite + Send + 'stati
     // Channels get no more frames through a connection that is ending.
     let shutdown = outbox.close_reason() == Some(CloseReason::Shutdown);
     outbox.close(CloseReason::Gone);
-    dispatcher.finish(shutdown);
+    service.finish(shutdown);
     let deadline = Instant::now() + CLOSE_GRACE;
     writer.set_stall(CLOSE_GRACE);
     let (code, reason, answered) = closing(end)?;
-    match tokio::time::timeout_at(deadline, writer.close(code, &reason)).await {
+    // What was queued before the end was due: it goes before the close frame.
+    let due = outbox.take_due();
+    let close = async {
+        for frame in &due {
+            writer.frame(frame).await?;
+        }
+        writer.close(code, &reason).await
+    };
+    match tokio::time::timeout_at(deadline, close).await {
         Ok(Ok(())) => Some(Linger { reader, answered, deadline }),
         Ok(Err(_)) | Err(_) => None,
     }
@@ -675,8 +794,9 @@ fn write_failed(error: &std::io::Error, metrics: &Metrics) -> End {
 }
 
 /// Writes every frame of `batch` and flushes once. Once the outbox closes
-/// (the client fell behind, a shutdown), the frame on the wire is finished
-/// so that the close frame can follow it, within [`CLOSE_GRACE`].
+/// (the client fell behind, a shutdown), what is left of the batch was due
+/// all the same: it is written, within [`CLOSE_GRACE`], and the close frame
+/// follows it.
 async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
     writer: &mut Writer<W>,
     batch: VecDeque<Frame>,
@@ -688,9 +808,6 @@ async fn write_batch<W: tokio::io::AsyncWrite + Unpin>(
     let write = async {
         for frame in batch {
             writer.frame(&frame).await?;
-            if outbox.is_closed() {
-                break;
-            }
         }
         writer.flush().await
     };

@@ -24,16 +24,21 @@
 //!   [`Budget`] (a frame announced, the fragments gathered): a large one
 //!   that does not fit is refused as its header arrives.
 //!
-//! The handshake stays tungstenite's (`derive_accept_key`), and so does the
-//! list of valid close codes.
+//! Headers, masking, close payloads and the UTF-8 check are
+//! `phx-channels-wire`'s, which the client frames with too. Text is
+//! checked as it arrives: a byte that cannot be UTF-8 closes the connection
+//! in the read that brings it, whichever fragment it is in. The handshake
+//! stays tungstenite's (`derive_accept_key`).
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use phx_channels_wire::frame::{apply_mask, Header, Role, MAX_HEADER};
+use phx_channels_wire::utf8::Utf8;
+use phx_channels_wire::WireError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tungstenite::protocol::frame::coding::CloseCode;
 
 use super::budget::{Budget, Busy, Hold};
 use crate::protocol::opcode::{BINARY as OP_BINARY, CLOSE as OP_CLOSE, PONG as OP_PONG, TEXT as OP_TEXT};
@@ -97,55 +102,18 @@ pub(crate) enum ReadError {
     Busy(#[from] Busy),
 }
 
-/// A frame header as it arrived.
-struct Header {
-    fin: bool,
-    opcode: u8,
-    mask: [u8; 4],
-    len: u64,
-}
-
-/// Parses a client frame header from the start of `buf`; `Ok(None)` until
-/// all of it has arrived. Returns the header and its length in bytes.
+/// Parses a client frame header (no extension uses the reserved bits yet).
 fn parse_header(buf: &[u8]) -> Result<Option<(Header, usize)>, ReadError> {
-    let [first, second, ..] = *buf else { return Ok(None) };
-    if first & 0x70 != 0 {
-        return Err(ReadError::Protocol("reserved bits set (no extension was negotiated)"));
-    }
-    let opcode = first & 0x0F;
-    if !matches!(opcode, OP_CONTINUATION | OP_TEXT | OP_BINARY | OP_CLOSE | OP_PING | OP_PONG) {
-        return Err(ReadError::Protocol("reserved opcode"));
-    }
-    if second & 0x80 == 0 {
-        return Err(ReadError::Protocol("a client frame must be masked"));
-    }
-    let (len, at) = match second & 0x7F {
-        126 => match buf.get(2..4) {
-            Some(b) => (u64::from(u16::from_be_bytes([b[0], b[1]])), 4),
-            None => return Ok(None),
-        },
-        127 => match buf.get(2..10) {
-            Some(b) => (u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]), 10),
-            None => return Ok(None),
-        },
-        n => (u64::from(n), 2),
-    };
-    let Some(mask) = buf.get(at..at + 4) else { return Ok(None) };
-    let header = Header { fin: first & 0x80 != 0, opcode, mask: [mask[0], mask[1], mask[2], mask[3]], len };
-    Ok(Some((header, at + 4)))
+    Ok(Header::parse(buf, Role::Server, false).map_err(WireError::from)?)
 }
 
-/// XORs `data` with the mask, eight bytes at a time (the mask repeats
-/// every four, so every chunk starts at a multiple of it).
-fn unmask(data: &mut [u8], mask: [u8; 4]) {
-    let word = u32::from_ne_bytes(mask);
-    let wide = u64::from(word) | (u64::from(word) << 32);
-    let (chunks, rest) = data.as_chunks_mut::<8>();
-    for chunk in chunks {
-        *chunk = (u64::from_ne_bytes(*chunk) ^ wide).to_ne_bytes();
-    }
-    for (i, byte) in rest.iter_mut().enumerate() {
-        *byte ^= mask[i & 3];
+impl From<WireError> for ReadError {
+    fn from(error: WireError) -> Self {
+        match error {
+            WireError::Protocol(reason) => ReadError::Protocol(reason),
+            WireError::Utf8 => ReadError::Utf8,
+            WireError::TooBig { size, max } => ReadError::TooBig { size, max },
+        }
     }
 }
 
@@ -153,6 +121,8 @@ fn unmask(data: &mut [u8], mask: [u8; 4]) {
 struct Pending {
     header: Header,
     data: Vec<u8>,
+    /// How much of `data` is unmasked (and, for text, checked) already.
+    unmasked: usize,
     /// What its announced length holds of the budget.
     hold: Hold,
 }
@@ -177,9 +147,6 @@ impl Pending {
 /// How much a partly arrived payload's buffer grows at least at a time.
 const GROW: usize = 16 * 1024;
 
-/// The longest client frame header: 2 bytes, 8 of length, 4 of mask.
-const MAX_HEADER: usize = 14;
-
 /// Turns the bytes a client sends into messages, whatever pieces they
 /// arrive in. It keeps only what an unfinished frame needs: the start of
 /// a header (inline), or a payload that has not all arrived, and a
@@ -194,6 +161,9 @@ pub(crate) struct Decoder {
     /// A fragmented message being gathered: its opcode, its bytes so far,
     /// and what they hold of the budget.
     fragments: Option<Box<(u8, Vec<u8>, Hold)>>,
+    /// The UTF-8 check of the text message arriving (a sequence cut
+    /// between two reads or fragments).
+    utf8: Utf8,
     max_message: usize,
     budget: Option<Arc<Budget>>,
 }
@@ -201,7 +171,42 @@ pub(crate) struct Decoder {
 impl Decoder {
     /// A decoder that refuses messages larger than `max_message` bytes.
     pub(crate) fn new(max_message: usize) -> Self {
-        Decoder { head: [0; MAX_HEADER], head_len: 0, pending: None, fragments: None, max_message, budget: None }
+        Decoder {
+            head: [0; MAX_HEADER],
+            head_len: 0,
+            pending: None,
+            fragments: None,
+            utf8: Utf8::default(),
+            max_message,
+            budget: None,
+        }
+    }
+
+    /// Whether the payload of the frame `header` starts is text to check
+    /// as it arrives: a text frame, or a continuation of a text message.
+    fn is_text(&self, header: &Header) -> bool {
+        match header.opcode {
+            OP_TEXT => true,
+            OP_CONTINUATION => self.fragments.as_ref().is_some_and(|f| f.0 == OP_TEXT),
+            _ => false,
+        }
+    }
+
+    /// Unmasks the bytes of the pending frame that arrived since the last
+    /// call (here, or read straight into it), and checks them if text:
+    /// bad text fails in the read that brings it.
+    fn unmask_pending(&mut self) -> Result<(), ReadError> {
+        let text = match &self.pending {
+            Some(pending) => self.is_text(&pending.header),
+            None => return Ok(()),
+        };
+        let Some(pending) = &mut self.pending else { return Ok(()) };
+        let from = std::mem::replace(&mut pending.unmasked, pending.data.len());
+        apply_mask(&mut pending.data[from..], pending.header.mask, from);
+        if text {
+            self.utf8.feed(&pending.data[from..]).map_err(|_| ReadError::Utf8)?;
+        }
+        Ok(())
     }
 
     /// Counts what unfinished messages hold in `budget`, refusing those that
@@ -235,12 +240,13 @@ impl Decoder {
                     pending.data.extend_from_slice(&input[..n]);
                     *input = &input[n..];
                 }
-                if pending.remaining() > 0 {
+                let done = pending.remaining() == 0;
+                self.unmask_pending()?;
+                if !done {
                     return Ok(None);
                 }
                 let Some(pending) = self.pending.take() else { continue };
-                let Pending { header, mut data, hold } = *pending;
-                unmask(&mut data, header.mask);
+                let Pending { header, data, hold, .. } = *pending;
                 if let Some(incoming) = self.frame(&header, Bytes::from(data), hold)? {
                     return Ok(Some(incoming));
                 }
@@ -252,7 +258,10 @@ impl Decoder {
             if len <= input.len() {
                 let mut payload = BytesMut::from(&input[..len]);
                 *input = &input[len..];
-                unmask(&mut payload, header.mask);
+                apply_mask(&mut payload, header.mask, 0);
+                if self.is_text(&header) {
+                    self.utf8.feed(&payload).map_err(|_| ReadError::Utf8)?;
+                }
                 if let Some(incoming) = self.frame(&header, payload.freeze(), Hold::none())? {
                     return Ok(Some(incoming));
                 }
@@ -268,7 +277,12 @@ impl Decoder {
             let mut data = Vec::with_capacity(len.min(input.len().max(GROW)));
             data.extend_from_slice(input);
             *input = &[];
-            self.pending = Some(Box::new(Pending { header, data, hold }));
+            apply_mask(&mut data, header.mask, 0);
+            if self.is_text(&header) {
+                self.utf8.feed(&data).map_err(|_| ReadError::Utf8)?;
+            }
+            let unmasked = data.len();
+            self.pending = Some(Box::new(Pending { header, data, unmasked, hold }));
             return Ok(None);
         }
     }
@@ -332,7 +346,7 @@ impl Decoder {
     }
 
     /// What can be refused from the header alone.
-    fn check(&self, header: &Header) -> Result<(), ReadError> {
+    fn check(&mut self, header: &Header) -> Result<(), ReadError> {
         let control = header.opcode >= OP_CLOSE;
         if control && (!header.fin || header.len > 125) {
             return Err(ReadError::Protocol("control frames must be whole and at most 125 bytes"));
@@ -350,6 +364,9 @@ impl Decoder {
         if !control && total > self.max_message as u64 {
             return Err(ReadError::TooBig { size: total, max: self.max_message });
         }
+        if header.opcode == OP_TEXT {
+            self.utf8 = Utf8::default();
+        }
         Ok(())
     }
 
@@ -359,7 +376,10 @@ impl Decoder {
         let (opcode, message) = match header.opcode {
             OP_PING => return Ok(Some(Incoming::Ping(payload))),
             OP_PONG => return Ok(Some(Incoming::Pong)),
-            OP_CLOSE => return close_code(&payload).map(|code| Some(Incoming::Close(code))),
+            OP_CLOSE => {
+                let close = phx_channels_wire::close::parse(&payload)?;
+                return Ok(Some(Incoming::Close(close.map(|(code, _)| code))));
+            }
             OP_CONTINUATION => {
                 let more = if header.fin {
                     hold
@@ -387,7 +407,9 @@ impl Decoder {
             opcode => (opcode, payload),
         };
         if opcode == OP_TEXT {
-            std::str::from_utf8(&message).map_err(|_| ReadError::Utf8)?;
+            // Every byte was checked as it arrived: only a sequence cut at
+            // the end is left to refuse.
+            self.utf8.finish().map_err(|_| ReadError::Utf8)?;
             Ok(Some(Incoming::Text(message)))
         } else {
             Ok(Some(Incoming::Binary(message)))
@@ -468,22 +490,6 @@ impl<R: AsyncRead + Unpin> Reader<R> {
     }
 }
 
-/// The code of a close frame's payload (RFC 6455 §5.5.1, §7.4).
-fn close_code(payload: &[u8]) -> Result<Option<u16>, ReadError> {
-    match payload {
-        [] => Ok(None),
-        [_] => Err(ReadError::Protocol("close frame with a one-byte payload")),
-        [high, low, reason @ ..] => {
-            let code = u16::from_be_bytes([*high, *low]);
-            if !CloseCode::from(code).is_allowed() {
-                return Err(ReadError::Protocol("invalid close code"));
-            }
-            std::str::from_utf8(reason).map_err(|_| ReadError::Utf8)?;
-            Ok(Some(code))
-        }
-    }
-}
-
 /// Writes server frames, which come framed ([`Frame::wire`]): small frames
 /// are gathered until [`Writer::flush`] (the buffer that gathers them is
 /// freed after each flush), larger ones are written from where they are.
@@ -497,12 +503,7 @@ pub(crate) struct Writer<W> {
 
 /// The close frame for `code` and `reason` (no payload without a code).
 pub(crate) fn close_frame(code: Option<u16>, reason: &str) -> Frame {
-    let mut payload = Vec::new();
-    if let Some(code) = code {
-        payload.extend_from_slice(&code.to_be_bytes());
-        payload.extend_from_slice(reason.as_bytes());
-    }
-    Frame::raw(OP_CLOSE, &payload)
+    Frame::raw(OP_CLOSE, &phx_channels_wire::close::payload(code, reason))
 }
 
 /// The pong answering a ping that carried `payload`.
@@ -584,7 +585,7 @@ mod tests {
         out[1] |= 0x80;
         out.extend_from_slice(&mask);
         let mut body = payload.to_vec();
-        unmask(&mut body, mask);
+        apply_mask(&mut body, mask, 0);
         out.extend_from_slice(&body);
         out
     }
@@ -651,6 +652,60 @@ mod tests {
         assert!(matches!(got.last(), Some(Err(e)) if e.contains("masked")), "{got:?}");
     }
 
+    /// Feeds `pieces` one by one; the result of the first piece that
+    /// yields something (a message or an error), with its index.
+    fn first_outcome(pieces: &[Vec<u8>], max: usize) -> Option<(usize, Result<Incoming, String>)> {
+        let mut decoder = Decoder::new(max);
+        for (i, piece) in pieces.iter().enumerate() {
+            let mut input = &piece[..];
+            match decoder.decode(&mut input) {
+                Ok(Some(incoming)) => return Some((i, Ok(incoming))),
+                Ok(None) => {}
+                Err(error) => return Some((i, Err(error.to_string()))),
+            }
+        }
+        None
+    }
+
+    /// Invalid UTF-8 is refused in the read that brings it: in the
+    /// fragment that holds it (Autobahn 6.4.1, 6.4.2), or in the part of
+    /// a frame that holds it (6.4.3, 6.4.4), without waiting for the rest.
+    #[test]
+    fn invalid_text_fails_in_the_piece_that_holds_it() {
+        let invalid = [0xCE, 0xBA, 0xE1, 0xBD, 0xB9, 0xCF, 0x83, 0xCE, 0xBC, 0xCE, 0xB5, 0xF4, 0x90, 0x80, 0x80];
+        let fragments = vec![
+            client(OP_TEXT, false, &invalid[..11]),
+            client(OP_CONTINUATION, false, &invalid[11..12]),
+            client(OP_CONTINUATION, false, &invalid[12..]),
+            client(OP_CONTINUATION, true, b"edited"),
+        ];
+        let (at, outcome) = first_outcome(&fragments, 1 << 20).unwrap();
+        assert_eq!((at, outcome), (2, Err("text is not valid UTF-8".to_owned())));
+        // One frame, its payload in three reads: the second holds the bad byte.
+        let whole = client(OP_TEXT, true, &[&invalid[..], b"edited"].concat());
+        let (head, payload) = whole.split_at(6);
+        let pieces = vec![[head, &payload[..12]].concat(), payload[12..13].to_vec(), payload[13..].to_vec()];
+        let (at, outcome) = first_outcome(&pieces, 1 << 20).unwrap();
+        assert_eq!((at, outcome), (1, Err("text is not valid UTF-8".to_owned())));
+    }
+
+    /// A character cut between two fragments, or two reads, is not an
+    /// error; one still cut when the message ends is.
+    #[test]
+    fn a_character_cut_between_pieces_is_whole_once_its_rest_arrives() {
+        let text = "κόσμε €".as_bytes();
+        let fragments = vec![client(OP_TEXT, false, &text[..1]), client(OP_CONTINUATION, true, &text[1..])];
+        let (_, outcome) = first_outcome(&fragments, 1 << 20).unwrap();
+        assert_eq!(outcome, Ok(Incoming::Text(Bytes::copy_from_slice(text))));
+        let frame = client(OP_TEXT, true, text);
+        let pieces: Vec<Vec<u8>> = frame.chunks(1).map(<[u8]>::to_vec).collect();
+        let (at, outcome) = first_outcome(&pieces, 1 << 20).unwrap();
+        assert_eq!((at, outcome), (frame.len() - 1, Ok(Incoming::Text(Bytes::copy_from_slice(text)))));
+        let cut = vec![client(OP_TEXT, false, &text[..1]), client(OP_CONTINUATION, true, b"")];
+        let (_, outcome) = first_outcome(&cut, 1 << 20).unwrap();
+        assert_eq!(outcome, Err("text is not valid UTF-8".to_owned()));
+    }
+
     #[tokio::test]
     async fn an_announced_frame_allocates_only_what_arrived() {
         let mut bytes = client(OP_BINARY, true, &[0; 5_000_000]);
@@ -713,18 +768,6 @@ mod tests {
         assert!(matches!(c.decode(&mut input), Err(ReadError::Busy(_))), "170 000 bytes do not fit");
         drop(c);
         assert_eq!(budget.used(), 0);
-    }
-
-    #[test]
-    fn unmasking_matches_the_bytewise_rule() {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let data: Vec<u8> = (0..=255).collect();
-        for len in [0, 1, 7, 8, 9, 31, 256] {
-            let mut fast = data[..len].to_vec();
-            unmask(&mut fast, mask);
-            let slow: Vec<u8> = data[..len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
-            assert_eq!(fast, slow);
-        }
     }
 
     #[tokio::test]

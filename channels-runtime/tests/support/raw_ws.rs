@@ -49,7 +49,12 @@ pub async fn upgraded(addr: SocketAddr) -> TcpStream {
 
 /// Upgrades over `socket` (e.g. one with a small receive buffer).
 pub async fn upgraded_on(socket: tokio::net::TcpSocket, addr: SocketAddr) -> TcpStream {
-    let mut s = socket.connect(addr).await.unwrap();
+    upgrade(socket.connect(addr).await.unwrap(), addr).await
+}
+
+/// Upgrades a stream connected to `addr` (the response is read, nothing
+/// else).
+pub async fn upgrade(mut s: TcpStream, addr: SocketAddr) -> TcpStream {
     let request = format!(
         "GET /socket/websocket?vsn=2.0.0 HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
