@@ -199,9 +199,10 @@ impl<S: Connect> Socket<S> {
     /// `docs/recovery.md`.
     ///
     /// ```no_run
-    /// # use phx_channels_runtime::socket::Socket;
-    /// # use phx_channels_runtime::connect::Connect;
-    /// # use phx_channels_runtime::channel::JoinError;
+    /// # use phx_channels_runtime as phx_channels;
+    /// # use phx_channels::socket::Socket;
+    /// # use phx_channels::connect::Connect;
+    /// # use phx_channels::channel::JoinError;
     /// # fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), JoinError> {
     /// if let Some(recovery) = socket.recovery() {
     ///     if recovery.missed().len() > 50 {

@@ -35,8 +35,9 @@ use crate::protocol::{Payload, Position};
 /// older than `age`, at most `max_bytes` of payload.
 ///
 /// ```
+/// # use phx_channels_runtime as phx_channels;
 /// use std::time::Duration;
-/// use phx_channels_runtime::pubsub::History;
+/// use phx_channels::pubsub::History;
 ///
 /// let history = History::new(100, Duration::from_secs(300));
 /// assert_eq!((history.size(), history.age()), (100, Duration::from_secs(300)));

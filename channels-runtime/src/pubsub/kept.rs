@@ -246,8 +246,9 @@ impl PubSub {
     /// anything live. See `docs/recovery.md`.
     ///
     /// ```
+    /// # use phx_channels_runtime as phx_channels;
     /// use std::time::Duration;
-    /// use phx_channels_runtime::pubsub::{History, PubSub};
+    /// use phx_channels::pubsub::{History, PubSub};
     ///
     /// let pubsub = PubSub::local();
     /// pubsub.keep_history("comments:*", History::new(100, Duration::from_secs(300)));
