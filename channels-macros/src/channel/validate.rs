@@ -287,6 +287,9 @@ fn check_out(events: Vec<OutEvent>, errors: &mut Errors) -> Vec<OutEvent> {
 /// an age such as `"300s"`, `"5m"`, `"2h"` or `"1d"`.
 fn check_history(args: HistoryArgs, errors: &mut Errors) -> History {
     let mut history = History { size: None, age: None, max_bytes: None };
+    // Keys seen so far, valid or not: a key given twice is reported even
+    // when its first value was refused.
+    let mut seen: Vec<String> = Vec::new();
     for (key, value) in args.entries {
         let name = unraw(&key);
         let slot = match name.as_str() {
@@ -304,10 +307,11 @@ fn check_history(args: HistoryArgs, errors: &mut Errors) -> History {
                 continue;
             }
         };
-        if slot.is_some() {
+        if seen.contains(&name) {
             errors.push_spanned(&key, format!("`{name}` is given twice in `history(..)`"));
             continue;
         }
+        seen.push(name.clone());
         let parsed = match (name.as_str(), &value) {
             ("age", syn::Lit::Str(text)) => parse_age(&text.value()).ok_or_else(|| {
                 format!(
