@@ -5,7 +5,7 @@
 # free loopback ports (Redis, a 3-master Redis Cluster, nats-server -js).
 # Prints the JSON lines, then the tables (bench/recovery_table.py).
 #
-#   bench/recovery.sh                       # criterion cpu recover storm memory (~15 minutes)
+#   bench/recovery.sh                       # criterion cpu recover storm memory (~12 minutes)
 #   bench/recovery.sh cpu                   # some scenarios only
 #   ENGINES="memory redis" bench/recovery.sh recover
 #
