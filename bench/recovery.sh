@@ -19,7 +19,8 @@
 #            off, memory (subscribers not asking for positions), memory+pos,
 #            and per broker engine off and on+pos
 #   recover  time to recover RECOVER_MISSED missed broadcasts on a rejoin,
-#            RECOVER_RUNS times, per engine (memory redis cluster nats)
+#            RECOVER_RUNS times, per engine (memory redis cluster nats); on
+#            a broker also rejoining on a second node new to the topic
 #   storm    STORM_CLIENTS clients rejoining at once with positions
 #            against one node (memory), against the same storm without
 #            positions and against the floor, STORM_ROUNDS times, with each
@@ -157,10 +158,21 @@ cpu() {
 }
 
 recover() {
+    local a_url
     for engine in $ENGINES; do
         if [ "$engine" = memory ]; then no_broker; else start_broker "$engine"; fi
         start_node "$T/recnode" --history on
         gen "$engine" --scenario recover --runs "$RECOVER_RUNS" --missed "$RECOVER_MISSED"
+        if [ "$engine" != memory ]; then
+            # Rejoining on a second node, which does not follow the topic:
+            # it reads the broker's stream (its CPU is the one measured).
+            a_url=$NODE_URL
+            start_node "$T/recnode" --history on
+            local b_url=$NODE_URL
+            NODE_URL=$a_url
+            gen "$engine/other node" --scenario recover --runs "$RECOVER_RUNS" --missed "$RECOVER_MISSED" \
+                --rejoin-url "$b_url"
+        fi
         stop_all
     done
 }

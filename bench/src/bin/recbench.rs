@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! recbench --url ws://127.0.0.1:PORT/socket --pid NODE_PID [--broker-pids P,P] --label L --scenario S ...
+//!   (NODE_PID: the node whose CPU and memory are measured; with
+//!   `--rejoin-url`, the one rejoined)
 //!   fanout   [--subscribers N] [--messages M] [--bytes B] [--positions]
 //!            N sockets on one topic (asking for positions or not), one
 //!            publisher pushing M comment:add one at a time, each once every
@@ -13,7 +15,9 @@
 //!            R times: a client joins asking for positions, leaves, K
 //!            broadcasts are made, it connects again and rejoins with its
 //!            position; the time until it has all K (and, in the same
-//!            loop, a plain connect + join on the same node, the floor)
+//!            loop, a plain connect + join on the same node, the floor);
+//!            [--rejoin-url ws://…] rejoins (and plain joins) on that other
+//!            node, which does not follow the topic
 //!   storm    [--clients C] [--topics T] [--missed K] [--bytes B] [--plain]
 //!            C clients joined over T topics lose their connections, K
 //!            broadcasts per topic are made, and all C reconnect and rejoin
@@ -61,6 +65,9 @@ struct Args {
     clients: usize,
     topics: usize,
     plain: bool,
+    /// `recover --rejoin-url`: the rejoins (and the plain joins) go to this
+    /// other node, which does not follow the topic.
+    rejoin: Option<(SocketAddr, String)>,
 }
 
 fn usage() -> ! {
@@ -89,6 +96,7 @@ fn parse_args() -> Args {
         clients: 2000,
         topics: 20,
         plain: false,
+        rejoin: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -113,17 +121,30 @@ fn parse_args() -> Args {
             "--clients" => a.clients = num(val()),
             "--topics" => a.topics = num(val()),
             "--plain" => a.plain = true,
+            "--rejoin-url" => {
+                let url = val();
+                a.rejoin = Some((parse_url(&url).unwrap_or_else(|| usage()), websocket_url(&url)));
+            }
             _ => usage(),
         }
     }
     if a.url.is_empty() || a.scenario.is_empty() || a.pid == 0 {
         usage();
     }
-    let hostport = a.url.trim_start_matches("ws://").split('/').next().unwrap_or_default();
-    a.addr = hostport.parse().unwrap_or_else(|_| usage());
-    a.url = format!("{}/websocket?vsn=2.0.0", a.url.trim_end_matches('/'));
+    a.addr = parse_url(&a.url).unwrap_or_else(|| usage());
+    a.url = websocket_url(&a.url);
     a.topics = a.topics.max(1);
     a
+}
+
+/// The address of `ws://IP:PORT/path`.
+fn parse_url(url: &str) -> Option<SocketAddr> {
+    url.trim_start_matches("ws://").split('/').next()?.parse().ok()
+}
+
+/// The V2 WebSocket URL of the socket at `url`.
+fn websocket_url(url: &str) -> String {
+    format!("{}/websocket?vsn=2.0.0", url.trim_end_matches('/'))
 }
 
 // ---------------------------------------------------------------- the client
@@ -131,6 +152,14 @@ fn parse_args() -> Args {
 /// Connects socket number `idx` from source address 127.0.0.(2 + idx mod 254).
 async fn connect(args: &Args, idx: usize) -> Result<Ws, AnyError> {
     bench::connect_ws(args.addr, &args.url, idx).await
+}
+
+/// Connects to the node rejoins go to (`--rejoin-url`, else the node).
+async fn connect_rejoin(args: &Args, idx: usize) -> Result<Ws, AnyError> {
+    match &args.rejoin {
+        Some((addr, url)) => bench::connect_ws(*addr, url, idx).await,
+        None => connect(args, idx).await,
+    }
 }
 
 fn frame(join_ref: &str, msg_ref: &str, topic: &str, event: &str, payload: &str) -> Message {
@@ -387,7 +416,7 @@ async fn recover(args: Arc<Args>) -> Result<Value, AnyError> {
     for run in 0..args.runs {
         // The floor: connect and join, no position.
         let t = Instant::now();
-        let mut ws = connect(&args, 1 + run % 250).await?;
+        let mut ws = connect_rejoin(&args, 1 + run % 250).await?;
         join(&mut ws, "1", &topic, None).await?;
         plain.push(t.elapsed());
         drop(ws);
@@ -401,7 +430,7 @@ async fn recover(args: Arc<Args>) -> Result<Value, AnyError> {
         // Back, with the position: the time until all K are in.
         let cpu0 = cpu_seconds(args.pid);
         let t = Instant::now();
-        let mut ws = connect(&args, 3 + run % 250).await?;
+        let mut ws = connect_rejoin(&args, 3 + run % 250).await?;
         let again = join(&mut ws, "1", &topic, Some(Some(&position))).await?;
         replied.push(t.elapsed());
         if again.recovered != Some(true) || again.missed != k as u64 {
@@ -425,6 +454,7 @@ async fn recover(args: Arc<Args>) -> Result<Value, AnyError> {
         json!({
             "runs": args.runs,
             "missed": k,
+            "other_node": args.rejoin.is_some(),
             "not_recovered": not_recovered,
             "plain_join_us": {"p50": us(&plain, 50.0), "p99": us(&plain, 99.0)},
             "recover_reply_us": {"p50": us(&replied, 50.0), "p99": us(&replied, 99.0)},
