@@ -97,3 +97,35 @@ pub fn round(x: f64, digits: i32) -> f64 {
     let m = 10f64.powi(digits);
     (x * m).round() / m
 }
+
+/// A listener on `addr` with room for `backlog` connections not yet
+/// accepted: what `tokio::net::TcpListener::bind` does (address reuse,
+/// then `listen(1024)`), with the backlog chosen (`--backlog`, for the
+/// reconnect storm; the kernel caps it at `net.core.somaxconn`).
+pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// A generator's WebSocket client connection.
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// Any error of a generator's client.
+pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Connects socket number `idx` to `addr` (at `url`, `ws://…`) from source
+/// address 127.0.0.(2 + idx mod 254), so ephemeral ports never run out:
+/// `TCP_NODELAY`, read buffer 4 KiB, write buffer 0 (as the servers).
+pub async fn connect_ws(addr: std::net::SocketAddr, url: &str, idx: usize) -> Result<Ws, AnyError> {
+    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+    let ip = std::net::Ipv4Addr::new(127, 0, 0, 2 + (idx % 254) as u8);
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::new(ip.into(), 0))?;
+    let stream = socket.connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
+    Ok(ws)
+}

@@ -16,7 +16,7 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -26,9 +26,8 @@ use bench::{loadavg, percentile_us, raise_nofile, round, sample, Sample};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -120,14 +119,7 @@ fn parse_args() -> Args {
 
 /// Connects socket number `idx` from source address 127.0.0.(2 + idx mod 254).
 async fn connect(args: &Args, idx: usize) -> Result<Ws, AnyError> {
-    let ip = Ipv4Addr::new(127, 0, 0, 2 + (idx % 254) as u8);
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(ip.into(), 0))?;
-    let stream = socket.connect(args.addr).await?;
-    stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(args.url.as_str(), stream, Some(config)).await?;
-    Ok(ws)
+    bench::connect_ws(args.addr, &args.url, idx).await
 }
 
 fn frame(join_ref: Option<&str>, msg_ref: &str, topic: &str, event: &str, payload: &str) -> Message {

@@ -38,7 +38,7 @@
 //! the nodes; client sockets are bound to 127.0.0.2..=127.0.0.255 in turn.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -49,8 +49,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
@@ -171,15 +170,7 @@ static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 /// Connects to a node from the next source address 127.0.0.(2 + i mod 254).
 async fn connect(node: SocketAddr) -> Result<Ws, AnyError> {
     let idx = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed);
-    let ip = Ipv4Addr::new(127, 0, 0, 2 + (idx % 254) as u8);
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(ip.into(), 0))?;
-    let stream = socket.connect(node).await?;
-    stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let url = format!("ws://{node}/socket/websocket?vsn=2.0.0");
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config)).await?;
-    Ok(ws)
+    bench::connect_ws(node, &format!("ws://{node}/socket/websocket?vsn=2.0.0"), idx).await
 }
 
 fn frame(join_ref: Option<&str>, msg_ref: &str, topic: &str, event: &str, payload: &str) -> Message {
