@@ -1,6 +1,9 @@
-//! Shared pieces of the `loadgen` and `floor` binaries: reading another
-//! process's CPU time and memory from `/proc`, percentiles, and the file
-//! descriptor limit.
+//! Shared pieces of the `loadgen`, `floor`, `multinode` and `cluster`
+//! binaries: reading another process's CPU time and memory from `/proc`,
+//! percentiles, the file descriptor limit, and the generators' WebSocket
+//! side ([`client`]).
+
+pub mod client;
 
 use std::time::Duration;
 
