@@ -18,7 +18,8 @@
 # (deliveries window, s) BURST=1000 (presence joins measured for
 # convergence) KILL=7 (the node killed in the failover phase; KILL= skips
 # it) FAIL_DURATION=20 RECOVER_SHARE=0.5 (share of sockets that rejoin
-# with their last position) PROCS (generator processes; default one per
+# with their last position) BACK_TIMEOUT=120 (s for every client to be
+# back after the kill, or the run fails) PROCS (generator processes; default one per
 # 12 000 sockets) CONCURRENCY=64 (joins in flight per generator process).
 # NODE_EXTRA_ENV="VAR=value ..." more environment for every node.
 # OUT=path keeps the JSON lines (default target/bench/cluster.jsonl).
@@ -38,6 +39,7 @@ BURST=${BURST:-1000}
 KILL=${KILL-$((NODES_N - 1))}
 FAIL_DURATION=${FAIL_DURATION:-20}
 RECOVER_SHARE=${RECOVER_SHARE:-0.5}
+BACK_TIMEOUT=${BACK_TIMEOUT:-120}
 PROCS=${PROCS:-0}
 CONCURRENCY=${CONCURRENCY:-64}
 OUT=${OUT:-target/bench/cluster.jsonl}
@@ -81,7 +83,7 @@ for engine in $ENGINES; do
     start_nodes "$engine" "$NODES_N"
     echo "== cluster on $engine ($BROKER_DESC; $NODES_N nodes ${NODES[*]}; $SOCKETS sockets; load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     kill_args=()
-    [ -n "$KILL" ] && kill_args=(--kill "$KILL" --fail-duration "$FAIL_DURATION")
+    [ -n "$KILL" ] && kill_args=(--kill "$KILL" --fail-duration "$FAIL_DURATION" --back-timeout "$BACK_TIMEOUT")
     # The generator in the background, so a signal reaches the trap at once.
     "$T/cluster" --label "$engine" --token "$TOKEN" \
         --nodes "$(IFS=,; echo "${NODES[*]}")" --pids "$(IFS=,; echo "${NODE_PIDS[*]}")" \

@@ -2,8 +2,11 @@
 """Markdown tables from bench/cluster.sh's JSON lines (one column per run).
 
     python3 bench/cluster_table.py target/bench/cluster.jsonl [more.jsonl ...]
+
+With several files, each column also names its file.
 """
 import json
+import os
 import sys
 
 ROWS = [
@@ -42,7 +45,10 @@ def main():
         for line in open(path):
             j = json.loads(line)
             if j["phase"] == "join":
-                runs.append((f'{j["server"]}, {j["nodes"]}×{j["sockets"] // j["nodes"]}, {j["rooms"]} rooms', {}))
+                label = f'{j["server"]}, {j["nodes"]}×{j["sockets"] // j["nodes"]}, {j["rooms"]} rooms'
+                if len(sys.argv) > 2:
+                    label += f" ({os.path.splitext(os.path.basename(path))[0]})"
+                runs.append((label, {}))
             runs[-1][1][j["phase"]] = j
     print("| | " + " | ".join(r[0] for r in runs) + " |")
     print("| --- |" + " --- |" * len(runs))

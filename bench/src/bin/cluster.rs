@@ -6,7 +6,7 @@
 //! cluster --nodes IP:PORT,.. --pids PID,.. [--broker-pids PID,..] [--token T] [--label NAME]
 //!         [--sockets 4000] [--topics 100] [--rooms 10] [--procs K] [--concurrency 64]
 //!         [--rate 200] [--duration 10] [--burst 1000] [--kill I] [--fail-duration 20]
-//!         [--recover-share 0.5] [--settle 2]
+//!         [--recover-share 0.5] [--back-timeout 120] [--settle 2]
 //! ```
 //!
 //! Socket `i` connects to node `i mod N` (the generator chooses nodes; see
@@ -81,6 +81,8 @@ struct Args {
     burst: usize,
     kill: Option<usize>,
     fail_duration: f64,
+    /// Failover: how long to wait for every socket to be back.
+    back_timeout: f64,
     recover_share: f64,
     settle: f64,
     child: Option<(usize, usize)>,
@@ -90,7 +92,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cluster --nodes IP:PORT,.. --pids PID,.. [--broker-pids PID,..] [--token T] [--label NAME] \
          [--sockets N] [--topics T] [--rooms R] [--procs K] [--concurrency C] [--rate R] [--duration S] \
-         [--burst B] [--kill I] [--fail-duration S] [--recover-share F] [--settle S]"
+         [--burst B] [--kill I] [--fail-duration S] [--recover-share F] [--back-timeout S] [--settle S]"
     );
     std::process::exit(2)
 }
@@ -116,6 +118,7 @@ fn parse_args() -> Args {
         burst: 1000,
         kill: None,
         fail_duration: 20.0,
+        back_timeout: 120.0,
         recover_share: 0.5,
         settle: 2.0,
         child: None,
@@ -140,6 +143,7 @@ fn parse_args() -> Args {
             "--burst" => a.burst = num(val()) as usize,
             "--kill" => a.kill = Some(num(val()) as usize),
             "--fail-duration" => a.fail_duration = num(val()),
+            "--back-timeout" => a.back_timeout = num(val()),
             "--recover-share" => a.recover_share = num(val()),
             "--settle" => a.settle = num(val()),
             "--child" => {
@@ -902,7 +906,9 @@ async fn until(watchers: &Watchers, skip: &[usize], done: impl Fn(&Seen) -> bool
 // ---------------------------------------------------------------- parent: publishers
 
 struct Publishers {
-    sinks: Vec<futures_util::stream::SplitSink<Ws, Message>>,
+    /// Shared with each one's heartbeat task (the server closes a connection
+    /// silent for 60 s, and phases without publishing can last longer).
+    sinks: Vec<Arc<tokio::sync::Mutex<futures_util::stream::SplitSink<Ws, Message>>>>,
     /// For topic t: (publisher index, next seq).
     route: Vec<(usize, u32)>,
     acked: Arc<Vec<AtomicU64>>,
@@ -961,6 +967,19 @@ async fn start_publishers(args: &Args) -> Result<Publishers, AnyError> {
                     }
                 }
             });
+            let sink = Arc::new(tokio::sync::Mutex::new(sink));
+            let beating = Arc::downgrade(&sink);
+            tokio::spawn(async move {
+                let mut beat = tokio::time::interval(Duration::from_secs(25));
+                beat.tick().await;
+                loop {
+                    beat.tick().await;
+                    let Some(sink) = beating.upgrade() else { break };
+                    if sink.lock().await.send(frame(None, "hb", "phoenix", "heartbeat", "{}")).await.is_err() {
+                        break;
+                    }
+                }
+            });
             sinks.push(sink);
         }
     }
@@ -1000,6 +1019,8 @@ impl Publishers {
             let node = publisher_node(args, t);
             let payload = format!("{{\"content\":\"{seq}/{node}/{}\"}}", unix_us());
             let _ = self.sinks[p]
+                .lock()
+                .await
                 .send(frame(
                     Some(&format!("j{t}")),
                     &format!("p{t}_{seq}"),
@@ -1213,11 +1234,11 @@ async fn parent_main(args: Arc<Args>) -> Result<(), AnyError> {
             })
             .await;
         alive[kill] = false;
-        // Every socket back (or 60 s), then quiet.
+        // Every socket back (or --back-timeout), then quiet.
         let wait = Instant::now();
         let total_sockets = args.sockets as u64 + if args.rooms > 0 { args.burst as u64 } else { 0 };
         let mut t = totals(&ask_all(&mut gens, "stats").await?);
-        while t.up < total_sockets && wait.elapsed() < Duration::from_secs(60) {
+        while t.up < total_sockets && wait.elapsed() < Duration::from_secs_f64(args.back_timeout) {
             tokio::time::sleep(Duration::from_millis(250)).await;
             t = totals(&ask_all(&mut gens, "stats").await?);
         }
