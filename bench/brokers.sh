@@ -1,20 +1,19 @@
-# Shared by bench/multinode.sh and bench/cluster.sh (sourced, not run):
-# free loopback ports, one broker per engine, discuss nodes on it.
-#
-# The caller sets WORK (a scratch directory), TOKEN (the nodes' admin
-# token), T (the release target directory) and PIDS (an array: every
-# process started is appended, for the caller's cleanup), and may set
-# NODE_ENV (an array of VAR=value more for every node) and BEFORE_DIR
-# (the `before` engine's worktree, multinode.sh only).
+# Starting brokers and discuss nodes on free loopback ports, for
+# bench/multinode.sh, bench/cluster.sh and bench/recovery.sh (sourced, after
+# the caller made WORK, its scratch directory). Every process started is
+# appended to PIDS; stop_all kills them, cleanup (the caller's trap) also
+# removes WORK. start_nodes also needs TOKEN (the nodes' admin token) and T
+# (the release target directory), and takes NODE_ENV (an array of
+# VAR=value more for every node) and BEFORE_DIR (the `before` engine's
+# worktree, multinode.sh only).
 
+PIDS=()
 # Kills every process started so far (one by one, by pid).
 stop_all() {
     for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     PIDS=()
 }
-
-# For `trap cleanup EXIT INT TERM`: every process, then the scratch directory.
 cleanup() {
     stop_all
     rm -rf "$WORK"
@@ -36,6 +35,20 @@ free_port() {
     exit 1
 }
 
+# listening_port LOG WHAT: the port of the line `listening on
+# http://127.0.0.1:PORT` a node writes to LOG when it is up (10 s at most).
+listening_port() {
+    local port
+    for _ in $(seq 100); do
+        port=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$1" | head -1)
+        [ -n "$port" ] && echo "$port" && return 0
+        sleep 0.1
+    done
+    echo "$2 did not start; its log:" >&2
+    cat "$1" >&2
+    exit 1
+}
+
 wait_listening() {
     for _ in $(seq 100); do
         listening "$1" && return 0
@@ -46,10 +59,14 @@ wait_listening() {
 }
 
 # start_broker ENGINE: starts it; sets BROKER_ENV (for the nodes),
-# BROKER_PIDS, REDIS_ADDR (an observer's, for Redis) and BROKER_DESC.
+# BROKER_PIDS, REDIS_ADDR (an observer's, for Redis), REDIS_PORTS (every
+# Redis server's), NATS_MONITOR (nats-server's monitoring port) and
+# BROKER_DESC.
 start_broker() {
     local engine=$1 p
     REDIS_ADDR=
+    REDIS_PORTS=()
+    NATS_MONITOR=
     BROKER_PIDS=()
     case $engine in
         redis | before)
@@ -61,6 +78,7 @@ start_broker() {
             wait_listening "$p"
             BROKER_ENV=("REDIS_URL=redis://127.0.0.1:$p")
             REDIS_ADDR=127.0.0.1:$p
+            REDIS_PORTS=("$p")
             BROKER_DESC="redis-server $(redis-server --version | sed 's/.*v=\([^ ]*\).*/\1/') :$p"
             ;;
         cluster)
@@ -86,13 +104,15 @@ start_broker() {
                     sleep 0.1
                 done
             done
+            REDIS_PORTS=("${ports[@]}")
             BROKER_ENV=("REDIS_CLUSTER_URLS=$(IFS=,; echo "${urls[*]}")")
             BROKER_DESC="redis cluster, 3 masters :${ports[*]}"
             ;;
         nats)
             p=$(free_port)
             # -js: discuss's comments:* keep history, in JetStream on NATS
-            nats-server -a 127.0.0.1 -p "$p" -js -sd "$WORK/js-$p" >"$WORK/nats-$p.log" 2>&1 &
+            NATS_MONITOR=$(free_port)
+            nats-server -a 127.0.0.1 -p "$p" -m "$NATS_MONITOR" -js -sd "$WORK/js-$p" >"$WORK/nats-$p.log" 2>&1 &
             PIDS+=($!)
             BROKER_PIDS+=($!)
             wait_listening "$p"
@@ -121,20 +141,9 @@ start_nodes() {
             DATABASE_URL="sqlite://${log%.log}.db" "$bin" --port 0 >"$log" 2>&1 &
         PIDS+=($!)
         NODE_PIDS+=($!)
-        port=
-        for _ in $(seq 100); do
-            port=$(sed -n 's/^listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$log" | head -1)
-            [ -n "$port" ] && break
-            sleep 0.1
-        done
-        if [ -z "$port" ]; then
-            echo "node $i ($engine) did not start; its log:" >&2
-            cat "$log" >&2
-            exit 1
-        fi
+        port=$(listening_port "$log" "node $i ($engine)")
         NODES+=("127.0.0.1:$port")
     done
     # Let the nodes find each other (first heartbeats).
     sleep 1
 }
-

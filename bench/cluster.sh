@@ -68,7 +68,6 @@ WORK=$(mktemp -d "$ROOT/target/bench/cluster.XXXXXX")
 
 # stop_all, cleanup, free_port, wait_listening, start_broker, start_nodes
 source bench/brokers.sh
-PIDS=()
 trap cleanup EXIT INT TERM
 
 # Every client address may hold many connections to one node; NODE_EXTRA_ENV

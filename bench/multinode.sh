@@ -94,7 +94,6 @@ WORK=$(mktemp -d "$ROOT/target/bench/multinode.XXXXXX")
 
 # stop_all, cleanup, free_port, wait_listening, start_broker, start_nodes
 source bench/brokers.sh
-PIDS=()
 trap cleanup EXIT INT TERM
 
 # run ENGINE SCENARIO NODES ARGS...
