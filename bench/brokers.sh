@@ -1,7 +1,11 @@
-# Starting brokers on free loopback ports, for bench/multinode.sh and
-# bench/recovery.sh (sourced, after the caller made WORK, its scratch
-# directory). Every process started is appended to PIDS; stop_all kills
-# them, cleanup (the caller's trap) also removes WORK.
+# Starting brokers and discuss nodes on free loopback ports, for
+# bench/multinode.sh, bench/cluster.sh and bench/recovery.sh (sourced, after
+# the caller made WORK, its scratch directory). Every process started is
+# appended to PIDS; stop_all kills them, cleanup (the caller's trap) also
+# removes WORK. start_nodes also needs TOKEN (the nodes' admin token) and T
+# (the release target directory), and takes NODE_ENV (an array of
+# VAR=value more for every node) and BEFORE_DIR (the `before` engine's
+# worktree, multinode.sh only).
 
 PIDS=()
 # Kills every process started so far (one by one, by pid).
@@ -119,3 +123,27 @@ start_broker() {
     esac
 }
 
+# start_nodes ENGINE N: N discuss nodes on the broker; sets NODES, NODE_PIDS.
+start_nodes() {
+    local engine=$1 n=$2 bin=$T/examples/discuss i log port
+    [ "$engine" = before ] && bin=$BEFORE_DIR/target/release/examples/discuss
+    NODES=()
+    NODE_PIDS=()
+    for i in $(seq 0 $((n - 1))); do
+        log=$WORK/node-$engine-$i-$RANDOM.log
+        # Made before the node starts: the redirection below runs in the
+        # background job, maybe after the first read of the log.
+        : >"$log"
+        # Each node keeps its comments in a SQLite file of its own (the
+        # scenarios measure broadcasts, not a shared database).
+        env "${BROKER_ENV[@]}" ${NODE_ENV[@]+"${NODE_ENV[@]}"} NODE_NAME="n$i" DISCUSS_ADMIN_TOKEN="$TOKEN" \
+            DISCUSS_MAX_BROADCASTS_PER_SECOND=0 RUST_LOG="${RUST_LOG:-warn}" \
+            DATABASE_URL="sqlite://${log%.log}.db" "$bin" --port 0 >"$log" 2>&1 &
+        PIDS+=($!)
+        NODE_PIDS+=($!)
+        port=$(listening_port "$log" "node $i ($engine)")
+        NODES+=("127.0.0.1:$port")
+    done
+    # Let the nodes find each other (first heartbeats).
+    sleep 1
+}

@@ -92,35 +92,9 @@ mkdir -p "$(dirname "$OUT")"
 : >"$OUT"
 WORK=$(mktemp -d "$ROOT/target/bench/multinode.XXXXXX")
 
-# PIDS, stop_all, listening, free_port, wait_listening, start_broker
-# (shared with recovery.sh); every process started is killed on exit.
-. "$ROOT/bench/brokers.sh"
+# stop_all, cleanup, free_port, wait_listening, start_broker, start_nodes
+source bench/brokers.sh
 trap cleanup EXIT INT TERM
-
-# start_nodes ENGINE N: N discuss nodes on the broker; sets NODES, NODE_PIDS.
-start_nodes() {
-    local engine=$1 n=$2 bin=$T/examples/discuss i log port
-    [ "$engine" = before ] && bin=$BEFORE_DIR/target/release/examples/discuss
-    NODES=()
-    NODE_PIDS=()
-    for i in $(seq 0 $((n - 1))); do
-        log=$WORK/node-$engine-$i-$RANDOM.log
-        # Made before the node starts: the redirection below runs in the
-        # background job, maybe after the first read of the log.
-        : >"$log"
-        # Each node keeps its comments in a SQLite file of its own (the
-        # scenarios measure broadcasts, not a shared database).
-        env "${BROKER_ENV[@]}" NODE_NAME="n$i" DISCUSS_ADMIN_TOKEN="$TOKEN" \
-            DISCUSS_MAX_BROADCASTS_PER_SECOND=0 RUST_LOG="${RUST_LOG:-warn}" \
-            DATABASE_URL="sqlite://${log%.log}.db" "$bin" --port 0 >"$log" 2>&1 &
-        PIDS+=($!)
-        NODE_PIDS+=($!)
-        port=$(listening_port "$log" "node $i ($engine)")
-        NODES+=("127.0.0.1:$port")
-    done
-    # Let the nodes find each other (first heartbeats).
-    sleep 1
-}
 
 # run ENGINE SCENARIO NODES ARGS...
 run() {

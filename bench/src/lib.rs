@@ -1,6 +1,9 @@
-//! Shared pieces of the `loadgen` and `floor` binaries: reading another
-//! process's CPU time and memory from `/proc`, percentiles, and the file
-//! descriptor limit.
+//! Shared pieces of the `loadgen`, `floor`, `multinode` and `cluster`
+//! binaries: reading another process's CPU time and memory from `/proc`,
+//! percentiles, the file descriptor limit, and the generators' WebSocket
+//! side ([`client`]).
+
+pub mod client;
 
 use std::time::Duration;
 
@@ -107,25 +110,4 @@ pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(backlog)
-}
-
-/// A generator's WebSocket client connection.
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
-
-/// Any error of a generator's client.
-pub type AnyError = Box<dyn std::error::Error + Send + Sync>;
-
-/// Connects socket number `idx` to `addr` (at `url`, `ws://…`) from source
-/// address 127.0.0.(2 + idx mod 254), so ephemeral ports never run out:
-/// `TCP_NODELAY`, read buffer 4 KiB, write buffer 0 (as the servers).
-pub async fn connect_ws(addr: std::net::SocketAddr, url: &str, idx: usize) -> Result<Ws, AnyError> {
-    use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-    let ip = std::net::Ipv4Addr::new(127, 0, 0, 2 + (idx % 254) as u8);
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(std::net::SocketAddr::new(ip.into(), 0))?;
-    let stream = socket.connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await?;
-    Ok(ws)
 }

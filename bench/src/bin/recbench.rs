@@ -151,13 +151,13 @@ fn websocket_url(url: &str) -> String {
 
 /// Connects socket number `idx` from source address 127.0.0.(2 + idx mod 254).
 async fn connect(args: &Args, idx: usize) -> Result<Ws, AnyError> {
-    bench::connect_ws(args.addr, &args.url, idx).await
+    bench::client::connect_url(args.addr, &args.url, idx).await
 }
 
 /// Connects to the node rejoins go to (`--rejoin-url`, else the node).
 async fn connect_rejoin(args: &Args, idx: usize) -> Result<Ws, AnyError> {
     match &args.rejoin {
-        Some((addr, url)) => bench::connect_ws(*addr, url, idx).await,
+        Some((addr, url)) => bench::client::connect_url(*addr, url, idx).await,
         None => connect(args, idx).await,
     }
 }
