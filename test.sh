@@ -182,6 +182,12 @@ run_conformance() {
 package_crates() {
   local home="${CARGO_HOME:-$HOME/.cargo}"
   rm -rf "$home"/registry/src/*/phx-channels*-[0-9]* "$home"/registry/cache/*/phx-channels*-[0-9]*.crate
+  # Cargo takes a registry crate's build for immutable too: an earlier
+  # run's debug build of the packaged 0.1.0 would be linked against this
+  # one's sources. The workspace's own debug builds go with them (the test
+  # stage is done with them; the release build is kept).
+  cargo clean --profile dev -p phx-channels-protocol -p phx-channels-wire -p phx-channels-runtime \
+    -p phx-channels-client -p phx-channels-macros -p phx-channels
   cargo package --workspace --exclude bench --allow-dirty
 }
 

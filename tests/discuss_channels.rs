@@ -303,3 +303,33 @@ async fn a_database_that_fails_is_an_error_reply_and_nothing_is_broadcast() {
     // The channel is still there.
     channel.assert_reply(&channel.push("ping", json!({"alive": true})), Status::Ok, json!({"alive": true})).await;
 }
+
+#[tokio::test]
+async fn comments_keep_history_and_a_rejoin_gets_what_it_missed() {
+    let app = app().await;
+    let topic = topic();
+    let mut reader = on(&app).connect(&[("user_id", "1")]).await.unwrap();
+    let (reply, first) = reader.join(&topic, json!({"phx_position": null})).await.unwrap();
+    assert_eq!(reply, json!({"hey": "there", "comments": []}), "the join reply is unchanged");
+    let report = first.next_push("phx_recovery").await;
+    assert_eq!(report["recovered"], false);
+    assert_eq!(report["reason"], "none");
+    let position = report["position"].as_str().expect("a position").to_owned();
+    first.leave().await;
+
+    // while the reader is away, two comments
+    let mut writer = on(&app).connect(&[("user_id", "2")]).await.unwrap();
+    let (_, channel) = writer.join(&topic, json!({})).await.unwrap();
+    for content in ["one", "two"] {
+        let push = channel.push("comment:add", json!({"content": content}));
+        channel.assert_reply(&push, Status::Ok, json!({})).await;
+    }
+
+    let (_, back) = reader.join(&topic, json!({"phx_position": position})).await.unwrap();
+    let report = back.next_push("phx_recovery").await;
+    assert_eq!(report["recovered"], true, "{report}");
+    assert_eq!(report["missed"], 2, "{report}");
+    for content in ["one", "two"] {
+        assert_eq!(back.next_push("comments:42:new").await["comment"]["content"], content);
+    }
+}

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use phx_channels_runtime::outbox::Outbox;
 use phx_channels_runtime::protocol::{Frame, Outgoing, Payload, Serializer};
-use phx_channels_runtime::pubsub::PubSub;
+use phx_channels_runtime::pubsub::{History, PubSub};
 use phx_channels_runtime::router::{route, TopicPattern};
 
 struct Counting;
@@ -109,12 +109,19 @@ fn encode(c: &mut Criterion) {
             response: &join_response,
         };
         bench(c, &format!("encode/{tag}/join_reply"), || ser.encode(&reply).unwrap());
-        let push = Outgoing::Push { join_ref: Some("3"), topic: "comments:42", event: "comment:new", payload: &body };
+        let push = Outgoing::Push {
+            join_ref: Some("3"),
+            topic: "comments:42",
+            event: "comment:new",
+            payload: &body,
+            position: None,
+        };
         bench(c, &format!("encode/{tag}/push_100B"), || ser.encode(&push).unwrap());
-        let bcast = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &body };
+        let bcast =
+            Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &body, position: None };
         bench(c, &format!("encode/{tag}/broadcast_100B"), || ser.encode(&bcast).unwrap());
     }
-    let bin = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &binary };
+    let bin = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &binary, position: None };
     bench(c, "encode/v2_binary/broadcast_100B", || Serializer::V2.encode(&bin).unwrap());
 }
 
@@ -139,7 +146,7 @@ fn broadcast(c: &mut Criterion) {
     // What `socket.broadcast` does before delivery: the payload to JSON once.
     bench(c, "broadcast/payload_json", || Payload::json(&comment).unwrap());
     let payload = Payload::json(&comment).unwrap();
-    let out = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &payload };
+    let out = Outgoing::Broadcast { topic: "comments:42", event: "comments:42:new", payload: &payload, position: None };
     bench(c, "broadcast/encode_v2_once", || Serializer::V2.encode(&out).unwrap());
     // Encoded once, shared by 1 000 subscribers: one encode plus 1 000
     // reference-counted clones (what the fastlane hands each outbox).
@@ -207,5 +214,59 @@ fn fanout(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, decode, encode, routing, broadcast, fanout);
+/// A broadcast on a topic with history (in memory: appended to the topic's
+/// stream, delivered under its lock) against the same broadcast without,
+/// to N V2 subscribers that do not ask for positions, measured alternately
+/// in one run: `history/ratio` lines give ns per broadcast and the ratio
+/// (history / none). With history off the path is the fanout above.
+fn history(c: &mut Criterion) {
+    let json = Payload::json(&serde_json::json!({"comment": {"content": "a comment of some thirty bytes."}})).unwrap();
+    for n in [1usize, 100] {
+        let make = |kept: bool| {
+            let pubsub = PubSub::local();
+            if kept {
+                pubsub.keep_history("doc:*", History::new(100, std::time::Duration::from_secs(300)));
+            }
+            let outboxes: Vec<Arc<Outbox>> = (0..n).map(|_| Arc::new(Outbox::new(1 << 24))).collect();
+            for outbox in &outboxes {
+                pubsub.subscribe_outbox("doc:1", outbox.clone(), Serializer::V2);
+            }
+            (pubsub, outboxes)
+        };
+        let (none, kept) = (make(false), make(true));
+        let run = |(pubsub, outboxes): &(PubSub, Vec<Arc<Outbox>>)| {
+            pubsub.broadcast("doc:1", "update", &json).unwrap();
+            outboxes.iter().map(|o| o.take().map_or(0, |q| q.len())).sum::<usize>()
+        };
+        assert_eq!((run(&none), run(&kept)), (n, n), "every subscriber gets the broadcast");
+        const ITERS: u32 = 5_000;
+        let (mut t_none, mut t_kept) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+        for _ in 0..10 {
+            let started = Instant::now();
+            for _ in 0..ITERS {
+                black_box(run(&none));
+            }
+            t_none += started.elapsed();
+            let started = Instant::now();
+            for _ in 0..ITERS {
+                black_box(run(&kept));
+            }
+            t_kept += started.elapsed();
+        }
+        let per = |t: std::time::Duration| t.as_nanos() as f64 / f64::from(ITERS * 10);
+        println!(
+            "history/ratio json_60B/{n}_subscribers: {:.0} ns per broadcast with history, {:.0} ns without: {:.2}x",
+            per(t_kept),
+            per(t_none),
+            per(t_kept) / per(t_none)
+        );
+        let mut group = c.benchmark_group("history");
+        group.throughput(Throughput::Elements(n as u64));
+        group.bench_function(format!("none/json_60B/{n}_subscribers"), |b| b.iter(|| run(&none)));
+        group.bench_function(format!("memory/json_60B/{n}_subscribers"), |b| b.iter(|| run(&kept)));
+        group.finish();
+    }
+}
+
+criterion_group!(benches, decode, encode, routing, broadcast, fanout, history);
 criterion_main!(benches);

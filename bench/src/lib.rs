@@ -1,6 +1,9 @@
-//! Shared pieces of the `loadgen` and `floor` binaries: reading another
-//! process's CPU time and memory from `/proc`, percentiles, and the file
-//! descriptor limit.
+//! Shared pieces of the `loadgen`, `floor`, `multinode` and `cluster`
+//! binaries: reading another process's CPU time and memory from `/proc`,
+//! percentiles, the file descriptor limit, and the generators' WebSocket
+//! side ([`client`]).
+
+pub mod client;
 
 use std::time::Duration;
 
@@ -96,4 +99,15 @@ pub fn percentile_us(sorted: &[Duration], p: f64) -> f64 {
 pub fn round(x: f64, digits: i32) -> f64 {
     let m = 10f64.powi(digits);
     (x * m).round() / m
+}
+
+/// A listener on `addr` with room for `backlog` connections not yet
+/// accepted: what `tokio::net::TcpListener::bind` does (address reuse,
+/// then `listen(1024)`), with the backlog chosen (`--backlog`, for the
+/// reconnect storm; the kernel caps it at `net.core.somaxconn`).
+pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }

@@ -12,7 +12,7 @@ use crate::error::JoinError;
 use crate::events::{EventPayloads, Events, Filter};
 use crate::push::{Push, PushError};
 use crate::state::ChannelState;
-use phx_channels_protocol::{EncodeError, IntoPayload, Payload, Serializer};
+use phx_channels_protocol::{EncodeError, IntoPayload, Payload, Position, Serializer};
 
 /// A topic about to be joined: [`Socket::channel`](super::Socket::channel).
 #[derive(Debug)]
@@ -21,18 +21,59 @@ pub struct ChannelBuilder {
     shared: Arc<Shared>,
     topic: String,
     timeout: Duration,
+    recover: Option<Option<Position>>,
 }
 
 impl ChannelBuilder {
     pub(crate) fn new(shared: Arc<Shared>, topic: String) -> Self {
         let timeout = shared.timeout;
-        ChannelBuilder { shared, topic, timeout }
+        ChannelBuilder { shared, topic, timeout, recover: None }
     }
 
     /// The timeout of this channel's joins and pushes (the socket's, 10 s
     /// unless configured, by default).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Recovers on a topic whose broadcasts the server keeps (its history,
+    /// `docs/recovery.md`): every join sends the last position the channel
+    /// saw (`phx_position`), and the server sends what was missed since,
+    /// in order and before anything live; each event carries its position
+    /// ([`Event::position`](crate::Event::position)) and none is given
+    /// twice. Every join is followed by a `phx_recovery` event
+    /// ([`Recovery`](crate::Recovery)) that says whether it recovered;
+    /// when it did not (too much missed, another epoch), the application
+    /// reloads its state. The params must be a JSON object.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use phx_channels_client::{Recovery, Socket};
+    /// use serde_json::{json, Value};
+    ///
+    /// let socket = Socket::connect("ws://127.0.0.1:4000/socket");
+    /// let (chan, _): (_, Value) = socket.channel("comments:42").recover().join(json!({})).await?;
+    /// let mut recoveries = chan.on("phx_recovery");
+    /// tokio::spawn(async move {
+    ///     while let Ok(report) = recoveries.recv().await {
+    ///         let report: Recovery = report.decode().unwrap();
+    ///         if !report.recovered {
+    ///             // reload the state: what was missed is gone
+    ///         }
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn recover(mut self) -> Self {
+        self.recover = Some(None);
+        self
+    }
+
+    /// [`ChannelBuilder::recover`] from a position kept from an earlier
+    /// session ([`Channel::position`]), e.g. across a restart.
+    pub fn recover_from(mut self, position: Position) -> Self {
+        self.recover = Some(Some(position));
         self
     }
 
@@ -65,6 +106,7 @@ impl ChannelBuilder {
         }
         let id = self.shared.next_channel.fetch_add(1, Ordering::Relaxed);
         let (state_tx, state) = watch::channel(ChannelState::Joining);
+        let (position_tx, position) = watch::channel(self.recover.clone().flatten());
         let (reply_tx, reply) = oneshot::channel();
         let join = Command::Join {
             id,
@@ -73,12 +115,14 @@ impl ChannelBuilder {
             timeout: self.timeout,
             state: state_tx,
             reply: reply_tx,
+            recover: self.recover,
+            position: position_tx,
         };
         if self.shared.commands.send(join).is_err() {
             return Err(JoinError::Closed);
         }
         let response = reply.await.unwrap_or(Err(JoinError::Closed))?;
-        let chan = Channel { shared: self.shared, id, topic: self.topic, timeout: self.timeout, state };
+        let chan = Channel { shared: self.shared, id, topic: self.topic, timeout: self.timeout, state, position };
         match response.decode() {
             Ok(reply) => Ok((chan, reply)),
             Err(error) => {
@@ -103,9 +147,17 @@ pub struct Channel {
     topic: String,
     timeout: Duration,
     state: watch::Receiver<ChannelState>,
+    position: watch::Receiver<Option<Position>>,
 }
 
 impl Channel {
+    /// The position of the last broadcast given to the application, on a
+    /// channel that recovers ([`ChannelBuilder::recover`]); where its next
+    /// rejoin asks to be sent what it missed from.
+    pub fn position(&self) -> Option<Position> {
+        self.position.borrow().clone()
+    }
+
     /// The topic, e.g. `comments:42`.
     pub fn topic(&self) -> &str {
         &self.topic

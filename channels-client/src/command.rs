@@ -12,7 +12,7 @@ use crate::events::{EventSender, Filter};
 use crate::push::PushError;
 use crate::queue::{self, Bound};
 use crate::state::{ChannelState, ConnectionState, SocketEvent};
-use phx_channels_protocol::{Payload, Serializer};
+use phx_channels_protocol::{Payload, Position, Serializer};
 
 /// What a handle asks of the socket's task.
 pub(crate) enum Command {
@@ -23,6 +23,10 @@ pub(crate) enum Command {
         timeout: Duration,
         state: watch::Sender<ChannelState>,
         reply: oneshot::Sender<Result<Payload, JoinError>>,
+        /// Recovering: from this position (`Some(None)`: from the first join).
+        recover: Option<Option<Position>>,
+        /// Where the channel's position is published.
+        position: watch::Sender<Option<Position>>,
     },
     Push {
         id: u64,

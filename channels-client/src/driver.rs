@@ -25,10 +25,11 @@ use crate::link::{self, Link, Reader, Target};
 use crate::options::{OnRefused, SocketBuilder};
 use crate::push::PushError;
 use crate::queue::{self, Bound};
+use crate::recovery::Tracker;
 use crate::state::{ChannelState, ConnectionState, SocketEvent};
 use phx_channels_protocol::{
-    EncodeError, Message, Payload, Serializer, ServerMessage, ServerReply, HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE,
-    PHX_ERROR, PHX_JOIN, PHX_LEAVE,
+    EncodeError, Message, Payload, Position, Serializer, ServerMessage, ServerReply, HEARTBEAT, PHOENIX_TOPIC,
+    PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE,
 };
 
 type Opening = Pin<Box<dyn Future<Output = Result<(Link, Reader), SocketError>> + Send>>;
@@ -111,6 +112,9 @@ struct Chan {
     rejoin_at: Option<Instant>,
     buffer: Vec<Buffered>,
     listeners: Listeners,
+    /// Recovering on a topic with history: its position.
+    tracker: Option<Tracker>,
+    position_tx: watch::Sender<Option<Position>>,
 }
 
 impl Chan {
@@ -380,7 +384,7 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         match command {
-            Command::Join { id, topic, params, timeout, state, reply } => {
+            Command::Join { id, topic, params, timeout, state, reply, recover, position } => {
                 if let Some(error) = &self.stopped {
                     let _ = reply.send(Err(JoinError::Connect(error.clone())));
                     return;
@@ -399,6 +403,8 @@ impl Driver {
                     rejoin_at: None,
                     buffer: Vec::new(),
                     listeners: Listeners::new(self.backlog),
+                    tracker: recover.map(Tracker::new),
+                    position_tx: position,
                 };
                 self.channels.insert(id, chan);
                 self.rejoin(id);
@@ -460,12 +466,19 @@ impl Driver {
         chan.set_state(ChannelState::Joining);
         chan.join_ref = Some(join_ref.clone());
         chan.join_deadline = Some(Instant::now() + chan.timeout);
+        let payload = match &mut chan.tracker {
+            Some(tracker) => {
+                tracker.interrupted();
+                tracker.params(&chan.params)
+            }
+            None => chan.params.clone(),
+        };
         let message = Message {
             join_ref: Some(join_ref.clone()),
             msg_ref: Some(join_ref),
             topic,
             event: PHX_JOIN.to_owned(),
-            payload: chan.params.clone(),
+            payload,
         };
         self.send_logged(message, Some(id));
     }
@@ -634,11 +647,23 @@ impl Driver {
         }
         for id in members {
             let Some(chan) = self.channels.get_mut(&id) else { continue };
-            chan.listeners.deliver(Event {
+            let event = Event {
                 event: message.event.clone(),
                 payload: message.payload.clone(),
                 join_ref: chan.join_ref.clone(),
-            });
+                position: None,
+            };
+            match &mut chan.tracker {
+                Some(tracker) => {
+                    for event in tracker.track(&message, event) {
+                        chan.listeners.deliver(event);
+                    }
+                    if chan.position_tx.borrow().as_ref() != tracker.position.as_ref() {
+                        chan.position_tx.send_replace(tracker.position.clone());
+                    }
+                }
+                None => chan.listeners.deliver(event),
+            }
             match message.event.as_str() {
                 PHX_CLOSE => self.close_channel(id, "closed by the server"),
                 PHX_ERROR => {

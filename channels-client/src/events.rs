@@ -23,6 +23,9 @@ pub struct Event {
     ///
     /// [`Presence`]: super::Presence
     pub join_ref: Option<String>,
+    /// Its position, on a topic with history, for a channel that recovers
+    /// ([`ChannelBuilder::recover`](super::ChannelBuilder::recover)).
+    pub position: Option<phx_channels_protocol::Position>,
 }
 
 impl Event {
@@ -264,7 +267,7 @@ mod tests {
     use super::*;
 
     fn ev(name: &str) -> Event {
-        Event { event: name.to_owned(), payload: Payload::empty(), join_ref: None }
+        Event { event: name.to_owned(), payload: Payload::empty(), join_ref: None, position: None }
     }
 
     const WIDE: Bound = Bound { items: 1_000, bytes: 1 << 20 };

@@ -70,6 +70,7 @@ mod options;
 mod presence;
 mod push;
 mod queue;
+mod recovery;
 mod socket;
 mod state;
 #[cfg(feature = "tls")]
@@ -85,9 +86,10 @@ pub use events::{Event, EventPayloads, Events, Lagged, RecvError};
 pub use options::{OnRefused, SocketBuilder};
 /// The Phoenix wire protocol (the `phx-channels-protocol` crate).
 pub use phx_channels_protocol as protocol;
-pub use phx_channels_protocol::{Payload, Serializer};
+pub use phx_channels_protocol::{Payload, Position, Serializer};
 pub use presence::{sync_diff, sync_state, Presence, PresenceChange, PresenceState};
 pub use push::{Push, PushError};
+pub use recovery::Recovery;
 /// The rustls the client is built with, for [`Tls::from_config`].
 #[cfg(feature = "tls")]
 pub use rustls;

@@ -59,6 +59,10 @@ struct Comments;
 impl ServerChannel for Comments {
     type Socket = AppSocket;
 
+    // Kept for clients that recover; the others see no difference.
+    const HISTORY: Option<phx_channels_runtime::pubsub::History> =
+        Some(phx_channels_runtime::pubsub::History::new(50, Duration::from_secs(60)));
+
     async fn join(
         topic: Topic,
         _params: Payload,
@@ -542,4 +546,74 @@ async fn presence_is_synced_with_phoenix_js_peers() {
         }
     }
     assert_eq!(keys(&presence), ["rust"]);
+}
+
+/// A proxy whose connections can be cut at once (both directions closed),
+/// for a client to reconnect through it.
+async fn cutting_proxy(to: SocketAddr) -> (SocketAddr, watch::Sender<u32>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (cut, cuts) = watch::channel(0u32);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let generation = *cuts.borrow();
+            let mut cuts = cuts.clone();
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(to).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                tokio::select! {
+                    _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                    _ = tokio::io::copy(&mut sr, &mut cw) => {}
+                    _ = cuts.wait_for(|g| *g > generation) => {}
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test]
+async fn a_channel_that_recovers_gets_what_it_missed_exactly_once_across_reconnects() {
+    let server = Server::start().await;
+    let (addr, cut) = cutting_proxy(server.addr).await;
+    let reader = quick(&format!("ws://{addr}/socket")).connect();
+    let (chan, welcome): (_, Welcome) =
+        within("join", reader.channel("comments:70").recover().join(json!({}))).await.unwrap();
+    assert_eq!(welcome.hey, "there", "the join params reach the channel without phx_position");
+    let mut comments = chan.events();
+    let writer = quick(&server.url()).connect();
+    let wchan = join(&writer, "comments:70").await;
+
+    let mut seen = Vec::new();
+    let mut reports = Vec::new();
+    for round in 0..4u64 {
+        for i in 0..5 {
+            let n = round * 5 + i;
+            within("add", wchan.push("comment:add", json!({"n": n}))).await.unwrap();
+            if i == 2 {
+                // cut mid-way: what follows is sent while the reader is away
+                cut.send_modify(|g| *g += 1);
+            }
+        }
+        while seen.len() < ((round + 1) * 5) as usize {
+            let event = within("an event", comments.recv()).await.expect("channel open, nothing dropped");
+            match event.event.as_str() {
+                "comments:70:new" => {
+                    let value: Value = event.payload.decode().unwrap();
+                    let position = event.position.expect("a position on every broadcast");
+                    seen.push((value["comment"]["n"].as_u64().unwrap(), position.offset()));
+                }
+                "phx_recovery" => reports.push(event.payload.decode::<phx_channels_client::Recovery>().unwrap()),
+                _ => {}
+            }
+        }
+    }
+    let expected: Vec<(u64, u64)> = (0..20).map(|n| (n, n + 1)).collect();
+    assert_eq!(seen, expected, "every comment once, in order, with its position");
+    assert!(reports.len() >= 4, "a phx_recovery for the first join and every rejoin: {reports:?}");
+    assert!(!reports[0].recovered && reports[0].reason.as_deref() == Some("none"));
+    assert!(reports[1..].iter().all(|r| r.recovered), "{reports:?}");
+    assert_eq!(chan.position().map(|p| p.offset()), Some(20));
+    drop(server);
 }

@@ -114,6 +114,38 @@ fn channel_every_handler() {
     );
 }
 
+/// History kept by a channel's topics: bare (the runtime's defaults) and
+/// with every bound given.
+#[test]
+fn channel_history() {
+    snapshot!(
+        "channel_history",
+        crate::channel::channel(
+            quote!(socket = UserSocket, history(size = 500, age = "10m", max_bytes = 4194304)),
+            quote! {
+                impl Comments {
+                    async fn join(topic: Topic, params: Value) -> Join<Self> {
+                        Ok((json!({}), Comments))
+                    }
+                }
+            },
+        )
+    );
+    snapshot!(
+        "channel_history_default",
+        crate::channel::channel(
+            quote!(socket = UserSocket, history),
+            quote! {
+                impl Feed {
+                    async fn join(topic: Topic, params: Value) -> Join<Self> {
+                        Ok((json!({}), Feed))
+                    }
+                }
+            },
+        )
+    );
+}
+
 /// The types `describe` reads: declared pushes (`out`, one with a `*`), a
 /// `Join<Self, R>` response, a `Valid<T>` payload with a `TypedReply`, and
 /// a return type naming `impl Trait`, which leaves that event untyped.

@@ -26,8 +26,10 @@ pub(crate) struct Fields<'a> {
 pub(crate) fn fields<'a>(out: &Outgoing<'a>) -> Fields<'a> {
     match *out {
         Outgoing::Reply { join_ref, msg_ref, topic, .. } => Fields { join_ref, msg_ref, topic, event: PHX_REPLY },
-        Outgoing::Push { join_ref, topic, event, .. } => Fields { join_ref, msg_ref: None, topic, event },
-        Outgoing::Broadcast { topic, event, .. } => Fields { join_ref: None, msg_ref: None, topic, event },
+        Outgoing::Push { join_ref, topic, event, position, .. } => Fields { join_ref, msg_ref: position, topic, event },
+        Outgoing::Broadcast { topic, event, position, .. } => {
+            Fields { join_ref: None, msg_ref: position, topic, event }
+        }
         Outgoing::Control { join_ref, topic, event, .. } => Fields { join_ref, msg_ref: join_ref, topic, event },
     }
 }

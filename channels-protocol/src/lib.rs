@@ -38,7 +38,8 @@
 //! ```
 //!
 //! The modules, one concept each: [`event`] (the reserved events),
-//! [`payload`] (JSON or bytes, and what can be sent as one), [`message`]
+//! [`payload`] (JSON or bytes, and what can be sent as one), [`position`]
+//! (where a broadcast stands in its topic's history), [`message`]
 //! (what each side sends), [`frame`] (a server message inside its whole
 //! WebSocket frame), [`serializer`] (V1, V2 and binary, negotiated from
 //! `vsn`) and [`error`]. Everything is also at the crate's root.
@@ -52,13 +53,18 @@ pub mod frame;
 mod json;
 pub mod message;
 pub mod payload;
+pub mod position;
 pub mod serializer;
 
 pub use error::{DecodeError, EncodeError};
-pub use event::{HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE, PHX_REPLY, RESERVED_EVENTS};
+pub use event::{
+    HEARTBEAT, PHOENIX_TOPIC, PHX_CLOSE, PHX_ERROR, PHX_JOIN, PHX_LEAVE, PHX_POSITION, PHX_RECOVERY, PHX_REPLY,
+    POSITION_PARAM, RESERVED_EVENTS,
+};
 pub use frame::{opcode, Frame, FrameKind};
 pub use message::{ClientFrame, Message, Outgoing, ServerMessage, ServerReply};
 pub use payload::{IntoPayload, Payload, PayloadError};
+pub use position::{Position, PositionError, MAX_EPOCH_LEN, MAX_POSITION_LEN};
 pub use serializer::Serializer;
 
 #[cfg(test)]

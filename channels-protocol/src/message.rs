@@ -72,7 +72,10 @@ pub enum Outgoing<'a> {
         /// The response body.
         response: &'a Payload,
     },
-    /// A push from a channel to its own client: join_ref set, ref null.
+    /// A push from a channel to its own client: join_ref set, ref null
+    /// (or the broadcast's [`Position`](crate::Position), when a channel
+    /// pushes an intercepted broadcast of a topic with history to a client
+    /// that asked for positions).
     Push {
         /// The channel's join_ref.
         join_ref: Option<&'a str>,
@@ -82,8 +85,13 @@ pub enum Outgoing<'a> {
         event: &'a str,
         /// The payload.
         payload: &'a Payload,
+        /// The position written in the `ref` field, if any. Binary frames
+        /// (kind 0) have no `ref` field: it is not written there.
+        position: Option<&'a str>,
     },
-    /// A broadcast delivered through the fastlane: join_ref and ref null.
+    /// A broadcast delivered through the fastlane: join_ref and ref null
+    /// (or, on a topic with history, to a client that asked for positions,
+    /// the broadcast's [`Position`](crate::Position) in `ref`).
     Broadcast {
         /// The topic.
         topic: &'a str,
@@ -91,6 +99,10 @@ pub enum Outgoing<'a> {
         event: &'a str,
         /// The payload.
         payload: &'a Payload,
+        /// The position written in the `ref` field, if any. Binary frames
+        /// (kind 2) have no `ref` field: it is not written there (a server
+        /// sends it in a [`PHX_POSITION`](crate::PHX_POSITION) frame after).
+        position: Option<&'a str>,
     },
     /// `phx_close` or `phx_error`: the join_ref in both ref fields.
     Control {

@@ -25,7 +25,12 @@ fn frames_carry_their_websocket_header() {
         assert_eq!(raw.bytes(), raw.as_bytes());
     }
     let text = Serializer::V2
-        .encode(&Outgoing::Broadcast { topic: "t", event: "e", payload: &Payload::json(&"x".repeat(200)).unwrap() })
+        .encode(&Outgoing::Broadcast {
+            topic: "t",
+            event: "e",
+            payload: &Payload::json(&"x".repeat(200)).unwrap(),
+            position: None,
+        })
         .unwrap();
     let len = text.len();
     assert_eq!(text.wire()[..4], [0x81, 126, (len >> 8) as u8, len as u8]);
@@ -126,9 +131,9 @@ fn encodes_every_v2_frame_kind_with_phoenix_null_rules() {
         text(&Serializer::V2.encode(&hb).unwrap()),
         r#"[null,"5","phoenix","phx_reply",{"status":"ok","response":{}}]"#
     );
-    let push = Outgoing::Push { join_ref: Some("3"), topic: "c:1", event: "notice", payload: &resp };
+    let push = Outgoing::Push { join_ref: Some("3"), topic: "c:1", event: "notice", payload: &resp, position: None };
     assert_eq!(text(&Serializer::V2.encode(&push).unwrap()), r#"["3",null,"c:1","notice",{"hey":"there"}]"#);
-    let bc = Outgoing::Broadcast { topic: "c:1", event: "new", payload: &resp };
+    let bc = Outgoing::Broadcast { topic: "c:1", event: "new", payload: &resp, position: None };
     assert_eq!(text(&Serializer::V2.encode(&bc).unwrap()), r#"[null,null,"c:1","new",{"hey":"there"}]"#);
     let close = Outgoing::Control { join_ref: Some("3"), topic: "c:1", event: PHX_CLOSE, payload: &empty };
     assert_eq!(text(&Serializer::V2.encode(&close).unwrap()), r#"["3","3","c:1","phx_close",{}]"#);
@@ -143,9 +148,9 @@ fn encodes_v1_frames_without_join_ref() {
         text(&Serializer::V1.encode(&reply).unwrap()),
         r#"{"topic":"c:1","event":"phx_reply","payload":{"status":"error","response":{}},"ref":"4"}"#
     );
-    let bc = Outgoing::Broadcast { topic: "c:1", event: "new", payload: &resp };
+    let bc = Outgoing::Broadcast { topic: "c:1", event: "new", payload: &resp, position: None };
     assert_eq!(text(&Serializer::V1.encode(&bc).unwrap()), r#"{"topic":"c:1","event":"new","payload":{},"ref":null}"#);
-    let push = Outgoing::Push { join_ref: Some("3"), topic: "c:1", event: "n", payload: &resp };
+    let push = Outgoing::Push { join_ref: Some("3"), topic: "c:1", event: "n", payload: &resp, position: None };
     assert_eq!(text(&Serializer::V1.encode(&push).unwrap()), r#"{"topic":"c:1","event":"n","payload":{},"ref":null}"#);
     let err = Outgoing::Control { join_ref: Some("2"), topic: "c:1", event: PHX_ERROR, payload: &resp };
     assert_eq!(
@@ -197,13 +202,13 @@ fn binary_frames_match_the_worked_example() {
 #[test]
 fn binary_push_and_broadcast_layouts() {
     let data = Payload::Binary(Bytes::from_static(b"xy"));
-    let push = Outgoing::Push { join_ref: Some("3"), topic: "t", event: "e", payload: &data };
+    let push = Outgoing::Push { join_ref: Some("3"), topic: "t", event: "e", payload: &data, position: None };
     assert_eq!(Serializer::V2.encode(&push).unwrap().as_bytes(), b"\x00\x01\x01\x013texy");
-    let bc = Outgoing::Broadcast { topic: "t", event: "e", payload: &data };
+    let bc = Outgoing::Broadcast { topic: "t", event: "e", payload: &data, position: None };
     assert_eq!(Serializer::V2.encode(&bc).unwrap().as_bytes(), b"\x02\x01\x01texy");
     assert_eq!(Serializer::V1.encode(&bc), Err(EncodeError::BinaryNotSupported));
     let long = "x".repeat(256);
-    let bc = Outgoing::Broadcast { topic: &long, event: "e", payload: &data };
+    let bc = Outgoing::Broadcast { topic: &long, event: "e", payload: &data, position: None };
     assert_eq!(Serializer::V2.encode(&bc), Err(EncodeError::FieldTooLong { field: "topic", len: 256 }));
 }
 
@@ -287,10 +292,10 @@ fn server_frames_round_trip_through_the_client_decoder() {
             response: payload.clone(),
         };
         assert_eq!(decode(serializer, &reply), ServerMessage::Reply(expected));
-        let push = Outgoing::Push { join_ref: Some("3"), topic: "c:1", event: "n", payload };
+        let push = Outgoing::Push { join_ref: Some("3"), topic: "c:1", event: "n", payload, position: None };
         let expected = Message { join_ref: jr.clone(), ..msg(None, None, "c:1", "n", payload.clone()) };
         assert_eq!(decode(serializer, &push), ServerMessage::Event(expected));
-        let bc = Outgoing::Broadcast { topic: "c:1", event: "new", payload };
+        let bc = Outgoing::Broadcast { topic: "c:1", event: "new", payload, position: None };
         assert_eq!(decode(serializer, &bc), ServerMessage::Event(msg(None, None, "c:1", "new", payload.clone())));
     }
     let empty = Payload::empty();
@@ -378,4 +383,42 @@ mod serde_bytes_like {
             d.deserialize_bytes(V)
         }
     }
+}
+
+/// On a topic with history, a client that asked for positions gets them in
+/// the `ref` field of broadcasts and of pushes made from intercepted
+/// broadcasts; binary kinds have no `ref` and are written as before. With
+/// no position every frame is byte for byte what it was.
+#[test]
+fn positions_ride_in_the_ref_field() {
+    let resp = p(json!({"c": 1}));
+    let at = Some("k3Xb9q:42");
+    let bc = Outgoing::Broadcast { topic: "c:1", event: "new", payload: &resp, position: at };
+    assert_eq!(text(&Serializer::V2.encode(&bc).unwrap()), r#"[null,"k3Xb9q:42","c:1","new",{"c":1}]"#);
+    assert_eq!(
+        text(&Serializer::V1.encode(&bc).unwrap()),
+        r#"{"topic":"c:1","event":"new","payload":{"c":1},"ref":"k3Xb9q:42"}"#
+    );
+    let push = Outgoing::Push { join_ref: Some("3"), topic: "c:1", event: "new", payload: &resp, position: at };
+    assert_eq!(text(&Serializer::V2.encode(&push).unwrap()), r#"["3","k3Xb9q:42","c:1","new",{"c":1}]"#);
+    let data = Payload::from(vec![1u8, 2]);
+    for (with, without) in [
+        (
+            Outgoing::Broadcast { topic: "t", event: "e", payload: &data, position: at },
+            Outgoing::Broadcast { topic: "t", event: "e", payload: &data, position: None },
+        ),
+        (
+            Outgoing::Push { join_ref: Some("3"), topic: "t", event: "e", payload: &data, position: at },
+            Outgoing::Push { join_ref: Some("3"), topic: "t", event: "e", payload: &data, position: None },
+        ),
+    ] {
+        assert_eq!(Serializer::V2.encode(&with).unwrap(), Serializer::V2.encode(&without).unwrap());
+    }
+    // the client reads the position back from the ref
+    let ServerMessage::Event(m) =
+        Serializer::V2.decode_server_text(br#"[null,"k3Xb9q:42","c:1","new",{"c":1}]"#).unwrap()
+    else {
+        panic!("an event")
+    };
+    assert_eq!(m.msg_ref.as_deref().map(str::parse::<Position>), Some(Ok(Position::new("k3Xb9q", 42).unwrap())));
 }

@@ -13,6 +13,7 @@ pub use crate::describe::probe::{
 pub use crate::describe::{self, ChannelShape, Declarations, EventShape, TypeScript};
 pub use crate::encode::Encode;
 pub use crate::protocol::{IntoPayload, Payload};
+pub use crate::pubsub::History;
 pub use crate::reply::{IntoReply, Reply};
 pub use crate::router::Topic;
 pub use crate::socket::Socket;

@@ -12,8 +12,8 @@ use crate::fanout::FanoutLimits;
 use crate::mailbox::{Mail, Mailbox};
 use crate::metrics::Metrics;
 use crate::outbox::{CloseReason, Outbox};
-use crate::protocol::{Frame, Outgoing, Payload, Serializer};
-use crate::pubsub::{PubSub, Sink, Subscriber, DISCONNECT_EVENT};
+use crate::protocol::{Frame, Outgoing, Payload, Position, Serializer};
+use crate::pubsub::{KeptFrames, PubSub, Sink, Subscriber, DISCONNECT_EVENT};
 use crate::trace::TraceParent;
 
 /// The subscription tag of a connection's socket-id subscription; a
@@ -35,6 +35,20 @@ pub(crate) struct Connection {
     mailbox: OnceLock<Arc<Mailbox>>,
     /// The client's trace context, boxed: most connections have none.
     pub(crate) traceparent: Option<Box<TraceParent>>,
+    /// For its channels that take positions through themselves
+    /// (intercepting ones): what each handed on last, and whether a newer
+    /// join of its topic took over. Empty for almost every connection.
+    handed: parking_lot::Mutex<Vec<Handed>>,
+}
+
+/// What a channel that takes positions through itself handed on.
+#[derive(Debug)]
+struct Handed {
+    generation: u64,
+    offset: Option<u64>,
+    /// A newer join of the topic on this connection took over: what is
+    /// still on its way to this channel is dropped.
+    silenced: bool,
 }
 
 impl Connection {
@@ -58,6 +72,7 @@ impl Connection {
             limits,
             mailbox: OnceLock::new(),
             traceparent: traceparent.map(Box::new),
+            handed: parking_lot::Mutex::default(),
         });
         if let Some(id) = &conn.id {
             conn.pubsub.subscribe(id, conn.subscriber(SOCKET_ID_TAG).raw());
@@ -96,6 +111,28 @@ impl Connection {
         self.mailbox.get()
     }
 
+    /// Whether channel `generation` may hand on a broadcast with a position
+    /// (a newer join of its topic has not taken over).
+    pub(crate) fn may_hand(&self, generation: u64) -> bool {
+        !self.handed.lock().iter().any(|h| h.generation == generation && h.silenced)
+    }
+
+    /// Channel `generation` handed on the broadcast at `offset`.
+    pub(crate) fn handed(&self, generation: u64, offset: u64) {
+        let mut handed = self.handed.lock();
+        match handed.iter_mut().find(|h| h.generation == generation) {
+            Some(h) => h.offset = Some(offset),
+            None => handed.push(Handed { generation, offset: Some(offset), silenced: false }),
+        }
+    }
+
+    /// Channel `generation` ended: what it handed on last.
+    pub(crate) fn forget_handed(&self, generation: u64) -> Option<u64> {
+        let mut handed = self.handed.lock();
+        let at = handed.iter().position(|h| h.generation == generation)?;
+        handed.swap_remove(at).offset
+    }
+
     /// The connection is over: its socket-id subscription goes, and mail
     /// for its channels is refused.
     pub(crate) fn close(&self) {
@@ -124,8 +161,49 @@ impl Sink for Connection {
         }
         // The channel made the mailbox when it subscribed for raw events.
         let Some(mailbox) = self.mailbox_if_used() else { return };
-        let out = Mail::Out { event: event.to_owned(), payload: payload.clone() };
+        let out = Mail::Out { event: event.to_owned(), payload: payload.clone(), position: None };
         // A channel that ended is unsubscribing; nothing to deliver.
         let _ = mailbox.post(tag, out);
+    }
+
+    fn positioned(
+        &self,
+        tag: u64,
+        _topic: &str,
+        event: &str,
+        payload: &Payload,
+        position: &Position,
+        frames: Option<&KeptFrames>,
+    ) {
+        // The channel made the mailbox when it subscribed for raw events.
+        let Some(mailbox) = self.mailbox_if_used() else { return };
+        let mail = match frames {
+            Some(KeptFrames(frame, after)) => {
+                Mail::Frames { frame: frame.clone(), after: after.clone(), offset: position.offset() }
+            }
+            None => Mail::Out { event: event.to_owned(), payload: payload.clone(), position: Some(position.clone()) },
+        };
+        let _ = mailbox.post(tag, mail);
+    }
+
+    fn hand_over(&self, tag: u64) -> Option<u64> {
+        let mut handed = self.handed.lock();
+        match handed.iter_mut().find(|h| h.generation == tag) {
+            Some(h) => {
+                h.silenced = true;
+                h.offset
+            }
+            None => {
+                handed.push(Handed { generation: tag, offset: None, silenced: true });
+                None
+            }
+        }
+    }
+
+    fn resync(&self, tag: u64, _topic: &str) {
+        // A channel that takes positions made the mailbox when it joined.
+        if let Some(mailbox) = self.mailbox_if_used() {
+            let _ = mailbox.post(tag, Mail::Resync);
+        }
     }
 }

@@ -196,6 +196,8 @@ impl<St: Send + Sync + 'static> Endpoint<St> {
     ) -> Self {
         let path = path.trim_end_matches('/').to_owned();
         self.sockets.push(Arc::new(move |router: Router, parts: &Parts| {
+            // The topics of channels declared with `history(..)` keep it.
+            crate::channel::keep_histories::<S>(&parts.pubsub);
             let longpoll = options.longpoll;
             let mount = Arc::new(parts.mount(options.clone()));
             let mut router = router;

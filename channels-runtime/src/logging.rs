@@ -194,6 +194,8 @@ lines! {
     TopicTooLong => "join refused: topic too long (SocketOptions::max_topic_bytes)",
     /// A join the channel refused.
     JoinRefused => "join refused",
+    /// A join whose `phx_position` is not a position.
+    InvalidPosition => "join with an invalid phx_position: not recovered",
     /// A handler or join that hit a fan-out limit.
     FanoutLimit => "fan-out limit hit; answered with an error",
     /// The dashboard's page refused.

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 
-use crate::protocol::Payload;
+use crate::protocol::{Frame, Payload, Position};
 
 /// What a channel is told, in the order it is told.
 #[derive(Debug)]
@@ -31,8 +31,16 @@ pub(crate) enum Mail {
     Displaced,
     /// A message from another task or a timer, for `handle_info`.
     Info(Info),
-    /// An intercepted broadcast, for `handle_out`.
-    Out { event: String, payload: Payload },
+    /// An intercepted broadcast, for `handle_out`; with its position on a
+    /// topic with history, for a client that takes positions.
+    Out { event: String, payload: Payload, position: Option<Position> },
+    /// Frames of a broadcast with its position, for a channel that takes
+    /// positions and intercepts events: sent in order with what its
+    /// `handle_out` pushes.
+    Frames { frame: Frame, after: Option<Frame>, offset: u64 },
+    /// This node missed broadcasts the channel's client was owed: the
+    /// channel ends with `phx_error`, and the client rejoins to recover.
+    Resync,
     /// The connection closed.
     Closed,
     /// The endpoint is shutting down.

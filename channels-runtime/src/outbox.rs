@@ -79,6 +79,13 @@ impl ConnId {
         self.0
     }
 
+    /// The id a number names (one this process handed out: a broker hands a
+    /// node's own ids back with its broadcasts).
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
+    pub(crate) fn from_raw(id: u64) -> Self {
+        ConnId(id)
+    }
+
     /// A fresh id, never handed out before in this process (a connection
     /// gets one with its outbox; a service subscribing to a
     /// [`PubSub`](crate::pubsub::PubSub) takes its own).
@@ -642,7 +649,9 @@ mod tests {
 
     fn frame(n: usize) -> Frame {
         let payload = Payload::json(&"x".repeat(n)).unwrap();
-        Serializer::V2.encode(&Outgoing::Broadcast { topic: "t", event: "e", payload: &payload }).unwrap()
+        Serializer::V2
+            .encode(&Outgoing::Broadcast { topic: "t", event: "e", payload: &payload, position: None })
+            .unwrap()
     }
 
     #[tokio::test]

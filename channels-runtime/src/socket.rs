@@ -9,8 +9,8 @@ use crate::connect::Connect;
 use crate::connection::Connection;
 use crate::mailbox::{Address, ChannelRef};
 use crate::presence::{PendingTrack, PresenceError, PresenceScope, Scope, PRESENCE_DIFF, PRESENCE_STATE};
-use crate::protocol::{IntoPayload, Outgoing, Payload, Serializer};
-use crate::pubsub::{BroadcastError, PubSub};
+use crate::protocol::{IntoPayload, Outgoing, Payload, Position, Serializer, PHX_POSITION};
+use crate::pubsub::{BroadcastError, Prepared, PubSub, Recovery};
 use crate::reply::Reply;
 use crate::router::Topic;
 
@@ -49,6 +49,9 @@ pub struct Socket<S: Connect> {
     /// The client sent a join_ref (echoed as sent by `phx_close` and
     /// `phx_error`, which carry none otherwise).
     join_ref_sent: bool,
+    /// Its subscription takes positions (a topic with history, a client
+    /// that asked).
+    positions: bool,
 }
 
 #[derive(Default)]
@@ -62,6 +65,11 @@ struct Extras {
     /// pushed): `Presence::track_after_join`.
     tracks: Vec<PendingTrack>,
     timers: Vec<tokio::task::AbortHandle>,
+    /// A rejoin on a topic with history, while `join` runs.
+    recovery: Option<Prepared>,
+    /// The position of the intercepted broadcast `handle_out` is handling,
+    /// for a client that takes positions: its pushes carry it.
+    position: Option<Position>,
 }
 
 impl<S: Connect> Socket<S> {
@@ -85,6 +93,7 @@ impl<S: Connect> Socket<S> {
             extras: std::sync::OnceLock::new(),
             joining: true,
             join_ref_sent,
+            positions: false,
         }
     }
 
@@ -171,12 +180,77 @@ impl<S: Connect> Socket<S> {
         if self.joining {
             return self.extras().pending.push((event.to_owned(), payload));
         }
-        self.conn.send(&Outgoing::Push {
-            join_ref: self.join_ref.as_deref(),
-            topic: &self.topic,
-            event,
-            payload: &payload,
-        });
+        let position = self.extras.get().and_then(|e| e.position.as_ref()).map(ToString::to_string);
+        let position = position.as_deref();
+        let join_ref = self.join_ref.as_deref();
+        self.conn.send(&Outgoing::Push { join_ref, topic: &self.topic, event, payload: &payload, position });
+        if position.is_some() && matches!(payload, Payload::Binary(_)) {
+            // A binary frame has no ref: its position follows in a frame of its own.
+            let empty = Payload::empty();
+            let topic = &self.topic;
+            self.conn.send(&Outgoing::Push { join_ref, topic, event: PHX_POSITION, payload: &empty, position });
+        }
+    }
+
+    /// What a client rejoining this topic with a position is about to be
+    /// sent, seen from `join` (`None` outside `join`, and when the client
+    /// did not ask for positions). `join` may refuse the join, or
+    /// [decline](Socket::decline_recovery) to recover. See
+    /// `docs/recovery.md`.
+    ///
+    /// ```no_run
+    /// # use phx_channels_runtime as phx_channels;
+    /// # use phx_channels::socket::Socket;
+    /// # use phx_channels::connect::Connect;
+    /// # use phx_channels::channel::JoinError;
+    /// # fn demo<S: Connect>(socket: &mut Socket<S>) -> Result<(), JoinError> {
+    /// if let Some(recovery) = socket.recovery() {
+    ///     if recovery.missed().len() > 50 {
+    ///         // too much to replay one by one: the join reply carries the state
+    ///         socket.decline_recovery();
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn recovery(&self) -> Option<&Recovery> {
+        self.extras.get().and_then(|e| e.recovery.as_ref()).map(Prepared::recovery)
+    }
+
+    /// Declines the recovery [`Socket::recovery`] describes: the client is
+    /// told it was not recovered (`"reason": "declined"`) and gets only
+    /// live broadcasts, from the join reply on (the join reply should then
+    /// carry the state). Does nothing outside `join`.
+    pub fn decline_recovery(&mut self) {
+        if let Some(prepared) = self.extras.get_mut().and_then(|e| e.recovery.as_mut()) {
+            prepared.decline();
+        }
+    }
+
+    /// Whether its subscription takes positions.
+    pub(crate) fn takes_positions(&self) -> bool {
+        self.positions
+    }
+
+    /// Its subscription takes positions from now on.
+    pub(crate) fn take_positions_now(&mut self) {
+        self.positions = true;
+    }
+
+    /// Gives `join` the rejoin it answers.
+    pub(crate) fn set_recovery(&mut self, prepared: Prepared) {
+        self.extras().recovery = Some(prepared);
+    }
+
+    /// Takes the rejoin back once `join` is done.
+    pub(crate) fn take_recovery(&mut self) -> Option<Prepared> {
+        self.extras.get_mut().and_then(|e| e.recovery.take())
+    }
+
+    /// The position the pushes of `handle_out` carry, while it runs.
+    pub(crate) fn set_position(&mut self, position: Option<Position>) {
+        if position.is_some() || self.extras.get().is_some_and(|e| e.position.is_some()) {
+            self.extras().position = position;
+        }
     }
 
     /// Broadcasts `event` to every subscriber of this channel's topic, this
@@ -331,7 +405,12 @@ impl<S: Connect> Socket<S> {
         // Maps of JSON values always encode.
         if let Some(Ok(payload)) = tracked.own_diff.as_ref().map(Payload::json) {
             // As the topic's broadcast would reach this client: no join_ref.
-            self.conn.send(&Outgoing::Broadcast { topic: &self.topic, event: PRESENCE_DIFF, payload: &payload });
+            self.conn.send(&Outgoing::Broadcast {
+                topic: &self.topic,
+                event: PRESENCE_DIFF,
+                payload: &payload,
+                position: None,
+            });
         }
         if let Ok(payload) = Payload::json(&tracked.state) {
             self.push_frame(PRESENCE_STATE, payload);
@@ -438,7 +517,9 @@ pub struct AdmittedBroadcast {
 impl AdmittedBroadcast {
     /// Broadcasts it to every subscriber of the channel's topic, this
     /// client included, on every node. Only the broker to other nodes can
-    /// refuse it now ([`BroadcastError::BrokerBusy`]: nobody got it).
+    /// refuse it now ([`BroadcastError::BrokerBusy`], or on a topic with
+    /// history [`BroadcastError::BrokerUnavailable`] while the broker is
+    /// away: nobody got it).
     pub fn send(self) -> Result<(), BroadcastError> {
         self.pubsub.broadcast(&self.topic, &self.event, self.payload)
     }

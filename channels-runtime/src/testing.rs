@@ -100,7 +100,8 @@ impl Received {
             let response = reply.remove("response")?;
             return Some(Received::Reply { topic, msg_ref: msg_ref.unwrap_or_default(), status, response });
         }
-        if join_ref.is_none() && msg_ref.is_none() {
+        // A broadcast's ref is null, or its position on a topic with history.
+        if join_ref.is_none() && msg_ref.as_deref().is_none_or(crate::protocol::Position::looks_like) {
             Some(Received::Broadcast { topic, event, payload })
         } else {
             Some(Received::Push { topic, event, payload })
@@ -318,6 +319,7 @@ impl<S: Connect + Routes> TestSocket<S> {
     }
 
     fn start(state: Arc<S::State>, pubsub: PubSub, assigns: S::Assigns) -> Self {
+        crate::channel::keep_histories::<S>(&pubsub);
         let inbox = Inbox::new();
         let wiring = Wiring {
             outbox: inbox.outbox.clone(),

@@ -20,6 +20,8 @@ use serde_json::json;
 struct NatsServer {
     child: Child,
     port: u16,
+    /// JetStream's store, removed with the server.
+    store: Option<std::path::PathBuf>,
 }
 
 impl NatsServer {
@@ -36,7 +38,19 @@ impl NatsServer {
             assert!(Instant::now() < deadline, "nats-server did not start on port {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        NatsServer { child, port }
+        NatsServer { child, port, store: None }
+    }
+
+    /// A server with JetStream (`-js`), its store in a fresh directory: a
+    /// server started again this way on the same port comes back empty.
+    fn start_js_on(port: u16) -> Self {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let store = std::env::temp_dir().join(format!("channels-nats-js-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&store).expect("a temporary directory");
+        let mut server = Self::start_on(port, &["-js", "-sd", store.to_str().expect("a UTF-8 temporary path")]);
+        server.store = Some(store);
+        server
     }
 
     fn start_with(extra: &[&str]) -> Self {
@@ -70,7 +84,52 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
+        }
     }
+}
+
+// ---------------------------------------------------------------- history (JetStream)
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_on_another_node() {
+    let nats = NatsServer::start_js_on(NatsServer::free_port());
+    multinode::a_client_recovers_on_another_node(nats.make("h1", Routing::Topic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_on_another_node_through_shards() {
+    let nats = NatsServer::start_js_on(NatsServer::free_port());
+    multinode::a_client_recovers_on_another_node(nats.make("h1s", Routing::Shards(4))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_beyond_the_history_is_reported() {
+    let nats = NatsServer::start_js_on(NatsServer::free_port());
+    multinode::a_gap_beyond_the_history_is_reported(nats.make("h2", Routing::Topic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_positions_get_a_clear_answer() {
+    let nats = NatsServer::start_js_on(NatsServer::free_port());
+    multinode::hostile_positions_get_a_clear_answer(nats.make("h4", Routing::Topic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restarted_empty_changes_the_epoch() {
+    let mut nats = NatsServer::start_js_on(NatsServer::free_port());
+    let port = nats.port;
+    let make = nats.make("h3", Routing::Topic);
+    let restart = async move {
+        nats.stop();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // a fresh store: JetStream comes back without the topic's stream
+        let back = NatsServer::start_js_on(port);
+        drop(nats);
+        back
+    };
+    multinode::a_broker_restarted_empty_changes_the_epoch(make, restart).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

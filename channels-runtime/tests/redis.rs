@@ -26,6 +26,44 @@ fn make(redis: &RedisServer, namespace: &str, routing: Routing) -> Make {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_on_another_node() {
+    let redis = RedisServer::start();
+    multinode::a_client_recovers_on_another_node(make(&redis, "h1", Routing::Topic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_on_another_node_through_shards() {
+    let redis = RedisServer::start();
+    multinode::a_client_recovers_on_another_node(make(&redis, "h1s", Routing::Shards(4))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_beyond_the_history_is_reported() {
+    let redis = RedisServer::start();
+    multinode::a_gap_beyond_the_history_is_reported(make(&redis, "h2", Routing::Topic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_positions_get_a_clear_answer() {
+    let redis = RedisServer::start();
+    multinode::hostile_positions_get_a_clear_answer(make(&redis, "h4", Routing::Topic)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_empty_changes_the_epoch() {
+    let mut redis = RedisServer::start();
+    let port = redis.port();
+    let make = make(&redis, "h3", Routing::Topic);
+    let restart = async move {
+        redis.stop();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // `--save ""`: it comes back empty
+        RedisServer::start_on(port)
+    };
+    multinode::a_broker_restarted_empty_changes_the_epoch(make, restart).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcasts_cross_nodes_once() {
     let redis = RedisServer::start();
     multinode::broadcasts_cross_nodes_once(make(&redis, "t1", Routing::Topic)).await;

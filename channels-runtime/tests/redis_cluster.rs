@@ -354,3 +354,43 @@ async fn a_cluster_master_killed_and_failed_over_loses_no_broadcast_sent_after_t
     let promoted = cluster.listed().into_iter().find(|n| n.port == replica_port).expect("the promoted replica");
     assert!(promoted.master && promoted.slots == victim.slots, "{promoted:?} took over {victim:?}");
 }
+
+// ---------------------------------------------------------------- history
+
+/// History on a cluster, on one cluster (six servers are slow to start): a
+/// client whose node is killed recovers on the other node; a gap beyond
+/// the history is reported; and the topics' streams spread over the
+/// masters, each on the master of its topic's sharded channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_recovers_on_another_node_reports_gaps_and_spreads_over_the_masters() {
+    let cluster = Cluster::start();
+    multinode::a_client_recovers_on_another_node(cluster.make("ch1", Routing::Topic)).await;
+    multinode::a_gap_beyond_the_history_is_reported(cluster.make("ch2", Routing::Topic)).await;
+
+    let namespace = "ch3";
+    let make = cluster.make(namespace, Routing::Topic);
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topics: Vec<String> = (0..12).map(|i| format!("kept:spread-{i}")).collect();
+    for topic in &topics {
+        a.server.endpoint.broadcast(topic, "shout", json!({"n": 1})).unwrap();
+    }
+    let masters: Vec<Listed> = cluster.listed().into_iter().filter(|n| n.master).collect();
+    // every topic's stream and its meta are on the master that owns the
+    // slot of the topic's channel (where the script publishes)
+    let owner = |slot: u16| masters.iter().find(|m| m.slots.iter().any(|&(lo, hi)| (lo..=hi).contains(&slot)));
+    let mut used = std::collections::HashSet::new();
+    for topic in &topics {
+        let channel_slot = cluster.slot(&format!("{namespace}:t:{topic}"));
+        let master = owner(channel_slot).expect("every slot is served");
+        let found = || {
+            cli_text(master.port, &["--scan", "--pattern", &format!("*{namespace}:h*:{topic}")])
+                .lines()
+                .filter(|key| cluster.slot(key) == channel_slot)
+                .count()
+        };
+        wait(&format!("{topic}'s stream and meta on port {}", master.port), Duration::from_secs(5), || found() == 2);
+        used.insert(master.port);
+    }
+    assert_eq!(used.len(), masters.len(), "12 topics' streams all on some masters only: {used:?}");
+}

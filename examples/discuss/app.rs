@@ -232,7 +232,10 @@ impl Messages for BlankIfUnreadable {
     }
 }
 
-#[channel(socket = UserSocket, out = ["comments:*:new" => NewCommentEvent])]
+// `comments:*` keeps its last 100 broadcasts for 5 minutes: a client that
+// rejoins with the last position it saw (`phx_position`, docs/recovery.md)
+// is sent the comments it missed; one that never asks sees what it always did.
+#[channel(socket = UserSocket, out = ["comments:*:new" => NewCommentEvent], history(size = 100, age = "5m"))]
 impl CommentsChannel {
     async fn join(topic: Topic, _params: Value, socket: &mut Socket<UserSocket>) -> Join<Self, CommentsJoined> {
         let id = topic.rest();

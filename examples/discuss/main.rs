@@ -16,7 +16,7 @@
 //! ```text
 //! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --example discuss
 //! REDIS_CLUSTER_URLS=redis://127.0.0.1:7000,redis://127.0.0.1:7001 cargo run --release --example discuss
-//! NATS_URL=nats://127.0.0.1:4222 cargo run --release --example discuss
+//! NATS_URL=nats://127.0.0.1:4222 cargo run --release --example discuss   # nats-server -js: comments:* keep history in JetStream
 //! ```
 //!
 //! Comments are kept in a database, through `sqlx` (`app/store.rs`):

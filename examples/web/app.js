@@ -25,6 +25,8 @@ const el = {
   roomHint: $("room-hint"),
   presence: $("presence"),
   presenceCount: $("presence-count"),
+  drop: $("drop"),
+  recovery: $("recovery"),
 };
 
 // ?transport=longpoll forces LongPoll; otherwise WebSocket, falling back to
@@ -107,6 +109,17 @@ function setComposerEnabled(on) {
   el.commentSubmit.disabled = !on;
 }
 
+function showRecovery(text) {
+  el.recovery.textContent = text;
+  el.recovery.hidden = !text;
+}
+
+// Drops the connection as a network would (not a clean disconnect):
+// phoenix.js reconnects and rejoins by itself.
+el.drop.addEventListener("click", () => {
+  if (socket.conn) socket.conn.close(4000, "dropped by the demo page");
+});
+
 function openTopic(id) {
   if (id === topicId) return;
   if (commentsChannel) commentsChannel.leave();
@@ -115,24 +128,47 @@ function openTopic(id) {
   el.comments.replaceChildren();
   showError(el.topicError, "");
   showError(el.commentError, "");
+  showRecovery("");
   el.commentsEmpty.textContent = "Loading…";
   el.commentsEmpty.hidden = false;
   document.title = `comments:${id} · Discuss`;
   if (location.hash !== `#${id}`) history.replaceState(null, "", `#${id}`);
 
-  const channel = socket.channel(`comments:${id}`);
+  // `comments:*` keep history (docs/recovery.md): the join params are a
+  // function, so every rejoin sends the last position seen, and the server
+  // sends what was missed, or says it cannot.
+  let position = null;
+  let listed = null; // the join reply's comments, shown unless recovered
+  let rejoined = false;
+  const channel = socket.channel(`comments:${id}`, () => ({ phx_position: position }));
   commentsChannel = channel;
-  channel.on(`comments:${id}:new`, ({ comment }) => appendComment(comment, { fresh: true }));
-  channel
-    .join()
-    // Runs again after every rejoin (reconnect, crash): the reply carries the
-    // whole list, so start over from it.
-    .receive("ok", ({ comments }) => {
-      if (channel !== commentsChannel) return;
+  channel.on(`comments:${id}:new`, ({ comment }, ref) => {
+    if (ref) position = ref; // the broadcast's position
+    appendComment(comment, { fresh: true });
+  });
+  channel.on("phx_recovery", (report, ref) => {
+    if (channel !== commentsChannel) return;
+    position = ref;
+    if (report.recovered) {
+      // the list stays; the `missed` comments follow, before anything live
+      showRecovery(rejoined ? `Reconnected: ${report.missed} missed comment(s) recovered.` : "");
+    } else {
+      // a first join, or what was missed is gone: start over from the reply
       commentTotal = 0;
       el.comments.replaceChildren();
-      comments.forEach((c) => appendComment(c));
+      (listed || []).forEach((c) => appendComment(c));
       renderCount();
+      showRecovery(rejoined ? `Reconnected: not recovered (${report.reason}); the list was reloaded.` : "");
+    }
+    rejoined = true;
+  });
+  channel
+    .join()
+    // Runs again after every rejoin (reconnect, crash); phx_recovery, right
+    // after it, says whether to keep the list or start over from it.
+    .receive("ok", ({ comments }) => {
+      if (channel !== commentsChannel) return;
+      listed = comments;
       setComposerEnabled(true);
     })
     .receive("error", ({ reason }) => {

@@ -87,8 +87,9 @@ fn check_message(serializer: Serializer, msg: &Message) {
             topic: &msg.topic,
             event: &msg.event,
             payload: &msg.payload,
+            position: None,
         },
-        Outgoing::Broadcast { topic: &msg.topic, event: &msg.event, payload: &msg.payload },
+        Outgoing::Broadcast { topic: &msg.topic, event: &msg.event, payload: &msg.payload, position: None },
         Outgoing::Control {
             join_ref: msg.join_ref.as_deref(),
             topic: &msg.topic,
@@ -131,7 +132,7 @@ fn check_message(serializer: Serializer, msg: &Message) {
     // the same topic, event and payload (server frames are client-shaped in
     // JSON: V2 arrays and V1 objects with "ref").
     if let Payload::Json(_) = msg.payload {
-        let bc = Outgoing::Broadcast { topic: &msg.topic, event: &msg.event, payload: &msg.payload };
+        let bc = Outgoing::Broadcast { topic: &msg.topic, event: &msg.event, payload: &msg.payload, position: None };
         let frame = serializer.encode(&bc).expect("JSON always encodes");
         let back = serializer
             .decode_text(frame.as_bytes())

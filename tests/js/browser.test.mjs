@@ -75,7 +75,7 @@ async function joinRoom(page, name) {
 const names = (page) => page.$$eval("#presence li", (lis) => lis.map((li) => li.dataset.name).sort());
 const comments = (page) => page.$$eval("#comments li .content", (ps) => ps.map((p) => p.textContent));
 
-test("demo page: two visitors, a comment typed in one appears in the other, both are listed as present", { timeout: 60_000 }, async () => {
+test("demo page: two visitors, a comment typed in one appears in the other, both are listed as present, a dropped connection recovers", { timeout: 60_000 }, async () => {
   const a = await visitor("/");
   const b = await visitor("/?transport=longpoll");
   assert.equal(await a.page.getAttribute("body", "data-transport"), "WebSocket");
@@ -118,6 +118,20 @@ test("demo page: two visitors, a comment typed in one appears in the other, both
   await c.page.waitForSelector(`#comments li .content:text-is("${second}")`);
   assert.deepEqual(await comments(c.page), [first, second]);
   await c.page.context().close();
+
+  // A drops its connection (the page's button): phoenix.js reconnects and
+  // rejoins with its last position (comments:* keep history); a comment made
+  // meanwhile reaches it once, whether recovered or live, and the page says
+  // the rejoin recovered.
+  await a.page.click("#drop");
+  const third = "Made while Ada's connection dropped.";
+  await b.page.fill("#comment-input", third);
+  await b.page.click("#comment-submit");
+  await a.page.waitForSelector("#recovery:has-text('missed comment(s) recovered')");
+  await a.page.waitForSelector(`#comments li .content:text-is("${third}")`);
+  await a.page.waitForTimeout(300); // a window for a duplicate to show up
+  assert.deepEqual(await comments(a.page), [first, second, third]);
+  assert.deepEqual(await comments(b.page), [first, second, third]);
 
   mkdirSync(ARTIFACTS, { recursive: true });
   await a.page.waitForTimeout(1300); // let the "new comment" highlight fade

@@ -35,7 +35,7 @@ use std::sync::{LazyLock, Mutex};
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::value::RawValue;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -199,15 +199,18 @@ async fn main() -> std::io::Result<()> {
     raise_nofile();
     let mut host = "127.0.0.1".to_owned();
     let mut port = 4001u16;
+    let mut backlog = 1024;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = args.next().and_then(|p| p.parse().ok()).expect("--port N"),
             "--host" => host = args.next().expect("--host ADDR"),
-            other => panic!("unknown argument {other}; usage: floor [--host ADDR] [--port N]"),
+            "--backlog" => backlog = args.next().and_then(|p| p.parse().ok()).expect("--backlog N"),
+            other => panic!("unknown argument {other}; usage: floor [--host ADDR] [--port N] [--backlog N]"),
         }
     }
-    let listener = TcpListener::bind((host.as_str(), port)).await?;
+    let ip: std::net::IpAddr = host.parse().map_err(|_| std::io::Error::other("--host takes an IP address"))?;
+    let listener = bench::listen(SocketAddr::new(ip, port), backlog)?;
     let addr: SocketAddr = listener.local_addr()?;
     println!("listening on http://{addr}");
     loop {

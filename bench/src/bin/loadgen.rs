@@ -16,24 +16,18 @@
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bench::client::{connect_url, frame, AnyError, Parsed, Ws};
 use bench::{loadavg, percentile_us, raise_nofile, round, sample, Sample};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
-use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::Notify;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
-
-type Ws = WebSocketStream<TcpStream>;
-type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -120,23 +114,8 @@ fn parse_args() -> Args {
 
 /// Connects socket number `idx` from source address 127.0.0.(2 + idx mod 254).
 async fn connect(args: &Args, idx: usize) -> Result<Ws, AnyError> {
-    let ip = Ipv4Addr::new(127, 0, 0, 2 + (idx % 254) as u8);
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(ip.into(), 0))?;
-    let stream = socket.connect(args.addr).await?;
-    stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let (ws, _) = tokio_tungstenite::client_async_with_config(args.url.as_str(), stream, Some(config)).await?;
-    Ok(ws)
+    connect_url(args.addr, &args.url, idx).await
 }
-
-fn frame(join_ref: Option<&str>, msg_ref: &str, topic: &str, event: &str, payload: &str) -> Message {
-    let jr = join_ref.map_or_else(|| "null".to_owned(), |j| format!("\"{j}\""));
-    Message::Text(format!("[{jr},\"{msg_ref}\",\"{topic}\",\"{event}\",{payload}]").into())
-}
-
-/// The parts of a server frame the generator looks at.
-type Parsed<'a> = (Option<&'a str>, Option<&'a str>, &'a str, &'a str, &'a RawValue);
 
 /// Reads frames until the reply to `msg_ref`; true when its status is ok.
 async fn await_reply(ws: &mut Ws, msg_ref: &str) -> Result<bool, AnyError> {

@@ -38,25 +38,21 @@
 //! the nodes; client sockets are bound to 127.0.0.2..=127.0.0.255 in turn.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bench::client::{broker_stats, connect_node, frame, AnyError, Parsed, Ws};
 use bench::{loadavg, raise_nofile, round};
 use futures_util::stream::SplitStream;
 use futures_util::{SinkExt, StreamExt};
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 
-type Ws = WebSocketStream<TcpStream>;
 type Stream = SplitStream<Ws>;
-type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Clone, Debug)]
 struct Args {
@@ -170,25 +166,8 @@ static NEXT_SOURCE: AtomicUsize = AtomicUsize::new(0);
 
 /// Connects to a node from the next source address 127.0.0.(2 + i mod 254).
 async fn connect(node: SocketAddr) -> Result<Ws, AnyError> {
-    let idx = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed);
-    let ip = Ipv4Addr::new(127, 0, 0, 2 + (idx % 254) as u8);
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(ip.into(), 0))?;
-    let stream = socket.connect(node).await?;
-    stream.set_nodelay(true)?;
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
-    let url = format!("ws://{node}/socket/websocket?vsn=2.0.0");
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config)).await?;
-    Ok(ws)
+    connect_node(node, NEXT_SOURCE.fetch_add(1, Ordering::Relaxed)).await
 }
-
-fn frame(join_ref: Option<&str>, msg_ref: &str, topic: &str, event: &str, payload: &str) -> Message {
-    let jr = join_ref.map_or_else(|| "null".to_owned(), |j| format!("\"{j}\""));
-    Message::Text(format!("[{jr},\"{msg_ref}\",\"{topic}\",\"{event}\",{payload}]").into())
-}
-
-/// The parts of a server frame the generator looks at.
-type Parsed<'a> = (Option<&'a str>, Option<&'a str>, &'a str, &'a str, &'a RawValue);
 
 /// How a reply went: `ok`, or the error's reason.
 fn reply_outcome(payload: &str) -> String {
@@ -274,29 +253,6 @@ fn count_event(ws: Ws, event: Arc<str>, counter: Arc<AtomicU64>) -> tokio::task:
 }
 
 // ---------------------------------------------------------------- node figures
-
-/// `GET /api/stats` of a node: its `broker` object, or None (no token, an
-/// old node without the route, a single node).
-async fn broker_stats(node: SocketAddr, token: Option<&str>) -> Option<Value> {
-    let token = token?;
-    let get = async {
-        let mut tcp = TcpStream::connect(node).await.ok()?;
-        let req = format!(
-            "GET /api/stats HTTP/1.1\r\nHost: {node}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
-        );
-        tcp.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        tcp.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf);
-        let (head, body) = text.split_once("\r\n\r\n")?;
-        if !head.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        let v: Value = serde_json::from_str(body.trim()).ok()?;
-        Some(v["broker"].clone()).filter(|b| b.is_object())
-    };
-    tokio::time::timeout(Duration::from_secs(5), get).await.ok().flatten()
-}
 
 /// One reading of every node: CPU seconds and broker counters.
 #[derive(Clone)]

@@ -166,6 +166,17 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
             }
         }
     });
+    let history = channel.history.as_ref().map(|history| {
+        let size = history.size.map_or_else(|| quote!(#p::History::DEFAULT.size()), |n| quote!(#n as usize));
+        let age = history
+            .age
+            .map_or_else(|| quote!(#p::History::DEFAULT.age()), |ms| quote!(::core::time::Duration::from_millis(#ms)));
+        let max_bytes = history.max_bytes.map(|n| quote!(.max_bytes(#n as usize)));
+        quote! {
+            const HISTORY: ::core::option::Option<#p::History> =
+                ::core::option::Option::Some(#p::History::new(#size, #age) #max_bytes);
+        }
+    });
     let intercepts = (!channel.intercepts.is_empty()).then(|| {
         let events = &channel.intercepts;
         quote!(const INTERCEPTS: &'static [&'static str] = &[#(#events),*];)
@@ -254,6 +265,7 @@ pub(crate) fn expand(channel: &Channel, has_errors: bool) -> TokenStream {
                 #handle_in_body
             }
 
+            #history
             #intercepts
             #events
             #handle_out

@@ -10,8 +10,10 @@ use syn::{Ident, Item, ItemImpl, LitStr, Token, Type};
 use crate::common::{did_you_mean, Errors};
 
 pub(crate) const ARGS_SYNTAX: &str = "`#[channel(socket = YourSocket)]`";
-const KEYS: [&str; 4] = ["socket", "intercept", "out", "crate"];
+const KEYS: [&str; 5] = ["socket", "intercept", "out", "history", "crate"];
 const OUT_SYNTAX: &str = "`out = [\"comments:*:new\" => NewComment]`";
+pub(crate) const HISTORY_SYNTAX: &str = "`history` or `history(size = 100, age = \"5m\", max_bytes = 1048576)`";
+pub(crate) const HISTORY_KEYS: [&str; 3] = ["size", "age", "max_bytes"];
 
 /// `#[channel(socket = S, intercept = ["event", ..], crate = path)]`.
 #[derive(Default)]
@@ -22,8 +24,49 @@ pub(crate) struct ChannelArgs {
     pub(crate) intercept: Option<Vec<LitStr>>,
     /// The `out` list of pushed events and their payload types, if given.
     pub(crate) out: Option<Vec<OutEvent>>,
+    /// `history` or `history(..)`, if given.
+    pub(crate) history: Option<HistoryArgs>,
     /// Where the arguments were written, for "missing `socket`".
     pub(crate) span: Option<Span>,
+}
+
+/// `history(size = .., age = "..", max_bytes = ..)`: the bounds as written,
+/// each `key = literal` (checked in validation).
+pub(crate) struct HistoryArgs {
+    /// The `history` keyword, for errors about the whole.
+    pub(crate) keyword: Ident,
+    pub(crate) entries: Vec<(Ident, syn::Lit)>,
+}
+
+impl HistoryArgs {
+    fn parse(keyword: Ident, input: ParseStream) -> syn::Result<Self> {
+        let mut entries = Vec::new();
+        if !input.peek(syn::token::Paren) {
+            return Ok(HistoryArgs { keyword, entries });
+        }
+        let list;
+        syn::parenthesized!(list in input);
+        while !list.is_empty() {
+            let key = Ident::parse_any(&list).map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    format!("expected `key = value` inside `history(..)`, as in {HISTORY_SYNTAX}"),
+                )
+            })?;
+            if !list.peek(Token![=]) {
+                return Err(list.error(format!("expected `=` after `{key}`, as in {HISTORY_SYNTAX}")));
+            }
+            list.parse::<Token![=]>()?;
+            let value: syn::Lit = list
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), format!("`{key}` takes a literal, as in {HISTORY_SYNTAX}")))?;
+            entries.push((key, value));
+            if !list.is_empty() {
+                list.parse::<Token![,]>()?;
+            }
+        }
+        Ok(HistoryArgs { keyword, entries })
+    }
 }
 
 /// `"event" => Type` in `out = [..]`.
@@ -60,11 +103,23 @@ pub(crate) fn parse_args(args: TokenStream, errors: &mut Errors) -> ChannelArgs 
                 errors.push_spanned(
                     &key,
                     format!(
-                        "unknown key `{name}` in `#[channel]`: the valid keys are `socket` (required), `intercept`, `out` and `crate`{}",
+                        "unknown key `{name}` in `#[channel]`: the valid keys are `socket` (required), `intercept`, `out`, `history` and `crate`{}",
                         did_you_mean(&name, KEYS)
                     ),
                 );
                 skip_value(input)?;
+                continue;
+            }
+            if name == "history" {
+                let history = HistoryArgs::parse(key.clone(), input)?;
+                if out.history.is_some() {
+                    errors.push_spanned(&key, "`history` is given twice");
+                } else {
+                    out.history = Some(history);
+                }
+                if !input.is_empty() {
+                    input.parse::<Token![,]>()?;
+                }
                 continue;
             }
             if !input.peek(Token![=]) {

@@ -9,8 +9,8 @@ use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, ImplItem, ImplItemFn, ItemImpl, LitStr, ReturnType, Signature, Type};
 
-use super::parse::{ChannelArgs, OutEvent, ARGS_SYNTAX};
-use crate::common::{unraw, Errors};
+use super::parse::{ChannelArgs, HistoryArgs, OutEvent, ARGS_SYNTAX, HISTORY_KEYS, HISTORY_SYNTAX};
+use crate::common::{did_you_mean, unraw, Errors};
 
 const JOIN_SYNTAX: &str = "`async fn join(topic: Topic, params: P, socket: &mut Socket<S>) -> Join<Self>`";
 const HANDLER_SYNTAX: &str = "`async fn name(&mut self, payload: P, socket: &mut Socket<S>) -> Reply`";
@@ -35,6 +35,8 @@ pub(crate) struct Channel {
     pub(crate) intercepts: Vec<LitStr>,
     /// The declared pushed events (`out = [..]`), if declared.
     pub(crate) out: Option<Vec<OutEvent>>,
+    /// The history its topics keep (`history(..)`), if declared.
+    pub(crate) history: Option<History>,
     pub(crate) terminate: Option<Terminate>,
     /// Methods that failed validation, referenced by the fallback impl so
     /// they do not add dead-code warnings to the errors.
@@ -71,6 +73,15 @@ pub(crate) struct Handler {
     pub(crate) output: Option<Type>,
 }
 
+/// Checked `history(..)` bounds; `None` fields take the runtime's defaults.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct History {
+    pub(crate) size: Option<u64>,
+    /// In milliseconds.
+    pub(crate) age: Option<u64>,
+    pub(crate) max_bytes: Option<u64>,
+}
+
 pub(crate) struct Terminate {
     pub(crate) method: Ident,
     pub(crate) socket: bool,
@@ -93,6 +104,7 @@ pub(crate) fn validate(args: ChannelArgs, mut item: ItemImpl, errors: &mut Error
     }
     let intercepts = check_intercepts(args.intercept.unwrap_or_default(), errors);
     let out = args.out.map(|events| check_out(events, errors));
+    let history = args.history.map(|history| check_history(history, errors));
     let mut joins: Vec<(Ident, Option<Join>)> = Vec::new();
     let mut terminate = None;
     let mut handlers: Vec<Handler> = Vec::new();
@@ -197,7 +209,18 @@ pub(crate) fn validate(args: ChannelArgs, mut item: ItemImpl, errors: &mut Error
         }
         _ => joins.into_iter().next().and_then(|(_, join)| join),
     };
-    Channel { krate: args.krate, socket: args.socket, item, join, handlers, intercepts, out, terminate, rejected }
+    Channel {
+        krate: args.krate,
+        socket: args.socket,
+        item,
+        join,
+        handlers,
+        intercepts,
+        out,
+        history,
+        terminate,
+        rejected,
+    }
 }
 
 /// Checks an event of `#[handle_in]` or `#[handle_out]` and records it.
@@ -258,6 +281,79 @@ fn check_out(events: Vec<OutEvent>, errors: &mut Errors) -> Vec<OutEvent> {
         }
     }
     kept
+}
+
+/// `history(..)`: known keys, each once; a positive size and byte bound;
+/// an age such as `"300s"`, `"5m"`, `"2h"` or `"1d"`.
+fn check_history(args: HistoryArgs, errors: &mut Errors) -> History {
+    let mut history = History { size: None, age: None, max_bytes: None };
+    // Keys seen so far, valid or not: a key given twice is reported even
+    // when its first value was refused.
+    let mut seen: Vec<String> = Vec::new();
+    for (key, value) in args.entries {
+        let name = unraw(&key);
+        let slot = match name.as_str() {
+            "size" => &mut history.size,
+            "age" => &mut history.age,
+            "max_bytes" => &mut history.max_bytes,
+            _ => {
+                errors.push_spanned(
+                    &key,
+                    format!(
+                        "unknown key `{name}` in `history(..)`: the keys are `size`, `age` and `max_bytes`{}",
+                        did_you_mean(&name, HISTORY_KEYS)
+                    ),
+                );
+                continue;
+            }
+        };
+        if seen.contains(&name) {
+            errors.push_spanned(&key, format!("`{name}` is given twice in `history(..)`"));
+            continue;
+        }
+        seen.push(name.clone());
+        let parsed = match (name.as_str(), &value) {
+            ("age", syn::Lit::Str(text)) => parse_age(&text.value()).ok_or_else(|| {
+                format!(
+                    "{:?} is not an age: write a number and a unit, as in \"300s\", \"5m\", \"2h\" or \"1d\"",
+                    text.value()
+                )
+            }),
+            ("age", _) => {
+                Err("`age` is a string such as \"5m\" (a number and one of `ms`, `s`, `m`, `h`, `d`)".to_owned())
+            }
+            (_, syn::Lit::Int(int)) => match int.base10_parse::<u64>() {
+                Ok(0) => Err(format!("`{name}` must be at least 1")),
+                Ok(n) => Ok(n),
+                Err(_) => Err(format!("`{name}` must be a whole number below 2^64")),
+            },
+            _ => Err(format!("`{name}` is a whole number, as in {HISTORY_SYNTAX}")),
+        };
+        match parsed {
+            Ok(n) => *slot = Some(n),
+            Err(message) => errors.push_spanned(&value, message),
+        }
+    }
+    let _ = args.keyword;
+    history
+}
+
+/// `"300s"`, `"5m"`, `"2h"`, `"1d"`, `"250ms"` in milliseconds (at least 1,
+/// at most 24 days, what the runtime keeps).
+fn parse_age(text: &str) -> Option<u64> {
+    let digits = text.trim().bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.trim().split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let unit_ms = match unit.trim() {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    let ms = number.checked_mul(unit_ms)?;
+    (1..=24 * 86_400_000).contains(&ms).then_some(ms)
 }
 
 /// The return type as the generated types read it: `()` when there is
@@ -527,6 +623,23 @@ fn check_handler(f: &ImplItemFn, errors: &mut Errors) -> Option<Args> {
         args
     } else {
         None
+    }
+}
+
+#[cfg(test)]
+mod history_tests {
+    use super::parse_age;
+
+    #[test]
+    fn ages_read_like_durations() {
+        assert_eq!(parse_age("300s"), Some(300_000));
+        assert_eq!(parse_age("5m"), Some(300_000));
+        assert_eq!(parse_age("2h"), Some(7_200_000));
+        assert_eq!(parse_age("1d"), Some(86_400_000));
+        assert_eq!(parse_age("250ms"), Some(250));
+        for bad in ["", "5", "m", "5 minutes", "-5m", "0s", "25d", "99999999999999999999d"] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
     }
 }
 

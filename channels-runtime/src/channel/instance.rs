@@ -24,7 +24,9 @@ use crate::logging::{clip, clip_error, Line};
 use crate::mailbox::Mail;
 use crate::metrics::channel::{self as exported, Figures, Outcome};
 use crate::presence::Presence;
-use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR};
+use crate::protocol::Position;
+use crate::protocol::{Outgoing, Payload, PHX_CLOSE, PHX_ERROR, PHX_RECOVERY};
+use crate::pubsub::{asked_in, Asked, Handover, NotRecovered};
 use crate::reply::{self, Reply, Status};
 use crate::socket::Socket;
 
@@ -60,6 +62,30 @@ pub(crate) fn join<C: Channel>(start: Start<C::Socket>) -> Step<C::Socket> {
     let figures = figures::<C>();
     let span = step_span(figures, &start.topic, start.join_ref.as_deref());
     Box::pin(run_join::<C>(start, figures).instrument(span))
+}
+
+/// The ref a channel's pushes carry: the join's join_ref, or its ref when
+/// the client sent no join_ref.
+fn socket_join_ref<'a>(join_ref: &'a Option<Arc<str>>, msg_ref: &'a Option<String>) -> Option<&'a str> {
+    join_ref.as_deref().or(msg_ref.as_deref())
+}
+
+/// The `phx_recovery` frame a client that asked for positions gets right
+/// after its join reply: whether what it missed follows, and (in `ref` and
+/// in the payload) the position it stands at before the first broadcast
+/// this join sends it.
+fn send_recovery(conn: &Connection, join_ref: Option<&str>, topic: &str, handover: &Handover) {
+    let position = handover.start.as_ref().map(ToString::to_string);
+    let mut body = serde_json::Map::new();
+    body.insert("recovered".into(), handover.outcome.is_ok().into());
+    body.insert("position".into(), position.clone().into());
+    body.insert("missed".into(), handover.outcome.as_ref().map_or(0, |n| *n).into());
+    if let Err(reason) = &handover.outcome {
+        body.insert("reason".into(), reason.as_str().into());
+    }
+    let payload = Payload::from(serde_json::Value::Object(body));
+    let position = position.as_deref();
+    conn.send(&Outgoing::Push { join_ref, topic, event: PHX_RECOVERY, payload: &payload, position });
 }
 
 /// The metrics of channel type `C`, their handles taken once.
@@ -105,21 +131,56 @@ async fn run_join<C: Channel>(
     };
 
     let started = Instant::now();
+    // A client that asks for positions (`phx_position`): what it missed is
+    // prepared before `join`, which may look at it.
+    let (payload, asked) = asked_in(payload);
+    let mut no_history = false;
+    if let Some(asked) = asked {
+        if asked == Asked::Invalid && conn.metrics.lines.allow(Line::InvalidPosition) {
+            tracing::warn!(topic = ?clip(&topic), "{}", Line::InvalidPosition.what());
+        }
+        match conn.pubsub.history_of(&topic) {
+            Some(history) => socket.set_recovery(conn.pubsub.prepare(&topic, history, asked).await),
+            None => no_history = true,
+        }
+    }
     let joined = guarded(C::join(topic.clone(), payload, &mut socket)).await;
+    let prepared = socket.take_recovery();
     match joined.map_err(|error| refuse_over_limit(error, &conn, &topic)) {
         Ok((response, channel)) => {
-            if !C::INTERCEPTS.is_empty() {
+            if !C::INTERCEPTS.is_empty() || prepared.is_some() {
                 // Made here, in the connection's task, so that task is
-                // listening to it before the first intercepted event.
+                // listening to it before the first intercepted event (or
+                // the first word that this node missed broadcasts).
                 conn.mailbox();
             }
-            // Several nodes: told "ok", the client gets every broadcast sent
-            // from any node after that, so the broker's subscription comes
-            // first (one round trip, for a topic new to this node).
-            let hold = conn.pubsub.hold(&topic).await;
             let subscriber = conn.subscriber(generation).raw_events(C::INTERCEPTS);
-            conn.pubsub.subscribe_then(&topic, subscriber, || join_reply(Status::Ok, &response));
-            drop(hold);
+            let recovered = |handover: &Handover| {
+                join_reply(Status::Ok, &response);
+                send_recovery(&conn, socket_join_ref(&join_ref, &msg_ref), &topic, handover);
+            };
+            match prepared {
+                // Held the broker's subscription since before `join`.
+                Some(prepared) => {
+                    socket.take_positions_now();
+                    conn.pubsub.subscribe_kept(prepared, subscriber.positions(), recovered).await;
+                }
+                None => {
+                    // Several nodes: told "ok", the client gets every broadcast
+                    // sent from any node after that, so the broker's
+                    // subscription comes first (one round trip, for a topic
+                    // new to this node).
+                    let hold = conn.pubsub.hold(&topic).await;
+                    conn.pubsub.subscribe_then(&topic, subscriber, || {
+                        if no_history {
+                            recovered(&Handover { start: None, outcome: Err(NotRecovered::Off) });
+                        } else {
+                            join_reply(Status::Ok, &response);
+                        }
+                    });
+                    drop(hold);
+                }
+            }
             // Pushes made in `join`, then `Presence::track_after_join`'s work:
             // in this step, so no other message reaches the channel between.
             let after_join = socket.release_pending();
@@ -212,8 +273,18 @@ async fn handle<C: Channel>(
             warn_if_replied(&outcome, "handle_info");
             ("handle_info", Cow::Borrowed(event), outcome)
         }
-        Mail::Out { event, payload } => {
+        Mail::Out { event, payload, position } => {
+            let offset = position.as_ref().map(Position::offset);
+            if offset.is_some() && !conn.may_hand(socket.generation()) {
+                // A newer join of the topic took over from here.
+                return Some(me);
+            }
+            socket.set_position(position);
             let mut outcome = guarded(channel.handle_out(&event, payload, socket)).await;
+            if let Some(offset) = offset {
+                socket.set_position(None);
+                conn.handed(socket.generation(), offset);
+            }
             if outcome.as_ref().err().and_then(|crash| over_limit(crash, &conn, &topic, &event)).is_some() {
                 outcome = Ok(Reply::none());
             }
@@ -231,6 +302,18 @@ async fn handle<C: Channel>(
             });
             return end(me, Terminate::Left).await;
         }
+        Mail::Frames { frame, after, offset } => {
+            // A broadcast `handle_out` does not take, in its place among
+            // those it does (unless a newer join of the topic took over).
+            if conn.may_hand(socket.generation()) {
+                for frame in std::iter::once(frame).chain(after) {
+                    let _ = conn.outbox.push(frame);
+                }
+                conn.handed(socket.generation(), offset);
+            }
+            return Some(me);
+        }
+        Mail::Resync => return end(me, Terminate::Resync).await,
         Mail::Displaced => return end(me, Terminate::Displaced).await,
         Mail::Closed => return end(me, Terminate::Closed).await,
         Mail::Shutdown => return end(me, Terminate::Shutdown).await,
@@ -254,7 +337,14 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
     let Instance { channel, socket, .. } = &mut *me;
     let conn = socket.connection().clone();
     let topic = socket.topic().clone();
-    conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());
+    if socket.takes_positions() {
+        // What its client was sent is kept for the join that displaced it.
+        let handed = conn.forget_handed(socket.generation());
+        let displaced = reason == Terminate::Displaced;
+        conn.pubsub.unsubscribe_kept(&topic, conn.outbox.id(), socket.generation(), displaced, handed).await;
+    } else {
+        conn.pubsub.unsubscribe(&topic, conn.outbox.id(), socket.generation());
+    }
     let terminated = guarded(async {
         channel.terminate(&reason, socket).await;
         Ok::<(), Crash>(())
@@ -271,6 +361,7 @@ async fn end<C: Channel>(mut me: Box<Instance<C>>, reason: Terminate) -> Option<
     };
     match &reason {
         Terminate::Crashed(_) => control(PHX_ERROR, &reply::reason("channel_crash")),
+        Terminate::Resync => control(PHX_ERROR, &reply::reason("resync")),
         // The connection is closing: no frame can reach the client.
         Terminate::Closed | Terminate::Shutdown => {}
         _ => control(PHX_CLOSE, &Payload::empty()),

@@ -25,6 +25,7 @@ use crate::connection::Connection;
 use crate::crash::Crash;
 use crate::describe::{ChannelShape, JoinTypes};
 use crate::protocol::{IntoPayload, Payload, PayloadError};
+use crate::pubsub::History;
 use crate::reply::{self, Reply};
 use crate::router::{Topic, TopicPattern};
 use crate::socket::Socket;
@@ -76,6 +77,13 @@ pub trait Channel: Sized + Send + 'static {
         let plain = full.split('<').next().unwrap_or(full);
         plain.rsplit("::").next().unwrap_or(plain)
     }
+
+    /// The history its topics keep (`#[channel(history(..))]`): the
+    /// endpoint keeps it for the topics of the channel's routes, so a
+    /// client that lost its connection is sent what it missed when it
+    /// rejoins with its last position (`docs/recovery.md`). `None` (the
+    /// default): broadcasts are not kept.
+    const HISTORY: Option<History> = None;
 
     /// Broadcast events this channel wants to see in
     /// [`Channel::handle_out`] instead of having them sent straight to its
@@ -147,6 +155,12 @@ pub enum Terminate {
     Crashed(Crash),
     /// The endpoint is shutting down.
     Shutdown,
+    /// This node missed broadcasts of the channel's topic (which keeps
+    /// history) that its client was owed: a broker subscription dropped,
+    /// or the broker lost its stream. The client gets `phx_error` and
+    /// rejoins with its last position, to be sent what it missed or told
+    /// that it cannot be.
+    Resync,
 }
 
 /// What a user's `join` returns: `Ok((response, state))` to join, or
@@ -452,17 +466,38 @@ pub trait Routes: Connect {
     const ROUTES: &'static [Route<Self>];
 }
 
+/// Keeps, on `pubsub`, the history of every route of `S` whose channel
+/// declares one.
+pub(crate) fn keep_histories<S: Routes>(pubsub: &crate::pubsub::PubSub) {
+    for route in S::ROUTES {
+        if let Some(history) = route.history() {
+            pubsub.keep_history(route.pattern().as_str(), history);
+        }
+    }
+}
+
 /// A route: a topic pattern and the channel it starts.
 pub struct Route<S: Connect> {
     pattern: TopicPattern,
     join: fn(Start<S>) -> Step<S>,
     describe: fn() -> ChannelShape,
+    history: Option<History>,
 }
 
 impl<S: Connect> Route<S> {
     /// A route to channel type `C`, for use in [`Routes::ROUTES`].
     pub const fn new<C: Channel<Socket = S>>(pattern: &'static str) -> Self {
-        Route { pattern: TopicPattern::new(pattern), join: instance::join::<C>, describe: C::describe }
+        Route {
+            pattern: TopicPattern::new(pattern),
+            join: instance::join::<C>,
+            describe: C::describe,
+            history: C::HISTORY,
+        }
+    }
+
+    /// The history the route's topics keep ([`Channel::HISTORY`]).
+    pub fn history(&self) -> Option<History> {
+        self.history
     }
 
     /// The types of the route's channel ([`Channel::describe`]).

@@ -32,8 +32,10 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
 
-use super::envelope::{decode, encode, node_id, NodeId};
-use super::{BroadcastMessage, BrokerStats, Interest as Change, PubSub, PublishError, Ready, WeakPubSub};
+use super::envelope::{decode_any, encode, encode_kept, node_id, Decoded, NodeId};
+use super::history::Epochs;
+use super::{BroadcastMessage, BrokerStats, History, Interest as Change, PubSub, PublishError, Ready, WeakPubSub};
+use crate::outbox::ConnId;
 
 /// How topics map to broker channels (Redis channels, NATS subjects).
 ///
@@ -74,11 +76,22 @@ pub(crate) struct Names {
     routing: Routing,
     /// The engine's name for a key in a namespace.
     format: fn(&str, Key<'_>) -> String,
+    /// For an engine whose topics with history travel elsewhere (NATS:
+    /// JetStream): the channel of such a topic, per topic whatever the
+    /// routing.
+    kept: Option<fn(&str, &str) -> String>,
 }
 
 impl Names {
     pub(crate) fn new(namespace: &str, routing: Routing, format: fn(&str, Key<'_>) -> String) -> Self {
-        Names { namespace: namespace.to_owned(), routing, format }
+        Names { namespace: namespace.to_owned(), routing, format, kept: None }
+    }
+
+    /// Topics with history go to `kept(namespace, topic)`.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn with_kept(mut self, kept: fn(&str, &str) -> String) -> Self {
+        self.kept = Some(kept);
+        self
     }
 
     pub(crate) fn channel(&self, topic: &str) -> Arc<str> {
@@ -294,6 +307,7 @@ pub(crate) const RETAIN: Duration = Duration::from_secs(10);
 /// How long a broker may take to answer before it counts as away: a broker
 /// that stalls (a slow disk, a pause) but answers within this is up, and
 /// broadcasts are pushed back meanwhile rather than dropped.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) const STALL: Duration = Duration::from_secs(5);
 
 const BACKOFF_START: Duration = Duration::from_millis(100);
@@ -303,7 +317,25 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub(crate) struct Outbound {
     pub(crate) channel: Arc<str>,
+    /// The envelope; for a broadcast of a topic with history, its part
+    /// before the position (the broker writes the position in).
     pub(crate) bytes: Bytes,
+    /// A broadcast of a topic whose history the broker keeps.
+    pub(crate) kept: Option<Box<KeptOut>>,
+}
+
+/// What the broker needs to keep a broadcast and give it its position
+/// (the topic, event and kind for Redis's stream entry; JetStream takes
+/// the envelope as it is).
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct KeptOut {
+    pub(crate) topic: String,
+    pub(crate) event: String,
+    pub(crate) binary: bool,
+    /// The envelope's part after the position: the payload.
+    pub(crate) payload: Bytes,
+    pub(crate) history: History,
 }
 
 /// The engine-independent half of a broker adapter: an engine's
@@ -322,11 +354,27 @@ pub(crate) struct Broker {
     busy: AtomicBool,
     queue: mpsc::Sender<Outbound>,
     queued: Mutex<Option<mpsc::Receiver<Outbound>>>,
+    /// Epochs for the streams this node finds without one (Redis: JetStream
+    /// names its own).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    epochs: Epochs,
+    /// The node's PubSub, to tell topics with history apart.
+    local: std::sync::OnceLock<WeakPubSub>,
+    /// The topics (and their history) of the channels of topics with
+    /// history this node is subscribed to, for engines that keep them
+    /// elsewhere ([`Names::with_kept`]).
+    kept_channels: Mutex<HashMap<Arc<str>, (String, History)>>,
+    /// The epoch this node proposes for a stream found without one, made
+    /// anew once a stream took it (so no epoch is used twice).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    proposal: Mutex<Arc<str>>,
 }
 
 impl Broker {
     pub(crate) fn new(engine: &'static str, names: Names) -> Arc<Self> {
         let (queue, queued) = mpsc::channel(QUEUE);
+        let epochs = Epochs::new();
+        let proposal = Mutex::new(epochs.make());
         Arc::new(Broker {
             engine,
             node: node_id(),
@@ -339,18 +387,81 @@ impl Broker {
             busy: AtomicBool::new(false),
             queue,
             queued: Mutex::new(Some(queued)),
+            epochs,
+            proposal,
+            local: std::sync::OnceLock::new(),
+            kept_channels: Mutex::default(),
         })
     }
 
-    /// [`Adapter::publish`](super::Adapter::publish).
-    pub(crate) fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
-        if self.publishing.is_on() {
-            // At most once across nodes: while the broker is away, a
-            // broadcast reaches this node's subscribers only.
-            self.counters.dropped.add(1);
-            return Ok(());
+    /// The broker channel of `topic`: its own, for a topic with history on
+    /// an engine that keeps those elsewhere.
+    fn channel_of(&self, topic: &str) -> Arc<str> {
+        if let Some(kept) = self.names.kept {
+            let local = self.local.get().and_then(WeakPubSub::upgrade);
+            if local.is_some_and(|p| p.history_of(topic).is_some()) {
+                return kept(&self.names.namespace, topic).into();
+            }
         }
-        let outbound = Outbound { channel: self.names.channel(&message.topic), bytes: encode(&self.node, message) };
+        self.names.channel(topic)
+    }
+
+    /// The topic and history of a channel of a topic with history, for an
+    /// engine that keeps them elsewhere.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn kept_channel(&self, channel: &str) -> Option<(String, History)> {
+        self.kept_channels.lock().get(channel).cloned()
+    }
+
+    /// The epoch to propose for a stream found without one. A node never
+    /// proposes an epoch a stream took before (a broker that lost its data
+    /// must not get an old epoch back): a fresh one is made whenever the
+    /// broker says it took the proposal ([`Broker::epoch_taken`]), and a
+    /// fresh one per process.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn epoch_proposal(&self) -> Arc<str> {
+        self.proposal.lock().clone()
+    }
+
+    /// A stream took `epoch`: this node proposes another from now on.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn epoch_taken(&self, epoch: &str) {
+        let mut proposal = self.proposal.lock();
+        if **proposal == *epoch {
+            *proposal = self.epochs.make();
+        }
+    }
+
+    /// The broker channel of `topic`.
+    pub(crate) fn channel(&self, topic: &str) -> Arc<str> {
+        self.channel_of(topic)
+    }
+
+    /// [`Adapter::publish_kept`](super::Adapter::publish_kept): refused while
+    /// the broker is away (it gives the position).
+    pub(crate) fn publish_kept(
+        &self,
+        message: &BroadcastMessage,
+        history: &History,
+        except: Option<ConnId>,
+    ) -> Result<(), PublishError> {
+        if self.publishing.is_on() {
+            self.counters.refused.add(1);
+            return Err(PublishError::Unavailable);
+        }
+        let (head, payload) = encode_kept(&self.node, message, except);
+        let kept = KeptOut {
+            topic: message.topic.clone(),
+            event: message.event.clone(),
+            binary: matches!(message.payload, crate::protocol::Payload::Binary(_)),
+            payload,
+            history: *history,
+        };
+        let outbound = Outbound { channel: self.channel_of(&message.topic), bytes: head, kept: Some(Box::new(kept)) };
+        self.enqueue(outbound)
+    }
+
+    fn enqueue(&self, outbound: Outbound) -> Result<(), PublishError> {
         match self.queue.try_send(outbound) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -368,14 +479,40 @@ impl Broker {
         }
     }
 
+    /// [`Adapter::publish`](super::Adapter::publish).
+    pub(crate) fn publish(&self, message: &BroadcastMessage) -> Result<(), PublishError> {
+        if self.publishing.is_on() {
+            // At most once across nodes: while the broker is away, a
+            // broadcast reaches this node's subscribers only.
+            self.counters.dropped.add(1);
+            return Ok(());
+        }
+        let outbound =
+            Outbound { channel: self.names.channel(&message.topic), bytes: encode(&self.node, message), kept: None };
+        self.enqueue(outbound)
+    }
+
     /// [`Adapter::interest`](super::Adapter::interest).
     pub(crate) fn interest(&self, topic: &str, change: Change) {
-        self.interest.change(self.names.channel(topic), change);
+        let channel = self.channel_of(topic);
+        if self.names.kept.is_some() && change == Change::Gained {
+            if let Some(history) = self.local.get().and_then(WeakPubSub::upgrade).and_then(|p| p.history_of(topic)) {
+                self.kept_channels.lock().entry(channel.clone()).or_insert_with(|| (topic.to_owned(), history));
+            }
+        }
+        self.interest.change(channel, change);
+    }
+
+    /// The broker no longer holds a subscription to `channel`.
+    pub(crate) fn forget_channel(&self, channel: &str) {
+        if self.names.kept.is_some() {
+            self.kept_channels.lock().remove(channel);
+        }
     }
 
     /// [`Adapter::ready`](super::Adapter::ready).
     pub(crate) fn ready(&self, topic: &str) -> Option<Ready> {
-        self.interest.ready(self.names.channel(topic))
+        self.interest.ready(self.channel_of(topic))
     }
 
     /// [`Adapter::is_receiving`](super::Adapter::is_receiving).
@@ -403,6 +540,7 @@ impl Broker {
 
     /// Starts the engine's publisher and subscriber loops, once.
     pub(crate) fn start(self: &Arc<Self>, local: &PubSub, publish: impl Publish, subscribe: impl Subscribe) {
+        let _ = self.local.set(local.downgrade());
         let Some(queued) = self.queued.lock().take() else { return };
         tokio::spawn(publisher(self.clone(), publish, queued));
         tokio::spawn(subscriber(self.clone(), subscribe, local.downgrade()));
@@ -410,10 +548,14 @@ impl Broker {
 
     /// Hands a message from the broker to this node's subscribers.
     pub(crate) fn deliver(&self, local: &PubSub, bytes: &[u8]) {
-        match decode(bytes, &self.node) {
-            Ok(Some(message)) => {
+        match decode_any(bytes, &self.node) {
+            Ok(Some(Decoded::Plain(message))) => {
                 self.counters.received.add(1);
                 local.deliver_local(&message);
+            }
+            Ok(Some(Decoded::Kept { message, position, except })) => {
+                self.counters.received.add(1);
+                local.deliver_kept(&message, &position, except);
             }
             Ok(None) => {}
             Err(error) => {
@@ -477,6 +619,28 @@ macro_rules! engine_adapter {
 
             fn is_receiving(&self) -> bool {
                 self.broker.is_receiving()
+            }
+
+            fn keeps_history(&self) -> bool {
+                true
+            }
+
+            fn publish_kept(
+                &self,
+                message: &$crate::pubsub::BroadcastMessage,
+                history: &$crate::pubsub::History,
+                except: Option<$crate::outbox::ConnId>,
+            ) -> Result<(), $crate::pubsub::PublishError> {
+                self.broker.publish_kept(message, history, except)
+            }
+
+            fn read_history(
+                &self,
+                topic: &str,
+                history: &$crate::pubsub::History,
+                after: Option<&$crate::protocol::Position>,
+            ) -> $crate::pubsub::HistoryRead {
+                self.read_history_at_broker(topic, history, after)
             }
         }
 
@@ -629,6 +793,11 @@ async fn subscriber<S: Subscribe>(broker: Arc<Broker>, engine: S, local: WeakPub
                 channels = all.len(),
                 "{engine} back for subscribing; broadcasts from other nodes flow again"
             );
+            // What was missed meanwhile on topics with history: their
+            // clients that take positions rejoin, and recover it.
+            if let Some(local) = local.upgrade() {
+                local.history_interrupted();
+            }
         }
         backoff = BACKOFF_START;
         let lost: String = loop {
@@ -642,6 +811,9 @@ async fn subscriber<S: Subscribe>(broker: Arc<Broker>, engine: S, local: WeakPub
                     if !remove.is_empty() {
                         if let Err(error) = engine.unsubscribe(&mut control, &remove).await {
                             break error.to_string();
+                        }
+                        for channel in &remove {
+                            broker.forget_channel(channel);
                         }
                     }
                     if !add.is_empty() {

@@ -33,6 +33,8 @@ use parking_lot::{Mutex, RwLock};
 #[cfg(any(feature = "redis", feature = "nats"))]
 mod broker;
 pub(crate) mod envelope;
+mod history;
+mod kept;
 #[cfg(any(feature = "redis", feature = "nats"))]
 pub use self::broker::Routing;
 #[cfg(feature = "redis")]
@@ -42,14 +44,25 @@ pub use self::redis::Redis;
 #[cfg(feature = "redis")]
 mod redis_cluster;
 #[cfg(feature = "redis")]
+mod redis_history;
+#[cfg(feature = "redis")]
 pub use self::redis_cluster::RedisCluster;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]
+mod nats_history;
+#[cfg(feature = "nats")]
 pub use self::nats::Nats;
+#[cfg(feature = "nats")]
+pub use self::nats_history::HistoryStorage;
+
+pub(crate) use self::history::{asked_in, Asked};
+pub use self::history::{History, NotRecovered};
+pub(crate) use self::kept::{Handover, Prepared};
+pub use self::kept::{HistoryRead, HistoryUnavailable, KeptFrames, Missed, ReadHistory, Recovery};
 
 use crate::outbox::{ConnId, Outbox};
-use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Serializer};
+use crate::protocol::{Frame, IntoPayload, Outgoing, Payload, Position, Serializer};
 
 /// The event that, broadcast to a socket id, closes every connection with
 /// that id.
@@ -164,6 +177,43 @@ pub trait Adapter: Send + Sync + 'static {
     fn is_receiving(&self) -> bool {
         true
     }
+
+    /// Whether the broker keeps the history of topics that have one
+    /// ([`PubSub::keep_history`]): it then gives their broadcasts their
+    /// positions ([`Adapter::publish_kept`]), hands them to every node
+    /// through [`PubSub::deliver_kept`], and reads its stream back for a
+    /// rejoin ([`Adapter::read_history`]). `false` (the default): each node
+    /// keeps its own history in memory, with its own epoch, and a client
+    /// recovers on the node it was on.
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// Sends a broadcast of a topic with history (`history` its bounds) to
+    /// the broker, which gives it its position, keeps it, and hands it to
+    /// every node subscribed to its topic, this one included, through
+    /// [`PubSub::deliver_kept`] (`except`, a connection of this node, does
+    /// not get it). Only called when [`Adapter::keeps_history`]. Must not
+    /// block; [`PublishError::Unavailable`] while the broker is away (a
+    /// broadcast without a position is none at all on such a topic).
+    fn publish_kept(
+        &self,
+        message: &BroadcastMessage,
+        history: &History,
+        except: Option<ConnId>,
+    ) -> Result<(), PublishError> {
+        let _ = (history, except);
+        self.publish(message)
+    }
+
+    /// Reads the stream of `topic` at the broker: its epoch and last
+    /// offset, and the broadcasts after `after` (when it is of the stream's
+    /// epoch and still kept). Only called when [`Adapter::keeps_history`],
+    /// after this node's subscription to the topic was confirmed.
+    fn read_history(&self, topic: &str, history: &History, after: Option<&Position>) -> HistoryRead {
+        let _ = (topic, history, after);
+        kept::no_history()
+    }
 }
 
 /// A future that resolves once a topic's broadcasts from other nodes reach
@@ -186,6 +236,10 @@ pub enum PublishError {
     /// The broker is up but cannot keep up: its publish queue is full.
     #[error("the broker's publish queue is full")]
     Busy,
+    /// The broker is away, and the broadcast cannot be sent without it
+    /// (a broadcast of a topic whose history the broker keeps).
+    #[error("the broker is unavailable")]
+    Unavailable,
 }
 
 /// What a broker adapter counted ([`PubSub::broker_stats`]): its traffic
@@ -240,6 +294,46 @@ pub trait Sink: Send + Sync + 'static {
     fn raw(&self, tag: u64, topic: &str, event: &str, payload: &Payload) {
         let _ = (tag, topic, event, payload);
     }
+
+    /// Takes one broadcast of a topic with history, with its position, for
+    /// a subscription that takes positions ([`Subscriber::positions`]) and
+    /// takes some events raw: every broadcast of the topic comes here, in
+    /// order, so the raw ones keep their place among the others. `frames`
+    /// are the broadcast's frames for this subscriber (`None` for an event
+    /// taken raw). The default hands them on to [`Sink::frame`] and
+    /// [`Sink::raw`].
+    fn positioned(
+        &self,
+        tag: u64,
+        topic: &str,
+        event: &str,
+        payload: &Payload,
+        position: &Position,
+        frames: Option<&KeptFrames>,
+    ) {
+        let _ = position;
+        match frames {
+            Some(frames) => frames.frames().for_each(|frame| self.frame(frame)),
+            None => self.raw(tag, topic, event, payload),
+        }
+    }
+
+    /// This node missed broadcasts of `topic` that the subscription (one
+    /// that takes positions) was owed: nothing more is delivered to it, and
+    /// its client should rejoin, to be sent what it missed. The default
+    /// does nothing.
+    fn resync(&self, tag: u64, topic: &str) {
+        let _ = (tag, topic);
+    }
+
+    /// For a subscription that takes positions through [`Sink::positioned`]:
+    /// the offset of the last broadcast it has handed its client, if any;
+    /// and from now on it hands none (a newer join of the same connection
+    /// takes over, from there). The default knows nothing.
+    fn hand_over(&self, tag: u64) -> Option<u64> {
+        let _ = tag;
+        None
+    }
 }
 
 /// An outbox takes frames as they are (benchmarks and tests subscribe one
@@ -279,6 +373,8 @@ pub struct Subscriber {
     /// subscriber: kept to 48 bytes).
     raw_events: &'static [&'static str],
     raw_all: bool,
+    /// Takes positions on topics with history.
+    positions: bool,
     serializer: Serializer,
 }
 
@@ -286,7 +382,7 @@ impl Subscriber {
     /// A subscription of `id` that takes every broadcast as a frame
     /// encoded by `serializer`.
     pub fn new(id: ConnId, serializer: Serializer, sink: Arc<dyn Sink>) -> Self {
-        Subscriber { id, tag: 0, sink, raw_events: &[], raw_all: false, serializer }
+        Subscriber { id, tag: 0, sink, raw_events: &[], raw_all: false, positions: false, serializer }
     }
 
     /// Tags the subscription (a connection tags it with the channel
@@ -314,6 +410,14 @@ impl Subscriber {
         self
     }
 
+    /// Takes the broadcasts of a topic with history with their positions
+    /// (in the frames' `ref`). Others get the frames every subscriber gets.
+    #[must_use]
+    pub fn positions(mut self) -> Self {
+        self.positions = true;
+        self
+    }
+
     fn wants_raw(&self, event: &str) -> bool {
         self.raw_all || self.raw_events.contains(&event)
     }
@@ -327,6 +431,7 @@ impl std::fmt::Debug for Subscriber {
             .field("serializer", &self.serializer)
             .field("raw_events", &self.raw_events)
             .field("raw_all", &self.raw_all)
+            .field("positions", &self.positions)
             .finish_non_exhaustive()
     }
 }
@@ -386,6 +491,14 @@ struct Inner {
     services: Services,
     /// Broadcasts and deliveries on this node.
     fanout: crate::metrics::Fanout,
+    /// Which topics keep history.
+    patterns: history::Patterns,
+    /// The streams this node keeps (memory) or mirrors (broker).
+    streams: history::Streams,
+    /// The adapter's [`Adapter::keeps_history`], asked once.
+    broker_history: bool,
+    /// Warnings about history a client can cause (a broker read failing).
+    history_warnings: crate::logging::Throttle,
 }
 
 /// The publish/subscribe hub of an endpoint. Cheap to clone.
@@ -462,6 +575,12 @@ pub enum BroadcastError {
     /// `{"reason": "broker busy"}`.
     #[error("the broker to other nodes is busy; the broadcast was not sent")]
     BrokerBusy,
+    /// The topic keeps its history at the broker, and the broker is away:
+    /// a broadcast cannot get a position without it, so nobody got it.
+    /// From `handle_in` with `?`, the client's message is answered `error`
+    /// with `{"reason": "broker unavailable"}`.
+    #[error("the broker that keeps this topic's history is unavailable; the broadcast was not sent")]
+    BrokerUnavailable,
 }
 
 impl PubSub {
@@ -477,12 +596,17 @@ impl PubSub {
     pub fn with_adapter(adapter: impl Adapter) -> Self {
         let shards = (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect();
         let multi_node = adapter.is_multi_node();
+        let broker_history = multi_node && adapter.keeps_history();
         let inner = Inner {
             shards,
             adapter: Box::new(adapter),
             multi_node,
             services: Mutex::default(),
             fanout: crate::metrics::Fanout::default(),
+            patterns: history::Patterns::default(),
+            streams: history::Streams::default(),
+            broker_history,
+            history_warnings: crate::logging::Throttle::new(5, Duration::from_secs(10), "history warnings"),
         };
         let pubsub = PubSub { inner: Arc::new(inner) };
         pubsub.inner.adapter.start(pubsub.clone());
@@ -532,12 +656,18 @@ impl PubSub {
         event: &str,
         payload: Payload,
     ) -> Result<(), BroadcastError> {
+        if let Some(history) = self.inner.patterns.of(topic) {
+            return self.broadcast_kept(except, topic, event, payload, history);
+        }
         if !self.inner.multi_node {
             self.deliver(topic, event, &payload, except);
             return Ok(());
         }
         let message = BroadcastMessage { topic: topic.to_owned(), event: event.to_owned(), payload };
-        self.inner.adapter.publish(&message).map_err(|PublishError::Busy| BroadcastError::BrokerBusy)?;
+        self.inner.adapter.publish(&message).map_err(|error| match error {
+            PublishError::Busy => BroadcastError::BrokerBusy,
+            PublishError::Unavailable => BroadcastError::BrokerUnavailable,
+        })?;
         self.deliver(topic, event, &message.payload, except);
         Ok(())
     }
@@ -549,8 +679,15 @@ impl PubSub {
     }
 
     /// Delivers a broadcast that arrived from another node to the
-    /// subscribers on this one. For [`Adapter`] implementations.
+    /// subscribers on this one. For [`Adapter`] implementations. On a topic
+    /// with history kept in memory (an adapter that keeps none), this node
+    /// gives it a position in its own stream.
     pub fn deliver_local(&self, message: &BroadcastMessage) {
+        if !self.inner.broker_history {
+            if let Some(history) = self.inner.patterns.of(&message.topic) {
+                return self.keep_here(None, &message.topic, &message.event, message.payload.clone(), history);
+            }
+        }
         self.deliver(&message.topic, &message.event, &message.payload, None);
     }
 
@@ -711,7 +848,7 @@ impl PubSub {
                 continue;
             }
             let frame = encoded[sub.serializer.index()].get_or_insert_with(|| {
-                let out = Outgoing::Broadcast { topic, event, payload };
+                let out = Outgoing::Broadcast { topic, event, payload, position: None };
                 match sub.serializer.encode(&out) {
                     Ok(frame) => Some(frame),
                     Err(error) => {
@@ -745,7 +882,7 @@ impl PubSub {
     /// Subscribes, running `then` while no broadcast on the topic can be
     /// delivered: a join reply queued there reaches the client before any
     /// broadcast the subscription brings.
-    pub(crate) fn subscribe_then(&self, topic: &str, subscriber: Subscriber, then: impl FnOnce()) {
+    pub(crate) fn subscribe_then(&self, topic: &str, subscriber: Subscriber, then: impl FnOnce()) -> bool {
         let mut shard = self.shard(topic).write();
         let subscribers = match shard.get_mut(topic) {
             Some(subscribers) => subscribers,
@@ -756,28 +893,45 @@ impl PubSub {
                 shard.entry(Arc::from(topic)).or_default()
             }
         };
-        match subscribers.position(subscriber.id) {
-            Some(at) if subscribers.list[at].tag < subscriber.tag => subscribers.list[at] = subscriber,
-            Some(_) => {}
-            None => subscribers.push(subscriber),
-        }
+        let installed = match subscribers.position(subscriber.id) {
+            Some(at) if subscribers.list[at].tag < subscriber.tag => {
+                subscribers.list[at] = subscriber;
+                true
+            }
+            Some(_) => false,
+            None => {
+                subscribers.push(subscriber);
+                true
+            }
+        };
         then();
+        installed
     }
 
     /// Removes the subscription of `id` to `topic` if it is still the one
     /// tagged `tag`.
     pub fn unsubscribe(&self, topic: &str, id: ConnId, tag: u64) {
+        if self.unsubscribe_quietly(topic, id, tag) {
+            self.unfollowed(topic);
+        }
+    }
+
+    /// [`PubSub::unsubscribe`] but for what follows a topic's last
+    /// subscriber leaving; `true` if it was the last.
+    fn unsubscribe_quietly(&self, topic: &str, id: ConnId, tag: u64) -> bool {
         let mut shard = self.shard(topic).write();
-        let Some(subscribers) = shard.get_mut(topic) else { return };
+        let Some(subscribers) = shard.get_mut(topic) else { return false };
         if let Some(at) = subscribers.position(id).filter(|&at| subscribers.list[at].tag == tag) {
             subscribers.remove(at);
         }
-        if subscribers.list.is_empty() {
-            shard.remove(topic);
-            if self.inner.multi_node {
-                self.inner.adapter.interest(topic, Interest::Lost);
-            }
+        if !subscribers.list.is_empty() {
+            return false;
         }
+        shard.remove(topic);
+        if self.inner.multi_node {
+            self.inner.adapter.interest(topic, Interest::Lost);
+        }
+        true
     }
 }
 

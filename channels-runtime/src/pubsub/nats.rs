@@ -50,7 +50,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::broker::{engine_adapter, Broker, Key, Names, Outbound, Publish, Subscribe};
-use super::Routing;
+use super::nats_history::{self, HistoryStorage};
+use super::{History, HistoryRead, Routing};
+use crate::protocol::Position;
 
 /// The namespace used unless another is given.
 const DEFAULT_NAMESPACE: &str = "channels";
@@ -95,6 +97,9 @@ pub struct Nats {
     namespace: String,
     routing: Routing,
     broker: Arc<Broker>,
+    storage: HistoryStorage,
+    /// The connection history is read on, made on first use.
+    reader: Arc<tokio::sync::Mutex<Option<Client>>>,
 }
 
 impl Nats {
@@ -123,12 +128,50 @@ impl Nats {
                 None => Auth::Token(user),
             })
         });
-        Ok(Self::build(Arc::new(Servers { addrs, auth }), DEFAULT_NAMESPACE, Routing::Topic))
+        Ok(Self::build(Arc::new(Servers { addrs, auth }), DEFAULT_NAMESPACE, Routing::Topic, HistoryStorage::File))
     }
 
-    fn build(servers: Arc<Servers>, namespace: &str, routing: Routing) -> Self {
-        let broker = Broker::new("nats", Names::new(namespace, routing, subject_name));
-        Nats { servers, namespace: namespace.to_owned(), routing, broker }
+    fn build(servers: Arc<Servers>, namespace: &str, routing: Routing, storage: HistoryStorage) -> Self {
+        let names = Names::new(namespace, routing, subject_name).with_kept(nats_history::kept_subject);
+        let broker = Broker::new("nats", names);
+        Nats { servers, namespace: namespace.to_owned(), routing, broker, storage, reader: Arc::default() }
+    }
+
+    /// Where JetStream keeps the history of topics that have one
+    /// ([`PubSub::keep_history`](super::PubSub::keep_history)): on disk
+    /// (the default: it survives a restart of the server) or in memory.
+    /// Every node sharing a namespace must use the same.
+    #[must_use]
+    pub fn history_storage(self, storage: HistoryStorage) -> Self {
+        Self::build(self.servers, &self.namespace, self.routing, storage)
+    }
+
+    /// Reads a topic's JetStream stream
+    /// ([`Adapter::read_history`](super::Adapter::read_history)).
+    fn read_history_at_broker(&self, topic: &str, history: &History, after: Option<&Position>) -> HistoryRead {
+        let target = Target::new(&self.servers, &self.namespace);
+        let (reader, storage) = (self.reader.clone(), self.storage);
+        let subject = self.broker.channel(topic).to_string();
+        let (history, after) = (*history, after.cloned());
+        Box::pin(async move {
+            let client = {
+                let mut reader = reader.lock().await;
+                match &*reader {
+                    Some(client) if client.connection_state() == async_nats::connection::State::Connected => {
+                        client.clone()
+                    }
+                    _ => {
+                        let session = Session::connect(&target, "history reader")
+                            .await
+                            .map_err(|e| super::HistoryUnavailable(e.to_string()))?;
+                        *reader = Some(session.client.clone());
+                        session.client
+                    }
+                }
+            };
+            let js = async_nats::jetstream::new(client);
+            nats_history::read(&js, &subject, &history, storage, after.as_ref()).await
+        })
     }
 
     /// Nodes share broadcasts exactly when they share the server (or
@@ -137,21 +180,22 @@ impl Nats {
     /// subject token.
     #[must_use]
     pub fn namespace(self, namespace: &str) -> Self {
-        Self::build(self.servers, namespace, self.routing)
+        Self::build(self.servers, namespace, self.routing, self.storage)
     }
 
     /// How topics map to NATS subjects (default [`Routing::Topic`]). Every
     /// node sharing a namespace must use the same routing.
     #[must_use]
     pub fn routing(self, routing: Routing) -> Self {
-        Self::build(self.servers, &self.namespace, routing)
+        Self::build(self.servers, &self.namespace, routing, self.storage)
     }
 }
 
 engine_adapter!(Nats, |me, local| {
     let target = || Target::new(&me.servers, &me.namespace);
-    let publisher = Publisher { target: target(), oversized: AtomicBool::new(false) };
-    me.broker.start(&local, publisher, Subscriber(target()));
+    let publisher = Publisher { target: target(), oversized: AtomicBool::new(false), storage: me.storage };
+    let subscriber = Subscriber { target: target(), broker: me.broker.clone(), storage: me.storage };
+    me.broker.start(&local, publisher, subscriber);
 });
 
 // ---------------------------------------------------------------- subjects
@@ -179,7 +223,7 @@ fn is_plain(byte: u8) -> bool {
 /// two such texts could share a subject, which costs only bandwidth, as
 /// with shards: the envelope names the topic, and a node hands a broadcast
 /// to that topic's subscribers only.
-fn token(text: &str) -> Cow<'_, str> {
+pub(crate) fn token(text: &str) -> Cow<'_, str> {
     if text.is_empty() {
         return Cow::Borrowed("%");
     }
@@ -281,6 +325,8 @@ enum Failure {
     Lost,
     #[error("NATS did not confirm within {0:?}")]
     Unconfirmed(Duration),
+    #[error("JetStream: {0}")]
+    JetStream(String),
 }
 
 /// One connection to NATS, used until it is lost, then dropped for a new
@@ -295,6 +341,8 @@ struct Session {
     probe: async_nats::Subscriber,
     probe_subject: String,
     probes: u64,
+    /// Topic streams this session made sure exist.
+    streams: std::collections::HashSet<String>,
 }
 
 impl Session {
@@ -342,7 +390,12 @@ impl Session {
         let id = inbox.rsplit('.').next().unwrap_or(&inbox);
         let probe_subject = format!("{}.p.{id}", target.namespace);
         let probe = client.subscribe(probe_subject.clone()).await?;
-        Ok(Session { client, lost, probe, probe_subject, probes: 0 })
+        Ok(Session { client, lost, probe, probe_subject, probes: 0, streams: Default::default() })
+    }
+
+    /// JetStream on this connection.
+    fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client.clone())
     }
 
     /// Waits for the server to have handled everything sent before: NATS
@@ -402,6 +455,7 @@ struct Publisher {
     target: Target,
     /// Whether an oversized broadcast was logged already.
     oversized: AtomicBool,
+    storage: HistoryStorage,
 }
 
 impl Publish for Publisher {
@@ -421,8 +475,25 @@ impl Publish for Publisher {
 impl Publisher {
     async fn publish(&self, session: &mut Session, batch: &[Outbound]) -> Result<usize, Failure> {
         let mut refused = 0;
+        let mut acks = Vec::new();
         for outbound in batch {
             let subject = async_nats::Subject::from(&*outbound.channel);
+            if let Some(kept) = &outbound.kept {
+                // JetStream gives it its position (its stream's sequence);
+                // the acks are awaited together, after the batch is sent.
+                if !session.streams.contains(&*outbound.channel) {
+                    nats_history::ensure(&session.jetstream(), &outbound.channel, &kept.history, self.storage)
+                        .await
+                        .map_err(Failure::JetStream)?;
+                    session.streams.insert(outbound.channel.to_string());
+                }
+                let data = nats_history::data(&outbound.bytes, &kept.payload);
+                match session.jetstream().publish(subject, data).await {
+                    Ok(ack) => acks.push(ack),
+                    Err(error) => return Err(Failure::JetStream(error.to_string())),
+                }
+                continue;
+            }
             match session.client.publish(subject, outbound.bytes.clone()).await {
                 Ok(()) => {}
                 // Checked before sending (the server would close the
@@ -442,6 +513,13 @@ impl Publisher {
                 Err(error) => return Err(error.into()),
             }
         }
+        for ack in acks {
+            if let Err(error) = ack.await {
+                // A stream gone (the server lost it): made again next time.
+                session.streams.clear();
+                return Err(Failure::JetStream(error.to_string()));
+            }
+        }
         session.confirm().await?;
         Ok(refused)
     }
@@ -449,7 +527,11 @@ impl Publisher {
 
 // ---------------------------------------------------------------- subscribing
 
-struct Subscriber(Target);
+struct Subscriber {
+    target: Target,
+    broker: Arc<Broker>,
+    storage: HistoryStorage,
+}
 
 /// The subscribing half: the session, and a forwarding task per subject.
 struct Control {
@@ -473,9 +555,16 @@ struct Forward {
 }
 
 impl Forward {
-    fn spawn(subscription: async_nats::Subscriber, into: mpsc::Sender<Bytes>, lost: CancellationToken) -> Self {
+    /// `epoch`: the subscription is to a topic stream's republished
+    /// messages, of that epoch.
+    fn spawn(
+        subscription: async_nats::Subscriber,
+        into: mpsc::Sender<Bytes>,
+        lost: CancellationToken,
+        epoch: Option<String>,
+    ) -> Self {
         let (stop, stopped) = oneshot::channel();
-        Forward { stop, task: tokio::spawn(forward(subscription, into, stopped, lost)) }
+        Forward { stop, task: tokio::spawn(forward(subscription, into, stopped, lost, epoch)) }
     }
 }
 
@@ -484,6 +573,7 @@ async fn forward(
     into: mpsc::Sender<Bytes>,
     mut stop: oneshot::Receiver<()>,
     lost: CancellationToken,
+    epoch: Option<String>,
 ) {
     let unsubscribe = loop {
         let message = tokio::select! {
@@ -496,12 +586,19 @@ async fn forward(
             lost.cancel();
             return;
         };
+        let bytes = match &epoch {
+            None => message.payload,
+            Some(epoch) => match nats_history::republished(epoch, &message) {
+                Some(bytes) => bytes,
+                None => continue,
+            },
+        };
         // Stop is watched while waiting here too: the subscriber loop may be
         // awaiting this very task, not reading.
         tokio::select! {
             biased;
             stopped = &mut stop => break stopped.is_ok(),
-            sent = into.send(message.payload) => if sent.is_err() { return },
+            sent = into.send(bytes) => if sent.is_err() { return },
         }
     };
     if unsubscribe {
@@ -516,7 +613,7 @@ impl Subscribe for Subscriber {
     type Error = Failure;
 
     async fn connect(&self) -> Result<(Self::Control, Self::Messages), Self::Error> {
-        let session = Session::connect(&self.0, "subscriber").await?;
+        let session = Session::connect(&self.target, "subscriber").await?;
         let lost = session.lost.clone();
         let (into, from) = mpsc::channel(MESSAGES);
         Ok((Control { session, forwards: HashMap::new(), into }, Messages { from, lost }))
@@ -533,10 +630,21 @@ impl Subscribe for Subscriber {
                 if control.forwards.contains_key(channel) {
                     continue;
                 }
-                let subscription = control.session.client.subscribe(channel.to_string()).await?;
-                control
-                    .forwards
-                    .insert(channel.clone(), Forward::spawn(subscription, control.into.clone(), lost.clone()));
+                // A topic with history: its stream's republished messages
+                // (the stream made if it is new), in the stream's order.
+                let (subject, epoch) = match self.broker.kept_channel(channel) {
+                    Some((_, history)) => {
+                        let js = control.session.jetstream();
+                        let (_, epoch) = nats_history::ensure(&js, channel, &history, self.storage)
+                            .await
+                            .map_err(Failure::JetStream)?;
+                        (nats_history::live_subject(channel), Some(epoch))
+                    }
+                    None => (channel.to_string(), None),
+                };
+                let subscription = control.session.client.subscribe(subject).await?;
+                let forward = Forward::spawn(subscription, control.into.clone(), lost.clone(), epoch);
+                control.forwards.insert(channel.clone(), forward);
             }
             control.session.confirm().await
         })

@@ -34,7 +34,9 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::broker::{engine_adapter, Broker, Key, Names, Outbound, Publish, Subscribe, STALL};
-use super::Routing;
+use super::redis_history::{self, PublishArgs};
+use super::{History, HistoryRead, Routing};
+use crate::protocol::Position;
 
 /// The namespace used unless another is given.
 pub(crate) const DEFAULT_NAMESPACE: &str = "channels";
@@ -49,6 +51,8 @@ pub struct Redis {
     namespace: String,
     routing: Routing,
     broker: Arc<Broker>,
+    /// The connection history is read on, made on first use.
+    reader: redis_history::Reader<redis::aio::MultiplexedConnection>,
 }
 
 impl Redis {
@@ -63,7 +67,22 @@ impl Redis {
 
     fn build(client: redis::Client, namespace: &str, routing: Routing) -> Self {
         let broker = Broker::new("redis", Names::new(namespace, routing, channel_name));
-        Redis { client, namespace: namespace.to_owned(), routing, broker }
+        Redis { client, namespace: namespace.to_owned(), routing, broker, reader: Arc::default() }
+    }
+
+    /// Reads a topic's stream ([`Adapter::read_history`](super::Adapter::read_history)).
+    fn read_history_at_broker(&self, topic: &str, history: &History, after: Option<&Position>) -> HistoryRead {
+        let (client, reader, broker) = (self.client.clone(), self.reader.clone(), self.broker.clone());
+        let keys = redis_history::keys(&self.namespace, &broker.channel(topic), topic);
+        let (history, after) = (*history, after.cloned());
+        Box::pin(async move {
+            let connect = || {
+                let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(STALL));
+                let client = client.clone();
+                async move { client.get_multiplexed_async_connection_with_config(&config).await }
+            };
+            redis_history::read_kept(&reader, connect, &broker, &keys, &history, after.as_ref()).await
+        })
     }
 
     /// Nodes share broadcasts exactly when they share the server and the
@@ -91,11 +110,15 @@ pub(crate) fn channel_name(namespace: &str, key: Key<'_>) -> String {
 
 engine_adapter!(Redis, |me, local| me.broker.start(
     &local,
-    Publisher(me.client.clone()),
+    Publisher { client: me.client.clone(), namespace: me.namespace.clone(), broker: me.broker.clone() },
     Subscriber(me.client.clone())
 ));
 
-struct Publisher(redis::Client);
+struct Publisher {
+    client: redis::Client,
+    namespace: String,
+    broker: Arc<Broker>,
+}
 
 impl Publish for Publisher {
     type Conn = redis::aio::MultiplexedConnection;
@@ -105,16 +128,42 @@ impl Publish for Publisher {
         // The crate's default (500 ms) would take a pause of Redis for an
         // outage, and drop the batch in flight.
         let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(STALL));
-        self.0.get_multiplexed_async_connection_with_config(&config).await
+        let mut conn = self.client.get_multiplexed_async_connection_with_config(&config).await?;
+        // For the broadcasts of topics with history (EVALSHA in pipelines).
+        redis_history::scripts().0.load_async(&mut conn).await?;
+        Ok(conn)
     }
 
     async fn send(&self, conn: &mut Self::Conn, batch: &[Outbound]) -> Result<usize, Self::Error> {
         let mut pipe = redis::pipe();
+        let proposal = self.broker.epoch_proposal();
         for outbound in batch {
-            pipe.cmd("PUBLISH").arg(&*outbound.channel).arg(&outbound.bytes[..]).ignore();
+            match &outbound.kept {
+                None => {
+                    pipe.cmd("PUBLISH").arg(&*outbound.channel).arg(&outbound.bytes[..]).ignore();
+                }
+                Some(kept) => {
+                    let keys = redis_history::keys(&self.namespace, &outbound.channel, &kept.topic);
+                    let args = PublishArgs {
+                        channel: &outbound.channel,
+                        head: &outbound.bytes,
+                        payload: &kept.payload,
+                        event: &kept.event,
+                        binary: kept.binary,
+                        history: kept.history,
+                        epoch: &proposal,
+                        command: "PUBLISH",
+                    };
+                    pipe.add_command(redis_history::publish_command(&keys, &args));
+                }
+            }
         }
         // Redis takes all of a batch or fails it whole.
-        pipe.query_async::<()>(conn).await.map(|()| 0)
+        let replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+        if replies.iter().any(|reply| redis_history::published_epoch(reply).as_deref() == Some(&*proposal)) {
+            self.broker.epoch_taken(&proposal);
+        }
+        Ok(0)
     }
 }
 

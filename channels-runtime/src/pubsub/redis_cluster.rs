@@ -58,7 +58,9 @@ use tokio::sync::mpsc;
 
 use super::broker::{engine_adapter, Broker, Names, Outbound, Publish, Subscribe, STALL};
 use super::redis::{channel_name, DEFAULT_NAMESPACE};
-use super::Routing;
+use super::redis_history::{self, PublishArgs};
+use super::{History, HistoryRead, Routing};
+use crate::protocol::Position;
 
 /// Commands in flight at once: a slot's (un)subscribe, a master's publishes.
 const CONCURRENT: usize = 64;
@@ -81,6 +83,8 @@ pub struct RedisCluster {
     namespace: String,
     routing: Routing,
     broker: Arc<Broker>,
+    /// The connection history is read on, made on first use.
+    reader: redis_history::Reader<ClusterConnection>,
 }
 
 impl RedisCluster {
@@ -98,7 +102,22 @@ impl RedisCluster {
 
     fn build(seeds: Arc<[ConnectionInfo]>, namespace: &str, routing: Routing) -> Self {
         let broker = Broker::new("redis cluster", Names::new(namespace, routing, channel_name));
-        RedisCluster { seeds, namespace: namespace.to_owned(), routing, broker }
+        RedisCluster { seeds, namespace: namespace.to_owned(), routing, broker, reader: Arc::default() }
+    }
+
+    /// Reads a topic's stream on the master of its slot
+    /// ([`Adapter::read_history`](super::Adapter::read_history)).
+    fn read_history_at_broker(&self, topic: &str, history: &History, after: Option<&Position>) -> HistoryRead {
+        let (seeds, reader, broker) = (self.seeds.clone(), self.reader.clone(), self.broker.clone());
+        let keys = redis_history::keys(&self.namespace, &broker.channel(topic), topic);
+        let (history, after) = (*history, after.cloned());
+        Box::pin(async move {
+            let connect = || {
+                let seeds = seeds.clone();
+                async move { builder(&seeds).build()?.get_async_connection().await }
+            };
+            redis_history::read_kept(&reader, connect, &broker, &keys, &history, after.as_ref()).await
+        })
     }
 
     /// Nodes share broadcasts exactly when they share the cluster and the
@@ -118,7 +137,7 @@ impl RedisCluster {
 
 engine_adapter!(RedisCluster, |me, local| me.broker.start(
     &local,
-    Publisher(me.seeds.clone()),
+    Publisher { seeds: me.seeds.clone(), namespace: me.namespace.clone(), broker: me.broker.clone() },
     Subscriber(me.seeds.clone())
 ));
 
@@ -133,32 +152,9 @@ fn builder(seeds: &[ConnectionInfo]) -> ClusterClientBuilder {
 
 const SLOTS: usize = 16_384;
 
-/// The cluster's slot of a channel, as the server computes it: CRC16
-/// (XMODEM) of the name, or of its hash tag (`{...}`) if it has one.
+/// The cluster's slot of a channel, as the server computes it.
 fn slot(channel: &[u8]) -> u16 {
-    let key = match channel.iter().position(|&b| b == b'{') {
-        Some(open) => match channel[open + 1..].iter().position(|&b| b == b'}') {
-            Some(len) if len > 0 => &channel[open + 1..open + 1 + len],
-            _ => channel,
-        },
-        None => channel,
-    };
-    let crc = key.iter().fold(0u16, |crc, &byte| {
-        (0..8).fold(
-            crc ^ (u16::from(byte) << 8),
-            |crc, _| {
-                if crc & 0x8000 != 0 {
-                    (crc << 1) ^ 0x1021
-                } else {
-                    crc << 1
-                }
-            },
-        )
-    });
-    // In range by the modulo (16 384 fits u16).
-    #[allow(clippy::cast_possible_truncation)]
-    let slot = (crc as usize % SLOTS) as u16;
-    slot
+    redis_history::slot(channel)
 }
 
 /// Who serves a slot, as the cluster said when this connection was made.
@@ -275,14 +271,25 @@ fn by_slot(channels: &[Arc<str>]) -> Vec<Vec<String>> {
     groups.into_values().collect()
 }
 
-struct Publisher(Arc<[ConnectionInfo]>);
+struct Publisher {
+    seeds: Arc<[ConnectionInfo]>,
+    namespace: String,
+    broker: Arc<Broker>,
+}
 
 impl Publish for Publisher {
     type Conn = (ClusterConnection, Owners);
     type Error = RedisError;
 
     async fn connect(&self) -> Result<Self::Conn, Self::Error> {
-        connect(&builder(&self.0).build()?).await
+        let (mut conn, owners) = connect(&builder(&self.seeds).build()?).await?;
+        // On every master: the broadcasts of topics with history are
+        // EVALSHAs in the masters' pipelines.
+        let load = redis::cmd("SCRIPT").arg("LOAD").arg(redis_history::PUBLISH).clone();
+        for (host, port) in &owners.masters {
+            conn.route_command(load.clone(), RoutingInfo::SingleNode(by_address(host, *port))).await?;
+        }
+        Ok((conn, owners))
     }
 
     /// One pipeline per master, all in flight at once; a channel's
@@ -290,12 +297,33 @@ impl Publish for Publisher {
     /// pipeline.
     async fn send(&self, (conn, owners): &mut Self::Conn, batch: &[Outbound]) -> Result<usize, Self::Error> {
         let mut groups: HashMap<(Owner, Option<u16>), redis::Pipeline> = HashMap::new();
+        let proposal = self.broker.epoch_proposal();
         for outbound in batch {
             let slot = slot(outbound.channel.as_bytes());
             let owner = owners.slots[usize::from(slot)];
             // Left to the client's routing, a pipeline must keep to a slot.
             let key = (owner, (owner == Owner::Unaddressed).then_some(slot));
-            groups.entry(key).or_default().cmd("SPUBLISH").arg(&*outbound.channel).arg(&outbound.bytes[..]);
+            let pipe = groups.entry(key).or_default();
+            match &outbound.kept {
+                None => {
+                    pipe.cmd("SPUBLISH").arg(&*outbound.channel).arg(&outbound.bytes[..]);
+                }
+                Some(kept) => {
+                    // Its keys are on the channel's slot: one master runs it.
+                    let keys = redis_history::keys(&self.namespace, &outbound.channel, &kept.topic);
+                    let args = PublishArgs {
+                        channel: &outbound.channel,
+                        head: &outbound.bytes,
+                        payload: &kept.payload,
+                        event: &kept.event,
+                        binary: kept.binary,
+                        history: kept.history,
+                        epoch: &proposal,
+                        command: "SPUBLISH",
+                    };
+                    pipe.add_command(redis_history::publish_command(&keys, &args));
+                }
+            }
         }
         // Owned before anything is awaited, so the future is `Send`.
         let pipelines: Vec<_> = groups
@@ -308,18 +336,28 @@ impl Publish for Publisher {
                 (routing, pipe, conn.clone())
             })
             .collect();
-        futures_util::stream::iter(pipelines)
-            .map(|(routing, pipe, mut conn)| async move {
-                let count = pipe.len();
-                let replies = conn.route_pipeline(pipe, 0, count, routing).await?;
-                replies.into_iter().try_for_each(|reply| match reply {
-                    Value::ServerError(error) => Err(RedisError::from(error)),
-                    _ => Ok(()),
-                })
+        let proposed = futures_util::stream::iter(pipelines)
+            .map(|(routing, pipe, mut conn)| {
+                let proposal = proposal.clone();
+                async move {
+                    let count = pipe.len();
+                    let replies = conn.route_pipeline(pipe, 0, count, routing).await?;
+                    let mut taken = false;
+                    for reply in replies {
+                        if let Value::ServerError(error) = reply {
+                            return Err(RedisError::from(error));
+                        }
+                        taken |= redis_history::published_epoch(&reply).as_deref() == Some(&*proposal);
+                    }
+                    Ok(taken)
+                }
             })
             .buffer_unordered(CONCURRENT)
-            .try_collect::<()>()
+            .try_fold(false, |taken, one| async move { Ok(taken || one) })
             .await?;
+        if proposed {
+            self.broker.epoch_taken(&proposal);
+        }
         // The cluster refuses no broadcast on its own.
         Ok(0)
     }

@@ -23,7 +23,7 @@
 //!     reply: Saved::typescript,
 //!     errors: [phx_channels::describe::unknown, phx_channels::describe::never],
 //! }]);
-//! let module = render_shapes([RouteShape { pattern: "lobby", channel: lobby }]).unwrap();
+//! let module = render_shapes([RouteShape { pattern: "lobby", channel: lobby, history: false }]).unwrap();
 //! assert!(module.contains("export type Saved = { id: number };"));
 //! assert!(module.contains(r#""save": { payload: unknown; reply: Saved; error: unknown };"#));
 //! assert!(module.contains(r#"export type Topic = "lobby";"#));

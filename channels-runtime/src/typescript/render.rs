@@ -17,6 +17,10 @@ pub struct RouteShape {
     pub pattern: &'static str,
     /// The channel's types.
     pub channel: ChannelShape,
+    /// Whether the route's topics keep their history
+    /// (`#[channel(history(..))]`): the typed layer then tracks positions
+    /// and recovers by itself.
+    pub history: bool,
 }
 
 /// Why a module could not be written.
@@ -55,7 +59,14 @@ pub fn render_strict<S: Routes>() -> Result<String, TypeScriptError> {
 /// The routes of socket `S` with their channels' types, in order: what
 /// [`render`] writes the module from.
 pub fn route_shapes<S: Routes>() -> Vec<RouteShape> {
-    S::ROUTES.iter().map(|route| RouteShape { pattern: route.pattern().as_str(), channel: route.shape() }).collect()
+    S::ROUTES
+        .iter()
+        .map(|route| RouteShape {
+            pattern: route.pattern().as_str(),
+            channel: route.shape(),
+            history: route.history().is_some(),
+        })
+        .collect()
 }
 
 /// The module for these routes, tried in this order as a socket tries them.
@@ -79,7 +90,11 @@ fn write(routes: impl IntoIterator<Item = RouteShape>) -> Result<(String, Vec<Un
     let mut channels = String::new();
     let mut topics: Vec<(String, String)> = Vec::new();
     let mut names: HashSet<String> = HashSet::new();
+    let mut kept: Vec<String> = Vec::new();
     for route in routes {
+        if route.history {
+            kept.push(string_literal(route.pattern));
+        }
         let name = unique(route.channel.name, &mut names);
         let _ = writeln!(channels, "/** The channel of topics `{}`. */", route.pattern);
         let place = format!("channel `{name}` (topics `{}`)", route.pattern);
@@ -111,6 +126,10 @@ fn write(routes: impl IntoIterator<Item = RouteShape>) -> Result<(String, Vec<Un
         let _ = write!(out, "\n  T extends {topic} ? {name} :");
     }
     out.push_str("\n  never;\n\n");
+    out.push_str(
+        "/** The topic patterns whose broadcasts the server keeps: a typed channel on one of them recovers by itself. */\n",
+    );
+    let _ = writeln!(out, "export const HISTORY_TOPICS: readonly string[] = [{}];\n", kept.join(", "));
     out.push_str(LAYER);
     Ok((out, declarations.unknowns().to_vec()))
 }
@@ -268,12 +287,22 @@ mod tests {
 
     #[test]
     fn untyped_channel_takes_anything() {
-        let out = render_shapes([RouteShape { pattern: "room:*", channel: ChannelShape::untyped("Room") }]).unwrap();
+        let out =
+            render_shapes([RouteShape { pattern: "room:*", channel: ChannelShape::untyped("Room"), history: false }])
+                .unwrap();
         assert!(out.contains("export type Room = {\n  params: unknown;\n  joined: unknown;"), "{out}");
         assert!(out.contains("in: { [event: string]: { payload: unknown; reply: unknown; error: unknown } };"));
         assert!(out.contains("out: { [event: string]: unknown };"));
         assert!(out.contains("export type Topic = `room:${string}`;"));
         assert!(out.contains("T extends `room:${string}` ? Room :\n  never;"));
+        assert!(out.contains("export const HISTORY_TOPICS: readonly string[] = [];"));
         assert!(out.ends_with(LAYER));
+    }
+
+    #[test]
+    fn history_topics_are_listed() {
+        let route = |pattern, history| RouteShape { pattern, channel: ChannelShape::untyped("C"), history };
+        let out = render_shapes([route("comments:*", true), route("room:*", false), route("lobby", true)]).unwrap();
+        assert!(out.contains(r#"export const HISTORY_TOPICS: readonly string[] = ["comments:*", "lobby"];"#), "{out}");
     }
 }

@@ -47,7 +47,12 @@ impl Connect for TestSocket {
 }
 
 impl Routes for TestSocket {
-    const ROUTES: &'static [Route<Self>] = &[Route::new::<Echo>("echo:*"), Route::new::<Echo>("exact")];
+    const ROUTES: &'static [Route<Self>] = &[
+        Route::new::<Echo>("echo:*"),
+        Route::new::<Echo>("exact"),
+        Route::new::<Kept>("kept:*"),
+        Route::new::<KeptOut>("keptout:*"),
+    ];
 }
 
 /// Every `terminate` call on an `echo:t-*` topic: (topic, reason).
@@ -464,5 +469,111 @@ impl Client {
     pub async fn join(&mut self, jr: &str, topic: &str) -> Value {
         self.send(json!([jr, jr, topic, "phx_join", {}])).await;
         self.json().await
+    }
+}
+
+/// A channel whose topics keep their last 5 broadcasts for a minute
+/// (`docs/recovery.md`). Its join answers what it saw of the recovery
+/// (`{"saw": {"recovered", "missed", "reason"}}`); on `kept:refuse*` it
+/// refuses a rejoin that missed more than 2 broadcasts, on `kept:decline*`
+/// it declines to recover.
+pub struct Kept;
+
+/// How many broadcasts the test channels' topics keep.
+pub const KEPT: usize = 5;
+
+fn saw_recovery(socket: &Socket<TestSocket>) -> Value {
+    match socket.recovery() {
+        None => json!(null),
+        Some(r) => json!({
+            "recovered": r.is_recovered(),
+            "missed": r.missed().len(),
+            "reason": r.not_recovered().map(|n| n.as_str()),
+            "events": r.missed().iter().map(|m| m.event()).collect::<Vec<_>>(),
+        }),
+    }
+}
+
+impl Channel for Kept {
+    type Socket = TestSocket;
+
+    const HISTORY: Option<phx_channels_runtime::pubsub::History> =
+        Some(phx_channels_runtime::pubsub::History::new(KEPT, Duration::from_secs(60)));
+
+    async fn join(
+        topic: Topic,
+        _payload: Payload,
+        socket: &mut Socket<TestSocket>,
+    ) -> Result<(Payload, Self), JoinError> {
+        let saw = saw_recovery(socket);
+        if topic.rest().starts_with("refuse") && socket.recovery().is_some_and(|r| r.missed().len() > 2) {
+            return Err(JoinError::new(json!({"reason": "reload", "saw": saw})));
+        }
+        if topic.rest().starts_with("decline") {
+            socket.decline_recovery();
+        }
+        Ok((json!({"saw": saw}).into(), Kept))
+    }
+
+    async fn handle_in(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        socket: &mut Socket<TestSocket>,
+    ) -> Result<Reply, Crash> {
+        match event {
+            "shout" => {
+                socket.broadcast("shout", payload)?;
+                Ok(Reply::ok(json!({})))
+            }
+            "shout_from" => {
+                socket.broadcast_from("shout", payload)?;
+                Ok(Reply::ok(json!({})))
+            }
+            _ => Ok(Reply::unknown_event()),
+        }
+    }
+}
+
+/// [`Kept`] intercepting `secret`: its `handle_out` adds `"seen": true`, and
+/// drops `filtered`.
+pub struct KeptOut;
+
+impl Channel for KeptOut {
+    type Socket = TestSocket;
+
+    const HISTORY: Option<phx_channels_runtime::pubsub::History> =
+        Some(phx_channels_runtime::pubsub::History::new(KEPT, Duration::from_secs(60)));
+    const INTERCEPTS: &'static [&'static str] = &["secret", "filtered"];
+
+    async fn join(
+        _topic: Topic,
+        _payload: Payload,
+        socket: &mut Socket<TestSocket>,
+    ) -> Result<(Payload, Self), JoinError> {
+        Ok((json!({"saw": saw_recovery(socket)}).into(), KeptOut))
+    }
+
+    async fn handle_in(
+        &mut self,
+        _event: &str,
+        _payload: Payload,
+        _socket: &mut Socket<TestSocket>,
+    ) -> Result<Reply, Crash> {
+        Ok(Reply::unknown_event())
+    }
+
+    async fn handle_out(
+        &mut self,
+        event: &str,
+        payload: Payload,
+        socket: &mut Socket<TestSocket>,
+    ) -> Result<Reply, Crash> {
+        if event == "secret" {
+            let mut value: Value = payload.decode()?;
+            value["seen"] = json!(true);
+            socket.push(event, &value)?;
+        }
+        Ok(Reply::none())
     }
 }

@@ -13,7 +13,7 @@ use phx_channels_runtime::pubsub::{BroadcastError, BrokerStats, PubSub};
 use phx_channels_runtime::SocketOptions;
 use serde_json::json;
 
-use super::support::{serve_with, Received, Server};
+use super::support::{Received, Server, TestSocket};
 
 /// Makes a fresh node's PubSub on the broker under test.
 pub type Make = Arc<dyn Fn() -> PubSub + Send + Sync>;
@@ -21,6 +21,9 @@ pub type Make = Arc<dyn Fn() -> PubSub + Send + Sync>;
 /// One node: a server on its own PubSub.
 pub struct Node {
     pub server: Server,
+    /// Stops the server ([`Node::kill`]).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    served: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Node {
@@ -45,8 +48,28 @@ pub fn fast_presence() -> PresenceOptions {
 pub async fn node(make: &Make) -> Node {
     let pubsub = make();
     assert!(Presence::start(&pubsub, fast_presence()));
-    let server = serve_with(Endpoint::new().with_pubsub(pubsub), SocketOptions::default()).await;
-    Node { server }
+    let endpoint = Endpoint::new().with_pubsub(pubsub).socket_with("/socket", TestSocket, SocketOptions::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(endpoint.clone().serve_with_shutdown(listener, async move {
+        let _ = stopped.await;
+    }));
+    Node { server: Server { addr, endpoint }, stop: Some(stop), served: Some(served) }
+}
+
+impl Node {
+    /// The node goes away: it stops accepting and closes its clients'
+    /// connections (they reconnect elsewhere), and its PubSub is dropped.
+    pub async fn kill(mut self) {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        let served = self.served.take().expect("a node is killed once");
+        tokio::time::timeout(Duration::from_secs(15), served)
+            .await
+            .expect("the node stops within its drain period")
+            .unwrap()
+            .unwrap();
+    }
 }
 
 pub async fn until(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
@@ -224,4 +247,243 @@ pub async fn a_burst_loses_nothing(make: Make, burst: u64) {
         }
     }
     assert_eq!(a.stats().dropped, 0);
+}
+
+// ---------------------------------------------------------------- history
+
+/// A join asking for positions (`at`: null, or a position); the join
+/// reply and the `phx_recovery` frame after it.
+pub async fn join_at(
+    client: &mut super::support::Client,
+    jr: &str,
+    topic: &str,
+    at: serde_json::Value,
+) -> serde_json::Value {
+    client.send(json!([jr, jr, topic, "phx_join", {"phx_position": at}])).await;
+    loop {
+        let frame = client.json().await;
+        if frame[3] == "phx_reply" && frame[1] == jr {
+            assert_eq!(frame[4]["status"], "ok", "{frame}");
+            break;
+        }
+    }
+    loop {
+        let frame = client.json().await;
+        if frame[3] == "phx_recovery" {
+            return frame;
+        }
+    }
+}
+
+/// The next `n` broadcasts of an event on a topic: (offset, payload `n`).
+pub async fn positioned(client: &mut super::support::Client, event: &str, n: usize) -> Vec<(u64, u64)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let frame = client.json().await;
+        if frame[3] == event {
+            let position = frame[1].as_str().unwrap_or_else(|| panic!("no position: {frame}"));
+            let offset = position.rsplit_once(':').unwrap().1.parse().unwrap();
+            got.push((offset, frame[4]["n"].as_u64().unwrap()));
+        }
+    }
+    got
+}
+
+fn epoch_of(position: &serde_json::Value) -> String {
+    position.as_str().unwrap().rsplit_once(':').unwrap().0.to_owned()
+}
+
+/// Broadcasts `kept:` topics (5 kept) from `node`, until the broker takes
+/// them (it is refused while the broker is away).
+pub async fn shout_kept(node: &Node, topic: &str, from: u64, n: u64) {
+    for i in from..from + n {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while node.pubsub().broadcast(topic, "shout", json!({"n": i})).is_err() {
+            assert!(Instant::now() < deadline, "the broker never took the broadcast");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The broker gives positions: a broadcast made on either node reaches the
+/// clients of both with the same position, in one order; a client whose
+/// node is killed rejoins on another node with its last position and is
+/// sent what it missed, then live ones: on a node new to the topic (read
+/// from the broker's stream) and on one that follows it (from its mirror).
+pub async fn a_client_recovers_on_another_node(make: Make) {
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topic = format!("kept:moved-{}", rand_suffix());
+    let mut on_a = a.server.v2().await;
+    let recovery = join_at(&mut on_a, "1", &topic, serde_json::Value::Null).await;
+    assert_eq!(recovery[4]["reason"], "none", "{recovery}");
+    let epoch = epoch_of(&recovery[1]);
+    let mut watcher = b.server.v2().await;
+    join_at(&mut watcher, "1", &topic, serde_json::Value::Null).await;
+
+    shout_kept(&a, &topic, 1, 1).await;
+    shout_kept(&b, &topic, 2, 1).await;
+    // the broker orders the two nodes' broadcasts (either may come first),
+    // one order for every node
+    let seen = positioned(&mut on_a, "shout", 2).await;
+    assert_eq!(positioned(&mut watcher, "shout", 2).await, seen, "one order on every node");
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2], "{seen:?}");
+    let mut shouts: Vec<u64> = seen.iter().map(|s| s.1).collect();
+    shouts.sort_unstable();
+    assert_eq!(shouts, [1, 2], "{seen:?}");
+
+    // the client's node is killed: its connection goes with it
+    a.kill().await;
+    loop {
+        match on_a.recv_within(Duration::from_secs(5)).await {
+            Some(Received::Closed(_)) => break,
+            Some(_) => {}
+            None => panic!("the killed node's connection is still open"),
+        }
+    }
+    drop(on_a);
+    shout_kept(&b, &topic, 3, 3).await;
+    assert_eq!(positioned(&mut watcher, "shout", 3).await, [(3, 3), (4, 4), (5, 5)]);
+    // on a node that had no client on the topic: it reads the broker's stream
+    let c = node(&make).await;
+    connected(&b, &c).await;
+    let mut on_c = c.server.v2().await;
+    let recovery = join_at(&mut on_c, "7", &topic, json!(format!("{epoch}:2"))).await;
+    assert_eq!(recovery[4], json!({"recovered": true, "position": format!("{epoch}:2"), "missed": 3}), "{recovery}");
+    assert_eq!(positioned(&mut on_c, "shout", 3).await, [(3, 3), (4, 4), (5, 5)]);
+    shout_kept(&b, &topic, 6, 1).await;
+    assert_eq!(positioned(&mut on_c, "shout", 1).await, [(6, 6)]);
+    // and on the node with a client on it: from what that node kept
+    let mut on_b = b.server.v2().await;
+    let recovery = join_at(&mut on_b, "7", &topic, json!(format!("{epoch}:4"))).await;
+    // (6 may be on its way back from the broker: then it comes live, after 5)
+    assert_eq!(recovery[4]["recovered"], true, "{recovery}");
+    assert_eq!(recovery[4]["position"], format!("{epoch}:4"), "{recovery}");
+    assert_eq!(positioned(&mut on_b, "shout", 2).await, [(5, 5), (6, 6)]);
+    on_c.silent(200).await;
+    on_b.silent(200).await;
+}
+
+/// Beyond what the broker keeps (5 broadcasts on `kept:` topics), a rejoin
+/// on either node is told it was not recovered, and goes on live.
+pub async fn a_gap_beyond_the_history_is_reported(make: Make) {
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topic = format!("kept:gap-{}", rand_suffix());
+    let mut first = a.server.v2().await;
+    let recovery = join_at(&mut first, "1", &topic, serde_json::Value::Null).await;
+    let epoch = epoch_of(&recovery[1]);
+    shout_kept(&a, &topic, 1, 8).await;
+    // A broadcast taken is not yet at the broker: the eight are stored
+    // once they come back from it (a topic with history is delivered in
+    // the broker's order).
+    assert_eq!(positioned(&mut first, "shout", 8).await.len(), 8);
+    drop(first);
+    let mut back = b.server.v2().await;
+    let recovery = join_at(&mut back, "1", &topic, json!(format!("{epoch}:0"))).await;
+    assert_eq!(
+        recovery[4],
+        json!({"recovered": false, "position": format!("{epoch}:8"), "missed": 0, "reason": "expired"}),
+        "{recovery}"
+    );
+    back.silent(200).await;
+    // just within: recovered
+    let mut within = a.server.v2().await;
+    let recovery = join_at(&mut within, "1", &topic, json!(format!("{epoch}:3"))).await;
+    assert_eq!(recovery[4]["recovered"], true, "{recovery}");
+    assert_eq!(positioned(&mut within, "shout", 5).await, [(4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]);
+    shout_kept(&b, &topic, 9, 1).await;
+    assert_eq!(positioned(&mut back, "shout", 1).await, [(9, 9)]);
+}
+
+/// The broker restarted empty: the stream's past is gone, its epoch
+/// changes. A client joined meanwhile is made to rejoin (`phx_error`
+/// `resync`), and its rejoin is told it was not recovered (`epoch`).
+pub async fn a_broker_restarted_empty_changes_the_epoch<T>(make: Make, restart: impl std::future::Future<Output = T>) {
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topic = format!("kept:restart-{}", rand_suffix());
+    let mut client = a.server.v2().await;
+    let recovery = join_at(&mut client, "1", &topic, serde_json::Value::Null).await;
+    let epoch = epoch_of(&recovery[1]);
+    shout_kept(&b, &topic, 1, 2).await;
+    assert_eq!(positioned(&mut client, "shout", 2).await, [(1, 1), (2, 2)]);
+
+    // what `restart` started lives until the test ends
+    let _restarted = restart.await;
+
+    // the node's subscription came back: its clients that take positions rejoin
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let frame = client.recv_within(Duration::from_secs(1)).await;
+        if let Some(Received::Json(frame)) = &frame {
+            if frame[3] == "phx_error" {
+                assert_eq!(frame[4], json!({"reason": "resync"}));
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no resync after the broker came back");
+    }
+    connected(&a, &b).await;
+    let recovery = join_at(&mut client, "2", &topic, json!(format!("{epoch}:2"))).await;
+    assert_eq!(recovery[4]["recovered"], false, "{recovery}");
+    assert_eq!(recovery[4]["reason"], "epoch", "{recovery}");
+    let new_epoch = epoch_of(&recovery[1]);
+    assert_ne!(new_epoch, epoch);
+    // and live broadcasts flow again, in the new epoch
+    shout_kept(&b, &topic, 3, 1).await;
+    let frame = loop {
+        let frame = client.json().await;
+        if frame[3] == "shout" {
+            break frame;
+        }
+    };
+    assert_eq!(epoch_of(&frame[1]), new_epoch);
+}
+
+/// Hostile positions against the broker's stream (5 kept, 8 made): each on
+/// a fresh connection, so most joins read the broker. A clear answer each
+/// (`recovered: false` and why), never a refused join or a crash, and never
+/// more than the history's bound replayed.
+pub async fn hostile_positions_get_a_clear_answer(make: Make) {
+    let (a, b) = (node(&make).await, node(&make).await);
+    connected(&a, &b).await;
+    let topic = format!("kept:hostile-{}", rand_suffix());
+    let elsewhere = format!("kept:elsewhere-{}", rand_suffix());
+    let mut first = a.server.v2().await;
+    let epoch = epoch_of(&join_at(&mut first, "1", &topic, serde_json::Value::Null).await[1]);
+    let other_epoch = epoch_of(&join_at(&mut first, "2", &elsewhere, serde_json::Value::Null).await[1]);
+    assert_ne!(epoch, other_epoch, "two topics share an epoch");
+    drop(first);
+    shout_kept(&a, &topic, 1, 8).await;
+    let cases = [
+        (json!("garbage"), "invalid"),
+        (json!(-1), "invalid"),
+        (json!({"offset": 1}), "invalid"),
+        (json!(format!("{epoch}:-1")), "invalid"),
+        (json!(format!("{epoch}:99999999999999999999999")), "invalid"),
+        (json!("x".repeat(100_000)), "invalid"),
+        (json!(format!("{epoch}:9")), "future"),
+        (json!(format!("{epoch}:{}", u64::MAX)), "future"),
+        (json!(format!("{other_epoch}:3")), "epoch"),
+        (json!("never:1"), "epoch"),
+        (json!(format!("{epoch}:0")), "expired"),
+    ];
+    for (hostile, reason) in cases {
+        let mut client = b.server.v2().await;
+        let recovery = join_at(&mut client, "1", &topic, hostile.clone()).await;
+        let shown = hostile.to_string().chars().take(80).collect::<String>();
+        assert_eq!(
+            recovery[4],
+            json!({"recovered": false, "position": format!("{epoch}:8"), "missed": 0, "reason": reason}),
+            "{shown}"
+        );
+        client.silent(100).await;
+    }
+    // the oldest position still kept: the history's bound, no more
+    let mut client = b.server.v2().await;
+    let recovery = join_at(&mut client, "1", &topic, json!(format!("{epoch}:3"))).await;
+    assert_eq!(recovery[4], json!({"recovered": true, "position": format!("{epoch}:3"), "missed": 5}), "{recovery}");
+    assert_eq!(positioned(&mut client, "shout", 5).await, [(4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]);
+    client.silent(200).await;
 }

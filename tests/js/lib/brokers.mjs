@@ -237,11 +237,13 @@ async function cluster(dir, label) {
   };
 }
 
-async function nats(_dir, label) {
+async function nats(dir, label) {
   requireBinary("nats-server", "install it (apt-get install -y nats-server)");
   const port = await freePort();
+  // JetStream (`-js`): discuss's `comments:*` keep history, which NATS keeps
+  // in JetStream streams (docs/recovery.md); its store in this run's dir.
   const start = () =>
-    spawnReady("nats-server", ["-a", "127.0.0.1", "-p", String(port)], {
+    spawnReady("nats-server", ["-a", "127.0.0.1", "-p", String(port), "-js", "-sd", path.join(dir, `js-${port}`)], {
       ready: "Server is ready",
       what: `nats-server on ${port}`,
       log: `${label}-nats-${port}`,

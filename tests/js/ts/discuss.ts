@@ -122,6 +122,9 @@ export type ChannelOf<T extends string> =
   T extends `room:${string}` ? RoomChannel :
   never;
 
+/** The topic patterns whose broadcasts the server keeps: a typed channel on one of them recovers by itself. */
+export const HISTORY_TOPICS: readonly string[] = ["comments:*"];
+
 // ---------------------------------------------------------------------------
 // The typed layer over phoenix.js: the same Socket and Channel, with event
 // names, payloads and replies checked against the types above.
@@ -158,13 +161,64 @@ export class ReplyError<E = unknown> extends Error {
   }
 }
 
+/**
+ * What the server said of a (re)join on a topic with history (the `phx_recovery`
+ * event): whether what the channel missed follows, and where it stands.
+ */
+export type RecoveryReport = {
+  recovered: boolean;
+  position: string | null;
+  missed: number;
+  /** Why not: "none" (first join), "invalid", "epoch", "expired", "future", "unavailable", "off", "declined". */
+  reason?: string;
+};
+
+/** Whether the server keeps the history of `topic` (see `HISTORY_TOPICS`). */
+export function keepsHistory(topic: string): boolean {
+  return HISTORY_TOPICS.some((p) => (p.endsWith("*") ? topic.startsWith(p.slice(0, -1)) : topic === p));
+}
+
 /** A phoenix.js `Channel` whose events, payloads and replies are typed by `C`. */
 export class TypedChannel<C extends ChannelSpec> {
   /** The phoenix.js channel underneath, for what this layer does not cover (`Presence`, say). */
   readonly channel: Channel;
+  /**
+   * On a topic with history: the position of the last broadcast handed to the app
+   * (`"epoch:offset"`), which every rejoin sends, so the server sends what was
+   * missed before anything live. Keep it to resume after a reload (`position` option).
+   */
+  position: string | null;
+  private readonly recoveries: Array<(report: RecoveryReport) => void> = [];
 
-  constructor(socket: Socket, topic: string, params?: C["params"]) {
-    this.channel = socket.channel(topic, (params ?? {}) as object);
+  constructor(socket: Socket, topic: string, params?: C["params"], options?: { position?: string | null }) {
+    this.position = options?.position ?? null;
+    if (!keepsHistory(topic)) {
+      this.channel = socket.channel(topic, (params ?? {}) as object);
+      return;
+    }
+    // phoenix.js evaluates params before every (re)join when they are a function.
+    const base = (params ?? {}) as object;
+    this.channel = socket.channel(topic, () => ({ ...base, phx_position: this.position }));
+    // Every event's ref: a position on a broadcast (or a push from handle_out) of
+    // the topic, a plain number on replies; phx_recovery's is where the join starts.
+    this.channel.onMessage = (event: string, payload: unknown, ref?: unknown) => {
+      if (event === "phx_recovery") {
+        this.position = typeof ref === "string" ? ref : null;
+        for (const callback of this.recoveries) callback(payload as RecoveryReport);
+      } else if (typeof ref === "string" && ref.includes(":")) {
+        this.position = ref;
+      }
+      return payload;
+    };
+  }
+
+  /**
+   * Calls `callback` after every join on a topic with history: when `recovered` is
+   * false (too much or too old missed, a new epoch) the app reloads its state; when
+   * true, what was missed follows, in order, before anything live.
+   */
+  onRecovery(callback: (report: RecoveryReport) => void): void {
+    this.recoveries.push(callback);
   }
 
   /** The topic. */
@@ -214,13 +268,17 @@ export class TypedChannel<C extends ChannelSpec> {
   }
 }
 
-/** A typed channel for `topic` on `socket`: its type follows from the socket's routes. */
+/**
+ * A typed channel for `topic` on `socket`: its type follows from the socket's routes.
+ * On a topic with history it recovers by itself (`position` resumes from a kept one).
+ */
 export function typedChannel<T extends Topic>(
   socket: Socket,
   topic: T,
   params?: ChannelOf<T>["params"],
+  options?: { position?: string | null },
 ): TypedChannel<ChannelOf<T>> {
-  return new TypedChannel<ChannelOf<T>>(socket, topic, params);
+  return new TypedChannel<ChannelOf<T>>(socket, topic, params, options);
 }
 
 function outcome<R, E>(push: Push): Promise<Outcome<R, E>> {
