@@ -179,7 +179,8 @@ impl Sink for Connection {
         let Some(mailbox) = self.mailbox_if_used() else { return };
         let mail = match frames {
             Some(KeptFrames(frame, after)) => {
-                Mail::Frames { frame: frame.clone(), after: after.clone(), offset: position.offset() }
+                let (frame, after) = (self.outbox.shared(frame), after.as_ref().map(|f| self.outbox.shared(f)));
+                Mail::Frames { frame, after, offset: position.offset() }
             }
             None => Mail::Out { event: event.to_owned(), payload: payload.clone(), position: Some(position.clone()) },
         };

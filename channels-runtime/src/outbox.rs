@@ -407,10 +407,16 @@ impl Outbox {
     /// permessage-deflate, once for all of them (the compressed version is
     /// kept in `frame`).
     pub fn push_shared(&self, frame: &Frame) -> Result<(), Closed> {
-        match self.deflate.as_deref().and_then(|deflate| deflate.apply(frame)) {
-            Some(compressed) => self.push_framed(compressed),
-            None => self.push_framed(frame.clone()),
-        }
+        self.push_framed(self.shared(frame))
+    }
+
+    /// A frame shared with other connections, as this one sends it:
+    /// compressed once for all that agreed to permessage-deflate. For a
+    /// shared frame that reaches the outbox later, through a mailbox (a
+    /// broadcast with a position): a clone would not keep the compressed
+    /// version, and each connection would compress it again.
+    pub(crate) fn shared(&self, frame: &Frame) -> Frame {
+        self.deflate.as_deref().and_then(|deflate| deflate.apply(frame)).unwrap_or_else(|| frame.clone())
     }
 
     /// Queues or writes a frame as it will go on the wire.

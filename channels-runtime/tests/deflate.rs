@@ -276,3 +276,42 @@ async fn a_broadcast_is_compressed_once_for_all_its_subscribers() {
     assert!(compressed.len() * 4 < plain.len(), "{} bytes for {}", compressed.len(), plain.len());
     assert_eq!(s.endpoint.metrics().messages_compressed - before, 1, "compressed once for {SUBSCRIBERS} subscribers");
 }
+
+/// On a topic with history, a broadcast reaches the subscribers that ask
+/// for positions straight from the stream (`kept:`) or, when their channel
+/// intercepts events, through its mailbox in its place among them
+/// (`keptout:`): compressed once on both paths.
+#[tokio::test]
+async fn a_broadcast_with_a_position_is_compressed_once_for_all_its_subscribers() {
+    for topic in ["kept:deflate", "keptout:deflate"] {
+        compressed_once_with_positions(topic).await;
+    }
+}
+
+async fn compressed_once_with_positions(topic: &str) {
+    const SUBSCRIBERS: usize = 10;
+    let s = support::serve(compressing()).await;
+    let path = "/socket/websocket?vsn=2.0.0";
+    let join = format!(r#"["1","1","{topic}","phx_join",{{"phx_position":null}}]"#);
+    let mut clients = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let mut c = Client::connect(s.addr, path, Some("permessage-deflate; client_max_window_bits")).await;
+        c.send(0x80 | TEXT, join.as_bytes()).await;
+        let (_, reply) = c.read().await;
+        assert!(String::from_utf8_lossy(&reply).contains(r#""status":"ok""#));
+        let (_, recovery) = c.read().await;
+        assert!(String::from_utf8_lossy(&recovery).contains("phx_recovery"), "{}", String::from_utf8_lossy(&recovery));
+        clients.push(c);
+    }
+    let before = s.endpoint.metrics().messages_compressed;
+    let payload: serde_json::Value = serde_json::from_slice(&json(4096)).unwrap();
+    s.endpoint.broadcast(topic, "comments", &payload).unwrap();
+    for c in &mut clients {
+        let (first, bytes) = c.read().await;
+        assert_eq!(first, 0x80 | RSV1 | TEXT);
+        let frame: serde_json::Value = serde_json::from_slice(&inflate(&bytes)).unwrap();
+        assert!(frame[1].as_str().is_some_and(|p| p.contains(':')), "a position in ref: {frame}");
+    }
+    let compressions = s.endpoint.metrics().messages_compressed - before;
+    assert_eq!(compressions, 1, "{topic}: compressed once for {SUBSCRIBERS} subscribers");
+}
