@@ -644,6 +644,8 @@ async fn a_panic_in_any_callback_is_contained_like_a_phoenix_crash() {
 /// untracked when a crashing or refusing join ends that process.
 #[tokio::test]
 async fn presence_tracked_by_a_join_that_panics_is_untracked() {
+    // The tests that measure RSS measure the whole process: none runs beside them.
+    let _serial = SERIAL.lock().await;
     let (endpoint, addr) = bomb_server().await;
     let mut c = Raw::v2(addr).await;
     assert_eq!(c.join("1", "bomb:join").await[4]["response"]["reason"], "join crashed");
@@ -815,6 +817,8 @@ async fn slow_consumer_long() {
 /// the limit is checked, so the client ends with no channel at all.
 #[tokio::test]
 async fn a_rate_limited_rejoin_keeps_the_joined_channel() {
+    // The tests that measure RSS measure the whole process: none runs beside them.
+    let _serial = SERIAL.lock().await;
     let s = serve(SocketOptions { max_joins_per_second: 2, ..SocketOptions::default() }).await;
     let mut c = Raw::v2(s.addr).await;
     assert_eq!(c.join("1", "echo:keep").await[4]["status"], "ok");
@@ -833,6 +837,8 @@ async fn a_rate_limited_rejoin_keeps_the_joined_channel() {
 /// longer is 414) are answered at once. Parsing was once quadratic here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connect_query_at_the_uri_limit_is_answered() {
+    // The tests that measure RSS measure the whole process: none runs beside them.
+    let _serial = SERIAL.lock().await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = abuse_server().await;
     let query: String = (0..9_000).map(|i| format!("k{i}=&")).collect();
