@@ -279,11 +279,6 @@ impl Signal {
     }
 }
 
-/// Messages shorter than this are sent uncompressed even to a connection
-/// that agreed to permessage-deflate: a deflate block's overhead and the
-/// work cost more than the few bytes it could save.
-pub(crate) const DEFLATE_FROM: usize = 256;
-
 /// How an outbox compresses the messages it sends (permessage-deflate,
 /// agreed at the upgrade).
 #[derive(Debug)]
@@ -311,7 +306,7 @@ impl Deflate {
     /// kept in `frame` (when this connection's window allows sharing it),
     /// for every other connection given the same frame.
     fn apply(&self, frame: &Frame) -> Option<Frame> {
-        if frame.len() < DEFLATE_FROM {
+        if frame.len() < phx_channels_wire::deflate::COMPRESS_FROM {
             return None;
         }
         let compress = |payload: &[u8], out: &mut Vec<u8>| {

@@ -1,4 +1,6 @@
-//! permessage-deflate (RFC 7692): the negotiation, on the server's side.
+//! permessage-deflate (RFC 7692): the negotiation, on the server's side
+//! ([`negotiate`]) and on the client's ([`accepted`]: what a server's
+//! answer agreed to).
 //!
 //! A client offers the extension in `Sec-WebSocket-Extensions`, possibly
 //! several times with different parameters, in order of preference; the
@@ -80,12 +82,47 @@ impl Default for Wanted {
     }
 }
 
-/// One parameter of an offer, as written.
-fn parameters(offer: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
-    offer.split(';').skip(1).map(|parameter| match parameter.split_once('=') {
-        Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
-        None => (parameter.trim(), None),
-    })
+/// The extension's parameters (RFC 7692 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Parameter {
+    ServerNoContextTakeover,
+    ClientNoContextTakeover,
+    ServerMaxWindowBits,
+    ClientMaxWindowBits,
+}
+
+/// The parameters of one offer or answer, each with its value as written;
+/// `None` when one is unknown or given twice (the offer is declined, the
+/// answer cannot be honoured).
+fn parameters(extension: &str) -> Option<Vec<(Parameter, Option<&str>)>> {
+    let mut seen = Vec::with_capacity(4);
+    for parameter in extension.split(';').skip(1) {
+        let (name, value) = match parameter.split_once('=') {
+            Some((name, value)) => (name.trim(), Some(value.trim().trim_matches('"'))),
+            None => (parameter.trim(), None),
+        };
+        let parameter = match name {
+            "server_no_context_takeover" => Parameter::ServerNoContextTakeover,
+            "client_no_context_takeover" => Parameter::ClientNoContextTakeover,
+            "server_max_window_bits" => Parameter::ServerMaxWindowBits,
+            "client_max_window_bits" => Parameter::ClientMaxWindowBits,
+            _ => return None,
+        };
+        if seen.iter().any(|(p, _)| *p == parameter) {
+            return None;
+        }
+        seen.push((parameter, value));
+    }
+    Some(seen)
+}
+
+/// The permessage-deflate elements of `Sec-WebSocket-Extensions` values
+/// (every header line; each may hold several extensions, comma-separated).
+fn elements<'a>(headers: impl IntoIterator<Item = &'a str>) -> impl Iterator<Item = &'a str> {
+    headers
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .filter(|element| element.split(';').next().is_some_and(|name| name.trim().eq_ignore_ascii_case(NAME)))
 }
 
 /// A window size parameter's value (8..=15).
@@ -101,27 +138,16 @@ fn window_bits(value: &str) -> Option<u8> {
 fn agree(offer: &str, wanted: Wanted) -> Option<Agreed> {
     let mut agreed =
         Agreed { client_no_context_takeover: true, client_max_window_bits: 15, server_max_window_bits: 15 };
-    let mut seen = [false; 4];
     let mut client_allows_bound = false;
-    for (name, value) in parameters(offer) {
-        let index = match name {
-            "server_no_context_takeover" => 0,
-            "client_no_context_takeover" => 1,
-            "server_max_window_bits" => 2,
-            "client_max_window_bits" => 3,
-            _ => return None,
-        };
-        if std::mem::replace(&mut seen[index], true) {
-            return None;
-        }
-        match (index, value) {
+    for (parameter, value) in parameters(offer)? {
+        match (parameter, value) {
             // The server takes no context over anyway.
-            (0, None) => {}
+            (Parameter::ServerNoContextTakeover, None) => {}
             // Asked for anyway.
-            (1, None) => {}
-            (2, Some(value)) => agreed.server_max_window_bits = window_bits(value)?,
-            (3, None) => client_allows_bound = true,
-            (3, Some(value)) => {
+            (Parameter::ClientNoContextTakeover, None) => {}
+            (Parameter::ServerMaxWindowBits, Some(value)) => agreed.server_max_window_bits = window_bits(value)?,
+            (Parameter::ClientMaxWindowBits, None) => client_allows_bound = true,
+            (Parameter::ClientMaxWindowBits, Some(value)) => {
                 // The client says it will use at most this; the server may
                 // ask for less.
                 client_allows_bound = true;
@@ -141,12 +167,50 @@ fn agree(offer: &str, wanted: Wanted) -> Option<Agreed> {
 /// first permessage-deflate offer the server can honour, or `None` (no
 /// offer, or none acceptable: the connection is uncompressed).
 pub fn negotiate<'a>(headers: impl IntoIterator<Item = &'a str>, wanted: Wanted) -> Option<Agreed> {
-    headers
-        .into_iter()
-        .flat_map(|value| value.split(','))
-        .filter(|offer| offer.split(';').next().is_some_and(|name| name.trim().eq_ignore_ascii_case(NAME)))
-        .find_map(|offer| agree(offer, wanted))
+    elements(headers).find_map(|offer| agree(offer, wanted))
 }
+
+/// What a server's answer to the upgrade agreed to, as the client reads it:
+/// the first permessage-deflate extension in the answer's
+/// `Sec-WebSocket-Extensions` values (every header line; each may hold
+/// several extensions, comma-separated), or `None` when there is none or it
+/// cannot be honoured: an unknown parameter, one given twice, a window
+/// size missing or out of range (RFC 7692 §5, §7.1). Parameters absent mean
+/// what RFC 7692 says: context kept, windows of 15 bits.
+///
+/// ```
+/// use phx_channels_wire::deflate::{accepted, Agreed};
+///
+/// // Cowboy (Phoenix), asked as a browser asks.
+/// let answer = "permessage-deflate; client_no_context_takeover; client_max_window_bits=12";
+/// assert_eq!(
+///     accepted([answer]),
+///     Some(Agreed { client_no_context_takeover: true, client_max_window_bits: 12, server_max_window_bits: 15 })
+/// );
+/// assert_eq!(accepted(["permessage-deflate; client_max_window_bits"]), None);
+/// assert_eq!(accepted(["x-webkit-deflate-frame"]), None);
+/// ```
+pub fn accepted<'a>(headers: impl IntoIterator<Item = &'a str>) -> Option<Agreed> {
+    let answer = elements(headers).next()?;
+    let mut agreed =
+        Agreed { client_no_context_takeover: false, client_max_window_bits: 15, server_max_window_bits: 15 };
+    for (parameter, value) in parameters(answer)? {
+        match (parameter, value) {
+            (Parameter::ServerNoContextTakeover, None) => {}
+            (Parameter::ClientNoContextTakeover, None) => agreed.client_no_context_takeover = true,
+            (Parameter::ServerMaxWindowBits, Some(value)) => agreed.server_max_window_bits = window_bits(value)?,
+            (Parameter::ClientMaxWindowBits, Some(value)) => agreed.client_max_window_bits = window_bits(value)?,
+            _ => return None,
+        }
+    }
+    Some(agreed)
+}
+
+/// Messages shorter than this many bytes are sent uncompressed, by the
+/// server and by the client, even on a connection that agreed to the
+/// extension: a deflate block's overhead and the work cost more than the
+/// few bytes it could save.
+pub const COMPRESS_FROM: usize = 256;
 
 /// What the sender strips from the end of each compressed message, and the
 /// receiver appends before inflating it (RFC 7692 §7.2.1, §7.2.2): the
@@ -409,6 +473,36 @@ mod tests {
         );
         assert_eq!(negotiate([], Wanted::default()), None);
         assert_eq!(one("permessage-foo"), None);
+    }
+
+    #[test]
+    fn a_servers_answer_is_read_as_the_client_reads_it() {
+        // Every answer `negotiate` makes reads back as what it agreed to.
+        for offer in [
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; client_max_window_bits; server_max_window_bits=10",
+        ] {
+            for bits in [9, 15] {
+                let agreed = negotiate([offer], Wanted { client_max_window_bits: bits }).unwrap();
+                assert_eq!(accepted([agreed.response().as_str()]), Some(agreed), "{offer}, {bits}");
+            }
+        }
+        // The first permessage-deflate, on any line; quoted values.
+        assert_eq!(
+            accepted(["x-foo", "x-bar, permessage-deflate; client_max_window_bits=\"9\"; server_no_context_takeover"]),
+            Some(Agreed { client_no_context_takeover: false, client_max_window_bits: 9, server_max_window_bits: 15 })
+        );
+        for bad in [
+            "permessage-deflate; client_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; client_no_context_takeover=1",
+            "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate; mystery",
+        ] {
+            assert_eq!(accepted([bad]), None, "{bad}");
+        }
+        assert_eq!(accepted([]), None);
     }
 }
 
