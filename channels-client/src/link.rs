@@ -20,8 +20,8 @@ use crate::error::{Refusal, SocketError};
 use phx_channels_protocol::{ClientFrame, Serializer};
 
 /// The reading half of an open connection (boxed: over a stream that
-/// inflates, when the client offers compression, or straight over the
-/// socket).
+/// inflates and compresses, when the client offers compression, or
+/// straight over the socket).
 pub(crate) type Reader = std::pin::Pin<Box<dyn Stream<Item = Result<WsMessage, tungstenite::Error>> + Send>>;
 
 /// Sub-protocol prefix phoenix.js puts before the base64 auth token.
@@ -113,7 +113,7 @@ impl Link {
         if target.compress {
             request.headers_mut().insert("sec-websocket-extensions", HeaderValue::from_static(crate::deflate::OFFER));
             let open = async {
-                let stream = connect_inflating(&target, request.uri(), max_message_size).await?;
+                let stream = connect_compressed(&target, request.uri(), max_message_size).await?;
                 tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await.map_err(connect_error)
             };
             let (ws, _response) =
@@ -218,13 +218,14 @@ pub(crate) fn read_error(error: &tungstenite::Error) -> SocketError {
 }
 
 /// The socket of a client that offers compression, TLS included for
-/// `wss://`, under the stream that inflates (which must sit above TLS):
+/// `wss://`, under the stream that inflates and compresses (which must sit
+/// above TLS):
 /// what tokio-tungstenite's `connect_async` does, made here.
-async fn connect_inflating(
+async fn connect_compressed(
     target: &Target,
     uri: &tokio_tungstenite::tungstenite::http::Uri,
     max_message_size: usize,
-) -> Result<crate::deflate::Inflating<MaybeTlsStream<TcpStream>>, SocketError> {
+) -> Result<crate::deflate::Compression<MaybeTlsStream<TcpStream>>, SocketError> {
     let invalid = |why: &str| SocketError::InvalidRequest(why.to_owned());
     let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
     // An IPv6 address comes in brackets.
@@ -249,7 +250,7 @@ async fn connect_inflating(
     } else {
         MaybeTlsStream::Plain(socket)
     };
-    Ok(crate::deflate::Inflating::new(stream, max_message_size))
+    Ok(crate::deflate::Compression::new(stream, max_message_size))
 }
 
 /// Writes queued frames in order, then closes the connection once the

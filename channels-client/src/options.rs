@@ -197,8 +197,11 @@ impl SocketBuilder {
     /// and the client inflates them, within
     /// [`max_message_size`](Self::max_message_size) as they inflate (a
     /// message that inflates past it breaks the connection, which
-    /// reconnects). What the client sends goes uncompressed (RFC 7692 lets
-    /// it). Off by default. The offer is
+    /// reconnects). Once the server agreed, the client compresses what it
+    /// sends too, as a browser does: each message of 256 bytes or more (up
+    /// to `max_message_size`; longer ones go as they are) on its own, within
+    /// the window the server asked for, unless it does not shrink. Off by
+    /// default. The offer is
     /// `permessage-deflate; client_no_context_takeover; client_max_window_bits`.
     ///
     /// ```no_run

@@ -5,13 +5,15 @@
 //! while the server runs. And compression (`SocketBuilder::compress`,
 //! against `SocketOptions::compress`), plain and TLS: the server's
 //! broadcasts arrive compressed and are read as any other, a client that
-//! does not offer it gets them plain from the same broadcast, and a message
-//! that inflates past the client's `max_message_size` breaks the
-//! connection instead of growing.
+//! does not offer it gets them plain from the same broadcast, the client's
+//! own pushes reach the server compressed (seen by a proxy between them)
+//! and are answered, and a message that inflates past the client's
+//! `max_message_size` breaks the connection instead of growing.
 
 #[path = "../../channels-runtime/tests/support/pki.rs"]
 mod pki;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use phx_channels_client::{Backoff, JoinError, Socket, SocketBuilder, SocketError, SocketEvent, Tls};
@@ -25,9 +27,11 @@ use phx_channels_runtime::router::Topic;
 use phx_channels_runtime::socket::Socket as ServerSocket;
 use phx_channels_runtime::tls::{Tls as ServerTls, TlsError as ServerTlsError};
 use phx_channels_runtime::SocketOptions;
+use phx_channels_wire::frame::{Header, Role};
 use pki::Ca;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 struct AppSocket;
@@ -185,10 +189,15 @@ fn compressing() -> SocketOptions {
     SocketOptions { compress: true, ..SocketOptions::default() }
 }
 
-/// A broadcast of about 4 KiB of JSON.
+/// A broadcast of about 2.7 KB of JSON.
 fn comments() -> Value {
+    comments_of(60)
+}
+
+/// `{"comments": [...]}` with `n` comments (45 bytes each).
+fn comments_of(n: usize) -> Value {
     let list: Vec<Value> =
-        (0..60).map(|i| json!({"id": i, "user": format!("user-{}", i % 7), "body": "a comment"})).collect();
+        (0..n).map(|i| json!({"id": i, "user": format!("user-{}", i % 7), "body": "a comment"})).collect();
     json!({ "comments": list })
 }
 
@@ -276,4 +285,91 @@ async fn a_message_that_inflates_past_the_limit_breaks_the_connection() {
     let got: Value = timeout(WAIT, big.recv()).await.unwrap().unwrap().decode().unwrap();
     assert_eq!(got["zeros"].as_str().map(str::len), Some(50_000));
     socket.disconnect();
+}
+
+/// A frame a client sent, as a proxy between it and the server saw it.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    rsv1: bool,
+    opcode: u8,
+    /// Its bytes on the wire, header included.
+    bytes: usize,
+}
+
+/// A TCP proxy on a free loopback port to the server's `port`: it passes
+/// bytes both ways as they come, and reads the frames each client sends
+/// after its upgrade request. Its port, and the frames seen.
+async fn proxy(port: u16) -> (u16, Arc<Mutex<Vec<Seen>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let via = listener.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let frames = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let (mut from_client, mut to_client) = client.into_split();
+            let (mut from_server, mut to_server) = server.into_split();
+            tokio::spawn(async move { tokio::io::copy(&mut from_server, &mut to_client).await });
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                let (mut buf, mut read, mut upgraded) = (Vec::new(), [0; 8192], false);
+                loop {
+                    let n = from_client.read(&mut read).await.unwrap_or(0);
+                    if n == 0 || to_server.write_all(&read[..n]).await.is_err() {
+                        return;
+                    }
+                    buf.extend_from_slice(&read[..n]);
+                    if !upgraded {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+                        buf.drain(..end + 4);
+                        upgraded = true;
+                    }
+                    while let Ok(Some((header, at))) = Header::parse(&buf, Role::Server, true) {
+                        let bytes = at + usize::try_from(header.len).unwrap();
+                        if buf.len() < bytes {
+                            break;
+                        }
+                        buf.drain(..bytes);
+                        frames.lock().unwrap().push(Seen { rsv1: header.rsv1, opcode: header.opcode, bytes });
+                    }
+                }
+            });
+        }
+    });
+    (via, seen)
+}
+
+/// A push of 4 KiB of JSON from a client that compresses reaches the
+/// server compressed (RSV1, in a fraction of its size, as a proxy between
+/// them sees it), and its reply (the same payload, compressed by the
+/// server) comes back whole; from a client that does not, nothing is
+/// compressed either way. Prints the bytes on the wire for BENCHMARKS.md.
+#[tokio::test]
+async fn pushes_go_compressed_and_their_replies_come_back() {
+    let (endpoint, port) = serve_with(None, compressing()).await;
+    let payload = comments_of(91);
+    let size = serde_json::to_string(&payload).unwrap().len();
+    assert!(size >= 4096, "{size}");
+    for compress in [true, false] {
+        let (via, seen) = proxy(port).await;
+        let socket = Socket::builder(format!("ws://127.0.0.1:{via}/socket")).compress(compress).connect();
+        let (channel, _): (_, Value) = timeout(WAIT, socket.channel("echo:1").join(json!({}))).await.unwrap().unwrap();
+        let reply = timeout(WAIT, channel.push("ping", payload.clone())).await.unwrap().unwrap();
+        assert_eq!(reply.decode::<Value>().unwrap(), payload);
+        socket.disconnect();
+        let seen = seen.lock().unwrap().clone();
+        let push = seen.iter().max_by_key(|frame| frame.bytes).copied().expect("frames from the client");
+        assert_eq!(push.opcode, 0x1, "{seen:?}");
+        if compress {
+            assert!(push.rsv1 && push.bytes < size / 4, "{push:?} for {size} bytes of JSON");
+            // The join, short, went as it was.
+            assert!(seen.iter().any(|frame| !frame.rsv1), "{seen:?}");
+        } else {
+            assert!(seen.iter().all(|frame| !frame.rsv1), "{seen:?}");
+            assert!(push.bytes > size, "{push:?}");
+        }
+        // The server compressed the reply once, for the client that asked.
+        assert_eq!(endpoint.metrics().messages_compressed, 1);
+        eprintln!("a push of {size} bytes of JSON, compress({compress}): {} bytes on the wire", push.bytes);
+    }
 }
