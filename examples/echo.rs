@@ -19,7 +19,8 @@
 //! - `--port N`: the port (default: one the system picks); the URL is
 //!   printed on the line `listening on ws://…`.
 //! - `--max-message BYTES`: the largest message taken (default 16 MiB, what
-//!   Autobahn's sections 1–10 send at most).
+//!   Autobahn's sections 1–10 send at most); what may wait to be written
+//!   to one client is twice that, so the echo of the largest fits.
 //! - `--compress`: permessage-deflate for the clients that offer it
 //!   (`SocketOptions::compress`); `--compress-level N` (0–9, default 6).
 //! - `--tls`: serves WSS (`wss://127.0.0.1:…/echo/websocket`) with a
@@ -61,7 +62,12 @@ async fn main() -> std::io::Result<()> {
     let compress = std::env::args().any(|a| a == "--compress");
     let compress_level =
         arg("--compress-level").map_or(Ok(6), |l| l.parse()).expect("--compress-level takes a number (0-9)");
-    let options = SocketOptions { max_frame_size: max, compress, compress_level, ..SocketOptions::default() };
+    // What waits to be written must hold the echo of the largest message
+    // taken, and the one before it: a single frame over the outbound limit
+    // closes the connection (1008) rather than being queued.
+    let max_outbound_bytes = max.saturating_mul(2).max(SocketOptions::default().max_outbound_bytes);
+    let options =
+        SocketOptions { max_frame_size: max, max_outbound_bytes, compress, compress_level, ..SocketOptions::default() };
     let mut endpoint = Endpoint::new().raw_socket_with("/echo", EchoSocket, options);
     let tls = match (arg("--tls-cert"), arg("--tls-key")) {
         (Some(cert), Some(key)) => Some(Tls::from_pem_files(cert, key).map_err(std::io::Error::other)?),

@@ -111,3 +111,23 @@ pub fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio
     socket.bind(addr)?;
     socket.listen(backlog)
 }
+
+/// Accepts connections for ever, each served by `serve` in its own task.
+/// Out of file descriptors, it backs off briefly rather than spin.
+pub async fn accept_forever<F, Fut>(listener: tokio::net::TcpListener, serve: F) -> !
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(serve(stream));
+            }
+            Err(e) => {
+                eprintln!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    }
+}

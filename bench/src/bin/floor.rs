@@ -213,16 +213,5 @@ async fn main() -> std::io::Result<()> {
     let listener = bench::listen(SocketAddr::new(ip, port), backlog)?;
     let addr: SocketAddr = listener.local_addr()?;
     println!("listening on http://{addr}");
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                tokio::spawn(serve(stream));
-            }
-            Err(e) => {
-                // Out of file descriptors: back off briefly rather than spin.
-                eprintln!("accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-            }
-        }
-    }
+    bench::accept_forever(listener, serve).await
 }
