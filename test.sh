@@ -16,7 +16,8 @@
 #                built from its .crate alone, as crates.io would get it (about a
 #                minute of CPU on a warm target dir)
 #   build        cargo build --release --examples (discuss; chat and relay for
-#                tests/js/chat.test.mjs and tests/js/relay.test.mjs)
+#                tests/js/chat.test.mjs and tests/js/relay.test.mjs) and the
+#                `cluster` generator (bench/src/bin/cluster.rs)
 #   start        the example on a free port (scripts/start-discuss.sh)
 #   e2e          node --test tests/js/*.test.mjs against it (phoenix.js over
 #                WebSocket and LongPoll, raw frames, the demo page and the
@@ -30,6 +31,13 @@
 #                ws:// and wss:// through the endpoint's own TLS, sections
 #                1-7 and 10, and with compression on (--compress), sections
 #                12 and 13)
+#   cluster      a cluster on this machine (bench/cluster.sh): 3 discuss nodes
+#                on nats-server -js, 20 000 sockets over 200 topics and 20
+#                presence rooms, deliveries, 2 000 presence joins, then one
+#                node killed: every one of its clients must come back within
+#                60 s, and those that rejoin with their position must miss
+#                nothing and get nothing twice (JSON lines in
+#                tests/js/artifacts/cluster.jsonl)
 #
 # Environment:
 #   SHARED_DIR   folder holding conformance/ (default: ../shared beside the repo)
@@ -191,6 +199,20 @@ package_crates() {
   cargo package --workspace --exclude bench --allow-dirty
 }
 
+# One invocation, so the examples and the generator share one build of
+# the crates (two would build the runtime twice, with two feature sets).
+build_release() {
+  cargo build --release -p phx-channels --examples -p bench --bin cluster
+}
+
+# The smaller version of issue 27's cluster (bench/cluster.sh; the full one
+# is 8 nodes and 100 000 sockets, BENCHMARKS.md).
+run_cluster() {
+  NO_BUILD=1 ENGINES=nats NODES=3 SOCKETS=20000 TOPICS=200 ROOMS=20 BURST=2000 RATE=200 DURATION=5 \
+    KILL=2 FAIL_DURATION=15 BACK_TIMEOUT=60 STRICT=1 OUT="$ROOT/tests/js/artifacts/cluster.jsonl" \
+    "$ROOT/bench/cluster.sh"
+}
+
 server_alive() {
   [ -n "$DISCUSS_PID" ] && kill -0 "$DISCUSS_PID" 2>/dev/null
 }
@@ -202,7 +224,7 @@ stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets -- -D warnings
 stage cargo-test cargo test --workspace
 stage package package_crates
-stage build cargo build --release --examples
+stage build build_release
 build_status="${results[-1]%% *}"
 
 if [ -x "$ROOT/target/release/examples/discuss" ] && [ "$build_status" = "PASS" ]; then
@@ -242,6 +264,12 @@ if [ "$build_status" = "PASS" ]; then
   stage autobahn "$ROOT/scripts/autobahn/test.sh"
 else
   skip autobahn "the release build of the examples failed"
+fi
+
+if [ "$build_status" = "PASS" ]; then
+  stage cluster run_cluster
+else
+  skip cluster "the release build failed"
 fi
 
 section "summary"

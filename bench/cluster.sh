@@ -19,7 +19,8 @@
 # convergence) KILL=7 (the node killed in the failover phase; KILL= skips
 # it) FAIL_DURATION=20 RECOVER_SHARE=0.5 (share of sockets that rejoin
 # with their last position) BACK_TIMEOUT=120 (s for every client to be
-# back after the kill, or the run fails) PROCS (generator processes; default one per
+# back after the kill, or the run fails) STRICT=1 (the run fails too when a
+# socket that rejoined with its position lost or got twice a broadcast) PROCS (generator processes; default one per
 # 12 000 sockets) CONCURRENCY=64 (joins in flight per generator process).
 # NODE_EXTRA_ENV="VAR=value ..." more environment for every node.
 # OUT=path keeps the JSON lines (default target/bench/cluster.jsonl).
@@ -83,6 +84,7 @@ for engine in $ENGINES; do
     echo "== cluster on $engine ($BROKER_DESC; $NODES_N nodes ${NODES[*]}; $SOCKETS sockets; load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
     kill_args=()
     [ -n "$KILL" ] && kill_args=(--kill "$KILL" --fail-duration "$FAIL_DURATION" --back-timeout "$BACK_TIMEOUT")
+    [ -n "$KILL" ] && [ -n "${STRICT:-}" ] && kill_args+=(--strict)
     # The generator in the background, so a signal reaches the trap at once.
     "$T/cluster" --label "$engine" --token "$TOKEN" \
         --nodes "$(IFS=,; echo "${NODES[*]}")" --pids "$(IFS=,; echo "${NODE_PIDS[*]}")" \

@@ -325,11 +325,23 @@ async fn comments_keep_history_and_a_rejoin_gets_what_it_missed() {
         channel.assert_reply(&push, Status::Ok, json!({})).await;
     }
 
-    let (_, back) = reader.join(&topic, json!({"phx_position": position})).await.unwrap();
+    let (reply, back) = reader.join(&topic, json!({"phx_position": position})).await.unwrap();
     let report = back.next_push("phx_recovery").await;
     assert_eq!(report["recovered"], true, "{report}");
     assert_eq!(report["missed"], 2, "{report}");
+    // the list is the client's; only what it missed comes, after the reply
+    assert_eq!(reply["comments"], json!([]), "a recovered rejoin reads no comments: {reply}");
     for content in ["one", "two"] {
         assert_eq!(back.next_push("comments:42:new").await["comment"]["content"], content);
     }
+
+    back.leave().await;
+
+    // a rejoin from a position the topic never had is not recovered: the
+    // reply carries the list
+    let (reply, lost) = reader.join(&topic, json!({"phx_position": "0:1"})).await.unwrap();
+    assert_eq!(lost.next_push("phx_recovery").await["recovered"], false);
+    let listed: Vec<&str> =
+        reply["comments"].as_array().unwrap().iter().map(|c| c["content"].as_str().unwrap()).collect();
+    assert_eq!(listed, ["one", "two"], "{reply}");
 }

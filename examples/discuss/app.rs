@@ -242,9 +242,18 @@ impl CommentsChannel {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
             return Err(JoinError::reason("invalid topic"));
         }
-        // The cause is logged by the store; the client reads the reason.
-        let Ok(comments) = socket.state().comments.latest(id, REPLAYED).await else {
-            return Err(JoinError::reason("storage unavailable"));
+        // A rejoin that recovers keeps the list it had and gets what it
+        // missed right after the reply: reading the latest again would only
+        // load the database, and most in a reconnect storm, when a node's
+        // clients all come back at once (issue 27's failover).
+        let comments = if socket.recovery().is_some_and(|r| r.is_recovered()) {
+            Vec::new()
+        } else {
+            // The cause is logged by the store; the client reads the reason.
+            let Ok(comments) = socket.state().comments.latest(id, REPLAYED).await else {
+                return Err(JoinError::reason("storage unavailable"));
+            };
+            comments
         };
         Ok((CommentsJoined { comments, hey: "there" }, CommentsChannel { topic_id: id.to_owned() }))
     }

@@ -84,6 +84,9 @@ struct Args {
     /// Failover: how long to wait for every socket to be back.
     back_timeout: f64,
     recover_share: f64,
+    /// Failover: fail when a socket that rejoined with its position lost or
+    /// got twice any acknowledged broadcast (what history promises).
+    strict: bool,
     settle: f64,
     child: Option<(usize, usize)>,
 }
@@ -92,7 +95,7 @@ fn usage() -> ! {
     eprintln!(
         "usage: cluster --nodes IP:PORT,.. --pids PID,.. [--broker-pids PID,..] [--token T] [--label NAME] \
          [--sockets N] [--topics T] [--rooms R] [--procs K] [--concurrency C] [--rate R] [--duration S] \
-         [--burst B] [--kill I] [--fail-duration S] [--recover-share F] [--back-timeout S] [--settle S]"
+         [--burst B] [--kill I] [--fail-duration S] [--recover-share F] [--back-timeout S] [--strict] [--settle S]"
     );
     std::process::exit(2)
 }
@@ -120,6 +123,7 @@ fn parse_args() -> Args {
         fail_duration: 20.0,
         back_timeout: 120.0,
         recover_share: 0.5,
+        strict: false,
         settle: 2.0,
         child: None,
     };
@@ -146,6 +150,7 @@ fn parse_args() -> Args {
             "--back-timeout" => a.back_timeout = num(val()),
             "--recover-share" => a.recover_share = num(val()),
             "--settle" => a.settle = num(val()),
+            "--strict" => a.strict = true,
             "--child" => {
                 let v = val();
                 let (i, k) = v.split_once('/').unwrap_or_else(|| usage());
@@ -1257,6 +1262,7 @@ async fn parent_main(args: Arc<Args>) -> Result<(), AnyError> {
         }
         let on_killed = (0..args.sockets).filter(|s| s % n == kill).count();
         let cpu = cpu_delta(&r0, &r1);
+        let losses = t.losses(&acked);
         print(with(json!({
             "phase": "failover",
             "killed_node": kill,
@@ -1275,7 +1281,7 @@ async fn parent_main(args: Arc<Args>) -> Result<(), AnyError> {
             "recovered_missed": t.c.missed,
             "not_recovered": t.c.not_recovered,
             "resyncs": t.c.resyncs,
-            "losses": t.losses(&acked),
+            "losses": losses,
             "peak_node_cpu_util": round(peak_node, 3),
             "peak_all_nodes_cpu_util": round(peak_all, 3),
             "peak_broker_cpu_util": round(peak_broker, 3),
@@ -1289,6 +1295,14 @@ async fn parent_main(args: Arc<Args>) -> Result<(), AnyError> {
                 total_sockets - t.up
             )
             .into());
+        }
+        if args.strict {
+            for class in ["recover_stayed", "recover_moved"] {
+                let (lost, dups) = (&losses[class]["lost"], &losses[class]["duplicates"]);
+                if lost.as_u64() != Some(0) || dups.as_u64() != Some(0) {
+                    return Err(format!("{class}: {lost} broadcasts lost and {dups} duplicated with history").into());
+                }
+            }
         }
     }
     drop(gens);
