@@ -7,7 +7,8 @@
 //! - a comment whose broadcast the fan-out limits refused is not kept;
 //! - a PostgreSQL stopped mid-test is an error reply, not a hung client,
 //!   and the comments come back with it;
-//! - two nodes on one PostgreSQL and one Redis serve the same comments.
+//! - two nodes on one PostgreSQL and one Redis serve the same comments;
+//! - a storm of joins on one topic shares its reads of the latest comments.
 
 #[path = "../examples/discuss/app.rs"]
 #[allow(dead_code)] // the admin routes are tested in discuss_channels.rs
@@ -163,6 +164,37 @@ async fn comments_survive_a_restart(url: &str) {
 }
 
 on_both_backends!(comments_survive_a_restart: comments_survive_a_restart_on_sqlite, comments_survive_a_restart_on_postgres);
+
+// ---------------------------------------------------------------- a join storm
+
+/// A node's clients rejoining elsewhere at once: 3 000 joins of one topic
+/// ask for its latest comments together. They share reads (each one in a
+/// query of its own, they queued past the pool's deadline and were
+/// refused), all get the same list, and a comment stored after a read is
+/// in the next one.
+async fn a_join_storm_shares_its_reads(url: &str) {
+    let store = Arc::new(Store::connect(url, Limits::default()).await.unwrap());
+    for content in ["one", "two"] {
+        store.insert(app::Comment::new(content.into(), Some("u".into()), "7".into())).await.unwrap();
+    }
+    let before = store.latest_reads();
+    let answers = join_all((0..3000).map(|_| {
+        let store = Arc::clone(&store);
+        async move { store.latest("7", 50).await }
+    }))
+    .await;
+    for answer in &answers {
+        assert_eq!(contents(&json!({"comments": answer.as_ref().expect("answered")})), ["one", "two"]);
+    }
+    let reads = store.latest_reads() - before;
+    assert!(reads < 100, "3 000 joins made {reads} reads");
+
+    store.insert(app::Comment::new("three".into(), Some("u".into()), "7".into())).await.unwrap();
+    let latest = store.latest("7", 50).await.unwrap();
+    assert_eq!(contents(&json!({ "comments": latest })), ["one", "two", "three"]);
+}
+
+on_both_backends!(a_join_storm_shares_its_reads: a_join_storm_shares_its_reads_on_sqlite, a_join_storm_shares_its_reads_on_postgres);
 
 // ---------------------------------------------------------------- paging and limits
 

@@ -132,7 +132,7 @@ pub struct Comment {
 impl Comment {
     /// A comment not stored yet (the database gives its id), stamped now
     /// in UTC to the second, as Ecto's `timestamps()` does.
-    fn new(content: String, user_id: Option<String>, topic_id: String) -> Self {
+    pub fn new(content: String, user_id: Option<String>, topic_id: String) -> Self {
         let now = OffsetDateTime::now_utc().replace_nanosecond(0).unwrap_or_else(|_| OffsetDateTime::now_utc());
         let now = PrimitiveDateTime::new(now.date(), now.time());
         Comment { id: 0, content, user_id, topic_id, inserted_at: now, updated_at: now }

@@ -7,8 +7,10 @@
 //! full or stuck makes it fail with [`Unavailable`], logged here with its
 //! source chain, never a client left waiting.
 
+use std::collections::HashMap;
 use std::error::Error as _;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -52,8 +54,19 @@ pub struct Store {
     /// In-process, SQLite's writes take turns here rather than in SQLite's
     /// busy handler (which sleeps up to 100 ms between tries).
     write: tokio::sync::Mutex<()>,
+    /// The reads of a topic's latest comments in flight: a join that comes
+    /// while one runs shares its answer instead of queueing a query of its
+    /// own. A node's clients rejoining elsewhere all at once (a reconnect
+    /// storm) are thousands of joins over a few topics: each in a query of
+    /// its own, they waited past the pool's deadline and were refused.
+    reading: Mutex<HashMap<(String, u32), Arc<Reading>>>,
+    /// Reads of the latest comments that went to the database.
+    latest_reads: std::sync::atomic::AtomicU64,
     log: LogThrottle,
 }
+
+/// One read of a topic's latest comments, shared by the joins that wait for it.
+type Reading = tokio::sync::OnceCell<Result<Vec<Comment>, Unavailable>>;
 
 enum Pool {
     Sqlite(SqlitePool),
@@ -131,7 +144,14 @@ impl Store {
         } else {
             anyhow::bail!("DATABASE_URL must start with sqlite: or postgres://");
         };
-        Ok(Store { pool, limits, write: tokio::sync::Mutex::new(()), log: LogThrottle::default() })
+        Ok(Store {
+            pool,
+            limits,
+            write: tokio::sync::Mutex::new(()),
+            reading: Mutex::default(),
+            latest_reads: Default::default(),
+            log: LogThrottle::default(),
+        })
     }
 
     /// `"sqlite"` or `"postgres"`.
@@ -142,8 +162,37 @@ impl Store {
         }
     }
 
-    /// The newest `n` comments of a topic, oldest first.
+    /// The newest `n` comments of a topic, oldest first. Calls for the same
+    /// topic and `n` while a read of them runs get that read's answer.
     pub async fn latest(&self, topic_id: &str, n: u32) -> Result<Vec<Comment>, Unavailable> {
+        let key = (topic_id.to_owned(), n);
+        let reading = Arc::clone(self.readings().entry(key.clone()).or_default());
+        // Whoever runs the query; should it be dropped (its join gone), a
+        // waiting call runs it instead.
+        let answer = reading.get_or_init(|| self.read_latest(topic_id, n)).await.clone();
+        // Answered: later calls read again (a comment stored since would
+        // be missing from this answer).
+        let mut readings = self.readings();
+        if readings.get(&key).is_some_and(|r| Arc::ptr_eq(r, &reading)) {
+            readings.remove(&key);
+        }
+        answer
+    }
+
+    /// How many reads of the latest comments went to the database (calls
+    /// that shared one count once).
+    #[allow(dead_code)] // tests/discuss_db.rs reads it
+    pub fn latest_reads(&self) -> u64 {
+        self.latest_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn readings(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Arc<Reading>>> {
+        // Nothing panics while holding it; a poisoned map is still a map.
+        self.reading.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn read_latest(&self, topic_id: &str, n: u32) -> Result<Vec<Comment>, Unavailable> {
+        self.latest_reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let newest_first = self
             .run("reading comments", Access::Read, async {
                 with_pool!(self, |pool| sqlx::query_as(LATEST).bind(topic_id).bind(i64::from(n)).fetch_all(pool).await)
@@ -197,6 +246,8 @@ impl Store {
                 })
             })
             .await?;
+        // Joins from now on read it: none may share a read that began before.
+        self.readings().retain(|(topic, _), _| *topic != comment.topic_id);
         Ok(comment)
     }
 
