@@ -11,7 +11,7 @@
 #   fmt          cargo fmt --all -- --check
 #   clippy       cargo clippy --workspace --all-targets -- -D warnings
 #   cargo-test   cargo test --workspace (unit, integration and trybuild UI tests)
-#   package      cargo package --workspace --exclude bench: every published crate
+#   package      cargo package --workspace --exclude bench --exclude ui-tests: every published crate
 #                (protocol, client, macros, runtime, phx-channels) packaged and
 #                built from its .crate alone, as crates.io would get it (about a
 #                minute of CPU on a warm target dir)
@@ -196,7 +196,7 @@ package_crates() {
   # stage is done with them; the release build is kept).
   cargo clean --profile dev -p phx-channels-protocol -p phx-channels-wire -p phx-channels-runtime \
     -p phx-channels-client -p phx-channels-macros -p phx-channels
-  cargo package --workspace --exclude bench --allow-dirty
+  cargo package --workspace --exclude bench --exclude ui-tests --allow-dirty
 }
 
 # One invocation, so the examples and the generator share one build of
