@@ -14,9 +14,14 @@ stop_all() {
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     PIDS=()
 }
+# KEEP_WORK=1 keeps WORK (the brokers' and nodes' logs) and says where.
 cleanup() {
     stop_all
-    rm -rf "$WORK"
+    if [ -n "${KEEP_WORK:-}" ]; then
+        echo "logs kept in $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
 }
 
 listening() { [ -n "$(ss -Htln "sport = :$1")" ]; }

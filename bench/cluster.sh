@@ -24,7 +24,7 @@
 # 12 000 sockets) CONCURRENCY=64 (joins in flight per generator process).
 # NODE_EXTRA_ENV="VAR=value ..." more environment for every node.
 # OUT=path keeps the JSON lines (default target/bench/cluster.jsonl).
-# NO_BUILD=1 skips the build.
+# NO_BUILD=1 skips the build. KEEP_WORK=1 keeps the broker's and the nodes' logs.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
